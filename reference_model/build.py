@@ -1,0 +1,40 @@
+"""Build a :class:`DuplexModel` variant from a :class:`DuplexSpec`: load, transform, allocate state."""
+
+from __future__ import annotations
+
+import torch
+
+from .duplex import DuplexModel, DuplexSpec
+from .enhancements import FLAGS, parse_flags
+
+
+def build_duplex(spec: DuplexSpec) -> DuplexModel:
+    """Load LM and codec, apply the spec's flags (model stage, then runtime stage), return the variant.
+
+    Flags are parsed and checked before any weight is loaded, so a bad flag costs nothing.
+    """
+    from .codec import CodecStreamer, load_codec
+    from .lm import Streamer, load_lm
+
+    flags = parse_flags(spec.flags, device=spec.device)
+    torch.manual_seed(spec.seed)
+    lm = load_lm(spec.lm, spec.lm_checkpoint, device=spec.device, dtype=spec.dtype)
+    codec = load_codec(spec.codec, spec.codec_checkpoint, device=spec.device, dtype=spec.dtype)
+    for flag in flags:
+        if FLAGS[flag.name].stage == "model":
+            FLAGS[flag.name].load_apply()(lm, codec, flag.value)
+    torch.manual_seed(spec.seed)  # sampling starts from the same state whatever the flags did
+    streamer = Streamer(
+        lm,
+        temp=spec.temp,
+        temp_text=spec.temp_text,
+        top_k=spec.top_k,
+        top_k_text=spec.top_k_text,
+        batch_size=spec.batch_size,
+    )
+    codec_streamer = CodecStreamer(codec, batch_size=spec.batch_size)
+    duplex = DuplexModel(lm, codec, streamer, codec_streamer, spec, flags)
+    for flag in flags:
+        if FLAGS[flag.name].stage == "runtime":
+            FLAGS[flag.name].load_apply()(duplex, flag.value)
+    return duplex

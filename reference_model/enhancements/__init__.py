@@ -1,0 +1,126 @@
+"""Enhancement flags: each one a small transform of the model, readable on its own (gpt-fast style).
+
+A flag is written ``name`` or ``name=value``; a list of flags is comma-separated ("sdpa,int8,gqa=4").
+Each flag lives in its own module of this package and registers a :class:`FlagSpec` here.
+
+Two stages, applied in this order by :func:`reference_model.build_duplex`:
+
+* ``stage="model"``: ``apply(lm, codec, value)`` rewrites modules or weights *before* any streaming
+  state (KV caches, codec buffers) is allocated: attention backend, GQA, quantization, Mixture of Depths,
+  KV-cache kind, codec bitrate policy.
+* ``stage="runtime"``: ``apply(duplex, value)`` wraps the built :class:`~reference_model.duplex.DuplexModel`
+  (torch.compile, CUDA graphs, speculative decoding of the audio tokens).
+
+The model never imports the harness; the harness reads this registry (names, values, conflicts,
+device needs) and nothing else of the model's internals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class FlagError(ValueError):
+    """An unknown flag, a bad value, or flags that cannot combine."""
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    name: str
+    module: str  # module in this package holding ``apply``
+    stage: str  # "model" or "runtime"
+    summary: str
+    parse: Callable[[str | None], Any] = lambda v: True
+    default: str | None = None  # value used when written without "=value"
+    conflicts: frozenset[str] = field(default_factory=frozenset)
+    group: str | None = None  # at most one flag of a group (e.g. attention backend)
+    requires_cuda: bool = False
+
+    def load_apply(self) -> Callable[..., None]:
+        return importlib.import_module(f"{__name__}.{self.module}").apply
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    value: Any
+    raw: str
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+FLAGS: dict[str, FlagSpec] = {}
+
+
+def register(spec: FlagSpec) -> FlagSpec:
+    if spec.name in FLAGS:
+        raise RuntimeError(f"flag {spec.name!r} registered twice")
+    FLAGS[spec.name] = spec
+    return spec
+
+
+def available_flags() -> dict[str, FlagSpec]:
+    """Every flag the model implements, by name."""
+    _load_all()
+    return dict(FLAGS)
+
+
+def parse_flags(flags: str | Iterable[str] | None, *, device: str = "cpu") -> list[Flag]:
+    """Parse and validate flags; raise FlagError with one line saying what is wrong."""
+    _load_all()
+    if flags is None:
+        return []
+    items = [f.strip() for f in (flags.split(",") if isinstance(flags, str) else flags)]
+    out: list[Flag] = []
+    for raw in items:
+        if not raw:
+            continue
+        name, _, value = raw.partition("=")
+        name = name.strip()
+        spec = FLAGS.get(name)
+        if spec is None:
+            known = ", ".join(sorted(FLAGS))
+            raise FlagError(f"unknown flag {name!r} (known flags: {known})")
+        text = value.strip() if "=" in raw else spec.default
+        try:
+            parsed = spec.parse(text)
+        except (TypeError, ValueError) as exc:
+            raise FlagError(f"bad value for flag {name!r}: {text!r} ({exc})") from None
+        if spec.requires_cuda and not str(device).startswith("cuda"):
+            raise FlagError(f"flag {name!r} needs a CUDA device (got device={device!r})")
+        out.append(Flag(name, parsed, raw))
+    _check_combination(out)
+    return out
+
+
+def _check_combination(flags: Sequence[Flag]) -> None:
+    names = [f.name for f in flags]
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise FlagError(f"flag {n!r} given twice")
+        seen.add(n)
+    groups: dict[str, str] = {}
+    for n in names:
+        g = FLAGS[n].group
+        if g is not None:
+            if g in groups:
+                raise FlagError(f"flags {groups[g]!r} and {n!r} cannot combine (both choose the {g})")
+            groups[g] = n
+    for n in names:
+        bad = FLAGS[n].conflicts & seen
+        if bad:
+            raise FlagError(f"flags {n!r} and {sorted(bad)[0]!r} cannot combine")
+
+
+def _load_all() -> None:
+    # Every module of this package registers its flags on import; importing is cheap because each
+    # keeps its optional dependencies (flash_attn, say) inside ``apply``.
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")

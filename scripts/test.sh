@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command: set up (idempotent), lint, then the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check vemi_eval reference_model tests benchmarks
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
