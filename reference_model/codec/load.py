@@ -1,0 +1,50 @@
+"""``load_codec``: build a MimiCodec from a preset / config and load a Moshi-format safetensors checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_into
+from ..errors import CheckpointError
+from .config import CodecConfig, codec_config
+from .model import MimiCodec
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Presets that ship trained weights in reference_model/weights/ (used when no checkpoint is given).
+BUNDLED = {"tiny": WEIGHTS_DIR / "tiny_codec.safetensors"}
+
+
+def load_codec(
+    config: str | os.PathLike | dict | CodecConfig,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    num_codebooks: int | None = None,
+) -> MimiCodec:
+    """Build the codec of ``config`` (preset "mimi" / "tiny", a Mimi-layout JSON path, or a dict).
+
+    ``checkpoint``: a safetensors path (keys as moshi's MimiModel, e.g. the released Mimi weights); None
+    loads the preset's bundled weights when they exist, else random weights from the current torch seed;
+    "random" forces random weights. ``num_codebooks`` defaults to all of them. Returns the codec in eval mode.
+    """
+    cfg = codec_config(config)
+    if checkpoint is None and cfg.name in BUNDLED and BUNDLED[cfg.name].is_file():
+        checkpoint = BUNDLED[cfg.name]
+    if checkpoint is None or str(checkpoint) == "random":
+        codec = MimiCodec(cfg).to(device=device, dtype=dtype)
+        codec.checkpoint = None
+    else:
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"codec checkpoint not found: {checkpoint}")
+        with torch.device("meta"):
+            codec = MimiCodec(cfg)
+        load_into(codec, checkpoint, device=device, dtype=dtype)
+        codec.checkpoint = str(checkpoint)
+    codec.eval()
+    if num_codebooks is not None:
+        codec.set_num_codebooks(num_codebooks)
+    return codec

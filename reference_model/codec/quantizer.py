@@ -1,0 +1,290 @@
+"""Split residual vector quantizer (moshi's ``SplitResidualVectorQuantizer``): ``rvq_first`` holds the
+semantic codebook(s), ``rvq_rest`` the acoustic ones, each with its own 1x1 conv projections.
+
+Codebooks are stored as moshi stores them, as EMA statistics (``_initialized``, ``cluster_usage``,
+``embedding_sum``); the centroids are ``embedding_sum / cluster_usage``. Training (``forward`` in train
+mode) updates them by EMA, re-initialises dead codes and returns a commitment loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class EuclideanCodebook(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        threshold_usage_ratio: float = 0.1,
+        replaced_usage_ratio: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.decay = decay
+        self.epsilon = epsilon
+        self.threshold_usage_ratio = threshold_usage_ratio
+        self.replaced_usage_ratio = replaced_usage_ratio
+        self.register_buffer("_initialized", torch.tensor([1.0]))
+        self.register_buffer("cluster_usage", torch.ones(codebook_size))
+        # Random centroids so that an untrained codec still gives varied codes (training re-inits by k-means).
+        self.register_buffer("embedding_sum", torch.randn(codebook_size, dim))
+        self.register_buffer("_embedding", None, persistent=False)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._embedding = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        if self._embedding is None:
+            self._embedding = self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
+        return self._embedding
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> nearest centroid index [...] (the same cdist as moshi, so codes match it exactly)."""
+        shape = x.shape[:-1]
+        flat = x.reshape(-1, x.shape[-1])
+        codes = torch.cdist(flat[None], self.embedding[None], p=2)[0].argmin(dim=-1)
+        return codes.view(shape)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.embedding)
+
+    # --- training ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def kmeans_init(self, samples: torch.Tensor, iters: int = 10) -> None:
+        """Initialise the centroids by k-means on ``samples`` [N, D] (moshi does this on the first batch)."""
+        samples = samples.reshape(-1, self.dim).float()
+        n = samples.shape[0]
+        idx = (
+            torch.randperm(n)[: self.codebook_size]
+            if n >= self.codebook_size
+            else torch.randint(0, n, (self.codebook_size,))
+        )
+        means = samples[idx].clone()
+        counts = torch.ones(self.codebook_size)
+        for _ in range(iters):
+            buckets = torch.cdist(samples[None], means[None])[0].argmin(dim=-1)
+            counts = torch.bincount(buckets, minlength=self.codebook_size).float()
+            sums = torch.zeros_like(means).index_add_(0, buckets, samples)
+            empty = counts == 0
+            means = torch.where(
+                empty[:, None],
+                samples[torch.randint(0, n, (self.codebook_size,))],
+                sums / counts.clamp(min=1)[:, None],
+            )
+        counts = counts.clamp(min=1)
+        self.embedding_sum.copy_(means * counts[:, None])
+        self.cluster_usage.copy_(counts)
+        self._initialized.fill_(1.0)
+        self._embedding = None
+
+    @torch.no_grad()
+    def ema_update(self, x: torch.Tensor, codes: torch.Tensor, replace_dead: bool) -> float:
+        """EMA of usage and sums over the batch; dead codes (usage under ``threshold_usage_ratio`` of the
+        uniform share) are moved onto random batch vectors. Returns the share of codes replaced."""
+        flat = x.reshape(-1, self.dim).float()
+        flat_codes = codes.reshape(-1)
+        usage = torch.bincount(flat_codes, minlength=self.codebook_size).to(self.cluster_usage)
+        sums = torch.zeros_like(self.embedding_sum).index_add_(0, flat_codes, flat.to(self.embedding_sum))
+        self.cluster_usage.mul_(self.decay).add_(usage, alpha=1 - self.decay)
+        self.embedding_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        replaced = 0.0
+        if replace_dead:
+            total = self.cluster_usage.sum()
+            dead = self.cluster_usage < self.threshold_usage_ratio * total / self.codebook_size
+            if bool(dead.any()):
+                new = flat[torch.randint(0, flat.shape[0], (self.codebook_size,))]
+                new_usage = self.replaced_usage_ratio * total / self.codebook_size
+                self.embedding_sum.copy_(torch.where(dead[:, None], new_usage * new, self.embedding_sum))
+                self.cluster_usage.copy_(torch.where(dead, new_usage, self.cluster_usage))
+                replaced = float(dead.float().mean())
+        self._embedding = None
+        return replaced
+
+
+class VectorQuantization(nn.Module):
+    """One codebook (moshi keeps it under ``_codebook``; no codebook projection in Mimi)."""
+
+    def __init__(self, dim: int, codebook_size: int, **kwargs) -> None:
+        super().__init__()
+        self._codebook = EuclideanCodebook(dim, codebook_size, **kwargs)
+
+
+class ResidualVectorQuantization(nn.Module):
+    def __init__(self, dim: int, codebook_size: int, num_quantizers: int, **kwargs) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [VectorQuantization(dim, codebook_size, **kwargs) for _ in range(num_quantizers)]
+        )
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """RVQ over ``n_q`` codebooks between a 1x1 conv in-projection and out-projection."""
+
+    def __init__(
+        self,
+        dimension: int,
+        input_dimension: int,
+        output_dimension: int,
+        n_q: int,
+        bins: int,
+        decay: float = 0.99,
+        threshold_usage_ratio: float = 0.1,
+        replaced_usage_ratio: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.max_n_q = n_q
+        self.n_q = n_q
+        self.dimension = dimension
+        self.bins = bins
+        self.input_proj = nn.Conv1d(input_dimension, dimension, 1, bias=False)
+        self.output_proj = nn.Conv1d(dimension, output_dimension, 1, bias=False)
+        self.vq = ResidualVectorQuantization(
+            dimension,
+            bins,
+            n_q,
+            decay=decay,
+            threshold_usage_ratio=threshold_usage_ratio,
+            replaced_usage_ratio=replaced_usage_ratio,
+        )
+
+    def codebooks(self, n: int) -> list[EuclideanCodebook]:
+        return [layer._codebook for layer in self.vq.layers[:n]]
+
+    def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """[B, C, T] -> codes [B, n_q, T]."""
+        n_q = self.n_q if n_q is None else n_q
+        residual = self.input_proj(x).transpose(1, 2)  # [B, T, D]
+        codes = []
+        for cb in self.codebooks(n_q):
+            c = cb.encode(residual)
+            residual = residual - cb.decode(c)
+            codes.append(c)
+        if not codes:
+            return x.new_zeros(x.shape[0], 0, x.shape[-1], dtype=torch.long)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] (K <= max_n_q) -> [B, C_out, T]."""
+        quantized = None
+        for k, cb in enumerate(self.codebooks(codes.shape[1])):
+            q = cb.decode(codes[:, k])
+            quantized = q if quantized is None else quantized + q
+        if quantized is None:
+            raise ValueError("decode needs at least one codebook")
+        return self.output_proj(quantized.transpose(1, 2))
+
+    def forward(
+        self, x: torch.Tensor, n_q: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: (quantized [B, C_out, T] with a straight-through gradient, codes, commitment loss).
+
+        In train mode the codebooks are updated by EMA (k-means initialised on first use)."""
+        n_q = self.n_q if n_q is None else n_q
+        z = self.input_proj(x).transpose(1, 2)
+        residual = z
+        out = torch.zeros_like(z)
+        commit = z.new_zeros(())
+        codes = []
+        for cb in self.codebooks(n_q):
+            if self.training and not bool(cb._initialized.item()):
+                cb.kmeans_init(residual.detach())
+            c = cb.encode(residual.detach())
+            q = cb.decode(c).detach()
+            if self.training:
+                commit = commit + F.mse_loss(residual, q)
+                cb.ema_update(residual.detach(), c, replace_dead=True)
+            residual = residual - q
+            out = out + q
+            codes.append(c)
+        if self.training:
+            out = z + (out - z).detach()  # straight-through for the whole residual stack
+        commit = commit / max(n_q, 1)
+        return self.output_proj(out.transpose(1, 2)), torch.stack(codes, dim=1), commit
+
+    def set_num_codebooks(self, n: int) -> None:
+        self.n_q = n
+
+
+class SplitResidualVectorQuantizer(nn.Module):
+    """``rvq_first``: ``n_q_semantic`` semantic codebooks; ``rvq_rest``: the acoustic ones (codes offset)."""
+
+    def __init__(
+        self,
+        *,
+        n_q: int = 8,
+        n_q_semantic: int = 1,
+        dimension: int = 256,
+        bins: int = 2048,
+        input_dimension: int | None = None,
+        output_dimension: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__()
+        input_dimension = input_dimension or dimension
+        output_dimension = output_dimension or dimension
+        self.max_n_q = n_q
+        self.n_q_semantic = n_q_semantic
+        self.bins = bins
+        kw = dict(
+            dimension=dimension, input_dimension=input_dimension, output_dimension=output_dimension, bins=bins
+        )
+        kw.update(
+            {
+                k: v
+                for k, v in kwargs.items()
+                if k in ("decay", "threshold_usage_ratio", "replaced_usage_ratio")
+            }
+        )
+        self.rvq_first = ResidualVectorQuantizer(n_q=n_q_semantic, **kw)
+        self.rvq_rest = ResidualVectorQuantizer(n_q=n_q - n_q_semantic, **kw)
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.rvq_first.n_q + self.rvq_rest.n_q
+
+    @property
+    def total_codebooks(self) -> int:
+        return self.max_n_q
+
+    @property
+    def cardinality(self) -> int:
+        return self.bins
+
+    def set_num_codebooks(self, n: int) -> None:
+        if not self.n_q_semantic <= n <= self.max_n_q:
+            raise ValueError(f"number of codebooks must be in [{self.n_q_semantic}, {self.max_n_q}], got {n}")
+        self.rvq_rest.set_num_codebooks(n - self.n_q_semantic)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        codes = self.rvq_first.encode(x)
+        if self.rvq_rest.n_q > 0:
+            codes = torch.cat([codes, self.rvq_rest.encode(x)], dim=1)
+        return codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        quantized = self.rvq_first.decode(codes[:, : self.n_q_semantic])
+        if codes.shape[1] > self.n_q_semantic:
+            quantized = quantized + self.rvq_rest.decode(codes[:, self.n_q_semantic :])
+        return quantized
+
+    def forward(
+        self, x: torch.Tensor, n_q: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass with ``n_q`` codebooks in all (quantizer dropout picks it per batch)."""
+        n_q = self.num_codebooks if n_q is None else n_q
+        q1, c1, l1 = self.rvq_first(x, self.n_q_semantic)
+        n_rest = n_q - self.n_q_semantic
+        if n_rest <= 0:
+            return q1, c1, l1
+        q2, c2, l2 = self.rvq_rest(x, n_rest)
+        # moshi weighs each part's commitment by its share of the codebooks in use
+        loss = (l1 * self.n_q_semantic + l2 * n_rest) / n_q
+        return q1 + q2, torch.cat([c1, c2], dim=1), loss
