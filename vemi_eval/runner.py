@@ -1,0 +1,629 @@
+"""The runner: suite -> variants -> measurement kinds -> records on disk -> results.json, samples.csv,
+history, report.
+
+Order of work: variant by variant (each built lazily, once per batch size, freed when its measurements are
+done), and inside a variant the suite's measurement tables in file order. Every (kind, variant) result is
+appended to results.partial.jsonl as soon as it exists; ``resume=True`` skips what is there. Every
+measurement starts from the same seeds, so a resumed run gives what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import results as rs
+from .errors import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    DataError,
+    OptionsError,
+    user_error_types,
+)
+from .measurements import MeasureContext, VariantRef
+from .records import INVALID, OK, SKIPPED, MetricRecord
+from .stats import bootstrap_ci, infer_statistic, ratio_ci
+from .suites import Suite, VariantDecl, load_suite
+
+log = logging.getLogger("vemi_eval.run")
+
+# --preset NAME: the LM preset and the codec it goes with.
+PRESETS = {"tiny": ("tiny", "tiny"), "moshi-7b": ("moshi-7b", "mimi"), "moshi-2b": ("moshi-2b", "mimi")}
+VALID, INVALID_RUN, INCOMPLETE = "VALID", "INVALID", "INCOMPLETE"
+
+
+@dataclass
+class RunOptions:
+    suite: str
+    preset: str | None = None
+    config: str | None = None  # LM config JSON (overrides the suite's and the preset's lm)
+    checkpoint: str | None = None
+    codec_checkpoint: str | None = None
+    flags: list[str] = field(default_factory=list)  # each "a,b=2": one variant beside the baseline
+    variants: list[str] | None = None  # keep only these of the suite's variants (the baseline stays)
+    device: str | None = None
+    seed: int | None = None
+    threads: int | None = None
+    quick: bool = False
+    data: str | None = None
+    out: str | None = None
+    resume: bool = False
+    report: bool = True
+    history: bool = True
+    history_path: Path | None = None
+    progress: bool = True
+    build_fn: Callable[[Any], Any] | None = None  # default reference_model.build_duplex (tests inject fakes)
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    out_dir: Path
+    exit_code: int
+    results: dict[str, Any]
+    report: Path | None = None
+
+
+# --- model spec and variants ------------------------------------------------------------------------
+def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
+    """The suite's [model] table with the command line's overrides, checked before any work."""
+    from reference_model.errors import CheckpointError, ConfigError
+
+    m = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": None, "codec_checkpoint": None}
+    m.update({"dtype": "float32", "device": "cpu"})
+    m.update(suite.model)
+    if opts.preset:
+        m["lm"], m["codec"] = PRESETS.get(opts.preset, (opts.preset, m["codec"]))
+    if opts.config:
+        if not Path(opts.config).is_file():
+            raise ConfigError(f"config file not found: {opts.config}")
+        m["lm"] = str(Path(opts.config).resolve())
+    if opts.checkpoint:
+        m["lm_checkpoint"] = opts.checkpoint
+    if opts.codec_checkpoint:
+        m["codec_checkpoint"] = opts.codec_checkpoint
+    if opts.device:
+        m["device"] = opts.device
+    for key in ("lm_checkpoint", "codec_checkpoint"):
+        p = m.get(key)
+        if p and p != "random" and not Path(p).is_file():
+            raise CheckpointError(f"checkpoint not found: {p}")
+        if p and p != "random":
+            m[key] = str(Path(p).resolve())
+    dev = str(m["device"])
+    if not (dev == "cpu" or dev == "cuda" or dev.startswith("cuda:")):
+        raise OptionsError(f"unknown device {dev!r} (cpu, cuda or cuda:N)")
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OptionsError(f"device {dev!r} asked but CUDA is not available on this machine")
+    return m
+
+
+def select_variants(suite: Suite, opts: RunOptions, device: str) -> list[tuple[VariantDecl, str | None]]:
+    """(variant, reason to skip it or None). --variants keeps a subset; --flags replaces the others."""
+    from reference_model.enhancements import FlagError, parse_flags
+
+    variants = list(suite.variants)
+    if opts.variants:
+        known = [v.name for v in variants]
+        for n in opts.variants:
+            if n not in known:
+                listed = ", ".join(known)
+                raise OptionsError(f"--variants: suite {suite.name!r} has no variant {n!r} ({listed})")
+        variants = [variants[0]] + [v for v in variants[1:] if v.name in opts.variants]
+    if opts.flags:
+        variants = [variants[0]]
+        for raw in opts.flags:
+            flags = tuple(f.strip() for f in raw.split(",") if f.strip())
+            parse_flags(list(flags), device=device)  # a flag this device cannot run is a usage error here
+            name = ",".join(flags) or "no-flags"
+            if any(v.name == name for v in variants):
+                raise OptionsError(f"--flags {raw!r} gives a variant named like an existing one ({name!r})")
+            variants.append(VariantDecl(name, flags, "from --flags"))
+    out: list[tuple[VariantDecl, str | None]] = []
+    for v in variants:
+        reason = None
+        try:
+            parse_flags(list(v.flags), device=device)
+        except FlagError as exc:
+            if "needs a CUDA device" not in str(exc):
+                raise
+            reason = str(exc)
+        if v is variants[0] and reason:
+            raise OptionsError(f"the baseline variant {v.name!r} cannot run here: {reason}")
+        out.append((v, reason))
+    return out
+
+
+class _VariantBuilder:
+    """VariantRef.build: builds the variant lazily, once per (batch size, overrides); resets on reuse."""
+
+    def __init__(self, decl: VariantDecl, spec: dict[str, Any], seed: int, build_fn: Callable[[Any], Any]):
+        self.decl, self.spec, self.seed, self.build_fn = decl, spec, seed, build_fn
+        self.cache: dict[str, Any] = {}
+
+    def __call__(self, batch_size: int = 1, fresh: bool = False, **overrides: Any) -> Any:
+        key = repr((batch_size, sorted(overrides.items(), key=lambda kv: kv[0])))
+        if not fresh and key in self.cache:
+            model = self.cache[key]
+            if hasattr(model, "reset"):
+                model.reset()
+            return model
+        import torch
+
+        from reference_model.duplex import DuplexSpec
+
+        fields = dict(self.spec)
+        fields["dtype"] = getattr(torch, fields.get("dtype", "float32"))
+        fields.update(flags=list(self.decl.flags), batch_size=batch_size, seed=self.seed)
+        fields.update(overrides)
+        log.info("building variant %s (batch_size=%d, overrides=%s)", self.decl.name, batch_size, overrides)
+        model = self.build_fn(DuplexSpec(**fields))
+        if not fresh:
+            self.cache[key] = model
+        return model
+
+    def release(self) -> None:
+        self.cache.clear()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # freeing is best effort
+            pass
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- validity, ratios -------------------------------------------------------------------------------
+def apply_validity(rec: MetricRecord, rules: dict[str, Any]) -> None:
+    """Mark an ok record INVALID when it breaks a suite rule (too few samples, frames or seconds)."""
+    if rec.status != OK:
+        return
+    why = []
+    if "min_samples" in rules and rec.n < rules["min_samples"]:
+        why.append(f"n={rec.n} < min_samples={rules['min_samples']}")
+    frames = rec.extra.get("frames")
+    if "min_frames" in rules and isinstance(frames, (int, float)) and frames < rules["min_frames"]:
+        why.append(f"frames={frames} < min_frames={rules['min_frames']}")
+    dur = rec.extra.get("duration_s")
+    if "min_duration_s" in rules and isinstance(dur, (int, float)) and dur < rules["min_duration_s"]:
+        why.append(f"duration {dur:.2f}s < min_duration_s={rules['min_duration_s']}")
+    if why:
+        rec.status = INVALID
+        rec.reason = "; ".join([rec.reason] + why if rec.reason else why)
+
+
+def _cond_key(rec: MetricRecord) -> str:
+    return json.dumps(rec.condition, sort_keys=True, default=str)
+
+
+def record_samples(rec: MetricRecord, rows: list[dict[str, Any]]) -> list[float] | None:
+    """Raw samples behind a record: extra["samples"], else ctx rows naming its metric and condition."""
+    s = rec.extra.get("samples")
+    if isinstance(s, list) and s and all(isinstance(x, (int, float)) for x in s):
+        return [float(x) for x in s]
+    picked = [
+        float(r["value"])
+        for r in rows
+        if r.get("metric") == rec.metric
+        and isinstance(r.get("value"), (int, float))
+        and all(r.get(k) == v for k, v in rec.condition.items())
+    ]
+    return picked or None
+
+
+def _statistic(rec: MetricRecord, samples: list[float]) -> str | None:
+    stat = rec.extra.get("statistic")
+    if isinstance(stat, str):
+        return stat
+    return infer_statistic(samples, rec.value) if rec.value is not None else None
+
+
+def fill_intervals(
+    records: list[MetricRecord], rows: dict[tuple[str, str], list[dict[str, Any]]], baseline: str, seed: int
+) -> None:
+    """Own CI from raw samples where missing; ratio to the baseline (+ bootstrap CI) for other variants."""
+    by_key = {}
+    for r in records:
+        if r.variant == baseline and r.value is not None:
+            by_key[(r.extra.get("kind"), r.metric, _cond_key(r))] = r
+
+    def samples_of(r: MetricRecord) -> list[float] | None:
+        return record_samples(r, rows.get((r.extra.get("kind"), r.variant), []))
+
+    for r in records:
+        if r.value is None or r.status not in (OK, INVALID):
+            continue
+        samples = samples_of(r)
+        stat = _statistic(r, samples) if samples else None
+        if samples and stat and r.ci_low is None and len(samples) > 1:
+            r.ci_low, r.ci_high = bootstrap_ci(samples, stat, seed=seed)
+        if r.variant == baseline or r.ratio_to_baseline is not None:
+            continue
+        b = by_key.get((r.extra.get("kind"), r.metric, _cond_key(r)))
+        if b is None or not b.value:
+            continue
+        r.ratio_to_baseline = r.value / b.value
+        b_samples = samples_of(b)
+        if samples and b_samples and stat and _statistic(b, b_samples) == stat:
+            try:
+                _, r.ratio_ci_low, r.ratio_ci_high = ratio_ci(samples, b_samples, stat, seed=seed)
+            except ValueError as exc:  # a zero baseline statistic: the ratio stands without an interval
+                log.info("no ratio interval for %s/%s: %s", r.variant, r.metric, exc)
+
+
+# --- the run ----------------------------------------------------------------------------------------
+def _fingerprint(
+    suite: Suite, model: dict[str, Any], variants: list[VariantDecl], seed: int, quick: bool
+) -> dict[str, Any]:
+    return {
+        "suite_sha256": suite.sha256,
+        "model": model,
+        "variants": [[v.name, list(v.flags)] for v in variants],
+        "seed": seed,
+        "quick": quick,
+    }
+
+
+def _canon(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, default=str)
+
+
+def _default_out(suite: Suite) -> Path:
+    return Path("runs") / f"{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _prepare_out(out: Path, fingerprint: dict, resume: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """Create the run directory; on resume, check it holds the same run and return its entries."""
+    if resume:
+        entries = rs.read_partial(out)
+        header = next((e for e in entries if e.get("type") == "header"), None)
+        if header is None:
+            raise OptionsError(f"--resume: {out} holds no partial run ({rs.PARTIAL_FILE} missing or empty)")
+        old = header.get("fingerprint", {})
+        diff = [k for k, v in fingerprint.items() if _canon(old.get(k)) != _canon(v)]
+        if diff:
+            raise OptionsError(f"--resume: the run in {out} was made with a different {', '.join(diff)}")
+        return entries, header.get("started")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (rs.PARTIAL_FILE, rs.RESULTS_FILE, rs.SAMPLES_FILE, rs.LOG_FILE, rs.REPORT_FILE):
+        (out / name).unlink(missing_ok=True)  # a new run in the same directory starts afresh
+    return [], None
+
+
+def _attach_log(out: Path) -> logging.Handler:
+    handler = logging.FileHandler(out / rs.LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("vemi_eval")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutcome:
+    """Run a suite; raise a user error (exit 2) before any work when the input is bad."""
+    import torch
+
+    from .measurements import load_all
+
+    kinds = load_all()
+    suite = load_suite(opts.suite, known_kinds=kinds)
+    model = model_spec(suite, opts)
+    chosen = select_variants(suite, opts, model["device"])
+    variants = [v for v, _ in chosen]
+    skip_reason = {v.name: reason for v, reason in chosen}
+    seed = opts.seed if opts.seed is not None else (suite.seed if suite.seed is not None else 0)
+    threads = opts.threads or suite.threads or 1
+    if threads < 1:
+        raise OptionsError(f"--threads must be >= 1, got {threads}")
+    if opts.data is not None and not Path(opts.data).is_dir():
+        raise DataError(f"data directory not found: {opts.data}")
+    validity = dict(suite.validity)
+    quick_rules = validity.pop("quick", {})
+    if opts.quick:
+        validity.update(quick_rules)
+
+    out = Path(opts.out) if opts.out else _default_out(suite)
+    fingerprint = _fingerprint(suite, model, variants, seed, opts.quick)
+    entries, started = _prepare_out(out, fingerprint, opts.resume)
+    handler = _attach_log(out)
+    torch.set_num_threads(threads)
+    started = started or rs.now_iso()
+    if not entries:
+        rs.append_partial(out, {"type": "header", "started": started, "fingerprint": fingerprint})
+    done = {(e["kind"], e["variant"]) for e in entries if e.get("type") == "result"}
+    log.info(
+        "run %s: suite %s, %d variants, seed %d, threads %d, quick %s, resume %s (%d done)",
+        out,
+        suite.name,
+        len(variants),
+        seed,
+        threads,
+        opts.quick,
+        opts.resume,
+        len(done),
+    )
+
+    build_fn = opts.build_fn
+    if build_fn is None:
+        from reference_model.build import build_duplex as build_fn
+    data = {**suite.data, "quick": opts.quick, "dir": opts.data}
+    builders = {v.name: _VariantBuilder(v, model, seed, build_fn) for v in variants}
+    refs = {
+        v.name: VariantRef(v.name, list(v.flags), builders[v.name], is_baseline=(i == 0))
+        for i, v in enumerate(variants)
+    }
+    baseline = refs[variants[0].name]
+    todo = plan(suite, variants)
+    interrupted = False
+    bar = _progress(len(todo), opts.progress)
+    try:
+        for v in variants:
+            for vv, kind in todo:
+                if vv is not v:
+                    continue
+                bar.set_description(f"{kind} / {v.name}")
+                if (kind, v.name) in done:
+                    log.info("resume: %s/%s already on disk, skipped", kind, v.name)
+                else:
+                    _measure_one(
+                        out,
+                        suite,
+                        kind,
+                        kinds[kind],
+                        refs[v.name],
+                        baseline,
+                        seed,
+                        opts,
+                        data,
+                        validity,
+                        skip_reason.get(v.name),
+                        model["device"],
+                        bar,
+                    )
+                bar.update(1)
+            if v.name != baseline.name:
+                builders[v.name].release()
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: finished measurements are in %s", rs.PARTIAL_FILE)
+    finally:
+        bar.close()
+        for b in builders.values():
+            b.release()
+
+    try:
+        doc = finalize(out, suite, model, variants, todo, seed, threads, opts.quick, started, interrupted)
+        report = None
+        if opts.history:
+            from .history import append_run
+
+            run_id = append_run(doc, out_dir=out.resolve(), path=opts.history_path)
+            log.info("history: run %d appended", run_id)
+        if opts.report:
+            report = _build_report(out, echo)
+    finally:
+        logging.getLogger("vemi_eval").removeHandler(handler)
+        handler.close()
+    status = doc["status"]
+    code = {VALID: EXIT_OK, INVALID_RUN: EXIT_INVALID, INCOMPLETE: EXIT_INCOMPLETE}[status]
+    if interrupted:
+        code = EXIT_INTERRUPTED
+    return RunOutcome(status, out, code, doc, report)
+
+
+def plan(suite: Suite, variants: list[VariantDecl]) -> list[tuple[VariantDecl, str]]:
+    """(variant, kind) pairs in run order. A --flags variant runs every kind its baseline runs."""
+    pairs = []
+    for v in variants:
+        for kind in suite.kinds:
+            runs_on = suite.variants_for(kind)
+            if v in runs_on or (v not in suite.variants and variants[0] in runs_on):
+                pairs.append((v, kind))
+    return pairs
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="measurement", leave=False, dynamic_ncols=True)
+
+
+def _measure_one(
+    out: Path,
+    suite: Suite,
+    kind: str,
+    fn: Callable[[MeasureContext], Any],
+    variant: VariantRef,
+    baseline: VariantRef,
+    seed: int,
+    opts: RunOptions,
+    data: dict[str, Any],
+    validity: dict[str, Any],
+    skip_reason: str | None,
+    device: str,
+    bar: Any,
+) -> None:
+    if skip_reason:
+        rec = MetricRecord(suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=skip_reason)
+        rec.extra["kind"] = kind
+        rs.append_partial(
+            out,
+            {
+                "type": "result",
+                "kind": kind,
+                "variant": variant.name,
+                "records": [rec.to_dict()],
+                "samples": [],
+            },
+        )
+        log.info("%s/%s skipped: %s", kind, variant.name, skip_reason)
+        return
+    ctx = MeasureContext(
+        suite=suite.name,
+        kind=kind,
+        variant=variant,
+        baseline=baseline,
+        params=suite.params_for(kind, opts.quick),
+        seed=seed,
+        quick=opts.quick,
+        device=str(device),
+        data=dict(data),
+        progress=lambda msg: bar.set_postfix_str(str(msg)[:60], refresh=True),
+    )
+    seed_everything(seed)
+    log.info("measuring %s on %s with %s", kind, variant.name, ctx.params)
+    try:
+        records = list(fn(ctx) or [])
+        for r in records:
+            if not isinstance(r, MetricRecord):
+                raise TypeError(f"measurement {kind!r} returned {type(r).__name__}, not a MetricRecord")
+    except user_error_types():
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        log.error("%s/%s crashed:\n%s", kind, variant.name, traceback.format_exc())
+        rs.append_partial(
+            out,
+            {"type": "error", "kind": kind, "variant": variant.name, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        bar.write(
+            f"error: measurement {kind} on {variant.name} failed: {type(exc).__name__}: {exc}"
+            f" (traceback in {out / rs.LOG_FILE})"
+        )
+        return
+    for r in records:
+        r.suite = r.suite or suite.name
+        r.variant = r.variant or variant.name
+        r.extra.setdefault("kind", kind)
+        apply_validity(r, validity)
+    rs.append_partial(
+        out,
+        {
+            "type": "result",
+            "kind": kind,
+            "variant": variant.name,
+            "records": [r.to_dict() for r in records],
+            "samples": ctx.samples,
+        },
+    )
+    log.info("%s/%s: %d records", kind, variant.name, len(records))
+
+
+def finalize(
+    out: Path,
+    suite: Suite,
+    model: dict[str, Any],
+    variants: list[VariantDecl],
+    todo: list[tuple[VariantDecl, str]],
+    seed: int,
+    threads: int,
+    quick: bool,
+    started: str,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """Gather the partial file into results.json + samples.csv (the last entry per (kind, variant) wins)."""
+    entries = rs.read_partial(out)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in entries:
+        if e.get("type") in ("result", "error"):
+            latest[(e["kind"], e["variant"])] = e
+    records: list[MetricRecord] = []
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    errors = []
+    for key, e in latest.items():
+        if e["type"] == "error":
+            errors.append({"kind": key[0], "variant": key[1], "error": e["error"]})
+            continue
+        records += [rs.record_from_dict(d) for d in e["records"]]
+        rows[key] = e.get("samples", [])
+    fill_intervals(records, rows, variants[0].name, seed)
+
+    missing = sorted({(k, v.name) for v, k in todo} - set(latest))
+    invalid = [f"{r.variant}/{r.metric}: {r.reason or 'invalid'}" for r in records if r.status == INVALID]
+    if errors or interrupted or missing:
+        status = INCOMPLETE
+    elif invalid:
+        status = INVALID_RUN
+    else:
+        status = VALID
+    evaluators: dict[str, Any] = {}
+    data_hashes: dict[str, Any] = {}
+    for r in records:
+        ev = r.extra.get("evaluator")
+        if isinstance(ev, dict) and ev.get("name"):
+            evaluators[ev["name"]] = {k: v for k, v in ev.items() if k != "name"}
+        d = r.extra.get("data")
+        if isinstance(d, dict):
+            data_hashes.update(d)
+    all_rows = [row for rr in rows.values() for row in rr]
+    rs.write_samples_csv(out, rs.sample_rows(records, all_rows))
+    doc = {
+        "schema": rs.SCHEMA,
+        "schema_version": rs.SCHEMA_VERSION,
+        "suite": {
+            "name": suite.name,
+            "description": suite.description,
+            "path": str(suite.path) if suite.path else None,
+            "sha256": suite.sha256,
+            "content": suite.content,
+        },
+        "model": model,
+        "variants": [
+            {"name": v.name, "flags": list(v.flags), "is_baseline": i == 0} for i, v in enumerate(variants)
+        ],
+        "seed": seed,
+        "quick": quick,
+        "threads": threads,
+        "status": status,
+        "invalid_reasons": invalid,
+        "errors": errors,
+        "missing": [f"{k}/{v}" for k, v in missing],
+        "environment": rs.environment(threads),
+        "evaluators": evaluators,
+        "data": data_hashes,
+        "started": started,
+        "finished": rs.now_iso(),
+        "metrics": [r.to_dict() for r in records],
+    }
+    rs.write_results(out, doc)
+    log.info("results.json written: status %s, %d records", status, len(records))
+    return doc
+
+
+def _build_report(out: Path, echo: Callable[[str], None]) -> Path | None:
+    try:
+        from .report import build_report
+    except ImportError as exc:
+        log.warning("report not built: %s", exc)
+        echo(f"note: report not built (vemi_eval.report unavailable: {exc})")
+        return None
+    try:
+        return Path(build_report([out], out / rs.REPORT_FILE))
+    except Exception as exc:  # a broken report must not lose the run: the results are on disk
+        log.error("report failed:\n%s", traceback.format_exc())
+        echo(f"warning: report not built: {type(exc).__name__}: {exc} (traceback in {out / rs.LOG_FILE})")
+        return None

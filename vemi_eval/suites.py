@@ -1,0 +1,354 @@
+"""Suite files: declarative TOML (data only, nothing in a suite file runs code), validated before any work.
+
+Schema (every table but [suite] is optional; unknown keys are errors)::
+
+    [suite]
+    name = "demo"                      # required
+    description = "..."                # required, one line (shown by `vemi-eval list suites`)
+    threads = 1                        # torch threads unless --threads says otherwise
+    seed = 0                           # unless --seed
+
+    [model]                            # what --preset/--config/--checkpoint/--device override
+    lm = "tiny"                        # preset, config JSON path (relative to the suite file) or name
+    codec = "tiny"
+    lm_checkpoint = "..."              # optional safetensors paths
+    codec_checkpoint = "..."
+    dtype = "float32"                  # float32 | bfloat16 | float16
+    device = "cpu"                     # cpu | cuda | cuda:N
+    temp = 0.8                         # sampling (temp_text, top_k, top_k_text likewise)
+
+    [[variants]]                       # the first one is the baseline; default: one variant, no flags
+    name = "baseline"
+    flags = []                         # list of "name[=value]" or one comma-separated string
+
+    [data]                             # handed to the quality measurements as ctx.data (free keys)
+    corpus = "espeak"
+
+    [validity]                         # rules a measurement must meet or its records become INVALID
+    min_frames = 50                    # records carrying extra["frames"] below this are INVALID
+    min_duration_s = 4.0               # records carrying extra["duration_s"] below this are INVALID
+    min_samples = 5                    # every ok record with n below this is INVALID
+
+    [latency]                          # one table per measurement kind, in the order they run
+    frames = 200                       # the kind's own parameters
+    variants = ["baseline", "int8"]    # optional: run this kind on these variants only
+    [latency.quick]                    # optional: overrides under --quick
+    frames = 40
+
+A measurement function may declare its parameters as a dict of defaults in a ``params`` attribute
+(``measure_latency.params = {"frames": 200, "warmup": 10}``): then unknown keys and wrong types in its
+table are rejected here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SuiteError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RESERVED_TABLES = ("suite", "model", "variants", "data", "validity")
+KIND_KEYS = ("variants", "quick")  # keys of a measurement table the runner reads (the rest are params)
+DTYPES = ("float32", "bfloat16", "float16")
+
+_SUITE_KEYS = {"name": str, "description": str, "threads": int, "seed": int}
+_MODEL_KEYS = {
+    "lm": str,
+    "codec": str,
+    "lm_checkpoint": str,
+    "codec_checkpoint": str,
+    "dtype": str,
+    "device": str,
+    "temp": float,
+    "temp_text": float,
+    "top_k": int,
+    "top_k_text": int,
+}
+_VARIANT_KEYS = {"name": str, "flags": (list, str), "description": str}
+_VALIDITY_KEYS = {"min_frames": int, "min_duration_s": float, "min_samples": int}
+
+
+@dataclass(frozen=True)
+class VariantDecl:
+    name: str
+    flags: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path | None
+    content: str  # the file's text, stored in results.json so a run can be redone exactly
+    model: dict[str, Any]
+    variants: list[VariantDecl]
+    data: dict[str, Any]
+    validity: dict[str, Any]
+    kinds: dict[str, dict[str, Any]]  # kind -> its table, in file order
+    threads: int | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    @property
+    def baseline(self) -> VariantDecl:
+        return self.variants[0]
+
+    def params_for(self, kind: str, quick: bool) -> dict[str, Any]:
+        """The kind's parameters (runner keys removed), with its [kind.quick] overrides under --quick."""
+        table = self.kinds[kind]
+        params = {k: v for k, v in table.items() if k not in KIND_KEYS}
+        if quick:
+            params.update(table.get("quick", {}))
+        return params
+
+    def variants_for(self, kind: str) -> list[VariantDecl]:
+        names = self.kinds[kind].get("variants")
+        if names is None:
+            return list(self.variants)
+        return [v for v in self.variants if v.name in names]
+
+
+# --- where suites live -----------------------------------------------------------------------------
+def suite_dirs() -> list[Path]:
+    """Search path for suite names: $VEMI_SUITES (os.pathsep-separated), ./suites, the repository's."""
+    dirs: list[Path] = []
+    env = os.environ.get("VEMI_SUITES")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "suites")
+    dirs.append(Path(__file__).resolve().parent.parent / "suites")
+    dirs.append(Path(__file__).resolve().parent / "suites")  # installed as package data
+    seen: list[Path] = []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen and r.is_dir():
+            seen.append(r)
+    return seen
+
+
+def available_suites() -> dict[str, Path]:
+    """Suite name (file stem) -> path; the first directory of the search path wins."""
+    found: dict[str, Path] = {}
+    for d in suite_dirs():
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or os.sep in name_or_path or p.is_file():
+        if not p.is_file():
+            raise SuiteError(f"suite file not found: {p}")
+        return p
+    suites = available_suites()
+    if name_or_path not in suites:
+        known = ", ".join(sorted(suites)) or "none"
+        raise SuiteError(f"unknown suite {name_or_path!r} (known suites: {known})")
+    return suites[name_or_path]
+
+
+# --- loading and validation ------------------------------------------------------------------------
+def load_suite(
+    name_or_path: str,
+    *,
+    known_kinds: Mapping[str, Any] | None = None,
+    check_flags: bool = True,
+) -> Suite:
+    """Read and validate a suite; raise SuiteError (one line) or FlagError naming what is wrong.
+
+    ``known_kinds`` maps measurement kind -> function (default: every registered kind).
+    """
+    path = resolve_suite_path(name_or_path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"cannot read suite file {path}: {exc}") from None
+    return parse_suite(content, path=path, known_kinds=known_kinds, check_flags=check_flags)
+
+
+def parse_suite(
+    content: str,
+    *,
+    path: Path | None = None,
+    known_kinds: Mapping[str, Any] | None = None,
+    check_flags: bool = True,
+) -> Suite:
+    where = str(path) if path else "<suite>"
+    try:
+        doc = tomllib.loads(content)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"invalid suite file {where}: {exc}") from None
+    if known_kinds is None:
+        from .measurements import load_all
+
+        known_kinds = load_all()
+
+    head = _table(doc, "suite", where, required=True)
+    _check_keys(head, _SUITE_KEYS, f"{where}: [suite]")
+    for req in ("name", "description"):
+        if req not in head:
+            raise SuiteError(f"{where}: [suite] needs a {req!r}")
+    model = _table(doc, "model", where)
+    _check_keys(model, _MODEL_KEYS, f"{where}: [model]")
+    if "dtype" in model and model["dtype"] not in DTYPES:
+        raise SuiteError(f"{where}: [model] dtype {model['dtype']!r} is not one of {', '.join(DTYPES)}")
+    if path is not None:  # relative config/checkpoint paths are relative to the suite file
+        for key in ("lm", "codec", "lm_checkpoint", "codec_checkpoint"):
+            v = model.get(key)
+            if isinstance(v, str) and (v.endswith((".json", ".safetensors")) or "/" in v):
+                model[key] = str((path.parent / v).resolve()) if not Path(v).is_absolute() else v
+
+    variants = _variants(doc.get("variants"), where)
+    data = _table(doc, "data", where)
+    validity = _table(doc, "validity", where)
+    _check_keys(validity, _VALIDITY_KEYS, f"{where}: [validity]")
+
+    kinds: dict[str, dict[str, Any]] = {}
+    for key, table in doc.items():
+        if key in RESERVED_TABLES:
+            continue
+        if key not in known_kinds:
+            known = ", ".join(sorted(known_kinds)) or "none registered"
+            raise SuiteError(f"{where}: unknown measurement kind [{key}] (known kinds: {known})")
+        if not isinstance(table, dict):
+            raise SuiteError(f"{where}: [{key}] must be a table, got {type(table).__name__}")
+        kinds[key] = _check_kind_table(key, table, variants, known_kinds[key], where)
+    if not kinds:
+        known = ", ".join(sorted(known_kinds)) or "none registered"
+        raise SuiteError(f"{where}: the suite has no measurement table (known kinds: {known})")
+
+    if check_flags:
+        check_variant_flags(variants, where)
+    return Suite(
+        name=head["name"],
+        description=head["description"],
+        path=path,
+        content=content,
+        model=model,
+        variants=variants,
+        data=data,
+        validity=validity,
+        kinds=kinds,
+        threads=head.get("threads"),
+        seed=head.get("seed"),
+    )
+
+
+def check_variant_flags(variants: Iterable[VariantDecl], where: str = "<suite>") -> None:
+    """Raise FlagError for an unknown flag, a bad value or a conflict (device needs are checked later)."""
+    from reference_model.enhancements import FlagError, parse_flags
+
+    for v in variants:
+        try:
+            parse_flags(list(v.flags), device="cuda")  # "cuda": a GPU-only flag is not an error here
+        except FlagError as exc:
+            raise FlagError(f"{where}: variant {v.name!r}: {exc}") from None
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str, required: bool = False) -> dict[str, Any]:
+    if key not in doc:
+        if required:
+            raise SuiteError(f"{where}: missing [{key}] table")
+        return {}
+    t = doc[key]
+    if not isinstance(t, dict):
+        raise SuiteError(f"{where}: [{key}] must be a table, got {type(t).__name__}")
+    return dict(t)
+
+
+def _type_ok(value: Any, expected: type | tuple[type, ...]) -> bool:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):  # TOML true/false must not pass as an int or a float
+        return bool in types
+    if float in types and isinstance(value, int):
+        return True
+    return isinstance(value, types)
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    names = {list: "array", str: "string", int: "integer", float: "number", bool: "boolean", dict: "table"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_keys(table: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
+    for k, v in table.items():
+        if k not in schema:
+            raise SuiteError(f"{where}: unknown key {k!r} (known keys: {', '.join(schema)})")
+        if not _type_ok(v, schema[k]):
+            raise SuiteError(f"{where}: {k!r} must be a {_type_name(schema[k])}, got {v!r}")
+
+
+def _variants(raw: Any, where: str) -> list[VariantDecl]:
+    if raw is None:
+        return [VariantDecl("baseline", ())]
+    if not isinstance(raw, list) or not raw:
+        raise SuiteError(f"{where}: [[variants]] must be a non-empty array of tables")
+    out: list[VariantDecl] = []
+    for i, v in enumerate(raw):
+        if not isinstance(v, dict):
+            raise SuiteError(f"{where}: variant #{i + 1} must be a table")
+        _check_keys(v, _VARIANT_KEYS, f"{where}: variant #{i + 1}")
+        if "name" not in v or not v["name"].strip():
+            raise SuiteError(f"{where}: variant #{i + 1} needs a 'name'")
+        flags = v.get("flags", [])
+        if isinstance(flags, str):
+            flags = [f.strip() for f in flags.split(",") if f.strip()]
+        if not all(isinstance(f, str) for f in flags):
+            raise SuiteError(f"{where}: variant {v['name']!r}: flags must be strings")
+        out.append(VariantDecl(v["name"].strip(), tuple(flags), v.get("description", "")))
+    names = [v.name for v in out]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise SuiteError(f"{where}: two variants are named {dup!r}")
+    return out
+
+
+def _check_kind_table(
+    kind: str, table: dict[str, Any], variants: list[VariantDecl], fn: Any, where: str
+) -> dict[str, Any]:
+    table = dict(table)
+    names = table.get("variants")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+            raise SuiteError(f"{where}: [{kind}] variants must be a non-empty array of variant names")
+        known = [v.name for v in variants]
+        for n in names:
+            if n not in known:
+                listed = ", ".join(known)
+                raise SuiteError(f"{where}: [{kind}] names variant {n!r}, not in [[variants]] ({listed})")
+    quick = table.get("quick", {})
+    if not isinstance(quick, dict):
+        raise SuiteError(f"{where}: [{kind}.quick] must be a table")
+    declared = getattr(fn, "params", None)
+    params = {k: v for k, v in table.items() if k not in KIND_KEYS}
+    if isinstance(declared, Mapping):
+        schema = {k: (type(d) if d is not None else object) for k, d in declared.items()}
+        _check_params(params, schema, f"{where}: [{kind}]")
+        _check_params(quick, schema, f"{where}: [{kind}.quick]")
+    return table
+
+
+def _check_params(params: Mapping[str, Any], schema: Mapping[str, type], where: str) -> None:
+    for k, v in params.items():
+        if k not in schema:
+            raise SuiteError(f"{where}: unknown key {k!r} (known keys: {', '.join(schema)})")
+        t = schema[k]
+        if t is not object and not _type_ok(v, float if t is float else t):
+            raise SuiteError(f"{where}: {k!r} must be a {_type_name(t)}, got {v!r}")
