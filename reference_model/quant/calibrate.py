@@ -1,0 +1,288 @@
+"""Calibration: what every linear layer of a model sees while the model runs as it will be used.
+
+:func:`collect_linear_inputs` hooks every ``nn.Linear`` (and 1x1 ``nn.Conv1d``, a linear over channels)
+and accumulates, per layer, the statistics GPTQ and AWQ need: the Gram matrix ``sum x x^T`` (GPTQ's
+Hessian, up to a factor), the mean absolute activation per input channel, and a seeded subsample of input
+rows (AWQ's search set). The drivers run the model the way it streams:
+
+* :func:`lm_calibration`: the LM streamed with :class:`reference_model.lm.Streamer` on user codes that the
+  codec made from speech (espeak-ng when installed, else a seeded synthetic voiced signal), or seeded
+  random codes when no codec is given.
+* :func:`codec_calibration`: the codec encoding and decoding that speech.
+
+The statistics come from the full-precision model in one pass (not layer by layer on already-quantized
+inputs, as the GPTQ paper does): simpler, and each layer's calibration stays independent of the method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+CALIBRATION_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Could you tell me how long the train takes to reach the city centre?",
+    "We measured the latency of every frame and wrote the numbers down.",
+    "Please remember to water the plants while I am away next week.",
+)
+ESPEAK_VOICES = ("en-us", "en+m3", "en+f3", "en-gb")
+
+
+@dataclass
+class LinearInputStats:
+    """Running statistics of one layer's inputs (rows of length ``in_features``)."""
+
+    in_features: int
+    max_samples: int
+    generator: torch.Generator
+    gram: torch.Tensor = field(init=False)  # sum of x x^T, float64 [K, K]
+    abs_sum: torch.Tensor = field(init=False)  # sum of |x|, float64 [K]
+    count: int = 0
+    samples: torch.Tensor = field(init=False)  # seeded subsample of rows [< 2 * max_samples, K]
+
+    def __post_init__(self) -> None:
+        k = self.in_features
+        self.gram = torch.zeros(k, k, dtype=torch.float64)
+        self.abs_sum = torch.zeros(k, dtype=torch.float64)
+        self.samples = torch.zeros(0, k)
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().reshape(-1, self.in_features).float().cpu()
+        r64 = rows.double()
+        self.gram += r64.T @ r64
+        self.abs_sum += r64.abs().sum(dim=0)
+        self.count += rows.shape[0]
+        # Keep a seeded uniform subsample: gather up to twice the budget, then keep a random half.
+        self.samples = torch.cat([self.samples, rows])
+        if self.samples.shape[0] >= 2 * self.max_samples:
+            keep = torch.randperm(self.samples.shape[0], generator=self.generator)[: self.max_samples]
+            self.samples = self.samples[keep.sort().values]
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """GPTQ's H = 2/n X^T X."""
+        return self.gram * (2.0 / max(self.count, 1))
+
+    @property
+    def act_abs_mean(self) -> torch.Tensor:
+        return (self.abs_sum / max(self.count, 1)).float()
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    """An ``nn.Linear``, or an ``nn.Conv1d`` with kernel 1, stride 1, one group (a linear over channels)."""
+    if isinstance(module, nn.Linear):
+        return True
+    return (
+        isinstance(module, nn.Conv1d)
+        and module.kernel_size == (1,)
+        and module.stride == (1,)
+        and module.groups == 1
+        and module.padding in ((0,), "valid")
+    )
+
+
+def collect_linear_inputs(
+    model: nn.Module,
+    run: Callable[[], None],
+    *,
+    include: Callable[[str, nn.Module], bool] = lambda name, module: True,
+    max_samples: int = 512,
+    seed: int = 0,
+) -> dict[str, LinearInputStats]:
+    """Call ``run()`` (which drives ``model``) with a forward hook on every linear-like layer; return the
+    statistics of each layer's inputs by module name."""
+    stats: dict[str, LinearInputStats] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not (is_linear_like(module) and include(name, module)):
+            continue
+        k = module.in_features if isinstance(module, nn.Linear) else module.in_channels
+        gen = torch.Generator().manual_seed(seed + len(stats))
+        stats[name] = LinearInputStats(k, max_samples, gen)
+        conv = isinstance(module, nn.Conv1d)
+
+        def hook(mod, args, _out, s=stats[name], conv=conv):
+            x = args[0]
+            s.add(x.transpose(1, 2) if conv else x)  # a conv's channels are dim 1
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: s for name, s in stats.items() if s.count > 0}
+
+
+# --- calibration speech ----------------------------------------------------------------------------
+
+
+def calibration_speech(
+    sample_rate: int = 24000, seconds: float = 16.0, seed: int = 0
+) -> tuple[np.ndarray, str]:
+    """Mono float32 speech to calibrate on, and where it came from ("espeak-ng" or "synthetic")."""
+    audio = _espeak_speech(sample_rate)
+    source = "espeak-ng"
+    if audio is None:
+        audio, source = _synthetic_voiced(sample_rate, seconds, seed), "synthetic"
+    n = int(seconds * sample_rate)
+    reps = -(-n // len(audio))
+    audio = np.tile(audio, reps)[:n]
+    rng = np.random.default_rng(seed)
+    audio = audio + 1e-4 * rng.standard_normal(len(audio))  # espeak leaves exact zeros: dither
+    return audio.astype(np.float32), source
+
+
+def _espeak_speech(sample_rate: int) -> np.ndarray | None:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    import soundfile
+    from scipy.signal import resample_poly
+
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (text, voice) in enumerate(zip(CALIBRATION_SENTENCES, ESPEAK_VOICES)):
+            path = Path(tmp) / f"{i}.wav"
+            done = subprocess.run([exe, "-v", voice, "-w", str(path), text], capture_output=True, timeout=60)
+            if done.returncode != 0 or not path.is_file():
+                return None
+            audio, sr = soundfile.read(path, dtype="float32")
+            g = np.gcd(sample_rate, sr)
+            parts.append(resample_poly(audio, sample_rate // g, sr // g).astype(np.float32))
+    audio = np.concatenate(parts)
+    return 0.5 * audio / max(float(np.abs(audio).max()), 1e-6)
+
+
+def _synthetic_voiced(sample_rate: int, seconds: float, seed: int) -> np.ndarray:
+    """A voiced-speech-like signal: a gliding pitch with harmonics under slowly moving formants, in
+    syllable-rate bursts. Used only when espeak-ng is missing."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t) + 10 * rng.standard_normal() * np.sin(2 * np.pi * 0.2 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    formants = (500 + 200 * np.sin(2 * np.pi * 1.3 * t), 1500 + 400 * np.sin(2 * np.pi * 0.9 * t))
+    x = np.zeros_like(t)
+    for h in range(1, 30):
+        fh = h * f0
+        gain = sum(np.exp(-(((fh - f) / 150) ** 2)) for f in formants) + 0.05
+        x += gain * np.sin(h * phase) / h
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 0.5
+    x = x * envelope + 0.01 * rng.standard_normal(len(t))
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+# --- drivers -----------------------------------------------------------------------------------------
+
+
+def _speech_batch(codec, batch: int, seconds: float, seed: int) -> torch.Tensor:
+    audio, _ = calibration_speech(codec.sample_rate, seconds * batch, seed)
+    frames = int(seconds * codec.frame_rate)
+    n = frames * codec.frame_size
+    wav = torch.from_numpy(audio[: batch * n].copy()).view(batch, 1, n)
+    p = next(codec.parameters())
+    return wav.to(p.device, p.dtype)
+
+
+def lm_calibration(
+    lm, codec=None, *, frames: int = 200, batch: int = 2, seed: int = 0, max_samples: int = 512
+) -> dict[str, LinearInputStats]:
+    """Stream ``lm`` for ``frames`` steps on ``batch`` streams of user codes (from the codec on speech when
+    a codec is given, else seeded random codes); sampling seeded. Returns stats for the LM's linears."""
+    from reference_model.lm import Streamer
+
+    n_user = lm.n_q - lm.dep_q
+    if codec is not None:
+        with torch.no_grad():
+            codes = codec.encode(_speech_batch(codec, batch, frames / codec.frame_rate, seed))
+        if codes.shape[1] < n_user or codes.shape[2] < frames:
+            raise ValueError(f"codec gave codes {list(codes.shape)}; the LM needs {n_user} codebooks")
+        codes = codes[:, :n_user, :frames].to(lm.device)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        codes = torch.randint(0, lm.card, (batch, n_user, frames), generator=g).to(lm.device)
+
+    def run() -> None:
+        torch.manual_seed(seed)
+        streamer = Streamer(lm, batch_size=batch)
+        for t in range(frames):
+            streamer.step(codes[:, :, t : t + 1])
+
+    return collect_linear_inputs(lm, run, max_samples=max_samples, seed=seed)
+
+
+def codec_calibration(
+    codec, *, seconds: float = 8.0, batch: int = 2, seed: int = 0, max_samples: int = 512
+) -> dict[str, LinearInputStats]:
+    """Encode then decode speech with ``codec`` (offline, which equals streaming); stats of its linears."""
+    wav = _speech_batch(codec, batch, seconds, seed)
+
+    def run() -> None:
+        codec.decode(codec.encode(wav))
+
+    return collect_linear_inputs(codec, run, max_samples=max_samples, seed=seed)
+
+
+# --- on-disk cache ---------------------------------------------------------------------------------------
+
+CACHE_VERSION = 1
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of every state-dict tensor."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cached_stats(
+    model: nn.Module, recipe: dict, compute: Callable[[], dict[str, LinearInputStats]]
+) -> dict[str, LinearInputStats]:
+    """``compute()``'s statistics, stored under ``$VEMI_CACHE/quant`` (default ``~/.cache/vemi-eval``) by a
+    hash of the model's weights and the ``recipe``; ``VEMI_QUANT_CACHE=0`` turns the cache off."""
+    if os.environ.get("VEMI_QUANT_CACHE", "1") == "0":
+        return compute()
+    from safetensors.torch import load_file, save_file
+
+    key = json.dumps({"v": CACHE_VERSION, "weights": model_fingerprint(model), **recipe}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    root = Path(os.environ.get("VEMI_CACHE", Path.home() / ".cache" / "vemi-eval")) / "quant"
+    path = root / f"calib-{digest}.safetensors"
+    if path.is_file():
+        flat = load_file(str(path))
+        out = {}
+        for name in {k.rsplit("/", 1)[0] for k in flat}:
+            s = LinearInputStats(flat[f"{name}/gram"].shape[0], 0, torch.Generator())
+            s.gram, s.abs_sum, s.samples = (
+                flat[f"{name}/gram"],
+                flat[f"{name}/abs_sum"],
+                flat[f"{name}/samples"],
+            )
+            s.count = int(flat[f"{name}/count"])
+            out[name] = s
+        return out
+    stats = compute()
+    flat = {}
+    for name, s in stats.items():
+        flat |= {f"{name}/gram": s.gram, f"{name}/abs_sum": s.abs_sum, f"{name}/samples": s.samples}
+        flat[f"{name}/count"] = torch.tensor(s.count)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in flat.items()}, str(tmp))
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    return stats

@@ -1,0 +1,145 @@
+"""Replace a model's linear layers by weight-only quantized ones, computed by RTN, GPTQ or AWQ.
+
+:func:`quantize_model` is the one entry point the flags use. It walks ``model.named_modules()``, picks the
+linear-like layers ``include`` accepts (``nn.Linear``, and ``nn.Conv1d`` with kernel 1 wrapped as a linear
+over channels), quantizes each weight with the chosen method, and puts an :class:`Int8WeightOnlyLinear` /
+:class:`Int4WeightOnlyLinear` in its place. GPTQ and AWQ need ``stats`` from :mod:`.calibrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .awq import awq_quantize
+from .calibrate import LinearInputStats, is_linear_like
+from .gptq import gptq_quantize
+from .linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, tensor_bytes
+from .packing import QuantizedWeight
+from .rtn import rtn_quantize
+
+METHODS = ("rtn", "gptq", "awq")
+DEFAULT_GROUP_SIZE = 128
+
+
+class QuantizedConv1x1(nn.Module):
+    """A kernel-1 ``Conv1d`` as a quantized linear over channels: [B, C_in, T] -> [B, C_out, T]."""
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.transpose(1, 2)).transpose(1, 2)
+
+
+@dataclass
+class QuantSummary:
+    """What :func:`quantize_model` did: layers quantized (name -> kernel), layers left alone (and why),
+    bytes before and after."""
+
+    bits: int
+    method: str
+    group_size: int | None
+    quantized: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "bits": self.bits,
+            "method": self.method,
+            "group_size": self.group_size,
+            "quantized": dict(self.quantized),
+            "skipped": dict(self.skipped),
+            "bytes_before": self.bytes_before,
+            "bytes_after": self.bytes_after,
+        }
+
+
+def pick_group_size(in_features: int, preferred: int = DEFAULT_GROUP_SIZE) -> int | None:
+    """The largest of (preferred, 64, 32) dividing ``in_features``; None if none does."""
+    for g in (preferred, 64, 32):
+        if g <= in_features and in_features % g == 0:
+            return g
+    return None
+
+
+def quantize_weight_by(
+    method: str,
+    weight: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    stats: LinearInputStats | None,
+) -> QuantizedWeight:
+    """One weight [N, K] by ``method``; GPTQ/AWQ use the layer's calibration ``stats``."""
+    if method == "rtn":
+        return rtn_quantize(weight, bits, group_size)
+    if stats is None:
+        raise ValueError(f"{method} needs calibration statistics for every layer it quantizes")
+    if method == "gptq":
+        return gptq_quantize(weight, stats.hessian, bits, group_size)
+    if method == "awq":
+        return awq_quantize(weight, stats.samples, bits, group_size, act_abs_mean=stats.act_abs_mean)
+    raise ValueError(f"unknown quantization method {method!r} (known: {', '.join(METHODS)})")
+
+
+def _as_linear_weight(module: nn.Module) -> torch.Tensor:
+    w = module.weight.detach()
+    return w[:, :, 0] if isinstance(module, nn.Conv1d) else w
+
+
+def make_quantized(module: nn.Module, qw: QuantizedWeight) -> nn.Module:
+    """The quantized replacement for a linear-like ``module`` holding ``qw``."""
+    w = module.weight
+    cls = Int8WeightOnlyLinear if qw.bits == 8 else Int4WeightOnlyLinear
+    layer = cls(qw, module.bias, dtype=w.dtype, device=w.device)
+    return QuantizedConv1x1(layer) if isinstance(module, nn.Conv1d) else layer
+
+
+def quantize_model(
+    model: nn.Module,
+    bits: int,
+    method: str = "rtn",
+    *,
+    include: Callable[[str, nn.Module], bool] = lambda name, module: True,
+    stats: dict[str, LinearInputStats] | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
+) -> QuantSummary:
+    """Swap every linear-like layer of ``model`` that ``include`` accepts for a quantized one, in place."""
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits}")
+    if method not in METHODS:
+        raise ValueError(f"unknown quantization method {method!r} (known: {', '.join(METHODS)})")
+    summary = QuantSummary(bits, method, None if bits == 8 else group_size, bytes_before=tensor_bytes(model))
+    targets = [(n, m) for n, m in model.named_modules() if is_linear_like(m) and include(n, m)]
+    for name, module in targets:
+        weight = _as_linear_weight(module)
+        k = weight.shape[1]
+        g = None
+        if bits == 4:
+            g = pick_group_size(k, group_size)
+            if g is None or k % 2:
+                summary.skipped[name] = f"in_features {k} has no int4 group size"
+                continue
+        layer_stats = None if stats is None else stats.get(name)
+        if method != "rtn" and layer_stats is None:
+            summary.skipped[name] = "never called during calibration"
+            continue
+        qw = quantize_weight_by(method, weight, bits, g, layer_stats)
+        new = make_quantized(module, qw)
+        _set_submodule(model, name, new)
+        inner = new.linear if isinstance(new, QuantizedConv1x1) else new
+        summary.quantized[name] = inner.kernel_name()
+    summary.bytes_after = tensor_bytes(model)
+    return summary
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)  # works for ModuleList children too ("in_projs.0")
