@@ -1,0 +1,452 @@
+"""The `vemi-eval` command line. Heavy imports (torch, the model, the report) happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_GATE_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ResultsError,
+    one_line,
+    user_error_types,
+)
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    done (run VALID, gate passed)
+  1    the gate found a regression
+  2    bad usage or bad input; one line on stderr says what (unknown suite or
+       flag, invalid suite file, missing or mismatched checkpoint, bad config,
+       unreadable data or results)
+  3    the run finished but is INVALID (a validity rule failed; reasons printed
+       and written in results.json)
+  4    the run is INCOMPLETE (a measurement crashed; traceback in run.log;
+       `--resume` redoes only what is missing)
+  130  interrupted (finished measurements are on disk; `--resume` continues)
+"""
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Benchmark and evaluate full-duplex speech-to-speech models (Moshi family): latency, throughput,
+    memory, fidelity, WER, codec quality, speaker consistency and noise robustness, for any combination
+    of the enhancement flags."""
+
+
+# --- list ---------------------------------------------------------------------------------------
+@cli.command("list", epilog=EXIT_CODES_HELP)
+@click.argument("what", type=click.Choice(["suites", "flags"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(what: str, as_json: bool) -> int:
+    """List the suites (suites/*.toml) or the enhancement registry and its flags."""
+    if what == "suites":
+        rows = _suite_rows()
+        if as_json:
+            click.echo(json.dumps(rows, indent=1))
+        else:
+            _table(rows, ["name", "kinds", "variants", "description"])
+        return EXIT_OK
+    from .registry import flag_table, registry_table
+
+    entries, flags = registry_table(), flag_table()
+    if as_json:
+        click.echo(json.dumps({"enhancements": entries, "flags": flags}, indent=1))
+        return EXIT_OK
+    rows = []
+    for e in entries:
+        claims = "; ".join(c["text"] for c in e["claims"])
+        status = e["status"] if e["status"] == "implemented" else f"no: {e['reason']}"
+        rows.append(
+            {
+                "id": e["id"],
+                "title": e["title"],
+                "priority": e["priority"],
+                "flags": ",".join(e["flags"]) or "-",
+                "status": status,
+                "claims": claims,
+                "suites": ",".join(e["suites"]) or "-",
+            }
+        )
+    _table(rows, ["id", "title", "priority", "flags", "status", "suites", "claims"], wrap=70)
+    click.echo("")
+    _table(
+        [
+            {
+                "flag": f["name"] + (f"={f['default']}" if f["default"] else ""),
+                "enh": f["enhancement"] or "-",
+                "stage": f["stage"],
+                "cuda": "yes" if f["requires_cuda"] else "",
+                "summary": f["summary"],
+            }
+            for f in flags
+        ],
+        ["flag", "enh", "stage", "cuda", "summary"],
+        wrap=80,
+    )
+    return EXIT_OK
+
+
+def _suite_rows() -> list[dict[str, Any]]:
+    from .registry import _AnyKind
+    from .suites import SuiteError, available_suites, load_suite
+
+    rows = []
+    for name, path in sorted(available_suites().items()):
+        try:
+            s = load_suite(str(path), known_kinds=_AnyKind(), check_flags=False)
+            rows.append(
+                {
+                    "name": name,
+                    "path": str(path),
+                    "kinds": ",".join(s.kinds),
+                    "variants": ",".join(v.name for v in s.variants),
+                    "description": s.description,
+                }
+            )
+        except SuiteError as exc:
+            rows.append(
+                {
+                    "name": name,
+                    "path": str(path),
+                    "kinds": "",
+                    "variants": "",
+                    "description": f"INVALID: {one_line(exc)}",
+                }
+            )
+    return rows
+
+
+# --- run ----------------------------------------------------------------------------------------
+RUN_HELP = """Run SUITE (a name from `vemi-eval list suites`, or the path of a suite file).
+
+\b
+Variants: the suite's [[variants]] (the first is the baseline).
+  --variants a,b   keeps only those of the suite's variants (the baseline always runs).
+  --flags F,G=2    REPLACES the suite's other variants with one variant using those flags, measured
+                   beside the baseline (ratios to it are reported). Repeat --flags for more variants.
+                   A flag the device cannot run (attn=flash on CPU) is an error here; in a suite file
+                   such a variant is skipped with its reason.
+"""
+
+
+@cli.command("run", help=RUN_HELP, epilog=EXIT_CODES_HELP)
+@click.argument("suite")
+@click.option("--preset", help="Model preset: tiny (default), moshi-7b, moshi-2b (LM + its codec).")
+@click.option("--config", type=click.Path(dir_okay=False), help="LM config JSON (Moshi format).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="LM weights (safetensors).")
+@click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec weights (safetensors).")
+@click.option(
+    "--flags", "flags", multiple=True, help="Comma-separated flags: one variant beside the baseline."
+)
+@click.option("--variants", help="Comma-separated names of the suite's variants to keep.")
+@click.option("--device", help="cpu, cuda or cuda:N (default: the suite's, else cpu).")
+@click.option("--seed", type=int, help="Seed of weights, data and sampling (default: the suite's, else 0).")
+@click.option("--threads", type=int, help="torch threads (default: the suite's, else 1); recorded.")
+@click.option("--quick", is_flag=True, help="The suite's quick settings (fewer frames, utterances).")
+@click.option("--data", type=click.Path(), help="Data directory handed to the quality measurements.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/SUITE-TIME).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out, skipping finished measurements.")
+@click.option("--no-report", is_flag=True, help="Do not build report.html.")
+@click.option("--no-history", is_flag=True, help="Do not append to the SQLite history.")
+@click.option(
+    "--history",
+    "history_path",
+    type=click.Path(dir_okay=False),
+    help="History database (default $VEMI_HISTORY or ~/.cache/vemi-eval/history.sqlite).",
+)
+def run_cmd(
+    suite: str,
+    preset: str | None,
+    config: str | None,
+    checkpoint: str | None,
+    codec_checkpoint: str | None,
+    flags: tuple[str, ...],
+    variants: str | None,
+    device: str | None,
+    seed: int | None,
+    threads: int | None,
+    quick: bool,
+    data: str | None,
+    out: str | None,
+    resume: bool,
+    no_report: bool,
+    no_history: bool,
+    history_path: str | None,
+) -> int:
+    from .runner import RunOptions, run_suite
+
+    if resume and not out:
+        raise click.UsageError("--resume needs --out (the run directory to continue)")
+    opts = RunOptions(
+        suite=suite,
+        preset=preset,
+        config=config,
+        checkpoint=checkpoint,
+        codec_checkpoint=codec_checkpoint,
+        flags=list(flags),
+        variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+        device=device,
+        seed=seed,
+        threads=threads,
+        quick=quick,
+        data=data,
+        out=out,
+        resume=resume,
+        report=not no_report,
+        history=not no_history,
+        history_path=Path(history_path) if history_path else None,
+        progress=sys.stderr.isatty(),
+    )
+    outcome = run_suite(opts, echo=lambda m: click.echo(m, err=True))
+    doc = outcome.results
+    _print_metrics(doc.get("metrics", []))
+    click.echo("")
+    click.echo(f"status: {outcome.status}")
+    for r in doc.get("invalid_reasons", []):
+        click.echo(f"  invalid: {r}")
+    for e in doc.get("errors", []):
+        click.echo(f"  error: {e['kind']}/{e['variant']}: {e['error']}")
+    for m in doc.get("missing", []):
+        click.echo(f"  not measured: {m}")
+    files = ["results.json", "samples.csv", "run.log"] + (["report.html"] if outcome.report else [])
+    click.echo(f"run directory: {outcome.out_dir}  ({', '.join(files)})")
+    if outcome.exit_code == EXIT_INTERRUPTED:
+        click.echo(
+            f"interrupted: continue with `vemi-eval run {suite} --out {outcome.out_dir} --resume`", err=True
+        )
+    return outcome.exit_code
+
+
+def _print_metrics(metrics: list[dict[str, Any]]) -> None:
+    rows = []
+    for m in metrics:
+
+        def f(x: Any) -> str:
+            return "" if x is None else f"{x:.4g}"
+
+        ci = f"[{f(m['ci_low'])}, {f(m['ci_high'])}]" if m.get("ci_low") is not None else ""
+        ratio = ""
+        if m.get("ratio_to_baseline") is not None:
+            ratio = f"x{m['ratio_to_baseline']:.3g}"
+            if m.get("ratio_ci_low") is not None:
+                ratio += f" [{m['ratio_ci_low']:.3g}, {m['ratio_ci_high']:.3g}]"
+        cond = ",".join(f"{k}={v}" for k, v in (m.get("condition") or {}).items())
+        value = f(m.get("value")) + (f" {m['unit']}" if m.get("unit") and m.get("value") is not None else "")
+        rows.append(
+            {
+                "variant": m["variant"],
+                "metric": m["metric"],
+                "condition": cond,
+                "value": value,
+                "95% CI": ci,
+                "vs baseline": ratio,
+                "status": m["status"] + (f": {m['reason']}" if m.get("reason") else ""),
+            }
+        )
+    if rows:
+        _table(rows, ["variant", "metric", "condition", "value", "95% CI", "vs baseline", "status"], wrap=60)
+
+
+# --- report, matrix -------------------------------------------------------------------------------
+@cli.command("report", epilog=EXIT_CODES_HELP)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="HTML file (default: RUN_DIR/report.html for one run, ./report.html for several).",
+)
+def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
+    """Build one self-contained HTML report from one or more run directories."""
+    from .results import results_path
+
+    dirs = [results_path(d).parent for d in run_dirs]
+    target = Path(out) if out else (dirs[0] / "report.html" if len(dirs) == 1 else Path("report.html"))
+    try:
+        from .report import build_report
+    except ImportError as exc:
+        raise ResultsError(f"the report module is not available: {exc}") from None
+    path = build_report(dirs, target)
+    click.echo(f"report: {path}")
+    return EXIT_OK
+
+
+@cli.command("matrix", epilog=EXIT_CODES_HELP)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool) -> int:
+    """The document's priority matrix beside what the runs measured (claims met, short, inconclusive)."""
+    from .registry import priority_matrix
+    from .results import read_results
+
+    rows = priority_matrix([read_results(d) for d in run_dirs])
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return EXIT_OK
+    out = []
+    for r in rows:
+        for c in r["claims"]:
+            best = ""
+            if c["measurements"]:
+                vals = [m["measured"] for m in c["measurements"]]
+                best = f"{min(vals):.3g}..{max(vals):.3g} ({len(vals)})"
+            out.append(
+                {
+                    "id": r["id"],
+                    "title": r["title"],
+                    "priority": r["priority"],
+                    "status": r["status"],
+                    "claim": c["text"],
+                    "bar": "" if c["threshold"] is None else f"{c['threshold']:.3g}",
+                    "measured": best,
+                    "verdict": c["verdict"],
+                }
+            )
+    _table(out, ["id", "title", "priority", "status", "claim", "bar", "measured", "verdict"], wrap=50)
+    return EXIT_OK
+
+
+# --- gate ---------------------------------------------------------------------------------------
+@cli.command("gate", epilog=EXIT_CODES_HELP)
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--baseline",
+    required=True,
+    type=click.Path(),
+    help="Baseline run directory or results.json (e.g. a committed one).",
+)
+@click.option(
+    "--rules", type=click.Path(dir_okay=False), help="TOML rules: per-metric tolerance, alpha, direction."
+)
+@click.option(
+    "--threshold",
+    multiple=True,
+    help="Default tolerance (10% or 0.1), or PATTERN=TOL for metrics matching a glob. Repeatable.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every compared metric, not only changes.")
+def gate_cmd(
+    run_dir: str, baseline: str, rules: str | None, threshold: tuple[str, ...], show_all: bool
+) -> int:
+    """Regression gate: compare RUN_DIR against a baseline, metric by metric (tolerance + Mann-Whitney U
+    on raw samples when both have them). Exit 1 on a regression."""
+    from .gate import format_table, run_gate
+
+    result = run_gate(run_dir, baseline, rules, threshold)
+    click.echo(format_table(result, show_all=show_all))
+    return EXIT_GATE_FAILED if result.failed else EXIT_OK
+
+
+# --- model, train ---------------------------------------------------------------------------------
+@cli.group("model")
+def model_group() -> None:
+    """Facts about a model configuration."""
+
+
+@model_group.command("info", epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def model_info_cmd(name: str, as_json: bool) -> int:
+    """Parameters by component, bytes per dtype and KV-cache bytes of NAME (preset or config JSON)."""
+    from reference_model.info import model_info
+
+    info = model_info(name)
+    if as_json:
+        click.echo(json.dumps(info, indent=1, default=str))
+        return EXIT_OK
+    rows = [{"field": k, "value": _human(k, v)} for k, v in _flatten(info)]
+    _table(rows, ["field", "value"], wrap=90)
+    return EXIT_OK
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, d)]
+
+
+def _human(key: str, v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if "bytes" in key.lower() and v >= 1024:
+        return f"{v:,} ({v / 2**30:.3f} GiB)" if v >= 2**30 else f"{v:,} ({v / 2**20:.2f} MiB)"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.6g}"
+
+
+@cli.group("train")
+def train_group() -> None:
+    """Train the small models the tiny preset needs."""
+
+
+@train_group.command("codec", epilog=EXIT_CODES_HELP)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="runs/codec/tiny_codec.safetensors",
+    show_default=True,
+    help="Where to write the codec weights (pass to --codec-checkpoint).",
+)
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="Training time budget.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def train_codec_cmd(out: str, minutes: float, seed: int, threads: int) -> int:
+    """Train the tiny preset's codec on the espeak-ng corpus (CPU, a time budget)."""
+    if minutes <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--minutes")
+    from .training.codec import train_codec
+
+    path = train_codec(Path(out), minutes=minutes, seed=seed, threads=threads)
+    click.echo(f"codec weights: {path}")
+    return EXIT_OK
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+def _table(rows: list[dict[str, Any]], cols: list[str], wrap: int = 0) -> None:
+    """A plain left-aligned table; the last column is cut at ``wrap`` characters when wrap > 0."""
+    if not rows:
+        click.echo("(nothing)")
+        return
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        s = str(r.get(c, ""))
+        return s[: wrap - 1] + "…" if wrap and c == cols[-1] and len(s) > wrap else s
+
+    widths = {c: max(len(c), *(len(cell(r, c)) for r in rows)) for c in cols[:-1]}
+    click.echo("  ".join([c.ljust(widths[c]) for c in cols[:-1]] + [cols[-1]]))
+    for r in rows:
+        click.echo("  ".join([cell(r, c).ljust(widths[c]) for c in cols[:-1]] + [cell(r, cols[-1])]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit 2, never a traceback."""
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="vemi-eval", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except user_error_types() as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
