@@ -144,3 +144,45 @@ def test_streams_are_independent_only_with_a_real_per_item_reset() -> None:
             for c in joined_late
         )
         assert same == expect_equal
+
+
+# --- the real model: per-item reset and batch rows must keep conversations independent -----------------
+
+
+def _greedy_tiny(batch_size: int):
+    from reference_model import DuplexSpec, build_duplex
+
+    torch.set_num_threads(1)
+    return build_duplex(
+        DuplexSpec(lm="tiny", codec="tiny", batch_size=batch_size, temp=0.0, temp_text=0.0, seed=0)
+    )
+
+
+def test_greedy_tokens_do_not_depend_on_batch_neighbours_or_join_time() -> None:
+    convs = [
+        Conversation(0, 0.0, 12),
+        Conversation(1, 0.05, 5),
+        Conversation(2, 0.3, 9),
+        Conversation(3, 0.45, 8),
+    ]
+    duplex = _greedy_tiny(2)
+    user = lambda c: synthetic_user_audio(c, seed=11)  # noqa: E731
+    res = serve(
+        duplex, convs, ContinuousBatching(), user_audio=user, record_tokens=True, step_time=fixed_clock(0.05)
+    )
+    first = {f.conversation: f for f in res.frames if f.index == 0}
+    # 2 and 3 join mid-way, each in a slot another conversation used and freed
+    assert first[2].slot == first[1].slot and first[3].slot == first[0].slot
+    for c in convs:
+        alone = serve(
+            _greedy_tiny(1),
+            [Conversation(c.id, 0.0, c.n_frames)],
+            ContinuousBatching(),
+            user_audio=user,
+            record_tokens=True,
+            step_time=fixed_clock(0.05),
+        )
+        got, ref = res.tokens[c.id], alone.tokens[c.id]
+        assert got.shape == (c.n_frames, 1 + duplex.dep_q)
+        assert int((ref >= 0).all(dim=1).sum()) == c.n_frames - duplex.max_delay  # tokens after the delay
+        assert torch.equal(got, ref), f"conversation {c.id}: tokens differ when served beside others"
