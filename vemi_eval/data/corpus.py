@@ -110,7 +110,7 @@ SENTENCES: tuple[str, ...] = (
     "The students listened carefully to the professor's lecture.",
     "Where did you put the umbrella that I gave you?",
     "The baker wakes up at four every morning to make bread.",
-    "Our neighbours are moving to a bigger house next month.",
+    "Our neighbors are moving to a bigger house next month.",
     "The phone rang twice and then stopped.",
 )
 HELDOUT_SENTENCES = 12  # the last 12 sentences are held out

