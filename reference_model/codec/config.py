@@ -60,14 +60,14 @@ _MIMI: dict[str, Any] = {
 }
 
 # Same geometry as Mimi (24 kHz, ratios [8,6,5,4] -> 25 Hz, learned stride-2 -> 12.5 Hz, split RVQ with one
-# semantic codebook); narrow SEANet, a 2-layer transformer and 1024-bin codebooks so that one streaming
-# frame costs a few ms on one thread and the codec trains on a CPU in an hour.
+# semantic codebook, 2048 bins to match the tiny LM's card); narrow SEANet and a 2-layer transformer so
+# that one streaming frame costs a few ms on one thread and the codec trains on a CPU in an hour.
 _TINY: dict[str, Any] = {
     "sample_rate": 24000,
     "channels": 1,
     "frame_rate": 12.5,
     "seanet": {**_MIMI_SEANET, "n_filters": 16, "dimension": 128},
-    "quantizer": {"dimension": 64, "n_q": 16, "bins": 1024, "input_dimension": 128, "output_dimension": 128},
+    "quantizer": {"dimension": 64, "n_q": 32, "bins": 2048, "input_dimension": 128, "output_dimension": 128},
     "transformer": {
         **_MIMI["transformer"],
         "d_model": 128,

@@ -144,10 +144,11 @@ class MimiCodec(nn.Module):
         self._check_codes(codes)
         return self.decode_latent(self.quantizer.decode(codes))
 
-    def forward(self, wav: torch.Tensor, n_q: int | None = None):
-        """Training pass: (reconstruction [B, 1, T], codes, commitment loss); T a multiple of frame_size."""
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, bypass: torch.Tensor | None = None):
+        """Training pass: (reconstruction [B, 1, T], codes, commitment loss); T a multiple of frame_size.
+        ``bypass`` [B] bool: items decoded from the unquantized latent (see the quantizer)."""
         self._check_wav(wav)
-        quantized, codes, commit = self.quantizer(self.encode_latent(wav), n_q)
+        quantized, codes, commit = self.quantizer(self.encode_latent(wav), n_q, bypass)
         return self.decode_latent(quantized), codes, commit
 
     # --- streaming ----------------------------------------------------------------------------------

@@ -182,9 +182,10 @@ class ResidualVectorQuantizer(nn.Module):
         return self.output_proj(quantized.transpose(1, 2))
 
     def forward(
-        self, x: torch.Tensor, n_q: int | None = None
+        self, x: torch.Tensor, n_q: int | None = None, bypass: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: (quantized [B, C_out, T] with a straight-through gradient, codes, commitment loss).
+        ``bypass`` [B] bool: items whose latent skips quantization (Mimi quantizes half the items).
 
         In train mode the codebooks are updated by EMA (k-means initialised on first use)."""
         n_q = self.n_q if n_q is None else n_q
@@ -206,6 +207,8 @@ class ResidualVectorQuantizer(nn.Module):
             codes.append(c)
         if self.training:
             out = z + (out - z).detach()  # straight-through for the whole residual stack
+        if bypass is not None:
+            out = torch.where(bypass.view(-1, 1, 1), z, out)
         commit = commit / max(n_q, 1)
         return self.output_proj(out.transpose(1, 2)), torch.stack(codes, dim=1), commit
 
@@ -276,15 +279,15 @@ class SplitResidualVectorQuantizer(nn.Module):
         return quantized
 
     def forward(
-        self, x: torch.Tensor, n_q: int | None = None
+        self, x: torch.Tensor, n_q: int | None = None, bypass: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass with ``n_q`` codebooks in all (quantizer dropout picks it per batch)."""
         n_q = self.num_codebooks if n_q is None else n_q
-        q1, c1, l1 = self.rvq_first(x, self.n_q_semantic)
+        q1, c1, l1 = self.rvq_first(x, self.n_q_semantic, bypass)
         n_rest = n_q - self.n_q_semantic
         if n_rest <= 0:
             return q1, c1, l1
-        q2, c2, l2 = self.rvq_rest(x, n_rest)
+        q2, c2, l2 = self.rvq_rest(x, n_rest, bypass)
         # moshi weighs each part's commitment by its share of the codebooks in use
         loss = (l1 * self.n_q_semantic + l2 * n_rest) / n_q
         return q1 + q2, torch.cat([c1, c2], dim=1), loss
