@@ -136,7 +136,7 @@ ENHANCEMENTS: tuple[Enhancement, ...] = (
             _c("lm_step_time", "2-3x speedup in generation", 1 / 3, 1 / 2),
             _c(
                 "fidelity",
-                "verification step ensures quality (token agreement with the baseline)",
+                "verification step ensures quality (read as 100% token agreement with the baseline)",
                 1.0,
                 compare="value",
             ),

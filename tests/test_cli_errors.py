@@ -1,0 +1,101 @@
+"""Exit codes of the command line: one line on stderr and exit 2 for each kind of bad input, 3 for an
+INVALID run, 0 for a VALID one; never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_runner_helpers import SUITE, fakes, write_suite  # noqa: F401
+from vemi_eval.cli import main
+
+pytestmark = pytest.mark.usefixtures("fakes")
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+def _bad(capsys, *args) -> str:
+    code, _, err = _run(capsys, *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_unknown_suite(capsys) -> None:
+    assert "unknown suite 'no-such-suite'" in _bad(capsys, "run", "no-such-suite")
+
+
+def test_invalid_suite_files(tmp_path, capsys) -> None:
+    cases = {
+        "bad toml": ("[suite\nname=1", "invalid suite file"),
+        "unknown key": (SUITE.replace("threads = 1", "threadz = 1"), "unknown key 'threadz'"),
+        "wrong type": (SUITE.replace("n = 60", 'n = "sixty"'), "'n' must be a integer"),
+        "unknown kind": (SUITE + "\n[warp_speed]\nx = 1\n", "unknown measurement kind [warp_speed]"),
+        "unknown param": (SUITE.replace("n = 30", "frames = 30"), "unknown key 'frames'"),
+        "no name": (SUITE.replace('name = "fake"', ""), "needs a 'name'"),
+        "bad variant ref": (SUITE.replace("n = 30", 'n = 30\nvariants = ["nope"]'), "names variant 'nope'"),
+    }
+    for what, (text, msg) in cases.items():
+        p = write_suite(tmp_path, text=text, name=f"{what.replace(' ', '_')}.toml")
+        assert msg in _bad(capsys, "run", str(p), "--out", str(tmp_path / "o")), what
+
+
+def test_unknown_flag_in_suite_and_on_the_command_line(tmp_path, capsys) -> None:
+    p = write_suite(tmp_path, text=SUITE.replace('["test-slow"]', '["warp-drive"]'))
+    assert "unknown flag 'warp-drive'" in _bad(capsys, "run", str(p))
+    p = write_suite(tmp_path)
+    assert "unknown flag 'nope'" in _bad(capsys, "run", str(p), "--flags", "nope")
+    # a GPU-only flag asked on the command line for a CPU run is bad usage
+    assert "needs a CUDA device" in _bad(capsys, "run", str(p), "--flags", "test-cuda")
+
+
+def test_missing_checkpoint_and_config(tmp_path, capsys) -> None:
+    p = write_suite(tmp_path)
+    assert "checkpoint not found" in _bad(
+        capsys, "run", str(p), "--checkpoint", str(tmp_path / "x.safetensors")
+    )
+    assert "checkpoint not found" in _bad(capsys, "run", str(p), "--codec-checkpoint", str(tmp_path / "c.st"))
+    assert "config file not found" in _bad(capsys, "run", str(p), "--config", str(tmp_path / "cfg.json"))
+    assert "data directory not found" in _bad(capsys, "run", str(p), "--data", str(tmp_path / "nodata"))
+    assert "unknown device" in _bad(capsys, "run", str(p), "--device", "tpu")
+
+
+def test_valid_run_exit_0_invalid_run_exit_3(tmp_path, capsys) -> None:
+    p = write_suite(tmp_path)
+    code, out, _ = _run(capsys, "run", str(p), "--out", str(tmp_path / "ok"), "--no-report")
+    assert code == 0 and "status: VALID" in out and "step_ms" in out
+    strict = write_suite(
+        tmp_path, text=SUITE.replace("min_frames = 10", "min_frames = 50"), name="strict.toml"
+    )
+    code, out, _ = _run(capsys, "run", str(strict), "--quick", "--out", str(tmp_path / "inv"), "--no-report")
+    assert code == 3 and "status: INVALID" in out and "min_frames=50" in out
+    doc = json.loads((tmp_path / "inv" / "results.json").read_text())
+    assert doc["status"] == "INVALID" and doc["quick"] is True
+    # --resume without --out is usage
+    code, _, err = _run(capsys, "run", str(p), "--resume")
+    assert code == 2 and "--resume needs --out" in err
+
+
+def test_list_flags_json_has_the_eighteen(capsys) -> None:
+    code, out, _ = _run(capsys, "list", "flags", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert len(doc["enhancements"]) == 18
+    assert all(e["status"] in ("implemented", "not implemented") for e in doc["enhancements"])
+    assert all(e["reason"] for e in doc["enhancements"] if e["status"] == "not implemented")
+    assert {f["name"] for f in doc["flags"]} >= {"continuous-batching"}
+
+
+def test_list_suites_and_help(capsys) -> None:
+    code, out, _ = _run(capsys, "list", "suites")
+    assert code == 0 and out.startswith("name")
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and "Exit codes" in out and "INVALID" in out
+    code, out, _ = _run(capsys, "run", "--help")
+    assert code == 0 and "--flags" in out and "REPLACES" in out

@@ -1,0 +1,112 @@
+"""The enhancement registry: all eighteen entries, numeric claims, status from the model's flags, and the
+priority matrix computed from a results file."""
+
+from __future__ import annotations
+
+import re
+
+from reference_model.enhancements import FlagSpec
+from vemi_eval.registry import BY_ID, ENHANCEMENTS, METRICS, priority_matrix, registry_table, status, verdict
+
+DOC_IDS = [
+    "1.1",
+    "1.2",
+    "1.3",
+    "2.1",
+    "2.2",
+    "2.3",
+    "3.1",
+    "3.2",
+    "3.3",
+    "4.1",
+    "4.2",
+    "4.3",
+    "5.1",
+    "5.2",
+    "5.3",
+    "6.1",
+    "6.2",
+    "6.3",
+]
+TRAINING_ONLY = {"1.1", "3.1", "3.3", "4.1", "4.2", "4.3", "6.1", "6.2", "6.3"}
+
+
+def test_eighteen_entries_with_numeric_claims() -> None:
+    assert [e.id for e in ENHANCEMENTS] == DOC_IDS
+    for e in ENHANCEMENTS:
+        assert e.claims, e.id
+        for c in e.claims:
+            assert c.metric in METRICS, (e.id, c.metric)
+            assert c.lo is not None and c.hi is not None and c.lo <= c.hi, (e.id, c.text)
+            assert re.search(r"\d", c.text), (e.id, c.text)  # the document's number is in the text
+        assert all(m in METRICS for m in e.metrics)
+        assert bool(e.flags) != (e.id in TRAINING_ONLY), e.id
+        if e.id in TRAINING_ONLY:
+            assert e.not_implementable
+    # spot-check transcriptions against the document
+    flash = BY_ID["2.2"]
+    assert flash.priority == "Critical" and flash.effort == "Low" and flash.impact == "High"
+    assert {(c.metric, c.lo, c.hi) for c in flash.claims} >= {
+        ("attention_time", 0.30, 0.50),
+        ("peak_memory", 0.60, 0.60),
+    }
+    assert BY_ID["5.2"].claims[0].lo == 3.0 and BY_ID["5.2"].claims[0].hi == 5.0
+    assert BY_ID["2.1"].claims[1].lo == 0.25  # "4x KV-cache reduction"
+    assert BY_ID["1.3"].priority == "not in matrix" and BY_ID["2.3"].priority == "Low"
+
+
+def test_status_follows_the_registered_flags() -> None:
+    spec = FlagSpec("gqa", "gqa", "model", "x")
+    assert status(BY_ID["2.1"], {"gqa": spec})["status"] == "implemented"
+    s = status(BY_ID["2.1"], {})
+    assert s["status"] == "not implemented" and "gqa" in s["reason"]
+    s = status(BY_ID["4.2"], {"gqa": spec})
+    assert s["status"] == "not implemented" and "training-only" in s["reason"]
+    rows = registry_table({"gqa": spec}, with_suites=False)
+    assert (
+        len(rows) == 18 and rows[3]["status"] == "implemented" and rows[3]["claims"][1]["threshold"] == 0.25
+    )
+
+
+def test_verdicts_and_priority_matrix() -> None:
+    claim = BY_ID["2.1"].claims[0]  # 25-35% faster: time ratio <= 0.75 meets
+    assert verdict(claim, 0.6, 0.55, 0.65) == "meets"
+    assert verdict(claim, 0.95, 0.9, 1.0) == "falls short"
+    assert verdict(claim, 0.75, 0.6, 0.9) == "inconclusive"
+    assert verdict(claim, 0.7, None, None) == "meets (no CI)"
+    res = {
+        "variants": [
+            {"name": "base", "flags": [], "is_baseline": True},
+            {"name": "gqa4", "flags": ["gqa=4"], "is_baseline": False},
+        ],
+        "metrics": [
+            {
+                "suite": "s",
+                "variant": "gqa4",
+                "metric": "lm_step_ms_p50",
+                "status": "ok",
+                "value": 9.0,
+                "ratio_to_baseline": 0.9,
+                "ratio_ci_low": 0.85,
+                "ratio_ci_high": 0.95,
+                "condition": {},
+            },
+            {
+                "suite": "s",
+                "variant": "gqa4",
+                "metric": "kv_cache_bytes",
+                "status": "ok",
+                "value": 100,
+                "ratio_to_baseline": 0.25,
+                "ratio_ci_low": None,
+                "ratio_ci_high": None,
+                "condition": {},
+            },
+        ],
+    }
+    rows = {r["id"]: r for r in priority_matrix([res], {"gqa": FlagSpec("gqa", "gqa", "model", "x")})}
+    gqa = rows["2.1"]
+    assert gqa["status"] == "implemented"
+    assert gqa["claims"][0]["verdict"] == "falls short"  # 0.9 > 0.75
+    assert gqa["claims"][1]["verdict"] == "meets"  # 0.25 <= 0.25 (no CI)
+    assert rows["2.2"]["claims"][0]["verdict"] == "not measured"
