@@ -1,0 +1,378 @@
+"""Latency of the full-duplex loop as it runs live: one 80 ms frame at a time, encode -> LM step -> decode.
+
+Single-stream scenario in MLPerf LoadGen's sense: frames are run until BOTH ``min_frames`` and
+``min_duration_s`` are reached (or ``max_frames``); a run that ends short of either is reported, but every
+record is marked ``invalid`` with the reason. The first frame (lazy compilation, CUDA-graph capture) and the
+warm-up frames are reported apart and never enter the steady-state statistics.
+
+Each stage is timed with the device synchronised on both sides (``DuplexModel.sync``), so the figures are
+what a live caller waits for. Per stage and in total: p50/p90/p99 with bootstrap intervals, max, jitter,
+the share of frames over the frame budget (80 ms), the real-time factor, and an end-to-end figure: the
+algorithmic latency (one frame of input buffering plus ``max_delay`` frames of acoustic delay) added to the
+compute latency.
+
+Parameters (suite table ``[latency]``; a ``quick`` sub-table overrides them under ``--quick``):
+frames, warmup_frames, min_frames, min_duration_s, max_frames, batch_size, input ("corpus" | "synthetic"),
+pace (sleep to the live 80 ms cadence), n_boot, position_buckets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import timing
+from ..records import INVALID, MetricRecord
+from ..stats import bootstrap_ci, summarize
+from . import MeasureContext, measurement
+
+STAGES = ("encode", "lm", "decode", "total")
+
+DEFAULTS: dict[str, Any] = {
+    "frames": 250,  # 20 s of conversation
+    "warmup_frames": 5,
+    "min_frames": 200,
+    "min_duration_s": 10.0,
+    "max_frames": 3000,
+    "batch_size": 1,
+    "input": "corpus",
+    "pace": False,
+    "n_boot": 1000,
+    "position_buckets": 5,
+    "budget_ms": None,  # None: one frame (1000 / frame_rate)
+}
+
+
+def merged_params(ctx: MeasureContext, defaults: dict[str, Any]) -> dict[str, Any]:
+    """defaults <- the suite's table <- its ``quick`` sub-table (under --quick). Unknown keys are errors."""
+    table = dict(ctx.params)
+    quick = table.pop("quick", {}) or {}
+    unknown = sorted((set(table) | set(quick)) - set(defaults))
+    if unknown:
+        raise ValueError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    params = {**defaults, **table}
+    if ctx.quick:
+        params.update(quick)
+    return params
+
+
+# --- input signal ---------------------------------------------------------------------------------------
+
+
+def synthetic_speech(n_samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """Deterministic speech-like PCM: voiced syllables (a glottal pulse train with a moving pitch through
+    three formant resonators) with noisy onsets, separated by pauses; -24 dBFS RMS, peak <= -1 dBFS."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n_samples, dtype=np.float64)
+    pos = 0
+    while pos < n_samples:
+        syl = int(sample_rate * rng.uniform(0.12, 0.3))
+        t = np.arange(syl) / sample_rate
+        f0 = rng.uniform(95, 220) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = np.cumsum(f0 / sample_rate)
+        source = 2.0 * (phase % 1.0) - 1.0  # sawtooth: a glottal source rich in harmonics
+        source[: syl // 6] += 0.3 * rng.standard_normal(syl // 6)  # consonant-like noise onset
+        voiced = source
+        for formant, bandwidth in ((rng.uniform(300, 800), 80), (rng.uniform(900, 2200), 120), (2700, 200)):
+            r = np.exp(-np.pi * bandwidth / sample_rate)
+            theta = 2 * np.pi * formant / sample_rate
+            voiced = voiced + lfilter([1 - r], [1, -2 * r * np.cos(theta), r * r], source)
+        seg = voiced * np.hanning(syl)
+        end = min(n_samples, pos + syl)
+        out[pos:end] = seg[: end - pos]
+        pos = end + (int(sample_rate * rng.uniform(0.2, 0.6)) if rng.random() < 0.25 else 0)
+    out += 1e-4 * rng.standard_normal(n_samples)
+    out *= 10 ** (-24 / 20) / max(np.sqrt(np.mean(out**2)), 1e-12)
+    out *= min(1.0, 10 ** (-1 / 20) / np.abs(out).max())  # peak at most -1 dBFS
+    return out.astype(np.float32)
+
+
+def input_pcm(kind: str, n_samples: int, sample_rate: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """``n_samples`` of mono speech: the held-out espeak corpus looped ("corpus"), or ``synthetic_speech``."""
+    if kind == "synthetic":
+        return synthetic_speech(n_samples, sample_rate, seed), {"input": "synthetic", "input_seed": seed}
+    if kind != "corpus":
+        raise ValueError(f"input must be 'corpus' or 'synthetic', got {kind!r}")
+    from ..data.corpus import corpus_sha256, espeak_corpus
+
+    utts = espeak_corpus(split="heldout", quick=True, sample_rate=sample_rate)
+    gap = np.zeros(int(0.3 * sample_rate), dtype=np.float32)  # a turn gap between utterances
+    one_pass = np.concatenate([x for u in utts for x in (u.audio.astype(np.float32), gap)])
+    reps = -(-n_samples // one_pass.size)
+    pcm = np.tile(one_pass, reps)[:n_samples]
+    return pcm, {"input": "corpus", "corpus_sha256": corpus_sha256(utts), "corpus_utterances": len(utts)}
+
+
+def stream_frames(pcm: np.ndarray, batch_size: int, frame_size: int, n_frames: int, device) -> torch.Tensor:
+    """[n_frames, B, 1, frame_size]: B streams, each its own stretch of ``pcm`` (offset by 37 frames)."""
+    need = (n_frames + 37 * (batch_size - 1)) * frame_size
+    if pcm.size < need:
+        pcm = np.tile(pcm, -(-need // pcm.size))
+    streams = [pcm[37 * b * frame_size : (37 * b + n_frames) * frame_size] for b in range(batch_size)]
+    x = torch.from_numpy(np.stack(streams)).view(batch_size, n_frames, 1, frame_size)
+    return x.permute(1, 0, 2, 3).contiguous().to(device)
+
+
+# --- the timed loop -------------------------------------------------------------------------------------
+
+
+def run_frames(
+    model: Any,
+    frames: torch.Tensor,
+    *,
+    stop: Callable[[int, float], bool] | None = None,
+    pace_ms: float | None = None,
+) -> list[dict[str, Any]]:
+    """Run the duplex loop over ``frames`` [N, B, 1, frame_size]; one timing row per frame.
+
+    ``stop(done, elapsed_s)`` is asked after every frame. ``pace_ms`` sleeps to a live cadence (a frame
+    never starts before its audio would have arrived). ``decode_ms`` is None while the LM has no output yet
+    (its first ``max_delay`` steps).
+    """
+    sync = timing.sync_for(model)
+    rows: list[dict[str, Any]] = []
+    dtype = getattr(getattr(model, "spec", None), "dtype", None)
+    start_ns = timing.clock_ns()
+    with torch.inference_mode():
+        for i in range(frames.shape[0]):
+            if pace_ms is not None:
+                lag_s = (start_ns + i * pace_ms * timing.NS_PER_MS - timing.clock_ns()) / 1e9
+                if lag_s > 0:
+                    time.sleep(lag_s)
+            pcm = frames[i] if dtype is None else frames[i].to(dtype)
+            sync()
+            t0 = timing.clock_ns()
+            codes = model.encode_user(pcm)
+            sync()
+            t1 = timing.clock_ns()
+            tokens = model.lm_step(codes)
+            sync()
+            t2 = timing.clock_ns()
+            if tokens is not None:
+                model.decode_model(tokens)
+                sync()
+            t3 = timing.clock_ns()
+            ms = timing.NS_PER_MS
+            rows.append(
+                {
+                    "frame": i,
+                    "encode_ms": (t1 - t0) / ms,
+                    "lm_ms": (t2 - t1) / ms,
+                    "decode_ms": (t3 - t2) / ms if tokens is not None else None,
+                    "total_ms": (t3 - t0) / ms,
+                }
+            )
+            if stop is not None and stop(i + 1, (t3 - start_ns) / 1e9):
+                break
+    return rows
+
+
+# --- records --------------------------------------------------------------------------------------------
+
+
+class RecordMaker:
+    """Builds the records of one measurement with the shared fields (suite, variant, seed, n_boot)."""
+
+    def __init__(
+        self, ctx: MeasureContext, n_boot: int, base_condition: dict[str, Any] | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.n_boot = n_boot
+        self.base_condition = base_condition or {}
+        self.records: list[MetricRecord] = []
+
+    def plain(
+        self,
+        metric: str,
+        value: float,
+        unit: str,
+        n: int,
+        *,
+        higher_is_better: bool | None = False,
+        condition: dict[str, Any] | None = None,
+        ci: tuple[float | None, float | None] = (None, None),
+        extra: dict[str, Any] | None = None,
+    ) -> MetricRecord:
+        rec = MetricRecord(
+            suite=self.ctx.suite,
+            variant=self.ctx.variant.name,
+            metric=metric,
+            value=float(value),
+            unit=unit,
+            n=int(n),
+            ci_low=ci[0],
+            ci_high=ci[1],
+            condition={**self.base_condition, **(condition or {})},
+            higher_is_better=higher_is_better,
+            extra=extra or {},
+        )
+        self.records.append(rec)
+        return rec
+
+    def stat(
+        self,
+        metric: str,
+        samples: Iterable[float],
+        statistic: str,
+        unit: str,
+        *,
+        scale: float = 1.0,
+        shift: float = 0.0,
+        higher_is_better: bool | None = False,
+        condition: dict[str, Any] | None = None,
+        samples_column: str | None = None,
+    ) -> MetricRecord:
+        """``scale * statistic(samples) + shift`` with its bootstrap interval (same affine map)."""
+        a = np.asarray(list(samples), dtype=np.float64)
+        value = summarize(a, statistic) * scale + shift
+        lo, hi = bootstrap_ci(a, statistic, n_boot=self.n_boot, seed=self.ctx.seed)
+        extra = {"statistic": statistic}
+        if samples_column:
+            extra["samples_column"] = samples_column  # the samples.csv column the value is a statistic of
+        return self.plain(
+            metric,
+            value,
+            unit,
+            a.size,
+            higher_is_better=higher_is_better,
+            condition=condition,
+            ci=(lo * scale + shift, hi * scale + shift),
+            extra=extra,
+        )
+
+    def invalidate(self, reasons: list[str]) -> None:
+        if reasons:
+            for rec in self.records:
+                rec.status = INVALID
+                rec.reason = "; ".join(reasons)
+
+
+def validity_reasons(n_frames: int, duration_s: float, min_frames: int, min_duration_s: float) -> list[str]:
+    """LoadGen-style rules: enough frames AND enough measured time, or the run is invalid."""
+    reasons = []
+    if n_frames < min_frames:
+        reasons.append(f"{n_frames} measured frames < min_frames {min_frames}")
+    if duration_s < min_duration_s:
+        reasons.append(f"measured {duration_s:.2f} s < min_duration_s {min_duration_s:g}")
+    return reasons
+
+
+def frame_budget_ms(model: Any, params: dict[str, Any]) -> float:
+    return float(params["budget_ms"]) if params.get("budget_ms") else 1000.0 / float(model.frame_rate)
+
+
+def latency_records(
+    make: RecordMaker,
+    rows: list[dict[str, Any]],
+    *,
+    budget_ms: float,
+    algorithmic_ms: float,
+    frame_s: float,
+    position_buckets: int,
+) -> None:
+    """Steady-state statistics of the measured rows (first frame and warm-up already removed)."""
+    col = {s: [r[f"{s}_ms"] for r in rows if r[f"{s}_ms"] is not None] for s in STAGES}
+    for stage in STAGES:
+        if not col[stage]:
+            continue
+        cond = {"stage": stage}
+        for stat in ("p50", "p90", "p99"):
+            make.stat(
+                f"frame_time_{stat}_ms", col[stage], stat, "ms", condition=cond, samples_column=f"{stage}_ms"
+            )
+        make.plain("frame_time_max_ms", max(col[stage]), "ms", len(col[stage]), condition=cond)
+    total = np.asarray(col["total"])
+    make.stat("jitter_std_ms", total, "std", "ms", samples_column="total_ms")
+    p99_minus_p50 = float(np.percentile(total, 99) - np.percentile(total, 50))
+    make.plain("jitter_p99_minus_p50_ms", p99_minus_p50, "ms", total.size)
+    misses = (total > budget_ms).astype(np.float64)
+    make.stat("deadline_miss_share", misses, "mean", "fraction", samples_column="over_budget")
+    make.stat("real_time_factor", total, "mean", "x", scale=1.0 / budget_ms, samples_column="total_ms")
+    make.plain("algorithmic_latency_ms", algorithmic_ms, "ms", 1)
+    for stat in ("p50", "p99"):
+        make.stat(f"end_to_end_{stat}_ms", total, stat, "ms", shift=algorithmic_ms, samples_column="total_ms")
+    # Attention over a growing history: how the frame time moves along the conversation.
+    if position_buckets > 1 and total.size >= 10 * position_buckets:
+        for chunk in np.array_split(np.arange(total.size), position_buckets):
+            position_s = round(rows[chunk[0]]["frame"] * frame_s, 3)
+            make.stat(
+                "frame_time_by_position_p50_ms",
+                total[chunk],
+                "p50",
+                "ms",
+                condition={"stage": "total", "position_s": position_s},
+            )
+
+
+@measurement("latency")
+def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
+    params = merged_params(ctx, DEFAULTS)
+    batch_size = int(params["batch_size"])
+    build_start = timing.clock_ns()
+    model = ctx.variant.build(batch_size=batch_size)
+    build_s = (timing.clock_ns() - build_start) / 1e9
+    budget_ms = frame_budget_ms(model, params)
+    frame_s = 1.0 / float(model.frame_rate)
+    max_delay = int(model.max_delay)
+    warmup = max(int(params["warmup_frames"]), max_delay)  # decode runs from max_delay on
+    target = int(params["frames"])
+    max_frames = max(int(params["max_frames"]), target)
+    min_duration_s = float(params["min_duration_s"])
+
+    total_frames = 1 + warmup + max_frames
+    pcm, input_info = input_pcm(params["input"], total_frames * model.frame_size, model.sample_rate, ctx.seed)
+    frames = stream_frames(pcm, batch_size, model.frame_size, total_frames, getattr(model, "device", "cpu"))
+    ctx.progress(f"latency: {ctx.variant.name}, up to {max_frames} frames at batch {batch_size}")
+
+    measured_start_ns: list[int] = []
+
+    def stop(done: int, elapsed_s: float) -> bool:
+        if done == 1 + warmup:
+            measured_start_ns.append(timing.clock_ns())
+        if done <= 1 + warmup:
+            return False
+        measured = done - 1 - warmup
+        measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9
+        return measured >= target and measured_s >= min_duration_s
+
+    pace_ms = budget_ms if params["pace"] else None
+    rows = run_frames(model, frames, stop=stop, pace_ms=pace_ms)
+    measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9 if measured_start_ns else 0.0
+    del model, frames
+
+    for r in rows:
+        r["position_s"] = round(r["frame"] * frame_s, 3)
+        r["phase"] = "first" if r["frame"] == 0 else ("warmup" if r["frame"] <= warmup else "measured")
+        r["over_budget"] = int(r["total_ms"] > budget_ms)
+        r["batch_size"] = batch_size
+    ctx.add_samples(rows)
+
+    measured = [r for r in rows if r["phase"] == "measured"]
+    make = RecordMaker(ctx, int(params["n_boot"]))
+    make.plain("build_s", build_s, "s", 1)
+    make.plain("first_frame_ms", rows[0]["total_ms"], "ms", 1, extra={"note": "compilation / graph capture"})
+    warm = [r["total_ms"] for r in rows if r["phase"] == "warmup"]
+    if warm:
+        make.plain("warmup_ms", float(np.sum(warm)), "ms", len(warm))
+    # One frame of input buffering, then max_delay frames until the delayed acoustic codebooks exist.
+    algorithmic_ms = frame_s * 1000.0 * (1 + max_delay)
+    reasons = validity_reasons(len(measured), measured_s, int(params["min_frames"]), min_duration_s)
+    if measured:
+        latency_records(
+            make,
+            measured,
+            budget_ms=budget_ms,
+            algorithmic_ms=algorithmic_ms,
+            frame_s=frame_s,
+            position_buckets=int(params["position_buckets"]),
+        )
+    for rec in make.records:
+        rec.extra.update({"batch_size": batch_size, "budget_ms": budget_ms, **input_info})
+    make.invalidate(reasons)
+    return make.records
