@@ -83,18 +83,29 @@ def test_verdicts_and_priority_matrix() -> None:
             {
                 "suite": "s",
                 "variant": "gqa4",
-                "metric": "lm_step_ms_p50",
+                "metric": "frame_time_p50_ms",
                 "status": "ok",
                 "value": 9.0,
                 "ratio_to_baseline": 0.9,
                 "ratio_ci_low": 0.85,
                 "ratio_ci_high": 0.95,
-                "condition": {},
+                "condition": {"stage": "lm"},
+            },
+            {  # the same metric for another stage must not count as the LM step
+                "suite": "s",
+                "variant": "gqa4",
+                "metric": "frame_time_p50_ms",
+                "status": "ok",
+                "value": 1.0,
+                "ratio_to_baseline": 0.1,
+                "ratio_ci_low": 0.05,
+                "ratio_ci_high": 0.15,
+                "condition": {"stage": "encode"},
             },
             {
                 "suite": "s",
                 "variant": "gqa4",
-                "metric": "kv_cache_bytes",
+                "metric": "kv_cache_bytes_per_stream",
                 "status": "ok",
                 "value": 100,
                 "ratio_to_baseline": 0.25,
@@ -108,5 +119,6 @@ def test_verdicts_and_priority_matrix() -> None:
     gqa = rows["2.1"]
     assert gqa["status"] == "implemented"
     assert gqa["claims"][0]["verdict"] == "falls short"  # 0.9 > 0.75
+    assert len(gqa["claims"][0]["measurements"]) == 1
     assert gqa["claims"][1]["verdict"] == "meets"  # 0.25 <= 0.25 (no CI)
     assert rows["2.2"]["claims"][0]["verdict"] == "not measured"

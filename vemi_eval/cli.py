@@ -64,19 +64,23 @@ def list_cmd(what: str, as_json: bool) -> int:
     rows = []
     for e in entries:
         claims = "; ".join(c["text"] for c in e["claims"])
-        status = e["status"] if e["status"] == "implemented" else f"no: {e['reason']}"
+        status = "yes" if e["status"] == "implemented" else "no"
         rows.append(
             {
                 "id": e["id"],
                 "title": e["title"],
                 "priority": e["priority"],
                 "flags": ",".join(e["flags"]) or "-",
-                "status": status,
+                "implemented": status,
                 "claims": claims,
                 "suites": ",".join(e["suites"]) or "-",
             }
         )
-    _table(rows, ["id", "title", "priority", "flags", "status", "suites", "claims"], wrap=70)
+    _table(rows, ["id", "title", "priority", "flags", "implemented", "suites", "claims"], wrap=90)
+    click.echo("\nnot implemented:")
+    for e in entries:
+        if e["status"] != "implemented":
+            click.echo(f"  {e['id']}  {e['reason']}")
     click.echo("")
     _table(
         [

@@ -20,33 +20,49 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# Abstract metric -> glob patterns over the metric names that measurements write, and its direction.
-# The patterns follow the measurement kinds' names (latency, memory, throughput, fidelity, serving, codec,
-# wer, speaker, noise); a claim is compared against every matching record that has a ratio to baseline.
+# Abstract metric -> what records stand for it: (glob over the record's metric name, required condition
+# values; "*" = the key must be present), and its direction. These follow the names the measurement kinds
+# write (latency: frame_time_pNN_ms by stage; memory: weight_bytes, kv_cache_bytes_per_stream, peak_*;
+# throughput/serving: frames_per_second, throughput, goodput, ttff_*; quality: pesq*, wer*, ...).
 METRICS: dict[str, dict[str, Any]] = {
-    "lm_step_time": {"patterns": ["lm_step_ms*", "lm_step*", "step_time*"], "better": "lower"},
-    "frame_latency": {"patterns": ["frame_latency*", "frame_ms*", "e2e*", "total_ms*"], "better": "lower"},
-    "first_audio_latency": {"patterns": ["ttff*", "first_audio*", "ttfa*"], "better": "lower"},
-    "attention_time": {"patterns": ["attention_ms*", "attn_ms*", "attention_time*"], "better": "lower"},
-    "latency_jitter": {"patterns": ["*jitter*", "*_p99_over_p50*"], "better": "lower"},
-    "kv_cache_bytes": {"patterns": ["kv_cache_bytes*", "kv_bytes*", "kv_cache*"], "better": "lower"},
-    "peak_memory": {"patterns": ["peak_memory*", "peak_mem*", "peak_rss*", "peak_bytes*"], "better": "lower"},
-    "weight_bytes": {
-        "patterns": ["weight_bytes*", "weights_bytes*", "model_bytes*", "param_bytes*"],
+    "lm_step_time": {"better": "lower", "match": [("frame_time_p50_ms", {"stage": "lm"}), ("lm_step*", {})]},
+    "frame_latency": {
         "better": "lower",
+        "match": [
+            ("frame_time_p50_ms", {"stage": "total"}),
+            ("end_to_end_p50_ms", {}),
+            ("frame_latency_p50", {}),
+        ],
     },
-    "flops": {"patterns": ["flops*", "layers_executed*", "layer_share*"], "better": "lower"},
-    "throughput": {"patterns": ["throughput*", "goodput*"], "better": "higher"},
-    "fidelity": {"patterns": ["token_agreement*", "*agreement*", "acceptance*"], "better": "higher"},
-    "codec_quality": {"patterns": ["pesq*", "stoi*", "si_sdr*", "sisdr*"], "better": "higher"},
-    "naturalness": {"patterns": ["dnsmos*", "*mos*"], "better": "higher"},
-    "speaker_similarity": {
-        "patterns": ["speaker_sim*", "speaker_similarity*", "spk_sim*"],
+    "first_audio_latency": {"better": "lower", "match": [("ttff_p50", {}), ("first_audio*", {})]},
+    "attention_time": {
+        "better": "lower",
+        "match": [("attention*_ms", {}), ("frame_time_p50_ms", {"stage": "attention"})],
+    },
+    "latency_jitter": {"better": "lower", "match": [("jitter_std_ms", {}), ("jitter_p99_minus_p50_ms", {})]},
+    "kv_cache_bytes": {"better": "lower", "match": [("kv_cache_bytes_per_stream", {})]},
+    "peak_memory": {"better": "lower", "match": [("peak_*_bytes", {})]},
+    "weight_bytes": {"better": "lower", "match": [("weight_bytes", {"component": "total"})]},
+    "flops": {"better": "lower", "match": [("flops*", {}), ("layers_executed*", {}), ("layer_share*", {})]},
+    "throughput": {
         "better": "higher",
+        "match": [
+            ("throughput", {}),
+            ("frames_per_second", {}),
+            ("max_realtime_streams", {}),
+            ("goodput", {}),
+        ],
     },
-    "wer_noisy": {"patterns": ["wer*"], "better": "lower", "condition": "snr_db"},
-    "quality": {"patterns": ["wer*", "pesq*", "dnsmos*", "token_agreement*"], "better": "mixed"},
-    "user_satisfaction": {"patterns": [], "better": "higher"},
+    "fidelity": {"better": "higher", "match": [("*token_agreement*", {}), ("*acceptance*", {})]},
+    "codec_quality": {
+        "better": "higher",
+        "match": [("pesq*", {}), ("stoi*", {}), ("estoi*", {}), ("si_sdr*", {})],
+    },
+    "naturalness": {"better": "higher", "match": [("dnsmos*", {})]},
+    "speaker_similarity": {"better": "higher", "match": [("speaker_sim*", {}), ("spk_sim*", {})]},
+    "wer_noisy": {"better": "lower", "match": [("wer*", {"snr_db": "*"})]},
+    "quality": {"better": "mixed", "match": [("wer*", {}), ("pesq*", {}), ("dnsmos*", {})]},
+    "user_satisfaction": {"better": "higher", "match": []},
 }
 
 MATRIX_ORDER = (
@@ -534,10 +550,14 @@ def flag_table(flags: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
 
 # --- the priority matrix, measured ------------------------------------------------------------------
 def _matches(record: Mapping[str, Any], claim: Claim) -> bool:
-    spec = METRICS[claim.metric]
-    if "condition" in spec and spec["condition"] not in (record.get("condition") or {}):
-        return False  # e.g. WER "in noisy conditions" needs an snr_db condition
-    return any(fnmatch.fnmatchcase(record.get("metric", ""), p) for p in spec["patterns"])
+    """Does a record stand for the claim's metric (name glob and required condition values)?"""
+    name, cond = record.get("metric", ""), record.get("condition") or {}
+    for pattern, where in METRICS[claim.metric]["match"]:
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        if all(k in cond and (v == "*" or cond[k] == v) for k, v in where.items()):
+            return True
+    return False
 
 
 def verdict(claim: Claim, value: float | None, low: float | None, high: float | None) -> str:
