@@ -1,10 +1,11 @@
-"""Harness data: the synthetic espeak-ng corpus, bring-your-own data, noise, and audio loading."""
+"""Harness data: the synthetic espeak-ng corpus (corpus.py), bring-your-own data (byo.py), noise
+(noise.py) and audio loading/resampling/validation (audio.py).
+
+``DataError`` is the harness's user-facing data error (one line; the CLI maps it to exit code 2).
+"""
 
 from __future__ import annotations
 
-
-class DataError(Exception):
-    """Data that cannot be used (nothing usable left, a missing folder...). One-line message; CLI exit 2."""
-
+from ..errors import DataError
 
 __all__ = ["DataError"]

@@ -121,8 +121,8 @@ QUICK_SENTENCES = 3  # quick mode: the first 3 sentences of the split for every 
 @dataclass
 class Utterance:
     id: str
-    speaker: str
-    text: str
+    speaker: str | None  # None: unknown (BYO data without speaker labels)
+    text: str | None  # None: no transcript (BYO data)
     audio: np.ndarray  # float32 mono
     sample_rate: int
 

@@ -1,0 +1,143 @@
+"""Measurement kind ``codec``: round-trip quality of the variant's codec against the number of codebooks.
+
+Each utterance is encoded once offline with every codebook in use, then decoded from its first n
+codebooks (residual VQ: the first n codes are what an n-codebook encoder gives) and scored against the
+input with the chosen evaluators. Condition: {"n_codebooks": n, "bitrate_kbps": n x log2(bins) x frame
+rate / 1000}. Also shared here: the data and round-trip helpers the wer/speaker/noise kinds use.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.byo import Dataset, dataset_for
+from ..evaluators.scoring import DEFAULT_METRICS, Scorer, check_metrics, records_from_rows
+from ..records import MetricRecord
+from . import MeasureContext, measurement
+
+PARAMS: dict[str, Any] = {
+    "n_codebooks": [2, 4, 8],  # decode from the first n codebooks (capped at the codec's maximum)
+    "metrics": list(DEFAULT_METRICS),
+    "max_utterances": 0,  # 0: every utterance of the data
+    "split": "heldout",  # corpus split when no data directory is given
+    "asr_model": "",  # local faster-whisper folder; "" = the bundled tiny.en
+    "beam_size": 5,
+}
+
+
+def params_of(ctx: MeasureContext, defaults: dict[str, Any]) -> dict[str, Any]:
+    table = dict(ctx.params or {})
+    table.pop("quick", None)
+    unknown = sorted(set(table) - set(defaults))
+    if unknown:
+        raise ValueError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **table}
+
+
+def load_data(ctx: MeasureContext, sample_rate: int, params: dict[str, Any]) -> Dataset:
+    """The suite's data (BYO directory or espeak corpus), at the codec's rate, capped at max_utterances."""
+    ds = dataset_for(
+        ctx.data,
+        sample_rate=sample_rate,
+        quick=ctx.quick,
+        split=params.get("split", "heldout"),
+        report=ctx.progress,
+    )
+    cap = int(params.get("max_utterances") or 0)
+    if cap and len(ds.utterances) > cap:
+        ds.utterances = spread_over_speakers(ds.utterances, cap)
+    return ds
+
+
+def spread_over_speakers(utts: list, n: int) -> list:
+    """n utterances taken round-robin over speakers (a cut of a speaker-sorted list would keep one)."""
+    groups: dict[Any, list] = {}
+    for u in utts:
+        groups.setdefault(u.speaker, []).append(u)
+    out, i = [], 0
+    while len(out) < n:
+        for g in groups.values():
+            if i < len(g) and len(out) < n:
+                out.append(g[i])
+        i += 1
+    return out
+
+
+def make_scorer(params: dict[str, Any], sample_rate: int, metrics: list[str] | None = None) -> Scorer:
+    return Scorer(
+        metrics=check_metrics(metrics if metrics is not None else params["metrics"]),
+        sample_rate=sample_rate,
+        asr_model=params.get("asr_model") or None,
+        beam_size=int(params.get("beam_size", 5)),
+        threads=max(1, torch.get_num_threads()),
+    )
+
+
+def codec_of(model) -> Any:
+    return model.codec
+
+
+def bitrate_kbps(codec, n: int) -> float:
+    return round(n * math.log2(int(codec.cardinality)) * float(codec.frame_rate) / 1000, 4)
+
+
+@torch.no_grad()
+def encode(codec, audio: np.ndarray) -> torch.Tensor:
+    """Offline codes [1, num_codebooks, frames] of one utterance."""
+    dev = next(iter(codec.parameters()), torch.zeros(())).device if hasattr(codec, "parameters") else "cpu"
+    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).view(1, 1, -1).to(dev)
+    return codec.encode(wav)
+
+
+@torch.no_grad()
+def decode(codec, codes: torch.Tensor, n: int, length: int) -> np.ndarray:
+    """Waveform from the first n codebooks, cut to the input length (the codec pads to whole frames)."""
+    out = codec.decode(codes[:, :n])
+    return out[0, 0, :length].float().cpu().numpy()
+
+
+def roundtrip(codec, audio: np.ndarray, n: int | None = None) -> np.ndarray:
+    codes = encode(codec, audio)
+    return decode(codec, codes, n or codes.shape[1], audio.size)
+
+
+def sweep_codebooks(codec, requested: list[int]) -> list[int]:
+    top = int(codec.num_codebooks)
+    return sorted({min(int(n), top) for n in requested if int(n) >= 1})
+
+
+@measurement("codec")
+def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
+    params = params_of(ctx, PARAMS)
+    model = ctx.variant.build()
+    codec = codec_of(model)
+    sr = int(codec.sample_rate)
+    ds = load_data(ctx, sr, params)
+    scorer = make_scorer(params, sr)
+    ns = sweep_codebooks(codec, params["n_codebooks"])
+    rows_by_n: dict[int, list[dict]] = {n: [] for n in ns}
+    for i, utt in enumerate(ds.utterances):
+        ctx.progress(f"codec: {utt.id} ({i + 1}/{len(ds.utterances)})")
+        codes = encode(codec, utt.audio)
+        for n in ns:
+            cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
+            rows_by_n[n] += scorer.score(utt, decode(codec, codes, n, utt.audio.size), cond)
+    records = []
+    for n in ns:
+        cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
+        recs = records_from_rows(
+            ctx, rows_by_n[n], condition=cond, data_hash={ds.name: ds.sha256}, skipped_items=ds.skipped
+        )
+        records += recs
+        ctx.add_samples(rows_by_n[n])
+    timing = scorer.timings_ms()
+    for r in records:
+        r.extra["evaluator_ms_per_call"] = timing
+    return records
+
+
+measure_codec.params = PARAMS
