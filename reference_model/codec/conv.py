@@ -6,6 +6,8 @@ streaming run the same arithmetic, so they agree to float rounding.
 
 The transposed convolution is a matmul followed by an overlap-add: torch's CPU ConvTranspose1d takes
 80+ ms for Mimi's first decoder layer on 2 input steps (design.md), the matmul a fraction of a ms.
+Large convolutions (>= 1M weights: they all run at low time resolution) are an unfold + matmul for the
+same reason: torch's CPU conv1d is 3-25x slower than the matmul on a frame's few output steps.
 """
 
 from __future__ import annotations
@@ -74,6 +76,24 @@ class NormConvTranspose1d(nn.Module):
         self.convtr = nn.ConvTranspose1d(*args, **kwargs)
 
 
+MATMUL_MIN_WEIGHTS = 1 << 20
+
+
+def _conv1d_matmul(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """conv1d (no padding, groups 1) as unfold + one matmul; x [B, C_in, L] -> [B, C_out, T]."""
+    w = conv.weight
+    c_out, c_in, k = w.shape
+    d, s = conv.dilation[0], conv.stride[0]
+    cols = x.unfold(-1, (k - 1) * d + 1, s)  # [B, C_in, T, K_eff]
+    if d > 1:
+        cols = cols[..., ::d]
+    b, _, t, _ = cols.shape
+    cols = cols.permute(0, 2, 1, 3).reshape(b * t, c_in * k)
+    w2 = w.view(c_out, c_in * k).t()
+    y = torch.addmm(conv.bias, cols, w2) if conv.bias is not None else torch.mm(cols, w2)
+    return y.view(b, t, c_out).transpose(1, 2)
+
+
 class StreamingConv1d(nn.Module):
     """Causal Conv1d: left context of ``(kernel-1)*dilation + 1 - stride`` samples, zeros or replicated
     first sample before the stream starts; output length = input length / stride."""
@@ -106,6 +126,8 @@ class StreamingConv1d(nn.Module):
             bias=bias,
             norm=norm,
         )
+        # Decided by the weight alone, so offline and streaming take the same path.
+        self.use_matmul = groups == 1 and in_channels * out_channels * kernel_size >= MATMUL_MIN_WEIGHTS
 
     @property
     def in_channels(self) -> int:
@@ -128,7 +150,7 @@ class StreamingConv1d(nn.Module):
                     x = torch.cat([x[..., :1].expand(-1, -1, tp), x], dim=-1)
                 else:
                     x = F.pad(x, (tp, 0))
-            return self.conv.conv(x)
+            return self._conv(x)
         if tp:
             if self.pad_mode == "replicate":
                 first = state.first.view(-1, 1, 1)
@@ -136,6 +158,11 @@ class StreamingConv1d(nn.Module):
             x = torch.cat([state.previous, x], dim=-1)
             state.previous.copy_(x[..., -tp:])
         state.first.fill_(False)
+        return self._conv(x)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_matmul:
+            return _conv1d_matmul(self.conv.conv, x)
         return self.conv.conv(x)
 
 

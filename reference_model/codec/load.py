@@ -23,13 +23,14 @@ def load_codec(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    num_codebooks: int | None = None,
+    num_codebooks: int | None = 8,
 ) -> MimiCodec:
     """Build the codec of ``config`` (preset "mimi" / "tiny", a Mimi-layout JSON path, or a dict).
 
-    ``checkpoint``: a safetensors path (keys as moshi's MimiModel, e.g. the released Mimi weights); None
-    loads the preset's bundled weights when they exist, else random weights from the current torch seed;
-    "random" forces random weights. ``num_codebooks`` defaults to all of them. Returns the codec in eval mode.
+        ``checkpoint``: a safetensors path (keys as moshi's MimiModel, e.g. the released Mimi weights); None
+        loads the preset's bundled weights when they exist, else random weights from the current torch seed;
+        "random" forces random weights. ``num_codebooks``: codebooks in use (encode output), 8 by default as
+    moshi's ``get_mimi`` (what the LM consumes); None = all. Returns the codec in eval mode.
     """
     cfg = codec_config(config)
     if checkpoint is None and cfg.name in BUNDLED and BUNDLED[cfg.name].is_file():
@@ -45,6 +46,5 @@ def load_codec(
         load_into(codec, checkpoint, device=device, dtype=dtype)
         codec.checkpoint = str(checkpoint)
     codec.eval()
-    if num_codebooks is not None:
-        codec.set_num_codebooks(num_codebooks)
+    codec.set_num_codebooks(codec.max_codebooks if num_codebooks is None else num_codebooks)
     return codec

@@ -35,10 +35,19 @@ class EuclideanCodebook(nn.Module):
         # Random centroids so that an untrained codec still gives varied codes (training re-inits by k-means).
         self.register_buffer("embedding_sum", torch.randn(codebook_size, dim))
         self.register_buffer("_embedding", None, persistent=False)
+        self._augmented: torch.Tensor | None = None
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._embedding = None
+        self._clear_cache()
         super()._load_from_state_dict(*args, **kwargs)
+
+    def _clear_cache(self) -> None:
+        self._embedding = None
+        self._augmented = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._augmented = None  # derived from buffers that .to() may move or cast
+        return super()._apply(fn, *args, **kwargs)
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -47,11 +56,24 @@ class EuclideanCodebook(nn.Module):
         return self._embedding
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., D] -> nearest centroid index [...] (the same cdist as moshi, so codes match it exactly)."""
+        """[..., D] -> nearest centroid index [...].
+
+        Computes what moshi's ``torch.cdist(x, embedding).argmin(-1)`` computes (one matmul over vectors
+        augmented with their squared norms, clamp, sqrt), so codes match it exactly, but keeps the
+        augmented codebook between calls: cdist rebuilds it on every call, which dominated a streamed frame.
+        """
         shape = x.shape[:-1]
-        flat = x.reshape(-1, x.shape[-1])
-        codes = torch.cdist(flat[None], self.embedding[None], p=2)[0].argmin(dim=-1)
-        return codes.view(shape)
+        flat = x.reshape(1, -1, x.shape[-1])
+        aug = getattr(self, "_augmented", None)
+        if aug is None:
+            emb = self.embedding
+            norm = emb.pow(2).sum(-1, keepdim=True)
+            aug = torch.cat([emb, torch.ones_like(norm), norm], -1).unsqueeze(0)
+            self._augmented = aug
+        x_norm = flat.pow(2).sum(-1, keepdim=True)
+        lhs = torch.cat([flat.mul(-2), x_norm, torch.ones_like(x_norm)], -1)
+        dists = torch.matmul(lhs, aug.mT).clamp_min_(0).sqrt_()
+        return dists[0].argmin(dim=-1).view(shape)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embedding)
@@ -83,7 +105,7 @@ class EuclideanCodebook(nn.Module):
         self.embedding_sum.copy_(means * counts[:, None])
         self.cluster_usage.copy_(counts)
         self._initialized.fill_(1.0)
-        self._embedding = None
+        self._clear_cache()
 
     @torch.no_grad()
     def ema_update(self, x: torch.Tensor, codes: torch.Tensor, replace_dead: bool) -> float:
@@ -105,7 +127,7 @@ class EuclideanCodebook(nn.Module):
                 self.embedding_sum.copy_(torch.where(dead[:, None], new_usage * new, self.embedding_sum))
                 self.cluster_usage.copy_(torch.where(dead, new_usage, self.cluster_usage))
                 replaced = float(dead.float().mean())
-        self._embedding = None
+        self._clear_cache()
         return replaced
 
 

@@ -155,7 +155,7 @@ def train_codec(
     batch_size: int = 8,
     segment_frames: int = 12,
     lr: float = 1e-3,
-    warmup_steps: int = 200,
+    warmup_steps: int = 50,
     checkpoint_every_s: float = 300.0,
     log_every: int = 25,
     log=print,
