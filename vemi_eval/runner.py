@@ -369,7 +369,9 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     build_fn = opts.build_fn
     if build_fn is None:
         from reference_model.build import build_duplex as build_fn
-    data = {**suite.data, "quick": opts.quick, "dir": opts.data}
+    data = {**suite.data, "quick": opts.quick}
+    if opts.data is not None:  # --data wins over the suite's [data] dir
+        data["dir"] = str(Path(opts.data).resolve())
     builders = {v.name: _VariantBuilder(v, model, seed, build_fn) for v in variants}
     refs = {
         v.name: VariantRef(v.name, list(v.flags), builders[v.name], is_baseline=(i == 0))

@@ -216,6 +216,10 @@ def parse_suite(
 
     variants = _variants(doc.get("variants"), where)
     data = _table(doc, "data", where)
+    for key in ("dir", "path"):  # a data directory named in the suite is relative to the suite file
+        v = data.get(key)
+        if isinstance(v, str) and path is not None and not Path(v).is_absolute():
+            data[key] = str((path.parent / v).resolve())
     validity = _table(doc, "validity", where)
     _check_keys(validity, _VALIDITY_KEYS, f"{where}: [validity]")
 
