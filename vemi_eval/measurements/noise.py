@@ -124,7 +124,7 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                 "statistic": "mean",
                 "samples": vals,
                 "data": data_hash,
-                "n_codebooks": int(codes.shape[1]),
+                "n_codebooks": int(codec.num_codebooks),
             }
             records.append(
                 MetricRecord(
