@@ -107,7 +107,7 @@ def test_percentiles_and_deadline_misses_on_injected_timings(clock):
         "input": "synthetic",
     }
     model = FakeDuplex(clock, cost)
-    ctx = make_ctx("latency", params, lambda batch_size: model)
+    ctx = make_ctx("latency", params, lambda batch_size, fresh=False: model)
     recs = measure_latency(ctx)
     assert all(r.status == "ok" for r in recs), [r.reason for r in recs if r.status != "ok"]
 
@@ -137,7 +137,7 @@ def test_run_extends_to_min_duration(clock):
     # 10 ms frames: 20 frames would last 0.2 s, so the run goes on until 1 s of measured time (100 frames).
     model = FakeDuplex(clock, lambda s, i, b: {"encode": 2.0, "lm": 5.0, "decode": 3.0}[s])
     params = {"frames": 20, "warmup_frames": 2, "min_frames": 10, "min_duration_s": 1.0, "input": "synthetic"}
-    recs = measure_latency(make_ctx("latency", params, lambda batch_size: model))
+    recs = measure_latency(make_ctx("latency", params, lambda batch_size, fresh=False: model))
     assert by(recs, "frame_time_p50_ms", stage="total").n == 100
     assert all(r.status == "ok" for r in recs)
 
@@ -146,7 +146,7 @@ def test_too_few_frames_is_invalid(clock):
     model = FakeDuplex(clock, lambda s, i, b: 10.0)
     params = {"frames": 5, "max_frames": 5, "warmup_frames": 1, "min_frames": 50, "min_duration_s": 0.0}
     params["input"] = "synthetic"
-    recs = measure_latency(make_ctx("latency", params, lambda batch_size: model))
+    recs = measure_latency(make_ctx("latency", params, lambda batch_size, fresh=False: model))
     assert recs and all(r.status == "invalid" for r in recs)
     assert "5 measured frames < min_frames 50" in recs[0].reason
 
@@ -161,7 +161,7 @@ def test_too_short_is_invalid_and_quick_overrides(clock):
         "input": "synthetic",
     }
     params["quick"] = {"frames": 30, "max_frames": 30, "min_frames": 20}
-    recs = measure_latency(make_ctx("latency", params, lambda batch_size: model, quick=True))
+    recs = measure_latency(make_ctx("latency", params, lambda batch_size, fresh=False: model, quick=True))
     assert by(recs, "frame_time_p50_ms", stage="total").n == 30
     assert all(r.status == "invalid" for r in recs)
     assert "min_duration_s 60" in recs[0].reason and "min_frames" not in recs[0].reason
@@ -170,7 +170,7 @@ def test_too_short_is_invalid_and_quick_overrides(clock):
 def test_unknown_parameter_is_one_line_error(clock):
     model = FakeDuplex(clock, lambda s, i, b: 1.0)
     with pytest.raises(ValueError, match="unknown parameter"):
-        measure_latency(make_ctx("latency", {"frmaes": 3}, lambda batch_size: model))
+        measure_latency(make_ctx("latency", {"frmaes": 3}, lambda batch_size, fresh=False: model))
 
 
 def test_synthetic_speech_is_deterministic_and_speech_like():

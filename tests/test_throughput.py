@@ -39,7 +39,7 @@ def cost_linear(stage: str, i: int, n: int) -> float:
 def test_throughput_finds_max_streams_on_known_times(clock):
     built: list[int] = []
 
-    def build(batch_size: int = 1):
+    def build(batch_size: int = 1, fresh: bool = False):
         built.append(batch_size)
         return FakeDuplex(clock, cost_linear, batch_size=batch_size)
 
@@ -62,7 +62,7 @@ def test_throughput_finds_max_streams_on_known_times(clock):
 
 
 def test_out_of_memory_is_a_failed_probe_not_a_number(clock):
-    def build(batch_size: int = 1):
+    def build(batch_size: int = 1, fresh: bool = False):
         if batch_size > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return FakeDuplex(clock, lambda s, i, n: 1.0, batch_size=batch_size)
@@ -75,7 +75,7 @@ def test_out_of_memory_is_a_failed_probe_not_a_number(clock):
 
 
 def test_other_errors_propagate(clock):
-    def build(batch_size: int = 1):
+    def build(batch_size: int = 1, fresh: bool = False):
         raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):

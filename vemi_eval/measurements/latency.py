@@ -226,24 +226,23 @@ class RecordMaker:
         shift: float = 0.0,
         higher_is_better: bool | None = False,
         condition: dict[str, Any] | None = None,
-        samples_column: str | None = None,
     ) -> MetricRecord:
-        """``scale * statistic(samples) + shift`` with its bootstrap interval (same affine map)."""
-        a = np.asarray(list(samples), dtype=np.float64)
-        value = summarize(a, statistic) * scale + shift
+        """``statistic`` of ``scale * samples + shift`` with its bootstrap interval.
+
+        The transformed samples travel in ``extra["samples"]`` with the statistic's name, so the runner
+        can put a bootstrap interval on the ratio to the baseline (it resamples both sides).
+        """
+        a = np.asarray(list(samples), dtype=np.float64) * scale + shift
         lo, hi = bootstrap_ci(a, statistic, n_boot=self.n_boot, seed=self.ctx.seed)
-        extra = {"statistic": statistic}
-        if samples_column:
-            extra["samples_column"] = samples_column  # the samples.csv column the value is a statistic of
         return self.plain(
             metric,
-            value,
+            summarize(a, statistic),
             unit,
             a.size,
             higher_is_better=higher_is_better,
             condition=condition,
-            ci=(lo * scale + shift, hi * scale + shift),
-            extra=extra,
+            ci=(lo, hi),
+            extra={"statistic": statistic, "samples": [round(float(x), 5) for x in a]},
         )
 
     def invalidate(self, reasons: list[str]) -> None:
@@ -283,20 +282,18 @@ def latency_records(
             continue
         cond = {"stage": stage}
         for stat in ("p50", "p90", "p99"):
-            make.stat(
-                f"frame_time_{stat}_ms", col[stage], stat, "ms", condition=cond, samples_column=f"{stage}_ms"
-            )
+            make.stat(f"frame_time_{stat}_ms", col[stage], stat, "ms", condition=cond)
         make.plain("frame_time_max_ms", max(col[stage]), "ms", len(col[stage]), condition=cond)
     total = np.asarray(col["total"])
-    make.stat("jitter_std_ms", total, "std", "ms", samples_column="total_ms")
+    make.stat("jitter_std_ms", total, "std", "ms")
     p99_minus_p50 = float(np.percentile(total, 99) - np.percentile(total, 50))
     make.plain("jitter_p99_minus_p50_ms", p99_minus_p50, "ms", total.size)
     misses = (total > budget_ms).astype(np.float64)
-    make.stat("deadline_miss_share", misses, "mean", "fraction", samples_column="over_budget")
-    make.stat("real_time_factor", total, "mean", "x", scale=1.0 / budget_ms, samples_column="total_ms")
+    make.stat("deadline_miss_share", misses, "mean", "fraction")
+    make.stat("real_time_factor", total, "mean", "x", scale=1.0 / budget_ms)
     make.plain("algorithmic_latency_ms", algorithmic_ms, "ms", 1)
     for stat in ("p50", "p99"):
-        make.stat(f"end_to_end_{stat}_ms", total, stat, "ms", shift=algorithmic_ms, samples_column="total_ms")
+        make.stat(f"end_to_end_{stat}_ms", total, stat, "ms", shift=algorithmic_ms)
     # Attention over a growing history: how the frame time moves along the conversation.
     if position_buckets > 1 and total.size >= 10 * position_buckets:
         for chunk in np.array_split(np.arange(total.size), position_buckets):
@@ -315,7 +312,7 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size = int(params["batch_size"])
     build_start = timing.clock_ns()
-    model = ctx.variant.build(batch_size=batch_size)
+    model = ctx.variant.build(batch_size=batch_size, fresh=True)  # owned here, freed below
     build_s = (timing.clock_ns() - build_start) / 1e9
     budget_ms = frame_budget_ms(model, params)
     frame_s = 1.0 / float(model.frame_rate)
@@ -374,5 +371,9 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
         )
     for rec in make.records:
         rec.extra.update({"batch_size": batch_size, "budget_ms": budget_ms, **input_info})
+        rec.extra.update({"frames": len(measured), "duration_s": round(measured_s, 3)})
     make.invalidate(reasons)
     return make.records
+
+
+measure_latency.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

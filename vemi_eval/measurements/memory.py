@@ -178,7 +178,7 @@ def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     on_cuda = str(ctx.device).startswith("cuda")
     tracker = PeakCuda(torch.device(ctx.device)) if on_cuda else PeakRSS()
     with tracker:
-        model = ctx.variant.build(batch_size=batch_size)
+        model = ctx.variant.build(batch_size=batch_size, fresh=True)
         total = 1 + max(n_frames, int(model.max_delay) + 1)
         pcm = synthetic_speech(total * model.frame_size * batch_size, model.sample_rate, ctx.seed)
         frames = stream_frames(pcm, batch_size, model.frame_size, total, getattr(model, "device", "cpu"))
@@ -241,3 +241,6 @@ def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     if on_cuda:
         torch.cuda.empty_cache()
     return make.records
+
+
+measure_memory.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types
