@@ -97,7 +97,9 @@ def verify(
         agree = (draft_tokens == target[:, :m]).long()
         n_accepted = agree.cumprod(dim=1).sum(dim=1)
         tokens = torch.zeros(B, m + 1, dtype=torch.long, device=device)
-        tokens[:, :L] = target  # accepted drafts equal the target's argmax, so the target sequence is the output
+        tokens[:, :L] = (
+            target  # accepted drafts equal the target's argmax, so the target sequence is the output
+        )
     else:
         if draft_probs is None:
             raise ValueError("sampling needs the draft's probabilities")
@@ -240,7 +242,9 @@ class TruncatedDraft:
             attn.make_cache(batch_size, lm.dep_q, lm.device, lm.dtype)
             for attn in lm.depformer.attentions()[:n_layers]
         ]
-        self.positions = [torch.full((batch_size,), k, device=lm.device, dtype=torch.long) for k in range(lm.dep_q)]
+        self.positions = [
+            torch.full((batch_size,), k, device=lm.device, dtype=torch.long) for k in range(lm.dep_q)
+        ]
 
     def logits(self, k: int, hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         from .lm.kv_cache import StepPositions

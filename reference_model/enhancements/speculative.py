@@ -41,7 +41,9 @@ def apply(duplex, k: int, *, draft_layers: int = DRAFT_LAYERS) -> None:
 
     lm, streamer = duplex.lm, duplex.streamer
     if k > lm.dep_q:
-        raise FlagError(f"speculative={k}: K must be at most dep_q = {lm.dep_q} (the audio tokens of a frame)")
+        raise FlagError(
+            f"speculative={k}: K must be at most dep_q = {lm.dep_q} (the audio tokens of a frame)"
+        )
     try:
         draft = TruncatedDraft(lm, draft_layers, streamer.batch_size)
     except ValueError as exc:
