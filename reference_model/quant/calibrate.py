@@ -56,13 +56,22 @@ class LinearInputStats:
         self.gram = torch.zeros(k, k, dtype=torch.float64)
         self.abs_sum = torch.zeros(k, dtype=torch.float64)
         self.samples = torch.zeros(0, k)
+        self._pending: list[torch.Tensor] = []
 
     def add(self, rows: torch.Tensor) -> None:
-        rows = rows.detach().reshape(-1, self.in_features).float().cpu()
+        self._pending.append(rows.detach().reshape(-1, self.in_features).float().cpu())
+        self.count += self._pending[-1].shape[0]
+        if sum(r.shape[0] for r in self._pending) >= 256:  # batch the Gram update: one big matmul
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows = torch.cat(self._pending)
+        self._pending = []
         r64 = rows.double()
         self.gram += r64.T @ r64
         self.abs_sum += r64.abs().sum(dim=0)
-        self.count += rows.shape[0]
         # Keep a seeded uniform subsample: gather up to twice the budget, then keep a random half.
         self.samples = torch.cat([self.samples, rows])
         if self.samples.shape[0] >= 2 * self.max_samples:
@@ -123,6 +132,8 @@ def collect_linear_inputs(
     finally:
         for h in handles:
             h.remove()
+        for s in stats.values():
+            s.flush()
     return {name: s for name, s in stats.items() if s.count > 0}
 
 
@@ -197,7 +208,14 @@ def _speech_batch(codec, batch: int, seconds: float, seed: int) -> torch.Tensor:
 
 
 def lm_calibration(
-    lm, codec=None, *, frames: int = 200, batch: int = 2, seed: int = 0, max_samples: int = 512
+    lm,
+    codec=None,
+    *,
+    frames: int = 200,
+    batch: int = 2,
+    seed: int = 0,
+    max_samples: int = 512,
+    include: Callable[[str, nn.Module], bool] = lambda name, module: True,
 ) -> dict[str, LinearInputStats]:
     """Stream ``lm`` for ``frames`` steps on ``batch`` streams of user codes (from the codec on speech when
     a codec is given, else seeded random codes); sampling seeded. Returns stats for the LM's linears."""
@@ -220,11 +238,17 @@ def lm_calibration(
         for t in range(frames):
             streamer.step(codes[:, :, t : t + 1])
 
-    return collect_linear_inputs(lm, run, max_samples=max_samples, seed=seed)
+    return collect_linear_inputs(lm, run, include=include, max_samples=max_samples, seed=seed)
 
 
 def codec_calibration(
-    codec, *, seconds: float = 8.0, batch: int = 2, seed: int = 0, max_samples: int = 512
+    codec,
+    *,
+    seconds: float = 8.0,
+    batch: int = 2,
+    seed: int = 0,
+    max_samples: int = 512,
+    include: Callable[[str, nn.Module], bool] = lambda name, module: True,
 ) -> dict[str, LinearInputStats]:
     """Encode then decode speech with ``codec`` (offline, which equals streaming); stats of its linears."""
     wav = _speech_batch(codec, batch, seconds, seed)
@@ -232,12 +256,12 @@ def codec_calibration(
     def run() -> None:
         codec.decode(codec.encode(wav))
 
-    return collect_linear_inputs(codec, run, max_samples=max_samples, seed=seed)
+    return collect_linear_inputs(codec, run, include=include, max_samples=max_samples, seed=seed)
 
 
 # --- on-disk cache ---------------------------------------------------------------------------------------
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def model_fingerprint(model: nn.Module) -> str:

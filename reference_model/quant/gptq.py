@@ -25,7 +25,7 @@ def gptq_quantize(
     block_size: int = 128,
 ) -> QuantizedWeight:
     """``weight`` [N, K]; ``hessian`` [K, K] = sum of x x^T over calibration rows (any positive scale)."""
-    w = weight.detach().double().clone()
+    w = weight.detach().float().clone()
     n, k = w.shape
     group_size = k if (bits == 8 or group_size is None) else group_size
     check_format(bits, group_size, k)
@@ -38,7 +38,8 @@ def gptq_quantize(
     h[dead, dead] = 1.0  # an input that is always zero: any weight is fine, quantize it as zero
     w[:, dead] = 0.0
     h += damp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    # The factorisation in float64 (cheap, K x K); the column loop in float32 like the reference.
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
 
     q = torch.zeros(n, k, dtype=torch.int8 if bits == 8 else torch.uint8)
     n_groups = k // group_size
@@ -60,7 +61,7 @@ def gptq_quantize(
                 scales[:, col // group_size], zeros[:, col // group_size] = scale, zero
             codes = quantize_group(w_blk[:, i : i + 1], scale, zero, bits)
             q[:, col] = codes[:, 0]
-            deq = dequantize_group(codes, scale, zero, bits)[:, 0].double()
+            deq = dequantize_group(codes, scale, zero, bits)[:, 0]
             err = (w_blk[:, i] - deq) / hinv_blk[i, i]
             w_blk[:, i:] -= err[:, None] * hinv_blk[i, i:][None, :]
             err_blk[:, i] = err

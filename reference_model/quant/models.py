@@ -39,7 +39,9 @@ def quantize_lm(lm: nn.Module, bits: int, method: str = "rtn", codec=None) -> Qu
     stats = None
     if method != "rtn":
         recipe = {"kind": "lm", **LM_CALIBRATION, "codec": None if codec is None else _codec_id(codec)}
-        stats = cached_stats(lm, recipe, lambda: lm_calibration(lm, codec, **LM_CALIBRATION))
+        stats = cached_stats(
+            lm, recipe, lambda: lm_calibration(lm, codec, include=is_lm_quant_target, **LM_CALIBRATION)
+        )
     summary = quantize_model(lm, bits, method, include=is_lm_quant_target, stats=stats)
     lm.quant_summary = summary
     return summary
@@ -50,7 +52,11 @@ def quantize_codec(codec: nn.Module, bits: int, method: str = "rtn") -> QuantSum
     stats = None
     if method != "rtn":
         recipe = {"kind": "codec", **CODEC_CALIBRATION}
-        stats = cached_stats(codec, recipe, lambda: codec_calibration(codec, **CODEC_CALIBRATION))
+        stats = cached_stats(
+            codec,
+            recipe,
+            lambda: codec_calibration(codec, include=is_codec_quant_target, **CODEC_CALIBRATION),
+        )
     summary = quantize_model(codec, bits, method, include=is_codec_quant_target, stats=stats)
     codec.quant_summary = summary
     return summary
