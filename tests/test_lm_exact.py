@@ -238,3 +238,16 @@ def test_config_errors_are_one_line(tmp_path) -> None:
         load_lm_config(dict(TINY, delays=[0, 1]))
     assert load_lm_config("moshi-7b").num_layers == 32
     assert load_lm_config(str(PRESETS_DIR / "moshi-2b.json")).dep_q == 16
+
+
+def test_bf16_streams_valid_tokens() -> None:
+    torch.manual_seed(0)
+    lm = load_lm(SMALL, dtype=torch.bfloat16)
+    assert lm.dtype == torch.bfloat16
+    streamer = Streamer(lm, batch_size=2)
+    assert streamer.temporal_caches[0].keys.dtype == torch.bfloat16
+    for _ in range(6):
+        out = streamer.step(torch.randint(0, SMALL["card"], (2, 4, 1)))
+    assert out is not None and out.shape == (2, 5, 1)
+    assert (out[:, 0] < SMALL["text_card"]).all() and (out[:, 1:] < SMALL["card"]).all() and (out >= 0).all()
+    assert torch.isfinite(streamer.last_text_logits.float()).all()
