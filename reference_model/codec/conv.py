@@ -157,7 +157,8 @@ class StreamingConv1d(nn.Module):
                 state.previous.copy_(torch.where(first, x[..., :1].expand_as(state.previous), state.previous))
             x = torch.cat([state.previous, x], dim=-1)
             state.previous.copy_(x[..., -tp:])
-        state.first.fill_(False)
+            if self.pad_mode == "replicate":
+                state.first.fill_(False)
         return self._conv(x)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,11 +224,18 @@ class StreamingConvTranspose1d(nn.Module):
         conv = self.convtr.convtr
         z = _overlap_add_parts(conv, x)  # [B, C, m, T, S]
         b, c, m, t, s = z.shape
-        # Output block j (length S) sums z[:, :, i, j - i] over i; blocks beyond T are the next chunk's.
-        out = z[:, :, 0]
-        if m > 1:
-            tail = z.new_zeros(b, c, m - 1, s)
-            extended = torch.cat([out, tail], dim=2)
+        # Output block j (length S) sums z[:, :, i, j - i] over i; blocks past T belong to the next chunk.
+        if m == 1:
+            out = z[:, :, 0]
+        elif (
+            m == 2
+        ):  # every SEANet layer (kernel = 2 * stride): one shifted add, same ops offline and streaming
+            prev = z.new_zeros(b, c, 1, s) if state is None else state.partial.view(b, c, 1, s)
+            out = z[:, :, 0] + torch.cat([prev, z[:, :, 1, : t - 1]], dim=2)
+            if state is not None:
+                state.partial.copy_(z[:, :, 1, t - 1])
+        else:
+            extended = torch.cat([z[:, :, 0], z.new_zeros(b, c, m - 1, s)], dim=2)
             for i in range(1, m):
                 extended = extended + F.pad(z[:, :, i], (0, 0, i, m - 1 - i))
             out = extended[:, :, :t]

@@ -17,43 +17,55 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def apply_rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, max_period: float):
-    """Interleaved rotary embedding (moshi's ``apply_rope``); q, k [B, H, T, D], positions [B, T]."""
-    d = q.shape[-1]
-    ds = torch.arange(d // 2, device=q.device, dtype=torch.float32)
-    freqs = torch.exp(ds * (-math.log(max_period) * 2 / d))
+def rope_tables(
+    positions: torch.Tensor, head_dim: int, max_period: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of moshi's interleaved RoPE for positions [B, T] -> [B, 1, T, head_dim / 2] each."""
+    ds = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
+    freqs = torch.exp(ds * (-math.log(max_period) * 2 / head_dim))
     ts = positions.float().view(positions.shape[0], 1, -1, 1)
-    rotr = torch.cos(freqs * ts)
-    roti = torch.sin(freqs * ts)
+    return torch.cos(freqs * ts), torch.sin(freqs * ts)
 
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        x2 = x.view(*x.shape[:-1], d // 2, 2)
-        xr, xi = x2[..., 0].float(), x2[..., 1].float()
-        out = torch.stack([xr * rotr - xi * roti, xr * roti + xi * rotr], dim=-1)
-        return out.view(*x.shape).to(x.dtype)
 
-    return rotate(q), rotate(k)
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate interleaved (real, imaginary) pairs of x [B, H, T, D] (moshi's ``apply_rope`` arithmetic)."""
+    rotr, roti = rope
+    d = x.shape[-1]
+    x2 = x.view(*x.shape[:-1], d // 2, 2)
+    xr, xi = x2[..., 0].float(), x2[..., 1].float()
+    out = torch.stack([xr * rotr - xi * roti, xr * roti + xi * rotr], dim=-1)
+    return out.view(*x.shape).to(x.dtype)
 
 
 @dataclass
 class KVState:
     keys: torch.Tensor  # [B, H, capacity, D]
     values: torch.Tensor  # [B, H, capacity, D]
-    positions: torch.Tensor  # [B, capacity], -1 = empty
 
     def reset(self, mask: torch.Tensor) -> None:
-        self.positions[mask] = -1
+        pass  # stale entries are masked through TransformerState.positions
 
 
 @dataclass
 class TransformerState:
     offset: torch.Tensor  # [B] absolute position of the next step
+    positions: (
+        torch.Tensor
+    )  # [B, capacity] position held by each ring slot (the same for all layers), -1 empty
     layers: list
 
     def reset(self, mask: torch.Tensor) -> None:
         self.offset[mask] = 0
-        for s in self.layers:
-            s.reset(mask)
+        self.positions[mask] = -1
+
+
+@dataclass
+class StepContext:
+    """What every layer of one call shares: RoPE tables, attention mask, ring-buffer write slots."""
+
+    rope: tuple[torch.Tensor, torch.Tensor]
+    mask: torch.Tensor  # [B, 1, T, T_keys] bool
+    slots: torch.Tensor | None  # [B, T] ring indices written by this call (streaming only)
 
 
 class StreamingMultiheadAttention(nn.Module):
@@ -70,40 +82,24 @@ class StreamingMultiheadAttention(nn.Module):
         self.in_projs = nn.ModuleList([nn.Linear(embed_dim, 3 * embed_dim, bias=False)])
         self.out_projs = nn.ModuleList([nn.Linear(embed_dim, embed_dim, bias=False)])
 
-    def new_state(self, batch_size: int, chunk: int = 2) -> KVState:
-        """``chunk``: the most steps fed per call (a codec frame is 2 encoder steps)."""
-        if self.context is None:
-            raise ValueError("streaming attention needs a finite context")
+    def new_state(self, batch_size: int, capacity: int) -> KVState:
         w = self.in_projs[0].weight
-        cap = self.context + chunk - 1
-        shape = (batch_size, self.num_heads, cap, self.head_dim)
+        shape = (batch_size, self.num_heads, capacity, self.head_dim)
         return KVState(
             keys=torch.zeros(shape, device=w.device, dtype=w.dtype),
             values=torch.zeros(shape, device=w.device, dtype=w.dtype),
-            positions=torch.full((batch_size, cap), -1, device=w.device, dtype=torch.long),
         )
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: KVState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: StepContext, state: KVState | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         qkv = self.in_projs[0](x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        q, k = apply_rope(q, k, positions, self.max_period)
-        if state is None:
-            pos_k = positions
-        else:
-            cap = state.positions.shape[1]
-            if t > cap - self.context + 1:
-                raise ValueError(f"streaming chunk of {t} steps is longer than the KV cache allows")
-            idx = positions % cap  # [B, T]
-            state.keys.scatter_(2, idx.view(b, 1, t, 1).expand(b, self.num_heads, t, self.head_dim), k)
-            state.values.scatter_(2, idx.view(b, 1, t, 1).expand(b, self.num_heads, t, self.head_dim), v)
-            state.positions.scatter_(1, idx, positions)
-            k, v, pos_k = state.keys, state.values, state.positions
-        delta = positions.view(b, t, 1) - pos_k.view(b, 1, -1)
-        mask = (pos_k.view(b, 1, -1) >= 0) & (delta >= 0)
-        if self.context is not None:
-            mask = mask & (delta < self.context)
-        out = F.scaled_dot_product_attention(q, k, v, mask[:, None])
+        q, k, v = apply_rope(qkv[0], ctx.rope), apply_rope(qkv[1], ctx.rope), qkv[2]
+        if state is not None:
+            idx = ctx.slots.view(b, 1, t, 1).expand(b, self.num_heads, t, self.head_dim)
+            state.keys.scatter_(2, idx, k)
+            state.values.scatter_(2, idx, v)
+            k, v = state.keys, state.values
+        out = F.scaled_dot_product_attention(q, k, v, ctx.mask)
         out = out.transpose(1, 2).reshape(b, t, self.embed_dim)
         return self.out_projs[0](out)
 
@@ -140,8 +136,8 @@ class StreamingTransformerLayer(nn.Module):
             self.layer_scale_1 = LayerScale(d_model, layer_scale)
             self.layer_scale_2 = LayerScale(d_model, layer_scale)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: KVState | None = None) -> torch.Tensor:
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), positions, state))
+    def forward(self, x: torch.Tensor, ctx: StepContext, state: KVState | None = None) -> torch.Tensor:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), ctx, state))
         x = x + self.layer_scale_2(self.linear2(F.gelu(self.linear1(self.norm2(x)))))
         return x
 
@@ -158,6 +154,9 @@ class StreamingTransformer(nn.Module):
         layer_scale: float | None = None,
     ) -> None:
         super().__init__()
+        self.context = context
+        self.max_period = max_period
+        self.head_dim = d_model // num_heads
         self.layers = nn.ModuleList(
             [
                 StreamingTransformerLayer(
@@ -168,23 +167,49 @@ class StreamingTransformer(nn.Module):
         )
 
     def new_state(self, batch_size: int, chunk: int = 2) -> TransformerState:
+        """``chunk``: the most steps fed per call (a codec frame is 2 encoder steps)."""
+        if self.context is None:
+            raise ValueError("streaming attention needs a finite context")
         device = self.layers[0].linear1.weight.device
+        capacity = self.context + chunk - 1
         return TransformerState(
             offset=torch.zeros(batch_size, dtype=torch.long, device=device),
-            layers=[layer.self_attn.new_state(batch_size, chunk) for layer in self.layers],
+            positions=torch.full((batch_size, capacity), -1, dtype=torch.long, device=device),
+            layers=[layer.self_attn.new_state(batch_size, capacity) for layer in self.layers],
         )
+
+    def _mask(self, positions: torch.Tensor, pos_k: torch.Tensor) -> torch.Tensor:
+        b, t = positions.shape
+        delta = positions.view(b, t, 1) - pos_k.view(b, 1, -1)
+        mask = (pos_k.view(b, 1, -1) >= 0) & (delta >= 0)
+        if self.context is not None:
+            mask = mask & (delta < self.context)
+        return mask[:, None]
 
     def forward(self, x: torch.Tensor, state: TransformerState | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         steps = torch.arange(t, device=x.device).view(1, t)
         if state is None:
             positions = steps.expand(b, t)
+            ctx = StepContext(
+                rope_tables(positions, self.head_dim, self.max_period), self._mask(positions, positions), None
+            )
             for layer in self.layers:
-                x = layer(x, positions)
+                x = layer(x, ctx)
             return x
+        capacity = state.positions.shape[1]
+        if t > capacity - self.context + 1:
+            raise ValueError(f"streaming chunk of {t} steps is longer than the KV cache allows")
         positions = state.offset.view(b, 1) + steps
+        slots = positions % capacity
+        state.positions.scatter_(1, slots, positions)
+        ctx = StepContext(
+            rope_tables(positions, self.head_dim, self.max_period),
+            self._mask(positions, state.positions),
+            slots,
+        )
         for layer, kv in zip(self.layers, state.layers):
-            x = layer(x, positions, kv)
+            x = layer(x, ctx, kv)
         state.offset += t
         return x
 
