@@ -148,7 +148,10 @@ def select_variants(suite: Suite, opts: RunOptions, device: str) -> list[tuple[V
 
 
 class _VariantBuilder:
-    """VariantRef.build: builds the variant lazily, once per (batch size, overrides); resets on reuse."""
+    """VariantRef.build: builds the variant lazily, once per (batch size, overrides); resets on reuse.
+
+    ``fresh=True`` frees what is cached for this variant, then builds a model the caller owns (not cached).
+    """
 
     def __init__(self, decl: VariantDecl, spec: dict[str, Any], seed: int, build_fn: Callable[[Any], Any]):
         self.decl, self.spec, self.seed, self.build_fn = decl, spec, seed, build_fn
@@ -161,6 +164,10 @@ class _VariantBuilder:
             if hasattr(model, "reset"):
                 model.reset()
             return model
+        if fresh and self.cache:
+            # a fresh build is one whose cost is being measured (peak memory, build time): nothing of
+            # this variant may stay resident beside it
+            self.release()
         import torch
 
         from reference_model.duplex import DuplexSpec
@@ -177,7 +184,7 @@ class _VariantBuilder:
 
     def release(self) -> None:
         self.cache.clear()
-        gc.collect()
+        release_memory()
         try:
             import torch
 
@@ -185,6 +192,18 @@ class _VariantBuilder:
                 torch.cuda.empty_cache()
         except Exception:  # freeing is best effort
             pass
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc malloc_trim), so that a measurement of
+    peak memory does not start inside pages an earlier measurement freed but the allocator kept."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def seed_everything(seed: int) -> None:
@@ -495,6 +514,7 @@ def _measure_one(
         data=dict(data),
         progress=lambda msg: bar.set_postfix_str(str(msg)[:60], refresh=True),
     )
+    release_memory()
     seed_everything(seed)
     log.info("measuring %s on %s with %s", kind, variant.name, ctx.params)
     try:
