@@ -5,7 +5,8 @@ Accepted layouts:
   ``<same name>.txt`` beside it; the speaker is the first sub-folder under the root (files at the root
   have no speaker label, so speaker-verification metrics skip them);
 - a manifest ``.csv`` (header ``path,text,speaker``; text and speaker optional) or ``.jsonl`` (one object
-  per line with those keys); relative paths are relative to the manifest.
+  per line with those keys); relative paths are relative to the manifest. A folder holding
+  ``manifest.csv`` or ``manifest.jsonl`` is read through that manifest.
 
 Any rate and channel count is accepted (downmixed, resampled with a polyphase filter). A file that is
 corrupt, empty, silent, non-finite, clipped or not audio is reported BY NAME with the reason and skipped;
@@ -119,7 +120,11 @@ def load_dataset(
     src = Path(source)
     if not src.exists():
         raise DataError(f"data not found: {src}")
-    if src.is_dir():
+    manifests = [src / f"manifest{ext}" for ext in MANIFEST_SUFFIXES] if src.is_dir() else []
+    manifest = next((m for m in manifests if m.is_file()), None)
+    if manifest is not None:
+        entries = _read_manifest(manifest)  # a folder may carry its own manifest (--data takes folders)
+    elif src.is_dir():
         entries = _scan_folder(src)
     elif src.suffix.lower() in MANIFEST_SUFFIXES:
         entries = _read_manifest(src)

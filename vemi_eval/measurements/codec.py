@@ -85,6 +85,13 @@ def bitrate_kbps(codec, n: int) -> float:
     return round(n * math.log2(int(codec.cardinality)) * float(codec.frame_rate) / 1000, 4)
 
 
+def sent_kbps(codec, codes: torch.Tensor) -> float:
+    """Bitrate actually carried by ``codes``: codebooks marked -1 (not sent, dynamic bitrate) cost nothing."""
+    sent = int((codes >= 0).sum())
+    seconds = codes.shape[-1] / float(codec.frame_rate)
+    return sent * math.log2(int(codec.cardinality)) / seconds / 1000
+
+
 @torch.no_grad()
 def encode(codec, audio: np.ndarray) -> torch.Tensor:
     """Offline codes [1, num_codebooks, frames] of one utterance."""
@@ -120,12 +127,14 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     scorer = make_scorer(params, sr)
     ns = sweep_codebooks(codec, params["n_codebooks"])
     rows_by_n: dict[int, list[dict]] = {n: [] for n in ns}
+    sent: dict[int, list[float]] = {n: [] for n in ns}
     for i, utt in enumerate(ds.utterances):
         ctx.progress(f"codec: {utt.id} ({i + 1}/{len(ds.utterances)})")
         codes = encode(codec, utt.audio)
         for n in ns:
             cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
             rows_by_n[n] += scorer.score(utt, decode(codec, codes, n, utt.audio.size), cond)
+            sent[n].append(sent_kbps(codec, codes[:, :n]))
     records = []
     for n in ns:
         cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
@@ -134,6 +143,19 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
         )
         records += recs
         ctx.add_samples(rows_by_n[n])
+        records.append(
+            MetricRecord(
+                ctx.suite,
+                ctx.variant.name,
+                "sent_bitrate_kbps",
+                float(np.mean(sent[n])),
+                "kbps",
+                len(sent[n]),
+                condition=cond,
+                higher_is_better=False,
+                extra={"statistic": "mean", "samples": sent[n], "data": {ds.name: ds.sha256}},
+            )
+        )
     timing = scorer.timings_ms()
     for r in records:
         r.extra["evaluator_ms_per_call"] = timing
