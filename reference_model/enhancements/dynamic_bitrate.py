@@ -178,6 +178,7 @@ def apply(lm, codec, value: CodebookRange) -> None:
         codes = full_encode(wav)
         pad = codes.shape[-1] * codec.frame_size - wav.shape[-1]
         n = policy.choose(torch.nn.functional.pad(wav, (0, pad))).to(codes.device)
+        n = n.clamp(max=codes.shape[1])  # the codec may have fewer codebooks in use than at apply time
         codec.bitrate.add(n)
         k = torch.arange(codes.shape[1], device=codes.device)[None, :, None]
         return codes.masked_fill(k >= n[:, None, :], NOT_SENT)
