@@ -1,0 +1,246 @@
+"""Weight-only quantization side by side, in one process: step time and weight bytes of fp32 vs int8 vs
+int4 (aten kernels and the readable fallback; torch.ao dynamic int8 as the peer), on Moshi-shaped linear
+stacks and the tiny LM; output error of RTN / GPTQ / AWQ on the tiny LM's own streaming activations;
+greedy-token agreement (teacher-forced) and KV bytes of the int8 window cache.
+
+    nice .venv/bin/python benchmarks/bench_quant.py [--quick] [--json out.json]
+
+Variants are timed round-robin (each repeat runs every variant once) so that load on a shared machine
+hits them alike; figures are medians, reported as ratios to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from reference_model.quant.linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, tensor_bytes
+from reference_model.quant.rtn import rtn_quantize
+
+# One transformer layer's linears (in, out): the 7B depformer's real shape, the 7B temporal at half width.
+STACKS = {
+    "depformer-7b (dim 1024)": [(1024, 3072), (1024, 1024), (1024, 5632), (2816, 1024)],
+    "temporal-7b/2 (dim 2048)": [(2048, 6144), (2048, 2048), (2048, 11264), (5632, 2048)],
+}
+
+
+def _stack(shapes, seed: int = 0) -> nn.ModuleList:
+    torch.manual_seed(seed)
+    return nn.ModuleList(nn.Linear(k, n, bias=False) for k, n in shapes)
+
+
+def _variant(stack: nn.ModuleList, kind: str) -> nn.ModuleList:
+    if kind == "fp32":
+        return stack
+    if kind == "ao-dynamic-int8 (W8A8)":
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(stack), {nn.Linear}, dtype=torch.qint8)
+    out = nn.ModuleList()
+    for lin in stack:
+        if kind.startswith("int8"):
+            layer = Int8WeightOnlyLinear.from_linear(lin, rtn_quantize(lin.weight, 8))
+            layer.force_reference = kind.endswith("fallback")
+        else:
+            layout = "reference" if kind.endswith("fallback") else "auto"
+            layer = Int4WeightOnlyLinear.from_linear(lin, rtn_quantize(lin.weight, 4, 128), layout=layout)
+        out.append(layer)
+    return out
+
+
+def _stack_bytes(stack: nn.ModuleList) -> int:
+    return tensor_bytes(stack)
+
+
+def _ao_bytes(stack: nn.ModuleList) -> int:
+    """Bytes of torch.ao's packed int8 weights: codes plus (per-channel) float64 scales and int64 zeros."""
+    total = 0
+    for m in stack:
+        w = m.weight()
+        total += w.int_repr().numel()
+        if w.qscheme() == torch.per_channel_affine:
+            total += 16 * w.q_per_channel_scales().numel()
+        else:
+            total += 16
+    return total
+
+
+def time_round_robin(fns: dict[str, callable], repeats: int, inner: int) -> dict[str, float]:
+    """Median seconds per call of each fn, variants interleaved within every repeat."""
+    samples = {k: [] for k in fns}
+    for f in fns.values():
+        f()  # warm-up
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                f()
+            samples[k].append((time.perf_counter() - t) / inner)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def bench_stacks(threads: list[int], repeats: int) -> list[dict]:
+    rows = []
+    kinds = ["fp32", "int8", "int8-fallback", "int4", "int4-fallback", "ao-dynamic-int8 (W8A8)"]
+    for name, shapes in STACKS.items():
+        base = _stack(shapes)
+        variants = {k: _variant(base, k) for k in kinds}
+        for th in threads:
+            torch.set_num_threads(th)
+            inputs = [torch.randn(1, k) for k, _ in shapes]
+
+            def run(stack, inputs=inputs):
+                def f():
+                    with torch.no_grad():
+                        for lin, x in zip(stack, inputs):
+                            lin(x)
+
+                return f
+
+            times = time_round_robin({k: run(v) for k, v in variants.items()}, repeats, 5)
+            for k in kinds:
+                b = _ao_bytes(variants[k]) if k.startswith("ao") else _stack_bytes(variants[k])
+                rows.append(
+                    {
+                        "stack": name,
+                        "threads": th,
+                        "variant": k,
+                        "ms": times[k] * 1e3,
+                        "time_vs_fp32": times[k] / times["fp32"],
+                        "weight_bytes": b,
+                        "bytes_vs_fp32": b / _stack_bytes(base),
+                    }
+                )
+    return rows
+
+
+def bench_methods(frames: int) -> list[dict]:
+    """Relative output error of each method on held-out streaming activations of the tiny LM's temporal
+    layers (calibrated on one seeded stream set, evaluated on another)."""
+    from reference_model.lm import load_lm
+    from reference_model.quant.calibrate import lm_calibration
+    from reference_model.quant.swap import pick_group_size, quantize_weight_by
+
+    torch.manual_seed(0)
+    lm = load_lm("tiny")
+
+    def temporal(name, module):
+        return name.startswith("transformer.")
+
+    calib = lm_calibration(lm, None, frames=frames, seed=0, include=temporal)
+    held = lm_calibration(lm, None, frames=frames, seed=1, include=temporal)
+    rows = []
+    for bits, group in ((8, None), (4, 128)):
+        for method in ("rtn", "gptq", "awq"):
+            num = den = 0.0
+            t = time.perf_counter()
+            for name, stats in calib.items():
+                w = lm.get_submodule(name).weight.detach()
+                g = None if group is None else pick_group_size(w.shape[1], group)
+                qw = quantize_weight_by(method, w, bits, g, stats)
+                x = held[name].samples
+                num += float(((x @ (w - qw.effective_weight()).T) ** 2).sum())
+                den += float(((x @ w.T) ** 2).sum())
+            rows.append(
+                {
+                    "bits": bits,
+                    "method": method,
+                    "rel_output_error": (num / den) ** 0.5,
+                    "quantize_s": time.perf_counter() - t,
+                }
+            )
+    for r in rows:
+        rtn = next(x for x in rows if x["bits"] == r["bits"] and x["method"] == "rtn")
+        r["error_vs_rtn"] = r["rel_output_error"] / rtn["rel_output_error"]
+    return rows
+
+
+def bench_lm(threads: list[int], repeats: int, agreement_steps: int, methods: list[str]) -> list[dict]:
+    from reference_model.lm import Streamer, load_lm
+    from reference_model.quant.evaluate import greedy_agreement
+    from reference_model.quant.kv_cache import int8_window_cache_factory
+    from reference_model.quant.models import quantize_lm
+
+    torch.manual_seed(0)
+    base = load_lm("tiny")
+    variants = {"fp32": base}
+    for bits in (8, 4):
+        for method in methods:
+            m = copy.deepcopy(base)
+            quantize_lm(m, bits, method)
+            variants[f"int{bits}-{method}"] = m
+    kv = copy.deepcopy(base)
+    for a in kv.transformer.attentions():
+        a.cache_factory = int8_window_cache_factory(16)
+    variants["kv-compress=int8:16"] = kv
+    rows = []
+    codes = torch.randint(0, base.card, (1, base.n_q - base.dep_q, 1))
+    for th in threads:
+        torch.set_num_threads(th)
+        streamers = {k: Streamer(m, temp=0, temp_text=0) for k, m in variants.items()}
+        times = time_round_robin({k: (lambda s=s: s.step(codes)) for k, s in streamers.items()}, repeats, 3)
+        for k, m in variants.items():
+            rows.append(
+                {
+                    "threads": th,
+                    "variant": k,
+                    "step_ms": times[k] * 1e3,
+                    "time_vs_fp32": times[k] / times["fp32"],
+                    "weight_bytes": tensor_bytes(m),
+                    "kv_bytes_full_context": streamers[k].kv_cache_bytes,
+                }
+            )
+    torch.set_num_threads(1)
+    for k, m in variants.items():
+        if k == "fp32":
+            continue
+        a = greedy_agreement(base, m, steps=agreement_steps)
+        for r in rows:
+            if r["variant"] == k:
+                r |= {"greedy_text_agree": a.text, "greedy_audio_agree": a.audio}
+    return rows
+
+
+def _print(title: str, rows: list[dict]) -> None:
+    print(f"\n## {title}")
+    if not rows:
+        return
+    keys = list(rows[0])
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    print(" | ".join(keys))
+    for r in rows:
+        print(
+            " | ".join(f"{r.get(k):.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys)
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats and frames (a smoke run)")
+    p.add_argument("--json", help="write the rows to this file")
+    args = p.parse_args()
+    repeats = 5 if args.quick else 15
+    threads = [1, 2]
+    out = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "stacks": bench_stacks(threads, repeats),
+    }
+    _print("linear stacks, batch 1 (one streaming step)", out["stacks"])
+    out["methods"] = bench_methods(frames=24 if args.quick else 100)
+    _print("output error on held-out streaming activations, tiny LM temporal layers", out["methods"])
+    methods = ["rtn"] if args.quick else ["rtn", "gptq", "awq"]
+    out["lm"] = bench_lm(threads, repeats, agreement_steps=8 if args.quick else 24, methods=methods)
+    _print("tiny LM streaming step", out["lm"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
