@@ -35,7 +35,7 @@ def test_invalid_suite_files(tmp_path, capsys) -> None:
     cases = {
         "bad toml": ("[suite\nname=1", "invalid suite file"),
         "unknown key": (SUITE.replace("threads = 1", "threadz = 1"), "unknown key 'threadz'"),
-        "wrong type": (SUITE.replace("n = 60", 'n = "sixty"'), "'n' must be a integer"),
+        "wrong type": (SUITE.replace("n = 60", 'n = "sixty"'), "'n' must be an integer"),
         "unknown kind": (SUITE + "\n[warp_speed]\nx = 1\n", "unknown measurement kind [warp_speed]"),
         "unknown param": (SUITE.replace("n = 30", "frames = 30"), "unknown key 'frames'"),
         "no name": (SUITE.replace('name = "fake"', ""), "needs a 'name'"),

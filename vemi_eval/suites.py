@@ -35,9 +35,9 @@ Schema (every table but [suite] is optional; unknown keys are errors)::
     [latency.quick]                    # optional: overrides under --quick
     frames = 40
 
-A measurement function may declare its parameters as a dict of defaults in a ``params`` attribute
-(``measure_latency.params = {"frames": 200, "warmup": 10}``): then unknown keys and wrong types in its
-table are rejected here too.
+A measurement kind declares its parameters as a dict of defaults: the function's ``params`` attribute,
+else its module's ``PARAMS`` or ``DEFAULTS``; unknown keys and wrong types in its table are then rejected
+here, before any work.
 """
 
 from __future__ import annotations
@@ -291,12 +291,17 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
+def _a(expected: type | tuple[type, ...]) -> str:
+    name = _type_name(expected)
+    return ("an " if name[0] in "aeiou" else "a ") + name
+
+
 def _check_keys(table: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
     for k, v in table.items():
         if k not in schema:
             raise SuiteError(f"{where}: unknown key {k!r} (known keys: {', '.join(schema)})")
         if not _type_ok(v, schema[k]):
-            raise SuiteError(f"{where}: {k!r} must be a {_type_name(schema[k])}, got {v!r}")
+            raise SuiteError(f"{where}: {k!r} must be {_a(schema[k])}, got {v!r}")
 
 
 def _variants(raw: Any, where: str) -> list[VariantDecl]:
@@ -340,7 +345,7 @@ def _check_kind_table(
     quick = table.get("quick", {})
     if not isinstance(quick, dict):
         raise SuiteError(f"{where}: [{kind}.quick] must be a table")
-    declared = getattr(fn, "params", None)
+    declared = declared_params(fn)
     params = {k: v for k, v in table.items() if k not in KIND_KEYS}
     if isinstance(declared, Mapping):
         schema = {k: (type(d) if d is not None else object) for k, d in declared.items()}
@@ -349,10 +354,23 @@ def _check_kind_table(
     return table
 
 
+def declared_params(fn: Any) -> Mapping[str, Any] | None:
+    """A kind's parameters with their defaults: ``fn.params``, else its module's PARAMS or DEFAULTS."""
+    declared = getattr(fn, "params", None)
+    if isinstance(declared, Mapping):
+        return declared
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    for name in ("PARAMS", "DEFAULTS"):
+        declared = getattr(module, name, None)
+        if isinstance(declared, Mapping):
+            return declared
+    return None
+
+
 def _check_params(params: Mapping[str, Any], schema: Mapping[str, type], where: str) -> None:
     for k, v in params.items():
         if k not in schema:
             raise SuiteError(f"{where}: unknown key {k!r} (known keys: {', '.join(schema)})")
         t = schema[k]
         if t is not object and not _type_ok(v, float if t is float else t):
-            raise SuiteError(f"{where}: {k!r} must be a {_type_name(t)}, got {v!r}")
+            raise SuiteError(f"{where}: {k!r} must be {_a(t)}, got {v!r}")
