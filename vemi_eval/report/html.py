@@ -140,9 +140,12 @@ def value_cell(m: dict[str, Any]) -> str:
 
 def ratio_class(r: float, lo: float | None, hi: float | None, higher_is_better: bool | None) -> str:
     """better / worse when the interval (or, without one, the ratio) is on one side of 1."""
-    if higher_is_better is None:
+    if higher_is_better is None or r <= 0:
         return ""
-    a, b = (lo, hi) if lo is not None and hi is not None else (r, r)
+    if lo is not None and hi is not None:
+        a, b = lo, hi
+    else:  # no interval: colour only a change of more than 1%
+        a = b = r if abs(math.log(r)) > math.log(1.01) else 1.0
     if a > 1.0 or b < 1.0:
         improved = (a > 1.0) == bool(higher_is_better)
         return "better" if improved else "worse"
@@ -223,7 +226,7 @@ def summary(page: Page, runs: list[dict[str, Any]]) -> None:
     page.add(
         '<p class="small">Cells: value [95% CI]; under it, x ratio to the run\'s baseline [CI]: '
         '<span class="better">green</span> better, <span class="worse">red</span> worse '
-        "(interval clear of 1).</p>"
+        "(interval clear of 1; without an interval, a change over 1%).</p>"
     )
 
 
