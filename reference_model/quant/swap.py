@@ -89,7 +89,8 @@ def quantize_weight_by(
 
 
 def _as_linear_weight(module: nn.Module) -> torch.Tensor:
-    w = module.weight.detach()
+    # Codes are computed on the CPU (calibration statistics live there); layers move them back.
+    w = module.weight.detach().cpu()
     return w[:, :, 0] if isinstance(module, nn.Conv1d) else w
 
 
