@@ -199,7 +199,7 @@ def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     peak_extra = {
         "method": tracker.method,
         "batch_size": batch_size,
-        "frames": n_frames,
+        "frames_run": n_frames,  # not "frames": the runner's [validity] min_frames reads that key
         "process_peak_bytes": int(tracker.peak),
         "before_bytes": int(tracker.before),
     }
