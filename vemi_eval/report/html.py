@@ -376,7 +376,9 @@ def environment(page: Page, runs: list[dict[str, Any]]) -> None:
         doc = run["doc"]
         env = dict(doc.get("environment") or {})
         packages = env.pop("packages", {}) or {}
-        rows = [[k, json.dumps(v) if isinstance(v, dict | list) else str(v)] for k, v in env.items()]
+        rows = [[k, str(doc.get(k))] for k in ("seed", "threads", "quick", "started", "finished")]
+        rows += [[f"model {k}", str(v)] for k, v in (doc.get("model") or {}).items()]
+        rows += [[k, json.dumps(v) if isinstance(v, dict | list) else str(v)] for k, v in env.items()]
         rows += [[f"package {k}", str(v)] for k, v in sorted(packages.items())]
         rows += [[f"evaluator {k}", json.dumps(v)] for k, v in sorted((doc.get("evaluators") or {}).items())]
         rows += [[f"data {k}", str(v)] for k, v in sorted(run["data_hashes"].items())]
