@@ -17,6 +17,11 @@ SR = 24000
 FRAME = 1920
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
 class FakeCodec:
     """Codes are per-frame energy bins (so noise changes tokens); decoding returns the encoded input plus
     white noise whose level falls by 3 dB per codebook used (so quality rises with the codebook count)."""
