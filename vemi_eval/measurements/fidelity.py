@@ -1,0 +1,288 @@
+"""Fidelity: how far a variant's tokens and logits stray from the baseline's on the same weights and input.
+
+Both models are built from the same seed (same weights: a flag transforms them, it never redraws them)
+and decode greedily (temp 0), so every difference comes from the flag. Two protocols:
+
+* **Free-running**: each model streams ``frames`` steps on the same seeded user codes and keeps its own
+  tokens. Reported: the share of identical tokens (text and audio apart, and together) and the first
+  step where they differ. This is what a user would see, but after the first difference the two models
+  condition on different histories, so every later difference is partly a consequence of the first.
+* **Teacher-forced**: the variant is run again on the same user codes, but after every step its token
+  history is overwritten with the BASELINE's tokens (text and audio), and its depth transformer is fed the
+  baseline's tokens too. Both models then see exactly the same history at every step, so the per-step
+  KL divergence KL(baseline || variant) of the softmax of the logits (temperature 1, full vocabulary,
+  so the divergence stays finite) and the top-1 agreement measure the flag's own effect, not an
+  accumulation of earlier divergences.
+
+The flags' own counters are reported beside: speculative decoding's acceptance rate and tokens per
+verification pass, Mixture of Depths' processed share of tokens per layer and the matmul FLOPs of the
+temporal layers per frame.
+
+Parameters (suite table ``[fidelity]``): frames, n_boot; ``[fidelity.quick]`` overrides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..records import MetricRecord
+from ..stats import bootstrap_ci
+from . import MeasureContext, measurement
+
+DEFAULTS: dict[str, Any] = {"frames": 100, "n_boot": 1000}
+
+
+def _params(ctx: MeasureContext) -> dict[str, Any]:
+    table = dict(ctx.params or {})
+    quick = table.pop("quick", {}) or {}
+    unknown = sorted((set(table) | set(quick)) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
+    params = {**DEFAULTS, **table, **(quick if ctx.quick else {})}
+    if int(params["frames"]) < 2:
+        raise ValueError(f"[{ctx.kind}] frames must be at least 2, got {params['frames']}")
+    return params
+
+
+def user_codes(model, frames: int, seed: int) -> list[torch.Tensor]:
+    """Seeded random user codes, one [1, n_user, 1] tensor per frame (the same for every variant)."""
+    gen = torch.Generator().manual_seed(seed)
+    card = model.lm.card
+    return [
+        torch.randint(0, card, (1, model.n_user_codebooks, 1), generator=gen).to(model.device)
+        for _ in range(frames)
+    ]
+
+
+def free_run(model, codes: list[torch.Tensor]) -> torch.Tensor:
+    """Stream the codes; returns the tokens each step generated, before the delays are undone,
+    [frames, B, 1 + dep_q] (text first)."""
+    streamer = model.streamer
+    sample = streamer.depformer_sample
+    generated: list[torch.Tensor] = []
+
+    def recording(hidden, text_token):
+        audio = sample(hidden, text_token)
+        generated.append(torch.cat([text_token[:, None], audio], dim=1))
+        return audio
+
+    streamer.depformer_sample = recording
+    try:
+        for c in codes:
+            model.lm_step(c)
+    finally:
+        streamer.depformer_sample = sample
+    return torch.stack(generated)
+
+
+@torch.no_grad()
+def teacher_forced_logits(
+    model, codes: list[torch.Tensor], forced: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the codes with the token history forced to ``forced`` [frames, B, 1 + dep_q].
+
+    Returns text logits [frames, B, text_card] and audio logits [frames, B, dep_q, card] (the depth
+    transformer in one teacher-forced pass on the forced text and audio tokens).
+    """
+    streamer, lm = model.streamer, model.lm
+    sample = streamer.depformer_sample
+    audio_logits: list[torch.Tensor] = []
+    text_logits: list[torch.Tensor] = []
+    t = 0
+
+    def forced_depth(hidden, text_token):
+        tokens_in = forced[t, :, : lm.dep_q]  # forced text token, then forced audio tokens 0..dep_q-2
+        audio_logits.append(lm.depformer_forward_parallel(hidden, tokens_in).float())
+        return forced[t, :, 1:]
+
+    streamer.depformer_sample = forced_depth
+    try:
+        for t, c in enumerate(codes):  # noqa: B007 (forced_depth reads t)
+            model.lm_step(c)
+            text_logits.append(streamer.last_text_logits.float())
+            # The streamer wrote its own (sampled) text token; overwrite the column it just wrote with the
+            # forced tokens so the next step conditions on the baseline's history.
+            column = streamer.offsets % streamer.tokens.shape[2]
+            index = column[:, None, None].expand(-1, lm.dep_q + 1, 1)
+            streamer.tokens[:, : lm.dep_q + 1].scatter_(2, index, forced[t][:, :, None].to(streamer.tokens))
+    finally:
+        streamer.depformer_sample = sample
+    return torch.stack(text_logits), torch.stack(audio_logits)
+
+
+def kl_and_top1(reference: torch.Tensor, other: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row KL(softmax(reference) || softmax(other)) in nats and top-1 agreement; rows = all but the last
+    dimension, flattened."""
+    ref = torch.log_softmax(reference.double(), dim=-1)
+    oth = torch.log_softmax(other.double(), dim=-1)
+    kl = (ref.exp() * (ref - oth)).sum(dim=-1).clamp(min=0.0)
+    top1 = (reference.argmax(dim=-1) == other.argmax(dim=-1)).double()
+    return kl.reshape(-1).cpu().numpy(), top1.reshape(-1).cpu().numpy()
+
+
+def _first_divergence(base: torch.Tensor, var: torch.Tensor) -> int | None:
+    differs = (base != var).reshape(base.shape[0], -1).any(dim=1)
+    idx = torch.nonzero(differs)
+    return int(idx[0, 0]) if idx.numel() else None
+
+
+@measurement("fidelity")
+def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
+    params = _params(ctx)
+    frames, n_boot = int(params["frames"]), int(params["n_boot"])
+    greedy = {"temp": 0.0, "temp_text": 0.0}
+
+    baseline = ctx.baseline.build(batch_size=1, **greedy)
+    codes = user_codes(baseline, frames, ctx.seed)
+    ctx.progress(f"fidelity: baseline free run, {frames} frames")
+    base_tokens = free_run(baseline, codes)
+    baseline.reset()
+    base_text, base_audio = teacher_forced_logits(baseline, codes, base_tokens)
+
+    # fresh: the baseline against itself is then a rebuild from the seed, a check that builds reproduce
+    variant = ctx.variant.build(batch_size=1, fresh=True, **greedy)
+    variant.reset()
+    _reset_counters(variant)
+    ctx.progress(f"fidelity: {ctx.variant.name} free run")
+    var_tokens = free_run(variant, codes)
+    counters = _counters(variant)  # counters of the free run only (the teacher-forced pass bypasses them)
+    variant.reset()
+    ctx.progress(f"fidelity: {ctx.variant.name} teacher-forced")
+    var_text, var_audio = teacher_forced_logits(variant, codes, base_tokens)
+
+    text_same = (base_tokens[:, :, 0] == var_tokens[:, :, 0]).double().reshape(-1).cpu().numpy()
+    audio_same = (base_tokens[:, :, 1:] == var_tokens[:, :, 1:]).double().reshape(frames, -1).mean(1).numpy()
+    all_same = (base_tokens == var_tokens).double().reshape(frames, -1).mean(1).cpu().numpy()
+    first = _first_divergence(base_tokens, var_tokens)
+    text_kl, text_top1 = kl_and_top1(base_text, var_text)
+    audio_kl, audio_top1 = kl_and_top1(base_audio, var_audio)
+    audio_kl_step = audio_kl.reshape(frames, -1).mean(1)
+    audio_top1_step = audio_top1.reshape(frames, -1).mean(1)
+
+    ctx.add_samples(
+        {
+            "frame": t,
+            "text_same": float(text_same[t]),
+            "audio_same_share": float(audio_same[t]),
+            "text_kl": float(text_kl[t]),
+            "audio_kl": float(audio_kl_step[t]),
+            "text_top1": float(text_top1[t]),
+            "audio_top1_share": float(audio_top1_step[t]),
+        }
+        for t in range(frames)
+    )
+
+    dep_q = base_tokens.shape[2] - 1
+    extra = {"frames": frames, "protocol": "greedy, same seed and user codes"}
+
+    def rec(metric: str, samples: np.ndarray, unit: str, higher: bool, n: int, **more: Any) -> MetricRecord:
+        lo, hi = bootstrap_ci(samples, "mean", n_boot=n_boot, seed=ctx.seed)
+        return MetricRecord(
+            suite=ctx.suite,
+            variant=ctx.variant.name,
+            metric=metric,
+            value=float(np.mean(samples)),
+            unit=unit,
+            n=n,
+            ci_low=lo,
+            ci_high=hi,
+            higher_is_better=higher,
+            extra={**extra, **more},
+        )
+
+    free = {"protocol_detail": "free-running: each model keeps its own tokens"}
+    forced = {"protocol_detail": "teacher-forced on the baseline's tokens"}
+    records = [
+        rec("token_agreement", all_same, "share", True, frames * (1 + dep_q), **free),
+        rec("text_token_agreement", text_same, "share", True, frames, **free),
+        rec("audio_token_agreement", audio_same, "share", True, frames * dep_q, **free),
+        MetricRecord(
+            suite=ctx.suite,
+            variant=ctx.variant.name,
+            metric="first_divergence_step",
+            value=float(frames if first is None else first),
+            unit="frames",
+            n=frames,
+            higher_is_better=True,
+            extra={**extra, **free, "diverged": first is not None},
+        ),
+        rec("text_kl", text_kl, "nats", False, frames, **forced),
+        rec("audio_kl", audio_kl_step, "nats", False, frames * dep_q, **forced),
+        rec("text_top1_agreement", text_top1, "share", True, frames, **forced),
+        rec("audio_top1_agreement", audio_top1_step, "share", True, frames * dep_q, **forced),
+    ]
+    records += _counter_records(ctx, counters, extra)
+    return records
+
+
+def _reset_counters(model) -> None:
+    stats = getattr(model.streamer, "speculative_stats", None)
+    if stats is not None:
+        stats.reset()
+    mod = getattr(model.lm, "mod_stats", None)
+    if mod is not None:
+        mod.reset()
+
+
+def _counters(model) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    spec = getattr(model.streamer, "speculative_stats", None)
+    if spec is not None:
+        out["speculative"] = {**spec.summary(), "per_frame": list(spec.accepted_per_frame)}
+    mod = getattr(model.lm, "mod_stats", None)
+    layers = model.lm.transformer.layers
+    if mod is not None:
+        out["mod"] = {
+            **mod.summary(),
+            "per_layer": mod.processed_share,
+            "flops": mod.flops_executed / max(1, mod.seen[0]),
+            "fit_r2": list(mod.fit_r2),
+        }
+    else:
+        from reference_model.mod import layer_linear_flops
+
+        out["flops"] = float(sum(layer_linear_flops(layer) for layer in layers))
+    return out
+
+
+def _counter_records(
+    ctx: MeasureContext, counters: dict[str, Any], extra: dict[str, Any]
+) -> list[MetricRecord]:
+    def rec(metric: str, value: float, unit: str, higher: bool | None, n: int, **more: Any) -> MetricRecord:
+        return MetricRecord(
+            suite=ctx.suite,
+            variant=ctx.variant.name,
+            metric=metric,
+            value=float(value),
+            unit=unit,
+            n=n,
+            higher_is_better=higher,
+            extra={**extra, **more},
+        )
+
+    frames = extra["frames"]
+    out = []
+    spec = counters.get("speculative")
+    if spec is not None:
+        out.append(
+            rec("speculative_acceptance_rate", spec["acceptance_rate"], "share", True, frames, k=spec["k"],
+                per_frame=spec["per_frame"])
+        )  # fmt: skip
+        out.append(rec("speculative_tokens_per_round", spec["tokens_per_round"], "tokens", True, frames))
+    mod = counters.get("mod")
+    flops = mod["flops"] if mod is not None else counters["flops"]
+    out.append(
+        rec("flops_temporal_linear_per_frame", flops, "FLOP", False, frames,
+            detail="matmul FLOPs of the temporal layers' linears per frame, routers included")
+    )  # fmt: skip
+    share = mod["processed_share"] if mod is not None else 1.0
+    more = {"per_layer": mod["per_layer"], "router_fit_r2": mod["fit_r2"]} if mod is not None else {}
+    out.append(rec("layer_share_processed", share, "share", None, frames, **more))
+    return out
+
+
+measure_fidelity.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types
