@@ -101,7 +101,10 @@ def warm_up(duplex, steps: int = WARMUP_STEPS) -> float:
             mask = torch.zeros(duplex.batch_size, dtype=torch.bool)
             mask[0] = True
             duplex.reset(mask)  # ragged positions: the masked attention path
-        duplex.step(pcm)
+        tokens = duplex.lm_step(duplex.encode_user(pcm))
+        if tokens is not None:
+            # rows of a just-reset stream are -2 (not generated yet): decode them as code 0, as serving does
+            duplex.decode_model(tokens.clamp_min(0))
     duplex.sync()
     elapsed = time.perf_counter() - t0
     duplex.reset()
