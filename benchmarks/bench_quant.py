@@ -101,7 +101,7 @@ def bench_stacks(threads: list[int], repeats: int) -> list[dict]:
 
                 return f
 
-            times = time_round_robin({k: run(v) for k, v in variants.items()}, repeats, 5)
+            times = time_round_robin({k: run(v) for k, v in variants.items()}, repeats, 1)
             for k in kinds:
                 b = _ao_bytes(variants[k]) if k.startswith("ao") else _stack_bytes(variants[k])
                 rows.append(
@@ -206,7 +206,7 @@ def bench_lm(threads: list[int], repeats: int, agreement_steps: int, methods: li
 
 
 def _print(title: str, rows: list[dict]) -> None:
-    print(f"\n## {title}")
+    print(f"\n## {title}", flush=True)
     if not rows:
         return
     keys = list(rows[0])
@@ -224,7 +224,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats and frames (a smoke run)")
     p.add_argument("--json", help="write the rows to this file")
     args = p.parse_args()
-    repeats = 5 if args.quick else 15
+    repeats = 3 if args.quick else 7
     threads = [1, 2]
     out = {
         "torch": torch.__version__,
