@@ -230,6 +230,16 @@ def test_plan_conflicts_defaults_and_seeds(tmp_path) -> None:
     plan = plan_sweep(suite, "s", axes={"a": ["int8", "int4"], "b": ["", "int8"]})
     assert [p.variant for p in plan.points] == ["int8", "int4"]
     assert [s["variant"] for s in plan.skipped] == ["int8,int8", "int4,int8"]
+    # a GPU-only flag: left out on cpu, kept on cuda (the worker's GPU is Ray's to give)
+    plan = plan_sweep(
+        suite, "s", flag_sets=[("g", ("cuda-graphs",)), ("i", ("int8",))], devices=["cpu", "cuda"]
+    )
+    assert [p.slug for p in plan.points] == ["g-cuda", "i-cpu", "i-cuda"]
+    assert plan.skipped == [
+        {"variant": "g on cpu", "reason": "flag 'cuda-graphs' needs a CUDA device (got device='cpu')"}
+    ]
+    with pytest.raises(OptionsError, match="no variant this device can run"):
+        plan_sweep(suite, "s", flag_sets=[("g", ("cuda-graphs",))])
     with pytest.raises(OptionsError, match="same flags"):
         plan_sweep(suite, "s", flag_sets=[("a", ("int8",)), ("b", ("int8",))])
 

@@ -336,7 +336,15 @@ def plan_sweep(
         if slug in slugs:
             raise OptionsError(f"variants {slugs[slug]!r} and {label!r} give the same directory {slug!r}")
         slugs[slug] = label
+        dev = device or str(suite.model.get("device", "cpu"))
+        try:  # a GPU-only flag on a cpu point: left out with its reason, as the runner skips such variants
+            parse_flags(list(flags), device=dev)
+        except FlagError as exc:
+            skipped.append({"variant": f"{label} on {dev}", "reason": one_line(exc)})
+            continue
         points.append(SweepPoint(slug, label, tuple(flags), suite_variant, seed, device))
+    if not points:
+        raise OptionsError("the sweep has no variant this device can run: " + skipped[-1]["reason"])
     return SweepPlan(suite=suite_arg, points=points, skipped=skipped, **run_fields)
 
 
@@ -496,10 +504,14 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
             # max_calls=1: a fresh worker process per run (see the module docstring); Ray takes it only here
             remote = ray.remote(max_calls=1)(run_point)
             pending: dict[Any, SweepPoint] = {}
+            checked: set[float] = set()
             for p in todo:
                 device = p.device or suite_device
                 gpus = opts.num_gpus if device.startswith("cuda") else 0
-                _check_feasible(ray, num_cpus, gpus, local=started_ray, echo=echo)
+                if gpus not in checked:
+                    _check_feasible(ray, num_cpus, gpus, local=started_ray, echo=echo)
+                    checked.add(gpus)
+                entries[p.slug]["resources"] = {"num_cpus": num_cpus, "num_gpus": gpus}
                 task = _task(plan, suite, p, opts, out / p.slug)
                 ref = remote.options(
                     num_cpus=num_cpus,
@@ -521,7 +533,7 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
                     except Exception as exc:  # the worker died (crash, OOM kill, node lost) after retries
                         res = {"status": FAILED, "error": f"{type(exc).__name__}: {_ray_error_line(exc)}"}
                     _store(out / point.slug, entry, res)
-                    if entry["status"] != FAILED or (out / point.slug / rs.RESULTS_FILE).is_file():
+                    if rs.RESULTS_FILE in (res.get("files") or {}):
                         newly_done.append(point.slug)
                     done += 1
                     echo(_progress_line(done, len(plan.points), point, entry))
@@ -587,7 +599,8 @@ def _prepare(plan: SweepPlan, suite: Any, out: Path, resume: bool) -> dict[str, 
             doc = _read_run(run_dir)
             if doc is not None and doc.get("status") in FINISHED:
                 entry.update({k: old[p.slug].get(k) for k in ("host", "node_id", "wall_s")})
-                entry.update(status=doc["status"], resumed=True, metrics=key_metrics(doc))
+                entry.update(status=doc["status"], resumed=True)
+                _from_run(entry, doc)
             entries[p.slug] = entry
             continue
         if not resume:  # a run directory of an earlier sweep must not pass for this one's
@@ -644,11 +657,18 @@ def _store(run_dir: Path, entry: dict[str, Any], res: dict[str, Any]) -> None:
     entry.update({k: res.get(k) for k in ("status", "error", "host", "node_id", "wall_s", "gpu_ids")})
     doc = _read_run(run_dir) if res.get("files") else None
     if doc is not None:
-        entry["metrics"] = key_metrics(doc)
+        _from_run(entry, doc)
         here = rs.git_state().get("git_commit")
         there = (doc.get("environment") or {}).get("git_commit")
         if here and there and here != there:
             entry["code_mismatch"] = f"run on commit {there[:12]}, driver on {here[:12]}"
+
+
+def _from_run(entry: dict[str, Any], doc: dict[str, Any]) -> None:
+    """What the run's results.json says: the seed and device it ran with, the ratios it measured."""
+    entry["run_seed"] = doc.get("seed")
+    entry["run_device"] = (doc.get("model") or {}).get("device")
+    entry["metrics"] = key_metrics(doc)
 
 
 def key_metrics(doc: dict[str, Any]) -> list[dict[str, Any]]:
