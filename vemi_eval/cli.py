@@ -431,6 +431,16 @@ def _table(rows: list[dict[str, Any]], cols: list[str], wrap: int = 0) -> None:
         click.echo("  ".join([cell(r, c).ljust(widths[c]) for c in cols[:-1]] + [cell(r, cols[-1])]))
 
 
+def _register_sweep() -> None:
+    # The sweep command lives in its own module (Ray is imported only when a sweep runs).
+    from .sweep import sweep_command
+
+    cli.add_command(sweep_command, "sweep")
+
+
+_register_sweep()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit 2, never a traceback."""
     try:
