@@ -509,7 +509,7 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
                 device = p.device or suite_device
                 gpus = opts.num_gpus if device.startswith("cuda") else 0
                 if gpus not in checked:
-                    _check_feasible(ray, num_cpus, gpus, local=started_ray, echo=echo)
+                    _check_feasible(ray, num_cpus, gpus, local=not opts.address, echo=echo)
                     checked.add(gpus)
                 entries[p.slug]["resources"] = {"num_cpus": num_cpus, "num_gpus": gpus}
                 task = _task(plan, suite, p, opts, out / p.slug)
