@@ -76,12 +76,28 @@ def compile_parts(duplex, mode: str = "default", parts: tuple[str, ...] = PARTS)
         raise ValueError(f"unknown compile part {unknown[0]!r} (known: {', '.join(PARTS)})")
     opts = dict(mode=mode, fullgraph=False)
     if "temporal" in parts:
-        duplex.lm.forward_temporal = torch.compile(duplex.lm.forward_temporal, **opts)
+        duplex.lm.forward_temporal = _compile_temporal(duplex.lm.forward_temporal, opts)
     if "depformer" in parts:
         duplex.streamer.depformer_sample = torch.compile(duplex.streamer.depformer_sample, **opts)
     if "codec" in parts:
         duplex.codec_streamer.encode = torch.compile(duplex.codec_streamer.encode, **opts)
         duplex.codec_streamer.decode = torch.compile(duplex.codec_streamer.decode, **opts)
+
+
+def _compile_temporal(forward_temporal, opts: dict):
+    """Compile the temporal step in its ragged form (``common=None``: cache writes by scatter at tensor
+    positions, attention mask from the slot positions). The host-side ``common`` position is an int that
+    indexes the cache: dynamo would specialise on it and recompile every step until its recompile limit
+    (8), then silently run eager. ``span`` stays: one recompile makes it a dynamic size."""
+    from ..lm import StepPositions
+
+    compiled = torch.compile(forward_temporal, **opts)
+
+    def ragged_forward_temporal(tokens, step, caches, condition=None):
+        ragged = StepPositions(step.positions, common=None, span=step.span, cos=step.cos, sin=step.sin)
+        return compiled(tokens, ragged, caches, condition)
+
+    return ragged_forward_temporal
 
 
 def warm_up(duplex, steps: int = WARMUP_STEPS) -> float:
