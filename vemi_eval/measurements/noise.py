@@ -83,9 +83,11 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
     conditions += [{"noise": "reverb", "rt60_s": float(t)} for t in params["reverb_rt60_s"]]
     rows: dict[tuple, list[dict]] = {}
     tok_rows: dict[tuple, list[dict]] = {}
+    distinct: list[int] = []  # distinct semantic tokens per clean utterance (a collapsed codebook is stable)
     for i, utt in enumerate(ds.utterances):
         ctx.progress(f"noise: {utt.id} ({i + 1}/{len(ds.utterances)})")
         clean_codes = encode(codec, utt.audio)
+        distinct.append(len(set(clean_codes[0, 0].tolist())))
         noises = {}
         for cond in conditions:
             kind = cond["noise"]
@@ -116,6 +118,9 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
         cond = {"stage": stage, **dict(key)}
         records += records_from_rows(ctx, rr, condition=cond, data_hash=data_hash, skipped_items=ds.skipped)
         ctx.add_samples(rr)
+    collapsed = ""
+    if max(distinct) <= 2:
+        collapsed = f"uninformative: clean inputs use at most {max(distinct)} distinct semantic tokens"
     for key, rr in tok_rows.items():
         ctx.add_samples(rr)
         for metric in ("semantic_token_stability", "token_stability_all_codebooks"):
@@ -125,6 +130,7 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                 "samples": vals,
                 "data": data_hash,
                 "n_codebooks": int(codec.num_codebooks),
+                "distinct_clean_semantic_tokens": distinct,
             }
             records.append(
                 MetricRecord(
@@ -137,6 +143,7 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                     condition=dict(key),
                     higher_is_better=True,
                     extra=extra,
+                    reason=collapsed if metric == "semantic_token_stability" else "",
                 )
             )
     timing = scorer.timings_ms()
