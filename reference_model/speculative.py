@@ -2,7 +2,8 @@
 
 The depth transformer emits the ``dep_q`` audio tokens of a frame one after the other, each step with its
 own weights. Speculative decoding lets a cheap *draft* propose up to ``K`` of them, then the full depth
-transformer checks them all in ONE teacher-forced pass (``lm.depformer_forward_parallel``) and keeps the
+transformer checks them all in ONE teacher-forced pass (:class:`CachedVerifier`, the arithmetic of
+``lm.depformer_forward_parallel`` reusing the keys/values of already verified positions) and keeps the
 longest prefix it agrees with plus one token of its own (a correction, or a bonus token when every draft
 was accepted). Each round therefore emits at least one token, and at most ``K + 1``.
 
@@ -171,8 +172,9 @@ class SpecStats:
 # propose(hidden [B, D], prefix [B, j + 1] (text token then accepted audio tokens), m, temp, top_k)
 #   -> (draft tokens [B, m], their distributions [B, m, V] or None when greedy)
 ProposeFn = Callable[[torch.Tensor, torch.Tensor, int, float, int], tuple[torch.Tensor, torch.Tensor | None]]
-# verify_logits(hidden [B, D], tokens_in [B, L]) -> logits [B, L, V], teacher-forced
-ParallelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# parallel_logits(hidden [B, D], tokens_in [B, L], start) -> logits [B, L - start, V] of positions
+# start..L-1, teacher-forced on tokens_in (positions before ``start`` were verified by an earlier call)
+ParallelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def speculative_sample(
@@ -203,7 +205,7 @@ def speculative_sample(
         drafts, draft_probs = propose(hidden, prefix, m, temp, top_k)
         # Inputs of positions 0 .. j + m: the logits at j + m (a bonus token) need the last draft as input.
         tokens_in = torch.cat([prefix, drafts], dim=1)[:, : min(j + m + 1, n_tokens)]
-        target = parallel_logits(hidden, tokens_in)[:, j:]  # [B, m or m + 1, V]
+        target = parallel_logits(hidden, tokens_in, j)  # [B, m or m + 1, V]
         verdict = verify(target, drafts, draft_probs, temp=temp, top_k=top_k, generator=generator)
         commit = int(verdict.n_new.min())
         prefix = torch.cat([prefix, verdict.tokens[:, :commit]], dim=1)
@@ -276,3 +278,58 @@ class TruncatedDraft:
                 probs.append(q)
             tokens.append(prev)
         return torch.stack(tokens, dim=1), (torch.stack(probs, dim=1) if probs else None)
+
+
+class CachedVerifier:
+    """The depth transformer's teacher-forced pass over positions ``start..L-1`` in one go, reusing the
+    keys/values that earlier rounds of the same frame wrote for positions ``< start``.
+
+    ``lm.depformer_forward_parallel`` recomputes every position from 0 on each call; after a rejection at
+    position j that repeats j positions of work. Here each round writes the keys/values of the positions
+    it checks (slot = position, the depth context being dep_q) and attends through a causal mask. Slots
+    past the committed prefix hold rejected drafts, but the next round rewrites them before any read.
+    The arithmetic is the streaming step's (same modules, per-step weights, norms, gating).
+    """
+
+    def __init__(self, lm, batch_size: int) -> None:
+        self.lm = lm
+        self.caches = [
+            attn.make_cache(batch_size, lm.dep_q, lm.device, lm.dtype) for attn in lm.depformer.attentions()
+        ]
+        self.positions = [
+            torch.full((batch_size,), k, device=lm.device, dtype=torch.long) for k in range(lm.dep_q)
+        ]
+
+    def __call__(self, hidden: torch.Tensor, tokens_in: torch.Tensor, start: int) -> torch.Tensor:
+        from .lm.kv_cache import StepPositions
+        from .lm.rope import apply_rope
+        from .lm.transformer import attend
+
+        lm = self.lm
+        B, L = tokens_in.shape
+        ks = list(range(start, L))
+        w = ks if lm.config.depformer_weights_per_step else [0] * len(ks)  # weight set of each position
+        device = hidden.device
+        x = torch.cat([lm.depformer_input(k, hidden, tokens_in[:, k]) for k in ks], dim=1)  # [B, T, D]
+        cos, sin = lm.depformer.rope_angles(torch.arange(start, L, device=device).expand(B, len(ks)))
+        causal = torch.arange(L, device=device)[None, :] <= torch.arange(start, L, device=device)[:, None]
+        causal = causal[None, None]  # [1, 1, T, L]: position k sees slots 0..k
+        read_at = StepPositions(self.positions[L - 1], common=L - 1, span=L)
+        for layer, cache in zip(lm.depformer.layers, self.caches):
+            attn = layer.self_attn
+            h = layer.norm1(x)
+            qkv = torch.cat([attn.in_projs[w[t]](h[:, t : t + 1]) for t in range(len(ks))], dim=1)
+            q, k, v = attn._split_heads(qkv)
+            if attn.rope:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            for t, pos in enumerate(ks):
+                cache.append(
+                    k[:, :, t : t + 1], v[:, :, t : t + 1], StepPositions(self.positions[pos], pos, pos + 1)
+                )
+            keys, values, _ = cache.read(read_at)
+            out = attend(q, keys, values, causal, "sdpa" if attn.backend == "flash" else attn.backend)
+            out = out.transpose(1, 2).reshape(B, len(ks), attn.dim)
+            x = x + torch.cat([attn.out_projs[w[t]](out[:, t : t + 1]) for t in range(len(ks))], dim=1)
+            h = layer.norm2(x)
+            x = x + torch.cat([layer._ffn(w[t])(h[:, t : t + 1]) for t in range(len(ks))], dim=1)
+        return torch.stack([lm.linears[k](x[:, t]) for t, k in enumerate(ks)], dim=1)

@@ -77,8 +77,8 @@ def _propose(hidden, prefix, m, temp, top_k):
     return torch.stack(tokens, 1), torch.stack(probs, 1)
 
 
-def _parallel(hidden, tokens_in):
-    return torch.stack([TARGET[tokens_in[:, i], i] for i in range(tokens_in.shape[1])], dim=1)
+def _parallel(hidden, tokens_in, start):
+    return torch.stack([TARGET[tokens_in[:, i], i] for i in range(start, tokens_in.shape[1])], dim=1)
 
 
 def _chi_square(counts: dict, law: dict, n: int) -> float:
@@ -159,3 +159,21 @@ def test_k_above_dep_q_is_one_line() -> None:
     with pytest.raises(FlagError) as err:
         build_duplex(DuplexSpec(lm="tiny", codec="tiny", flags="speculative=9"))
     assert "dep_q" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cached_verifier_matches_the_full_parallel_pass() -> None:
+    """Round by round (rewriting rejected slots), the cached pass gives the from-zero pass's logits."""
+    from reference_model.lm import load_lm
+    from reference_model.speculative import CachedVerifier
+
+    torch.manual_seed(0)
+    lm = load_lm("tiny")
+    verifier = CachedVerifier(lm, batch_size=2)
+    hidden = torch.randn(2, lm.dim)
+    with torch.no_grad():
+        tokens = torch.randint(0, 2048, (2, lm.dep_q))
+        verifier(hidden, torch.randint(0, 2048, (2, 5)), 0)  # a round whose drafts get rejected
+        for start, end in ((0, 3), (3, 6), (6, 8)):
+            got = verifier(hidden, tokens[:, :end], start)
+            want = lm.depformer_forward_parallel(hidden, tokens[:, :end])[:, start:]
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

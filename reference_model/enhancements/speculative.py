@@ -37,7 +37,7 @@ register(
 
 
 def apply(duplex, k: int, *, draft_layers: int = DRAFT_LAYERS) -> None:
-    from ..speculative import SpecStats, TruncatedDraft, speculative_sample
+    from ..speculative import CachedVerifier, SpecStats, TruncatedDraft, speculative_sample
 
     lm, streamer = duplex.lm, duplex.streamer
     if k > lm.dep_q:
@@ -49,6 +49,7 @@ def apply(duplex, k: int, *, draft_layers: int = DRAFT_LAYERS) -> None:
     except ValueError as exc:
         raise FlagError(f"speculative={k}: {exc}") from None
     stats = SpecStats(k=k)
+    verifier = CachedVerifier(lm, streamer.batch_size)
 
     def depformer_sample(hidden, text_token):
         tokens, logits = speculative_sample(
@@ -57,7 +58,7 @@ def apply(duplex, k: int, *, draft_layers: int = DRAFT_LAYERS) -> None:
             n_tokens=lm.dep_q,
             k=k,
             propose=draft.propose,
-            parallel_logits=lm.depformer_forward_parallel,
+            parallel_logits=verifier,
             temp=streamer.temp,
             top_k=streamer.top_k,
             stats=stats,
