@@ -131,8 +131,8 @@ def bench_methods(frames: int) -> list[dict]:
     def temporal(name, module):
         return name.startswith("transformer.")
 
-    calib = lm_calibration(lm, None, frames=frames, seed=0, include=temporal)
-    held = lm_calibration(lm, None, frames=frames, seed=1, include=temporal)
+    calib = lm_calibration(lm, None, frames=frames, batch=16, seed=0, include=temporal)
+    held = lm_calibration(lm, None, frames=frames // 2, batch=8, seed=1, include=temporal)
     rows = []
     for bits, group in ((8, None), (4, 128)):
         for method in ("rtn", "gptq", "awq"):
@@ -232,7 +232,7 @@ def main() -> None:
         "stacks": bench_stacks(threads, repeats),
     }
     _print("linear stacks, batch 1 (one streaming step)", out["stacks"])
-    out["methods"] = bench_methods(frames=24 if args.quick else 100)
+    out["methods"] = bench_methods(frames=16 if args.quick else 64)
     _print("output error on held-out streaming activations, tiny LM temporal layers", out["methods"])
     methods = ["rtn"] if args.quick else ["rtn", "gptq", "awq"]
     out["lm"] = bench_lm(threads, repeats, agreement_steps=8 if args.quick else 24, methods=methods)

@@ -19,8 +19,9 @@ from torch import nn
 from .calibrate import cached_stats, codec_calibration, lm_calibration
 from .swap import QuantSummary, quantize_model
 
-LM_CALIBRATION = {"frames": 200, "batch": 2, "seed": 0, "max_samples": 512}
-CODEC_CALIBRATION = {"seconds": 8.0, "batch": 2, "seed": 0, "max_samples": 512}
+# Enough rows that every layer's Hessian has full rank (K <= 1024 here): 16 streams x 64 frames.
+LM_CALIBRATION = {"frames": 64, "batch": 16, "seed": 0, "max_samples": 512}
+CODEC_CALIBRATION = {"seconds": 16.0, "batch": 4, "seed": 0, "max_samples": 512}
 
 
 def is_lm_quant_target(name: str, module: nn.Module) -> bool:
