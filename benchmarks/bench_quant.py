@@ -223,20 +223,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and frames (a smoke run)")
     p.add_argument("--json", help="write the rows to this file")
+    p.add_argument(
+        "--only", choices=["stacks", "methods", "lm"], action="append", help="run only these parts"
+    )
     args = p.parse_args()
     repeats = 3 if args.quick else 7
     threads = [1, 2]
-    out = {
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "stacks": bench_stacks(threads, repeats),
-    }
-    _print("linear stacks, batch 1 (one streaming step)", out["stacks"])
-    out["methods"] = bench_methods(frames=16 if args.quick else 64)
-    _print("output error on held-out streaming activations, tiny LM temporal layers", out["methods"])
-    methods = ["rtn"] if args.quick else ["rtn", "gptq", "awq"]
-    out["lm"] = bench_lm(threads, repeats, agreement_steps=8 if args.quick else 24, methods=methods)
-    _print("tiny LM streaming step", out["lm"])
+    parts = args.only or ["stacks", "methods", "lm"]
+    out: dict = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if "stacks" in parts:
+        out["stacks"] = bench_stacks(threads, repeats)
+        _print("linear stacks, batch 1 (one streaming step)", out["stacks"])
+    if "methods" in parts:
+        out["methods"] = bench_methods(frames=16 if args.quick else 64)
+        _print("output error on held-out streaming activations, tiny LM temporal layers", out["methods"])
+    if "lm" in parts:
+        methods = ["rtn"] if args.quick else ["rtn", "gptq", "awq"]
+        out["lm"] = bench_lm(threads, repeats, agreement_steps=8 if args.quick else 24, methods=methods)
+        _print("tiny LM streaming step", out["lm"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
