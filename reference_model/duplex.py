@@ -64,8 +64,18 @@ class DuplexModel:
         return self.streamer.step(user_codes)
 
     def decode_model(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + dep_q, 1] -> model PCM [B, 1, frame_size]."""
-        return self.codec_streamer.decode(tokens[:, 1:])
+        """[B, 1 + dep_q, 1] -> model PCM [B, 1, frame_size].
+
+        A conversation reset part-way is still inside its delays: its rows hold -2 ("not generated yet").
+        Those rows are decoded as code 0 (so every row's codec state advances in lockstep) and come out
+        as silence.
+        """
+        audio = tokens[:, 1:]
+        pending = (audio == -2).any(dim=1).view(-1)  # [B]; -1 (a codebook not sent) is the codec's business
+        if not bool(pending.any()):
+            return self.codec_streamer.decode(audio)
+        pcm = self.codec_streamer.decode(audio.masked_fill(audio == -2, 0))
+        return pcm.masked_fill(pending.view(-1, 1, 1), 0.0)
 
     # --- convenience --------------------------------------------------------------------------
     def step(self, pcm: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
