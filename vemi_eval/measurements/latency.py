@@ -341,6 +341,8 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     pace_ms = budget_ms if params["pace"] else None
     rows = run_frames(model, frames, stop=stop, pace_ms=pace_ms)
     measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9 if measured_start_ns else 0.0
+    # compile / CUDA-graph capture happen while the variant is built: reported apart from steady state.
+    warmup_stats = dict(getattr(model, "warmup_stats", None) or {})
     del model, frames
 
     for r in rows:
@@ -353,6 +355,9 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     measured = [r for r in rows if r["phase"] == "measured"]
     make = RecordMaker(ctx, int(params["n_boot"]))
     make.plain("build_s", build_s, "s", 1)
+    for key, value in sorted(warmup_stats.items()):
+        if isinstance(value, (int, float)):
+            make.plain(key, float(value), "s" if key.endswith("_s") else "", 1)
     make.plain("first_frame_ms", rows[0]["total_ms"], "ms", 1, extra={"note": "compilation / graph capture"})
     warm = [r["total_ms"] for r in rows if r["phase"] == "warmup"]
     if warm:
