@@ -6,7 +6,16 @@ from __future__ import annotations
 import re
 
 from reference_model.enhancements import FlagSpec
-from vemi_eval.registry import BY_ID, ENHANCEMENTS, METRICS, priority_matrix, registry_table, status, verdict
+from vemi_eval.registry import (
+    BY_ID,
+    ENHANCEMENTS,
+    METRICS,
+    attributed,
+    priority_matrix,
+    registry_table,
+    status,
+    verdict,
+)
 
 DOC_IDS = [
     "1.1",
@@ -48,7 +57,7 @@ def test_eighteen_entries_with_numeric_claims() -> None:
     assert flash.priority == "Critical" and flash.effort == "Low" and flash.impact == "High"
     assert {(c.metric, c.lo, c.hi) for c in flash.claims} >= {
         ("attention_time", 0.30, 0.50),
-        ("peak_memory", 0.60, 0.60),
+        ("attention_memory", 0.60, 0.60),
     }
     assert BY_ID["5.2"].claims[0].lo == 3.0 and BY_ID["5.2"].claims[0].hi == 5.0
     assert BY_ID["2.1"].claims[1].lo == 0.25  # "4x KV-cache reduction"
@@ -122,3 +131,52 @@ def test_verdicts_and_priority_matrix() -> None:
     assert len(gqa["claims"][0]["measurements"]) == 1
     assert gqa["claims"][1]["verdict"] == "meets"  # 0.25 <= 0.25 (no CI)
     assert rows["2.2"]["claims"][0]["verdict"] == "not measured"
+
+
+def _attention_run(baseline_flags: list[str], variants: dict[str, list[str]]) -> dict:
+    """A results file with one attention_time record (ratio 0.4, meets the claim) per non-baseline variant."""
+    names = ["base", *variants]
+    flags = {"base": baseline_flags, **variants}
+    return {
+        "variants": [{"name": n, "flags": flags[n], "is_baseline": n == "base"} for n in names],
+        "metrics": [
+            {
+                "suite": "attention",
+                "variant": n,
+                "metric": "attention_time",
+                "status": "ok",
+                "value": 1.0,
+                "ratio_to_baseline": 0.4,
+                "ratio_ci_low": 0.35,
+                "ratio_ci_high": 0.45,
+                "condition": {"context": 3000},
+            }
+            for n in variants
+        ],
+    }
+
+
+def test_flash_attention_counts_only_fused_backends_against_another_backend() -> None:
+    flash, attn = BY_ID["2.2"], {"attn": FlagSpec("attn", "attention", "model", "x")}
+    claim = flash.claims[0]
+    assert attributed(flash, claim, {"attn": "flash"}, {"attn": "eager"})
+    assert attributed(flash, claim, {"attn": "sdpa"}, {"attn": "eager"})
+    assert attributed(flash, claim, {"attn": "flash"}, {})  # the model's default backend is sdpa
+    assert not attributed(flash, claim, {"attn": "eager"}, {})  # standard attention is the baseline
+    assert not attributed(flash, claim, {"attn": "sdpa"}, {})  # same backend as the default baseline
+    assert not attributed(flash, claim, {"attn": "sdpa"}, {"attn": "sdpa"})
+    assert not attributed(flash, claim, {"int8": None}, {"attn": "eager"})
+    # an entry without flag_values keeps the old rule: using one of its flags is enough
+    assert attributed(BY_ID["2.1"], BY_ID["2.1"].claims[0], {"gqa": "4"}, {})
+
+    def measured(res: dict) -> list[str]:
+        rows = {r["id"]: r for r in priority_matrix([res], attn)}
+        return [m["variant"] for m in rows["2.2"]["claims"][0]["measurements"]]
+
+    # the latency suite's shape: a no-flag baseline (sdpa) and attn=eager beside it: nothing for 2.2
+    assert measured(_attention_run([], {"attn-eager": ["attn=eager"], "attn-sdpa": ["attn=sdpa"]})) == []
+    run = _attention_run(["attn=eager"], {"sdpa": ["attn=sdpa"], "flash": ["attn=flash"]})
+    assert measured(run) == ["sdpa", "flash"]
+    rows = {r["id"]: r for r in priority_matrix([run], attn)}
+    assert rows["2.2"]["claims"][0]["verdict"] == "meets"  # 0.35-0.45 <= 0.50
+    assert rows["2.2"]["claims"][2]["verdict"] == "not measured"  # no attention_peak_memory record
