@@ -100,14 +100,15 @@ def temporal_caches(model: Any, attns: list[Any], batch_size: int, capacity: int
     return [a.make_cache(batch_size, capacity, lm.device, lm.dtype) for a in attns]
 
 
-def fill_caches(caches: list[Any], start: int, stop: int, seed: int) -> None:
-    """Append random keys/values at positions start..stop-1 to every cache, one position at a time."""
+def fill_caches(
+    caches: list[Any], start: int, stop: int, seed: int, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Append random keys/values (``dtype``: the model's, whatever the cache stores) at positions
+    start..stop-1 to every cache, one position at a time."""
     from reference_model.lm.kv_cache import StepPositions
 
     if stop <= start:
         return
-    c0 = caches[0]
-    device, dtype = c0.keys.device, c0.keys.dtype
     gen = torch.Generator().manual_seed(seed + start)
     positions = torch.arange(start, stop, device=device, dtype=torch.long)
     for cache in caches:
@@ -120,11 +121,11 @@ def fill_caches(caches: list[Any], start: int, stop: int, seed: int) -> None:
             cache.append(ks[:, :, i : i + 1], vs[:, :, i : i + 1], step)
 
 
-def read_filled(cache: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def read_filled(cache: Any, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys/values as a decode step at position n - 1 reads them; checks the cache spans exactly n."""
     from reference_model.lm.kv_cache import StepPositions
 
-    pos = torch.full((cache.batch_size,), n - 1, device=cache.keys.device, dtype=torch.long)
+    pos = torch.full((cache.batch_size,), n - 1, device=device, dtype=torch.long)
     keys, values, mask = cache.read(StepPositions(pos, common=n - 1, span=n))
     if keys.shape[2] != n or mask is not None:
         raise RuntimeError(
@@ -306,9 +307,9 @@ def measure_attention(ctx: MeasureContext) -> list[MetricRecord]:
 
     filled = 0
     for n, requested in levels:
-        fill_caches(caches, filled, n, ctx.seed)
+        fill_caches(caches, filled, n, ctx.seed, device, lm.dtype)
         filled = n
-        kv = [read_filled(c, n) for c in caches]
+        kv = [read_filled(c, n, device) for c in caches]
         cases = [(1, {"context": n})]
         if 1 < prefill <= n:
             cases.append((prefill, {"context": n, "query_len": prefill}))
