@@ -60,7 +60,7 @@ METRICS: dict[str, dict[str, Any]] = {
             ("goodput", {}),
         ],
     },
-    "fidelity": {"better": "higher", "match": [("*token_agreement*", {}), ("*acceptance*", {})]},
+    "fidelity": {"better": "higher", "match": [("*token_agreement*", {})]},
     "codec_quality": {
         "better": "higher",
         "match": [("pesq*", {}), ("stoi*", {}), ("estoi*", {}), ("si_sdr*", {})],

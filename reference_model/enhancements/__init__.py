@@ -39,6 +39,7 @@ class FlagSpec:
     conflicts: frozenset[str] = field(default_factory=frozenset)
     group: str | None = None  # at most one flag of a group (e.g. attention backend)
     requires_cuda: bool = False
+    cuda_values: frozenset[str] = field(default_factory=frozenset)  # values that need CUDA (attn=flash)
 
     def load_apply(self) -> Callable[..., None]:
         return importlib.import_module(f"{__name__}.{self.module}").apply
@@ -91,8 +92,8 @@ def parse_flags(flags: str | Iterable[str] | None, *, device: str = "cpu") -> li
             parsed = spec.parse(text)
         except (TypeError, ValueError) as exc:
             raise FlagError(f"bad value for flag {name!r}: {text!r} ({exc})") from None
-        if spec.requires_cuda and not str(device).startswith("cuda"):
-            raise FlagError(f"flag {name!r} needs a CUDA device (got device={device!r})")
+        if (spec.requires_cuda or text in spec.cuda_values) and not str(device).startswith("cuda"):
+            raise FlagError(f"flag {raw.strip()!r} needs a CUDA device (got device={device!r})")
         out.append(Flag(name, parsed, raw))
     _check_combination(out)
     return out

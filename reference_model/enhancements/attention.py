@@ -32,6 +32,7 @@ register(
         summary="LM attention kernel: eager (matmul+softmax), sdpa (PyTorch fused), flash (flash-attn, CUDA)",
         parse=_parse,
         group="attention backend",
+        cuda_values=frozenset({"flash"}),
     )
 )
 
