@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from reference_model.checkpoint import save
+from reference_model.checkpoint import load_into, save
 from reference_model.codec import MimiCodec, codec_config
 
 MEL_SCALES = ((256, 40), (512, 64), (1024, 80), (2048, 128))  # (n_fft, n_mels); hop = n_fft / 4
@@ -160,9 +160,16 @@ def train_codec(
     log_every: int = 25,
     log=print,
     evaluate: bool = True,
+    init_from: str | os.PathLike | None = None,
+    wave_weight: float = WAVE_WEIGHT,
+    mel_scales: tuple[tuple[int, int], ...] = MEL_SCALES,
+    bypass_rate: float = BYPASS_RATE,
 ) -> dict[str, Any]:
     """Train the ``preset`` codec for ``minutes`` of wall time; write ``out_path`` (safetensors) and
-    ``out_path`` with suffix .json (recipe, seed, steps, wall time, final losses, held-out quality)."""
+    ``out_path`` with suffix .json (recipe, seed, steps, wall time, final losses, held-out quality).
+
+    ``init_from``: a checkpoint to continue from (warm start: weights and trained codebooks are kept, the
+    learning-rate schedule restarts with its warmup); its JSON sidecar, when present, is recorded."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -170,11 +177,26 @@ def train_codec(
     json_path = out_path.with_suffix(".json")
     cfg = codec_config(preset)
     codec = MimiCodec(cfg)
+    warm_start: dict[str, Any] | None = None
+    if init_from is not None:
+        init_from = Path(init_from)
+        load_into(codec, init_from)
+        sidecar = init_from.with_suffix(".json")
+        prior = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        warm_start = {
+            "checkpoint": init_from.name,
+            "prior_steps": prior.get("steps"),
+            "prior_wall_time_s": prior.get("wall_time_s"),
+            "prior_recipe": prior.get("recipe"),
+            "prior_heldout_quality": prior.get("heldout_quality"),
+            "prior_git_commit": prior.get("git_commit"),
+        }
+    else:
+        for vq in list(codec.quantizer.rvq_first.vq.layers) + list(codec.quantizer.rvq_rest.vq.layers):
+            vq._codebook._initialized.fill_(0.0)  # k-means init on first use, as moshi
     codec.train()
-    for vq in list(codec.quantizer.rvq_first.vq.layers) + list(codec.quantizer.rvq_rest.vq.layers):
-        vq._codebook._initialized.fill_(0.0)  # k-means init on first use, as moshi
     audio, corpus_hash = _training_audio(cfg.sample_rate)
-    mel_loss = MultiScaleMelLoss(cfg.sample_rate)
+    mel_loss = MultiScaleMelLoss(cfg.sample_rate, mel_scales)
     opt = torch.optim.AdamW(codec.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
     length = segment_frames * cfg.frame_size
     max_q = codec.max_codebooks
@@ -187,12 +209,13 @@ def train_codec(
         "optimizer": {"name": "AdamW", "lr": lr, "betas": [0.8, 0.99], "warmup_steps": warmup_steps},
         "schedule": "cosine over the fraction of the wall-time budget, floor 5%",
         "losses": {
-            "mel_scales": [list(s) for s in MEL_SCALES],
-            "wave_l1_weight": WAVE_WEIGHT,
+            "mel_scales": [list(s) for s in mel_scales],
+            "wave_l1_weight": wave_weight,
             "commit_weight": COMMIT_WEIGHT,
         },
         "quantizer_dropout": "n_q=8 with p=0.5, else uniform in [1, max]",
-        "bypass_rate": BYPASS_RATE,
+        "bypass_rate": bypass_rate,
+        "warm_start": warm_start,
         "codebooks": "EMA decay 0.99, k-means init, dead codes (<10% of uniform usage) re-initialised",
         "grad_clip": 1.0,
     }
@@ -235,11 +258,11 @@ def train_codec(
         x = _sample_batch(audio, rng, batch_size, length)
         n_q = 8 if rng.random() < 0.5 else int(rng.integers(1, max_q + 1))
         n_q = min(n_q, max_q)
-        bypass = torch.from_numpy(rng.random(batch_size) < BYPASS_RATE)
+        bypass = torch.from_numpy(rng.random(batch_size) < bypass_rate)
         y, _, commit = codec(x, n_q, bypass)
         l_mel = mel_loss(y, x)
         l_wave = F.l1_loss(y, x)
-        loss = l_mel + WAVE_WEIGHT * l_wave + COMMIT_WEIGHT * commit
+        loss = l_mel + wave_weight * l_wave + COMMIT_WEIGHT * commit
         if not torch.isfinite(loss):
             raise FloatingPointError(f"codec training diverged at step {step} (loss {float(loss)})")
         opt.zero_grad(set_to_none=True)
