@@ -60,13 +60,17 @@ class RingKVCache:
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.capacity = capacity
-        shape = (batch_size, num_kv_heads, capacity, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
         # Absolute position held by each slot; -1 = empty.
         self.slot_positions = torch.full((batch_size, capacity), -1, device=device, dtype=torch.long)
+        self._allocate((batch_size, num_kv_heads, capacity, head_dim), device, dtype)
 
     # --- storage: what a compressed subclass overrides ---------------------------------------
+    def _allocate(
+        self, shape: tuple[int, int, int, int], device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+
     def _write(self, slots: torch.Tensor | int, k: torch.Tensor, v: torch.Tensor) -> None:
         if isinstance(slots, int):
             self.keys[:, :, slots] = k[:, :, 0]

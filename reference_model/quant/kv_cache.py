@@ -43,13 +43,15 @@ class Int8WindowKVCache(RingKVCache):
         dtype: torch.dtype = torch.float32,
         window: int = DEFAULT_WINDOW,
     ) -> None:
-        super().__init__(batch_size, num_kv_heads, head_dim, 1, device=device, dtype=dtype)
-        # The parent's full-precision storage (built with capacity 1 above) is replaced by ours.
-        self.capacity = capacity
-        self.slot_positions = torch.full((batch_size, capacity), -1, device=device, dtype=torch.long)
         self.window = max(1, min(window, capacity))
         self.dtype = dtype
-        shape = (batch_size, num_kv_heads, capacity, head_dim)
+        self._positions: torch.Tensor | int = 0
+        super().__init__(batch_size, num_kv_heads, head_dim, capacity, device=device, dtype=dtype)
+
+    def _allocate(
+        self, shape: tuple[int, int, int, int], device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        batch_size, num_kv_heads, _, head_dim = shape
         self.keys = torch.zeros(shape, device=device, dtype=torch.int8)
         self.values = torch.zeros(shape, device=device, dtype=torch.int8)
         self.key_scales = torch.zeros(shape[:3], device=device, dtype=dtype)
@@ -60,7 +62,6 @@ class Int8WindowKVCache(RingKVCache):
         # Which slot and position each recent entry holds (-1 = none); entry index = position % window.
         self.recent_slots = torch.full((batch_size, self.window), -1, device=device, dtype=torch.long)
         self.recent_positions = torch.full((batch_size, self.window), -1, device=device, dtype=torch.long)
-        self._positions: torch.Tensor | int = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor, step: StepPositions) -> None:
         self._positions = step.common if step.common is not None else step.positions
