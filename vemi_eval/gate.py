@@ -224,53 +224,26 @@ def compare(
         variant, metric = key[1], key[2]
         tol, alpha, better, ignore = rules.for_metric(variant, metric)
         c = cur.get(key)
-        cond = b.get("condition") or {}
-        unit = b.get("unit", "")
         if ignore:
             rows.append(
-                GateRow(
-                    variant,
-                    metric,
-                    cond,
-                    unit,
-                    b["value"],
-                    c and c.get("value"),
-                    None,
-                    None,
-                    tol,
-                    NOT_GATED,
-                    "ignored by a rule",
+                _unscored(
+                    variant, metric, b, b["value"], c and c.get("value"), tol, NOT_GATED, "ignored by a rule"
                 )
             )
             continue
         if c is None:
             rows.append(
-                GateRow(
-                    variant,
-                    metric,
-                    cond,
-                    unit,
-                    b["value"],
-                    None,
-                    None,
-                    None,
-                    tol,
-                    REGRESSION,
-                    "missing from the run",
-                )
+                _unscored(variant, metric, b, b["value"], None, tol, REGRESSION, "missing from the run")
             )
             continue
         if c.get("status") != "ok" or c.get("value") is None:
             rows.append(
-                GateRow(
+                _unscored(
                     variant,
                     metric,
-                    cond,
-                    unit,
+                    b,
                     b["value"],
                     c.get("value"),
-                    None,
-                    None,
                     tol,
                     REGRESSION,
                     f"{c.get('status')}: {c.get('reason', '')}",
@@ -281,21 +254,26 @@ def compare(
     for key, c in cur.items():
         if key not in base and c.get("status") == "ok":
             rows.append(
-                GateRow(
-                    key[1],
-                    key[2],
-                    c.get("condition") or {},
-                    c.get("unit", ""),
-                    None,
-                    c.get("value"),
-                    None,
-                    None,
-                    rules.tolerance,
-                    NEW,
-                    "not in the baseline",
+                _unscored(
+                    key[1], key[2], c, None, c.get("value"), rules.tolerance, NEW, "not in the baseline"
                 )
             )
     return GateResult(rows, notes)
+
+
+def _unscored(
+    variant: str,
+    metric: str,
+    record: Mapping[str, Any],
+    baseline: float | None,
+    current: float | None,
+    tolerance: float,
+    verdict: str,
+    reason: str,
+) -> GateRow:
+    """A row without a change figure: a metric ignored, missing, failed, new, or without a direction."""
+    cond, unit = record.get("condition") or {}, record.get("unit", "")
+    return GateRow(variant, metric, cond, unit, baseline, current, None, None, tolerance, verdict, reason)
 
 
 def _compare_one(
@@ -313,15 +291,12 @@ def _compare_one(
         hib = c.get("higher_is_better", b.get("higher_is_better"))
         better = None if hib is None else ("higher" if hib else "lower")
     if better is None:
-        return GateRow(
+        return _unscored(
             variant,
             metric,
-            cond,
-            unit,
+            b,
             bv,
             cv,
-            None,
-            None,
             tol,
             NOT_GATED,
             "no direction (higher_is_better unset; a rule can set better)",
