@@ -403,36 +403,55 @@ def train_group() -> None:
 @click.option("--minutes", type=float, default=10.0, show_default=True, help="Training time budget.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (train there when a GPU is at hand).")
+@click.option("--lr", type=float, help="Peak learning rate (default: the recipe's).")
 @click.option(
     "--init-from",
     type=click.Path(exists=True, dir_okay=False),
-    help="Continue from these codec weights (warm start; the bundled ones were made this way).",
+    help="Continue from these codec weights (warm start; the learning-rate schedule restarts).",
 )
 @click.option("--wave-weight", type=float, help="Weight of the waveform L1 loss (default: the recipe's).")
-@click.option("--bypass-rate", type=float, help="Share of steps that skip the quantizer (default: recipe's).")
+@click.option("--bypass-rate", type=float, help="Share of items that skip the quantizer (default: recipe's).")
+@click.option(
+    "--data",
+    type=click.Choice(["codec_corpus", "espeak_corpus"]),
+    help="Training speech (default codec_corpus: espeak-ng + festival voices, whole voices held out).",
+)
+@click.option("--fresh", is_flag=True, help="Ignore the resumable state beside --out and start over.")
 def train_codec_cmd(
     out: str,
     minutes: float,
     seed: int,
     threads: int,
-    lr: float,
+    device: str,
+    lr: float | None,
     init_from: str | None,
     wave_weight: float | None,
     bypass_rate: float | None,
+    data: str | None,
+    fresh: bool,
 ) -> int:
-    """Train the tiny preset's codec on the espeak-ng corpus (CPU, a time budget). Writes the weights
-    and a .json beside them (recipe, steps, wall time, losses, held-out PESQ-WB/STOI per codebook count)."""
+    """Train the tiny preset's codec (recipe: vemi_eval/training/codec.py) for a wall-time budget.
+
+    Writes the weights and a .json beside them (recipe, data hash, steps, wall time, losses, held-out
+    PESQ-WB/STOI/level per engine and codebook count). The full training state is checkpointed beside
+    --out every 5 minutes; the same command after a kill resumes from it."""
     if minutes <= 0:
         raise click.BadParameter("must be > 0", param_hint="--minutes")
-    from .training.codec import train_codec
+    if threads < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--threads")
+    from .training.codec import CodecRecipe, train_codec
 
-    options: dict[str, Any] = {"lr": lr, "init_from": init_from}
-    if wave_weight is not None:
-        options["wave_weight"] = wave_weight
-    if bypass_rate is not None:
-        options["bypass_rate"] = bypass_rate
-    train_codec(Path(out), minutes=minutes, seed=seed, threads=threads, **options)
+    changes: dict[str, Any] = {"lr": lr, "wave_weight": wave_weight, "bypass_rate": bypass_rate, "data": data}
+    recipe = CodecRecipe(**{k: v for k, v in changes.items() if v is not None})
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        train_codec(
+            Path(out), minutes=minutes, recipe=recipe, seed=seed, threads=threads, device=device,
+            init_from=init_from, fresh=fresh,
+        )  # fmt: skip
+    except ValueError as e:  # a resume state from another recipe
+        raise click.UsageError(str(e)) from e
     click.echo(f"codec weights: {out} (recipe and held-out quality: {Path(out).with_suffix('.json')})")
     return EXIT_OK
 

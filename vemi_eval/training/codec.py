@@ -1,40 +1,84 @@
-"""Training recipe of the "tiny" codec preset, on CPU, on the espeak-ng corpus's training split.
+"""Training recipe of the "tiny" codec preset, on CPU (or a GPU where one is given).
 
-Losses: multi-scale mel (L1 on linear and log mel) + L1 on the waveform + RVQ commitment. Codebooks learn by
-EMA with k-means initialisation and dead-code re-initialisation (as moshi's Mimi). Quantizer dropout: each
-batch uses 8 codebooks half of the time, otherwise a uniform number in [1, max], so every bitrate decodes.
-As in Mimi, a share of the items bypasses quantization so the decoder also learns from the clean latent.
-No adversarial loss (not enough CPU time for it to pay off).
+Recipe 2 (the diagnosis behind it is in the JSON sidecar's ``diagnosis`` and in README "Findings"):
 
-The learning-rate schedule follows the fraction of the wall-time budget spent, so a run of ``minutes``
-ends annealed whatever the machine's speed; the number of steps done is recorded in the JSON.
+* Data: the codec corpus (``vemi_eval.data.codec_corpus``): espeak-ng's English voices x ~90 variants at
+  random pitch and rate, and 10 festival voices (recorded human speakers, 8 languages), thousands of
+  random sentences; whole voices held out of training for evaluation.
+* Losses: DAC's mel loss (L1 on log10 mel at 7 scales, windows 32..2048), a small waveform L1 (EnCodec's
+  0.1) and the RVQ commitment. Codebooks learn by EMA with k-means initialisation and dead-code restarts
+  (as Mimi); quantizer dropout (8 codebooks half of the time, else uniform in [1, max]); half of the items
+  bypass the quantizer (Mimi), so the decoder learns from the clean latent too.
+* Weight normalisation of every conv during training (as DAC, EnCodec and Mimi are trained); it is folded
+  into the weights when they are written, so the saved keys are moshi's released layout.
+* No adversarial loss (not enough CPU time for it to pay off).
+
+The learning rate follows the fraction of the wall-time budget spent (cosine after a warmup), so a run
+of ``minutes`` ends annealed whatever the machine's speed. Every ``checkpoint_every_s`` the full training
+state (weights, EMA codebooks, optimizer moments, step, elapsed time, RNG states) is written atomically
+beside the output as safetensors + JSON; a killed run started again with the same arguments resumes
+from it. The final weights and their JSON sidecar (recipe, data hash, steps, wall time, held-out quality
+per engine and number of codebooks) are written at the end.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
 import os
 import platform
 import subprocess
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from reference_model.checkpoint import load_into, save
 from reference_model.codec import MimiCodec, codec_config
 
-MEL_SCALES = ((256, 40), (512, 64), (1024, 80), (2048, 128))  # (n_fft, n_mels); hop = n_fft / 4
-WAVE_WEIGHT = 10.0
-COMMIT_WEIGHT = 1.0
-BYPASS_RATE = 0.3
-EVAL_CODEBOOKS = (4, 8, 16)
+MEL_SCALES = ((256, 40), (512, 64), (1024, 80), (2048, 128))  # recipe 1's (n_fft, n_mels), hop n_fft / 4
+DAC_MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
+EVAL_CODEBOOKS = (1, 2, 4, 8, 16, 32)
+STATE_VERSION = 1
 
 
+@dataclass
+class CodecRecipe:
+    """Everything that decides what a run learns (hashed: a resume refuses a different recipe)."""
+
+    preset: str = "tiny"
+    data: str = "codec_corpus"  # or "espeak_corpus" (recipe 1's 288 utterances)
+    batch_size: int = 8
+    segment_frames: int = 6  # 0.48 s crops (DAC: 0.38 s)
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.8, 0.99)
+    warmup_steps: int = 200
+    mel: str = "dac-log10"  # or "lin+log" (recipe 1: L1 on linear and natural-log mel)
+    mel_scales: tuple[tuple[int, int], ...] = DAC_MEL_SCALES
+    mel_weight: float = 1.0
+    wave_weight: float = 0.1
+    commit_weight: float = 0.25
+    bypass_rate: float = 0.5
+    weight_norm: bool = True
+    grad_clip: float = 1.0
+    gain_jitter_db: float = 6.0
+    quantizer_dropout: str = "n_q=8 with p=0.5, else uniform in [1, max]"
+    codebooks: str = "EMA decay 0.99, k-means init, dead codes (<10% of uniform usage) re-initialised"
+    schedule: str = "linear warmup, then cosine over the fraction of the wall-time budget, floor 5%"
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- losses -------------------------------------------------------------------------------------
 def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     """HTK-style triangular mel filters [n_mels, n_fft // 2 + 1] up to Nyquist."""
 
@@ -54,22 +98,26 @@ def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
 
 
 class MultiScaleMelLoss(torch.nn.Module):
-    def __init__(self, sample_rate: int, scales=MEL_SCALES) -> None:
+    """Mel-spectrogram L1 at several resolutions.
+
+    ``kind="lin+log"``: L1 on linear and on natural-log mel (recipe 1). ``kind="dac-log10"``: L1 on
+    log10 mel clamped at 1e-5 (descript-audio-codec's MelSpectrogramLoss with mag_weight 0)."""
+
+    def __init__(self, sample_rate: int, scales=MEL_SCALES, kind: str = "lin+log") -> None:
         super().__init__()
-        self.scales = scales
-        for n_fft, n_mels in scales:
+        if kind not in ("lin+log", "dac-log10"):
+            raise ValueError(f"unknown mel loss {kind!r}")
+        self.kind = kind
+        self.scales = tuple(tuple(s) for s in scales)
+        for n_fft, n_mels in self.scales:
             self.register_buffer(f"fb_{n_fft}", _mel_filterbank(sample_rate, n_fft, n_mels))
             self.register_buffer(f"win_{n_fft}", torch.hann_window(n_fft))
 
     def mel(self, x: torch.Tensor, n_fft: int) -> torch.Tensor:
         spec = torch.stft(
-            x,
-            n_fft,
-            hop_length=n_fft // 4,
-            window=getattr(self, f"win_{n_fft}"),
-            center=True,
+            x, n_fft, hop_length=n_fft // 4, window=getattr(self, f"win_{n_fft}"), center=True,
             return_complex=True,
-        ).abs()
+        ).abs()  # fmt: skip
         return torch.matmul(getattr(self, f"fb_{n_fft}"), spec)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -77,10 +125,165 @@ class MultiScaleMelLoss(torch.nn.Module):
         total = y.new_zeros(())
         for n_fft, _ in self.scales:
             my, mx = self.mel(y, n_fft), self.mel(x, n_fft)
-            total = total + F.l1_loss(my, mx) + F.l1_loss(torch.log(my + 1e-5), torch.log(mx + 1e-5))
+            if self.kind == "dac-log10":
+                total = total + F.l1_loss(torch.log10(my.clamp_min(1e-5)), torch.log10(mx.clamp_min(1e-5)))
+            else:
+                total = total + F.l1_loss(my, mx) + F.l1_loss(torch.log(my + 1e-5), torch.log(mx + 1e-5))
         return total / len(self.scales)
 
 
+# --- weight norm ----------------------------------------------------------------------------------
+def _convs(codec: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in codec.modules() if isinstance(m, torch.nn.Conv1d | torch.nn.ConvTranspose1d)]
+
+
+def add_weight_norm(codec: torch.nn.Module) -> None:
+    """Weight-normalise every SEANet/resampling conv for training (the quantizer's 1x1 projections too)."""
+    for m in _convs(codec):
+        torch.nn.utils.parametrizations.weight_norm(m, "weight", dim=0)
+
+
+def plain_copy(codec: MimiCodec) -> MimiCodec:
+    """A fresh codec with weight norm folded into the weights (moshi's released key layout).
+
+    Not deepcopy + remove_parametrizations: the copy shares the parametrized class with the original, and
+    removing the parametrization from it deletes the property from the original too."""
+    state = {}
+    for k, v in codec.state_dict().items():
+        if ".parametrizations.weight." not in k:
+            state[k] = v.detach().clone()
+    for name, m in codec.named_modules():
+        if parametrize.is_parametrized(m, "weight"):
+            state[f"{name}.weight"] = m.weight.detach().clone()
+    plain = MimiCodec(codec.config)
+    plain.load_state_dict(state)
+    return plain.to(next(codec.parameters()).device).train(codec.training)
+
+
+# --- data ---------------------------------------------------------------------------------------
+class TrainingAudio:
+    """Random crops of the training split, with gain jitter."""
+
+    def __init__(self, recipe: CodecRecipe, sample_rate: int, log=print) -> None:
+        if recipe.data == "codec_corpus":
+            from vemi_eval.data.codec_corpus import codec_corpus, summary
+
+            corpus = codec_corpus("train", sample_rate=sample_rate, log=log)
+            self.audio = np.asarray(corpus.audio)
+            self.offsets = corpus.offsets
+            self.summary = {"corpus": "codec_corpus(split='train')", **summary(corpus)}
+        elif recipe.data == "espeak_corpus":
+            from vemi_eval.data.corpus import corpus_sha256, espeak_corpus
+
+            utts = espeak_corpus(split="train", sample_rate=sample_rate)
+            pcm = [np.clip(u.audio * 32767, -32767, 32767).astype(np.int16) for u in utts]
+            self.audio = np.concatenate(pcm)
+            self.offsets = np.cumsum([0] + [len(p) for p in pcm])
+            self.summary = {"corpus": "espeak_corpus(split='train')", "utterances": len(utts),
+                            "sha256": corpus_sha256(utts)}  # fmt: skip
+        else:
+            raise ValueError(f"unknown codec training data {recipe.data!r}")
+        self.recipe = recipe
+
+    def batch(self, rng: np.random.Generator, length: int) -> torch.Tensor:
+        b = self.recipe.batch_size
+        out = np.zeros((b, 1, length), dtype=np.float32)
+        n = len(self.offsets) - 1
+        for i in range(b):
+            k = int(rng.integers(n))
+            lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+            if hi - lo <= length:
+                start = int(rng.integers(0, length - (hi - lo) + 1))
+                out[i, 0, start : start + hi - lo] = self.audio[lo:hi] / 32767.0
+            else:
+                s = int(rng.integers(lo, hi - length + 1))
+                out[i, 0] = self.audio[s : s + length] / 32767.0
+            j = self.recipe.gain_jitter_db
+            out[i] *= 10 ** (rng.uniform(-j, j / 2) / 20)
+        return torch.from_numpy(out)
+
+
+def _lr_at(base: float, step: int, frac: float, warmup: int) -> float:
+    warm = min(1.0, (step + 1) / warmup)
+    return base * warm * max(0.05, 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+@dataclass
+class Heldout:
+    """Held-out utterances of one engine: (name, float32 audio at the codec's rate)."""
+
+    engine: str
+    utterances: list[tuple[str, str, np.ndarray]] = field(default_factory=list)  # (id, speaker, audio)
+
+
+def heldout_sets(sample_rate: int, per_set: int | None = None) -> list[Heldout]:
+    """espeak evaluation corpus (the codec suite's data), the codec corpus's held-out espeak variants and
+    its held-out festival voices (recorded human speakers)."""
+    from vemi_eval.data.codec_corpus import codec_corpus
+    from vemi_eval.data.corpus import espeak_corpus
+
+    sets = [Heldout("espeak_eval_corpus")]
+    for u in espeak_corpus(split="heldout", sample_rate=sample_rate):
+        sets[0].utterances.append((u.id, u.speaker or "?", u.audio.astype(np.float32)))
+    held = codec_corpus("heldout", sample_rate=sample_rate)
+    for engine in ("espeak", "festival"):
+        h = Heldout(f"{engine}_heldout_voices")
+        for i, it in enumerate(held.items):
+            if it["engine"] == engine:
+                h.utterances.append((f"{engine}_{i:04d}", it["speaker"], held.utterance(i)))
+        sets.append(h)
+    if per_set is not None:
+        for h in sets:  # spread over speakers
+            step = max(1, len(h.utterances) // per_set)
+            h.utterances = h.utterances[::step][:per_set]
+    return sets
+
+
+def _level_db(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(out.astype(np.float64) ** 2)) / np.sqrt(np.mean(ref**2))))
+
+
+def evaluate_codec(codec: MimiCodec, sets: list[Heldout], codebooks=EVAL_CODEBOOKS) -> dict[str, Any]:
+    """PESQ-WB, STOI (16 kHz) and decoded level (dB re input) of offline encode/decode, per held-out set
+    and number of codebooks: mean over utterances, and per speaker."""
+    from pesq import pesq
+    from pystoi import stoi
+    from scipy.signal import resample_poly
+
+    was_training = codec.training
+    codec.eval()
+    keep = codec.num_codebooks
+    results: dict[str, Any] = {}
+    for h in sets:
+        per_n: dict[str, Any] = {}
+        for n in codebooks:
+            codec.set_num_codebooks(n)
+            rows = []
+            for uid, spk, ref in h.utterances:
+                with torch.no_grad():
+                    out = codec.decode(codec.encode(torch.from_numpy(ref).view(1, 1, -1)))[0, 0, : len(ref)]
+                out = out.numpy()
+                g = math.gcd(16000, codec.sample_rate)
+                r16 = resample_poly(ref, 16000 // g, codec.sample_rate // g)
+                o16 = resample_poly(out, 16000 // g, codec.sample_rate // g)
+                rows.append((spk, pesq(16000, r16, o16, "wb"), stoi(r16, o16, 16000), _level_db(ref, out)))
+            arr = np.array([r[1:] for r in rows])
+            speakers = sorted({r[0] for r in rows})
+            per_n[str(n)] = {
+                "pesq_wb": float(arr[:, 0].mean()),
+                "stoi": float(arr[:, 1].mean()),
+                "level_db": float(arr[:, 2].mean()),
+                "n": len(rows),
+                "per_speaker_stoi": {s: float(np.mean([r[2] for r in rows if r[0] == s])) for s in speakers},
+            }
+        results[h.engine] = per_n
+    codec.set_num_codebooks(keep)
+    codec.train(was_training)
+    return results
+
+
+# --- state ----------------------------------------------------------------------------------------
 def _git_commit() -> str:
     try:
         root = Path(__file__).resolve().parents[2]
@@ -89,93 +292,86 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _training_audio(sample_rate: int) -> tuple[list[np.ndarray], str]:
-    from vemi_eval.data.corpus import corpus_sha256, espeak_corpus
-
-    utts = espeak_corpus(split="train", sample_rate=sample_rate)
-    return [u.audio.astype(np.float32) for u in utts], corpus_sha256(utts)
+def _state_paths(out_path: Path) -> tuple[Path, Path]:
+    return out_path.with_suffix(".state.safetensors"), out_path.with_suffix(".state.json")
 
 
-def _sample_batch(audio: list[np.ndarray], rng: np.random.Generator, batch: int, length: int) -> torch.Tensor:
-    out = np.zeros((batch, 1, length), dtype=np.float32)
-    for i in range(batch):
-        a = audio[rng.integers(len(audio))]
-        if len(a) <= length:
-            start = rng.integers(0, length - len(a) + 1)
-            out[i, 0, start : start + len(a)] = a
-        else:
-            start = rng.integers(0, len(a) - length + 1)
-            out[i, 0] = a[start : start + length]
-        out[i] *= 10 ** (rng.uniform(-3.0, 3.0) / 20)  # small gain jitter
-    return torch.from_numpy(out)
+def _save_state(out_path: Path, codec, opt, step: int, elapsed: float, rng, progress, recipe) -> None:
+    """Everything a resume needs, written atomically (safetensors + JSON; never pickle)."""
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in codec.state_dict().items()}
+    st = opt.state_dict()
+    for pid, s in st["state"].items():
+        for name, v in s.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(v).contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    st_path, js_path = _state_paths(out_path)
+    tmp = st_path.with_name(st_path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    meta = {
+        "state_version": STATE_VERSION,
+        "recipe_digest": recipe.digest(),
+        "step": step,
+        "elapsed_s": elapsed,
+        "numpy_rng": rng.bit_generator.state,
+        "param_groups": st["param_groups"],
+        "progress": progress,
+    }
+    tmp_js = js_path.with_name(js_path.name + ".tmp")
+    tmp_js.write_text(json.dumps(meta))
+    os.replace(tmp, st_path)
+    os.replace(tmp_js, js_path)
 
 
-def _lr_at(base: float, step: int, frac: float, warmup: int) -> float:
-    warm = min(1.0, (step + 1) / warmup)
-    return base * warm * max(0.05, 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+def _load_state(out_path: Path, codec, opt, rng, recipe) -> tuple[int, float, list]:
+    st_path, js_path = _state_paths(out_path)
+    meta = json.loads(js_path.read_text())
+    if meta.get("recipe_digest") != recipe.digest():
+        raise ValueError(
+            f"{st_path} was written by another recipe ({meta.get('recipe_digest')} != {recipe.digest()}): "
+            "pass the same options, or --fresh to start over"
+        )
+    tensors = load_file(str(st_path))
+    codec.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    return int(meta["step"]), float(meta["elapsed_s"]), list(meta.get("progress", []))
 
 
-def evaluate_codec(codec: MimiCodec, utterances, codebooks=EVAL_CODEBOOKS) -> dict[str, dict[str, float]]:
-    """PESQ-WB and STOI (16 kHz) of offline encode/decode per number of codebooks, mean over utterances."""
-    from pesq import pesq
-    from pystoi import stoi
-    from scipy.signal import resample_poly
-
-    results: dict[str, dict[str, float]] = {}
-    was_training = codec.training
-    codec.eval()
-    keep = codec.num_codebooks
-    for n in codebooks:
-        codec.set_num_codebooks(n)
-        pesqs, stois = [], []
-        for u in utterances:
-            ref = u.audio.astype(np.float32)
-            with torch.no_grad():
-                out = codec.decode(codec.encode(torch.from_numpy(ref).view(1, 1, -1)))[
-                    0, 0, : len(ref)
-                ].numpy()
-            g = math.gcd(16000, u.sample_rate)
-            r16 = resample_poly(ref, 16000 // g, u.sample_rate // g)
-            o16 = resample_poly(out, 16000 // g, u.sample_rate // g)
-            pesqs.append(pesq(16000, r16, o16, "wb"))
-            stois.append(stoi(r16, o16, 16000, extended=False))
-        results[str(n)] = {"pesq_wb": float(np.mean(pesqs)), "stoi": float(np.mean(stois)), "n": len(pesqs)}
-    codec.set_num_codebooks(keep)
-    codec.train(was_training)
-    return results
-
-
+# --- the loop -----------------------------------------------------------------------------------
 def train_codec(
     out_path: str | os.PathLike,
     *,
     minutes: float,
+    recipe: CodecRecipe | None = None,
     seed: int = 0,
     threads: int = 1,
-    preset: str = "tiny",
-    batch_size: int = 8,
-    segment_frames: int = 12,
-    lr: float = 1e-3,
-    warmup_steps: int = 50,
+    device: str = "cpu",
     checkpoint_every_s: float = 300.0,
-    log_every: int = 25,
+    eval_every_s: float = 900.0,
+    log_every: int = 50,
     log=print,
     evaluate: bool = True,
     init_from: str | os.PathLike | None = None,
-    wave_weight: float = WAVE_WEIGHT,
-    mel_scales: tuple[tuple[int, int], ...] = MEL_SCALES,
-    bypass_rate: float = BYPASS_RATE,
+    fresh: bool = False,
+    audio: TrainingAudio | None = None,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Train the ``preset`` codec for ``minutes`` of wall time; write ``out_path`` (safetensors) and
-    ``out_path`` with suffix .json (recipe, seed, steps, wall time, final losses, held-out quality).
-
-    ``init_from``: a checkpoint to continue from (warm start: weights and trained codebooks are kept, the
-    learning-rate schedule restarts with its warmup); its JSON sidecar, when present, is recorded."""
+    """Train the recipe's codec for ``minutes`` of wall time (or ``max_steps``); resume from the state
+    beside ``out_path`` when there is one (unless ``fresh``). Writes ``out_path`` (safetensors, weight norm
+    folded) and ``out_path`` with suffix .json (recipe, seed, steps, wall time, losses, held-out quality)."""
+    recipe = recipe or CodecRecipe()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     out_path = Path(out_path)
     json_path = out_path.with_suffix(".json")
-    cfg = codec_config(preset)
+    cfg = codec_config(recipe.preset)
     codec = MimiCodec(cfg)
     warm_start: dict[str, Any] | None = None
     if init_from is not None:
@@ -183,115 +379,115 @@ def train_codec(
         load_into(codec, init_from)
         sidecar = init_from.with_suffix(".json")
         prior = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        warm_start = {
-            "checkpoint": init_from.name,
-            "prior_steps": prior.get("steps"),
-            "prior_wall_time_s": prior.get("wall_time_s"),
-            "prior_recipe": prior.get("recipe"),
-            "prior_heldout_quality": prior.get("heldout_quality"),
-            "prior_git_commit": prior.get("git_commit"),
-        }
+        warm_start = {"checkpoint": init_from.name, "prior_steps": prior.get("steps"),
+                      "prior_git_commit": prior.get("git_commit")}  # fmt: skip
     else:
         for vq in list(codec.quantizer.rvq_first.vq.layers) + list(codec.quantizer.rvq_rest.vq.layers):
             vq._codebook._initialized.fill_(0.0)  # k-means init on first use, as moshi
-    codec.train()
-    audio, corpus_hash = _training_audio(cfg.sample_rate)
-    mel_loss = MultiScaleMelLoss(cfg.sample_rate, mel_scales)
-    opt = torch.optim.AdamW(codec.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
-    length = segment_frames * cfg.frame_size
+    if recipe.weight_norm:
+        add_weight_norm(codec)
+    codec.to(device).train()
+    audio = audio or TrainingAudio(recipe, cfg.sample_rate, log=log)
+    mel_loss = MultiScaleMelLoss(cfg.sample_rate, recipe.mel_scales, recipe.mel).to(device)
+    opt = torch.optim.AdamW(codec.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=0.0)
+    length = recipe.segment_frames * cfg.frame_size
     max_q = codec.max_codebooks
-    recipe = {
-        "preset": preset,
-        "config": cfg.to_dict(),
-        "data": {"corpus": "espeak_corpus(split='train')", "sha256": corpus_hash, "utterances": len(audio)},
-        "batch_size": batch_size,
-        "segment_samples": length,
-        "optimizer": {"name": "AdamW", "lr": lr, "betas": [0.8, 0.99], "warmup_steps": warmup_steps},
-        "schedule": "cosine over the fraction of the wall-time budget, floor 5%",
-        "losses": {
-            "mel_scales": [list(s) for s in mel_scales],
-            "wave_l1_weight": wave_weight,
-            "commit_weight": COMMIT_WEIGHT,
-        },
-        "quantizer_dropout": "n_q=8 with p=0.5, else uniform in [1, max]",
-        "bypass_rate": bypass_rate,
-        "warm_start": warm_start,
-        "codebooks": "EMA decay 0.99, k-means init, dead codes (<10% of uniform usage) re-initialised",
-        "grad_clip": 1.0,
-    }
+    step, elapsed, progress = 0, 0.0, []
+    st_path, js_state = _state_paths(out_path)
+    if js_state.is_file() and st_path.is_file() and not fresh:
+        step, elapsed, progress = _load_state(out_path, codec, opt, rng, recipe)
+        log(f"resumed from {st_path} at step {step} ({elapsed:.0f} s done)")
     budget = minutes * 60.0
-    t0 = time.time()
-    last_ckpt = t0
-    step = 0
+    t_start = time.time() - elapsed
+    last_ckpt = last_eval = time.time()
     recent: list[tuple[float, float, float]] = []
+    eval_sets = heldout_sets(cfg.sample_rate, per_set=4) if evaluate else []
 
-    def write(final: bool, extra: dict[str, Any]) -> None:
+    def write_weights(final: bool, extra: dict[str, Any]) -> None:
+        plain = plain_copy(codec).to("cpu")
         tmp = out_path.with_suffix(".tmp.safetensors")
-        save(codec, tmp, metadata={"preset": preset, "steps": str(step)})
+        save(plain, tmp, metadata={"preset": recipe.preset, "steps": str(step)})
         os.replace(tmp, out_path)
-        tail = np.array(recent[-200:]) if recent else np.zeros((1, 3))
+        tail = np.array(recent[-500:]) if recent else np.zeros((1, 3))
         info = {
             "produced_by": "vemi_eval.training.codec.train_codec",
-            "recipe": recipe,
+            "trained": True,
+            "recipe": {**asdict(recipe), "digest": recipe.digest(), "config": cfg.to_dict()},
+            "data": audio.summary,
+            "warm_start": warm_start,
             "seed": seed,
             "threads": threads,
+            "device": device,
             "minutes_budget": minutes,
             "steps": step,
-            "wall_time_s": round(time.time() - t0, 1),
+            "samples_seen_hours": round(step * recipe.batch_size * length / cfg.sample_rate / 3600, 2),
+            "wall_time_s": round(time.time() - t_start, 1),
             "final": final,
-            "final_losses_mean_last_200": {
-                "mel": float(tail[:, 0].mean()),
-                "wave_l1": float(tail[:, 1].mean()),
+            "final_losses_mean_last_500": {
+                "mel": float(tail[:, 0].mean()), "wave_l1": float(tail[:, 1].mean()),
                 "commit": float(tail[:, 2].mean()),
-            },
+            },  # fmt: skip
+            "progress": progress,
             "git_commit": _git_commit(),
             "torch": torch.__version__,
             "platform": platform.platform(),
             **extra,
         }
-        json_path.write_text(json.dumps(info, indent=2) + "\n")
+        tmp_js = json_path.with_name(json_path.name + ".tmp")
+        tmp_js.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp_js, json_path)
 
-    while time.time() - t0 < budget:
-        frac = (time.time() - t0) / budget
+    def done() -> bool:
+        return (max_steps is not None and step >= max_steps) or (max_steps is None and time.time() - t_start >= budget)
+
+    while not done():
+        frac = (time.time() - t_start) / budget if max_steps is None else step / max_steps
         for group in opt.param_groups:
-            group["lr"] = _lr_at(lr, step, frac, warmup_steps)
-        x = _sample_batch(audio, rng, batch_size, length)
+            group["lr"] = _lr_at(recipe.lr, step, frac, recipe.warmup_steps)
+        x = audio.batch(rng, length).to(device)
         n_q = 8 if rng.random() < 0.5 else int(rng.integers(1, max_q + 1))
         n_q = min(n_q, max_q)
-        bypass = torch.from_numpy(rng.random(batch_size) < bypass_rate)
+        bypass = torch.from_numpy(rng.random(recipe.batch_size) < recipe.bypass_rate).to(device)
         y, _, commit = codec(x, n_q, bypass)
         l_mel = mel_loss(y, x)
         l_wave = F.l1_loss(y, x)
-        loss = l_mel + wave_weight * l_wave + COMMIT_WEIGHT * commit
+        loss = recipe.mel_weight * l_mel + recipe.wave_weight * l_wave + recipe.commit_weight * commit
         if not torch.isfinite(loss):
             raise FloatingPointError(f"codec training diverged at step {step} (loss {float(loss)})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), recipe.grad_clip)
         opt.step()
         recent.append((l_mel.item(), l_wave.item(), commit.item()))
         step += 1
         if step % log_every == 0:
             r = np.array(recent[-log_every:])
             log(
-                f"step {step} t={time.time() - t0:.0f}s lr={opt.param_groups[0]['lr']:.2e} "
+                f"step {step} t={time.time() - t_start:.0f}s lr={opt.param_groups[0]['lr']:.2e} "
                 f"mel={r[:, 0].mean():.4f} wave={r[:, 1].mean():.5f} commit={r[:, 2].mean():.4f}"
             )
+        if eval_sets and time.time() - last_eval > eval_every_s:
+            q = evaluate_codec(codec, eval_sets, (8, max_q))
+            progress.append({"step": step, "t_s": round(time.time() - t_start), "heldout_subset": q})
+            log(f"step {step} held-out subset: " + json.dumps({k: v["8"] for k, v in q.items()})[:400])
+            last_eval = time.time()
         if time.time() - last_ckpt > checkpoint_every_s:
-            write(False, {})
+            _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
+            write_weights(False, {})
             last_ckpt = time.time()
     codec.eval()
+    _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
     extra: dict[str, Any] = {}
-    write(False, extra)
+    write_weights(False, extra)
     if evaluate:
-        from vemi_eval.data.corpus import espeak_corpus
-
-        held = espeak_corpus(split="heldout", sample_rate=cfg.sample_rate)
         t_eval = time.time()
-        extra["heldout_quality"] = evaluate_codec(codec, held, EVAL_CODEBOOKS + (max_q,))
+        extra["heldout_quality"] = evaluate_codec(plain_copy(codec).to("cpu"), heldout_sets(cfg.sample_rate))
         extra["heldout_quality_note"] = (
-            "mean over espeak_corpus(split='heldout'): unseen speakers and sentences"
+            "offline round trip, mean over held-out voices never used in training, per engine: "
+            "espeak_eval_corpus = the codec suite's data; *_heldout_voices = codec_corpus(split='heldout')"
         )
-        log(f"held-out quality ({time.time() - t_eval:.0f}s): {json.dumps(extra['heldout_quality'])}")
-    write(True, extra)
+        log(f"held-out quality ({time.time() - t_eval:.0f}s): " + json.dumps(
+            {k: {n: (round(v["pesq_wb"], 3), round(v["stoi"], 3), round(v["level_db"], 2)) for n, v in q.items()}
+             for k, q in extra["heldout_quality"].items()}))  # fmt: skip
+    write_weights(True, extra)
     return json.loads(json_path.read_text())

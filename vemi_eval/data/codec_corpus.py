@@ -1,0 +1,302 @@
+"""The codec's training corpus: many synthetic and recorded voices, thousands of sentences, whole voices
+held out.
+
+Two engines, both Debian packages (no other speech source is allowed):
+
+* espeak-ng: every English base voice combined with its ~100 voice variants, at random pitch and rate.
+  A variant behaves as a distinct speaker (accents of one base voice do not, design.md 2b), so whole
+  *variants* are held out, including the four of the espeak evaluation corpus (``corpus.SPEAKERS``).
+* festival with the festvox voices: recorded human speakers (English, Czech, Finnish, Italian, Catalan,
+  Russian, Hindi, Marathi, Telugu). A codec does not care about language; each voice reads text in its
+  own script. Whole voices are held out, at least one per language family where there are two.
+
+Sentences are random word sequences (English words from Debian's ``wamerican`` list; random syllables
+in the native script for the Indic and Russian voices): the codec needs phonetic variety, not meaning.
+Audio is loudness-normalised, resampled to the codec's rate and stored once per recipe hash under
+``$VEMI_CACHE/codec_corpus/<hash>/`` as int16 (one array per split, plus a JSON index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import DataError
+from .audio import resample
+from .corpus import SPEAKERS as EVAL_SPEAKERS
+from .corpus import espeak_version
+
+RECIPE_VERSION = 1
+TARGET_RMS_DB = -24.0
+WORDLIST = Path("/usr/share/dict/american-english")
+
+ESPEAK_BASES = (
+    "en-us", "en-gb", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp",
+    "en-us-nyc",
+)  # fmt: skip
+# Variants never used for training: the espeak evaluation corpus's held-out speakers, and four more.
+HELDOUT_VARIANTS = tuple(s.voice.split("+")[1] for s in EVAL_SPEAKERS[-4:]) + ("Mike", "m2", "f2", "Tweaky")
+EVAL_TRAIN_VARIANTS = tuple(s.voice.split("+")[1] for s in EVAL_SPEAKERS[:-4])
+
+
+@dataclass(frozen=True)
+class FestivalVoice:
+    name: str  # festival voice_<name>
+    language: str
+    script: str  # latin | devanagari | telugu | cyrillic
+    heldout: bool
+
+
+FESTIVAL_VOICES: tuple[FestivalVoice, ...] = (
+    FestivalVoice("kal_diphone", "en", "latin", False),
+    FestivalVoice("ked_diphone", "en", "latin", True),
+    FestivalVoice("czech_dita", "cs", "latin", False),
+    FestivalVoice("czech_krb", "cs", "latin", False),
+    FestivalVoice("czech_machac", "cs", "latin", False),
+    FestivalVoice("czech_ph", "cs", "latin", True),
+    FestivalVoice("suo_fi_lj_diphone", "fi", "latin", False),
+    FestivalVoice("hy_fi_mv_diphone", "fi", "latin", True),
+    FestivalVoice("lp_diphone", "it", "latin", False),
+    FestivalVoice("pc_diphone", "it", "latin", True),
+    FestivalVoice("upc_ca_ona_hts", "ca", "latin", False),
+    FestivalVoice("msu_ru_nsh_clunits", "ru", "cyrillic", False),
+    FestivalVoice("hindi_NSK_diphone", "hi", "devanagari", False),
+    FestivalVoice("marathi_NSK_diphone", "mr", "devanagari", True),
+    FestivalVoice("telugu_NSK_diphone", "te", "telugu", False),
+)
+
+
+@dataclass(frozen=True)
+class CorpusSize:
+    espeak_train: int = 2400
+    festival_train_per_voice: int = 160
+    espeak_heldout_per_variant: int = 6
+    festival_heldout_per_voice: int = 10
+
+
+@dataclass
+class CodecCorpus:
+    """One split: int16 audio concatenated, with per-utterance offsets and labels."""
+
+    audio: np.ndarray  # int16 [N]
+    offsets: np.ndarray  # int64 [U + 1]
+    items: list[dict]  # per utterance: engine, voice, text, ...
+    sample_rate: int
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def utterance(self, i: int) -> np.ndarray:
+        return self.audio[self.offsets[i] : self.offsets[i + 1]].astype(np.float32) / 32767.0
+
+    @property
+    def hours(self) -> float:
+        return self.audio.size / self.sample_rate / 3600.0
+
+
+# --- text ---------------------------------------------------------------------------------------
+_DEVANAGARI_C = "कखगघचछजझटठडढतथदधनपफबभमयरलवशसह"
+_DEVANAGARI_V = ["", "ा", "ि", "ी", "ु", "ू", "े", "ै", "ो", "ौ"]
+_TELUGU_C = "కఖగఘచఛజఝటఠడఢతథదధనపఫబభమయరలవశసహ"
+_TELUGU_V = ["", "ా", "ి", "ీ", "ు", "ూ", "ె", "ే", "ై", "ొ", "ో"]
+_CYRILLIC_C = "бвгджзклмнпрстфхцчшщ"
+_CYRILLIC_V = "аеиоуыэюя"
+
+
+def _english_words() -> list[str]:
+    if not WORDLIST.is_file():
+        raise DataError(f"{WORDLIST} not found (the codec corpus needs Debian's wamerican: apt install wamerican)")
+    words = [w.strip() for w in WORDLIST.read_text(encoding="utf-8", errors="ignore").splitlines()]
+    return sorted({w.lower() for w in words if w.isascii() and w.isalpha() and 2 <= len(w) <= 12})
+
+
+def _syllable_word(rng: np.random.Generator, script: str) -> str:
+    n = int(rng.integers(1, 4))
+    if script == "devanagari":
+        return "".join(rng.choice(list(_DEVANAGARI_C)) + rng.choice(_DEVANAGARI_V) for _ in range(n))
+    if script == "telugu":
+        return "".join(rng.choice(list(_TELUGU_C)) + rng.choice(_TELUGU_V) for _ in range(n))
+    if script == "cyrillic":
+        return "".join(rng.choice(list(_CYRILLIC_C)) + rng.choice(list(_CYRILLIC_V)) for _ in range(n + 1))
+    raise ValueError(script)
+
+
+def sentence(rng: np.random.Generator, script: str, words: list[str]) -> str:
+    n = int(rng.integers(5, 13))
+    if script == "latin":
+        return " ".join(words[int(rng.integers(len(words)))] for _ in range(n)) + "."
+    return " ".join(_syllable_word(rng, script) for _ in range(n)) + "."
+
+
+# --- voices -------------------------------------------------------------------------------------
+def espeak_variants() -> list[str]:
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    names = []
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 5 and parts[4].startswith("!v/"):  # a file name with a space is not addressable
+            names.append(parts[4][3:])
+    return sorted(set(names))
+
+
+def _normalise(audio: np.ndarray) -> np.ndarray | None:
+    audio = np.asarray(audio, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(audio**2))) if audio.size else 0.0
+    if rms < 1e-4 or audio.size < 4000:
+        return None
+    gain = min(10 ** (TARGET_RMS_DB / 20) / rms, 10 ** (-1 / 20) / float(np.abs(audio).max()))
+    return (audio * gain).astype(np.float32)
+
+
+def _espeak(voice: str, pitch: int, rate: int, text: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = os.path.join(tmp, "u.wav")
+        cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", wav, text]
+        subprocess.run(cmd, check=True, capture_output=True)
+        audio, sr = sf.read(wav, dtype="float32")
+    return audio, sr
+
+
+def _festival_batch(voice: FestivalVoice, texts: list[str], stretches: list[float]) -> list[tuple[np.ndarray, int]]:
+    """All ``texts`` in one festival process (its start-up dominates a single sentence)."""
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = [f"(voice_{voice.name})"]
+        for i, (t, s) in enumerate(zip(texts, stretches)):
+            t = t.replace("\\", " ").replace('"', " ")
+            lines.append(f"(Parameter.set 'Duration_Stretch {s:.3f})")
+            lines.append(f'(set! u (Utterance Text "{t}")) (utt.synth u) (utt.save.wave u "{tmp}/{i}.wav")')
+        subprocess.run(["festival", "--pipe"], input="\n".join(lines), text=True, capture_output=True, timeout=3600)
+        out = []
+        for i in range(len(texts)):
+            path = Path(tmp) / f"{i}.wav"
+            if path.is_file():
+                a, sr = sf.read(path, dtype="float32")
+                out.append((a if a.ndim == 1 else a.mean(-1), sr))
+            else:
+                out.append((np.zeros(0, np.float32), 16000))
+    return out
+
+
+def recipe(size: CorpusSize, seed: int) -> dict:
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "espeak": espeak_version(),
+        "espeak_bases": list(ESPEAK_BASES),
+        "heldout_variants": list(HELDOUT_VARIANTS),
+        "festival_voices": [asdict(v) for v in FESTIVAL_VOICES],
+        "size": asdict(size),
+        "seed": seed,
+        "wordlist_sha256": hashlib.sha256(WORDLIST.read_bytes()).hexdigest() if WORDLIST.is_file() else None,
+        "target_rms_db": TARGET_RMS_DB,
+    }
+
+
+def _build(size: CorpusSize, seed: int, sample_rate: int, log) -> dict[str, tuple[list[np.ndarray], list[dict]]]:
+    rng = np.random.default_rng(seed)
+    words = _english_words()
+    variants = espeak_variants()
+    missing = [v for v in HELDOUT_VARIANTS + EVAL_TRAIN_VARIANTS if v not in variants]
+    if missing:
+        raise DataError(f"espeak-ng lacks the voice variants {missing}")
+    train_variants = [v for v in variants if v not in HELDOUT_VARIANTS]
+    splits: dict[str, tuple[list[np.ndarray], list[dict]]] = {"train": ([], []), "heldout": ([], [])}
+
+    def add(split: str, audio: np.ndarray, sr: int, item: dict) -> None:
+        a = _normalise(resample(audio, sr, sample_rate))
+        if a is not None:
+            splits[split][0].append(a)
+            splits[split][1].append(item)
+
+    jobs = [("train", rng.choice(ESPEAK_BASES), rng.choice(train_variants)) for _ in range(size.espeak_train)]
+    jobs += [
+        ("heldout", rng.choice(ESPEAK_BASES), v) for v in HELDOUT_VARIANTS for _ in range(size.espeak_heldout_per_variant)
+    ]
+    for k, (split, base, variant) in enumerate(jobs):
+        pitch, rate = int(rng.integers(20, 81)), int(rng.integers(130, 211))
+        text = sentence(rng, "latin", words)
+        voice = f"{base}+{variant}"
+        audio, sr = _espeak(voice, pitch, rate, text)
+        add(split, audio, sr, {"engine": "espeak", "voice": voice, "speaker": variant, "pitch": pitch,
+                               "rate": rate, "text": text})  # fmt: skip
+        if log and k % 500 == 0:
+            log(f"[codec corpus] espeak {k}/{len(jobs)}")
+    for v in FESTIVAL_VOICES:
+        n = size.festival_heldout_per_voice if v.heldout else size.festival_train_per_voice
+        texts = [sentence(rng, v.script, words) for _ in range(n)]
+        stretches = [float(rng.uniform(0.85, 1.2)) for _ in range(n)]
+        for text, s, (audio, sr) in zip(texts, stretches, _festival_batch(v, texts, stretches)):
+            add("heldout" if v.heldout else "train", audio, sr,
+                {"engine": "festival", "voice": v.name, "speaker": v.name, "language": v.language,
+                 "stretch": round(s, 3), "text": text})  # fmt: skip
+        if log:
+            log(f"[codec corpus] festival {v.name}: {n} sentences")
+    return splits
+
+
+def _corpus_root() -> Path:
+    base = os.environ.get("VEMI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vemi-eval")
+    return Path(base) / "codec_corpus"
+
+
+def codec_corpus(
+    split: str,
+    *,
+    size: CorpusSize = CorpusSize(),
+    seed: int = 0,
+    sample_rate: int = 24000,
+    cache_dir: str | Path | None = None,
+    log=print,
+) -> CodecCorpus:
+    """The ``train`` or ``heldout`` split (built once per recipe, then read from the cache)."""
+    if split not in ("train", "heldout"):
+        raise DataError(f"unknown codec corpus split {split!r} (expected 'train' or 'heldout')")
+    rec = recipe(size, seed)
+    rec["sample_rate"] = sample_rate
+    digest = hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:16]
+    folder = (Path(cache_dir) if cache_dir else _corpus_root()) / digest
+    done = folder / "done.json"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, (audios, items) in _build(size, seed, sample_rate, log).items():
+            offsets = np.cumsum([0] + [len(a) for a in audios]).astype(np.int64)
+            pcm = np.clip(np.concatenate(audios) * 32767.0, -32767, 32767).astype(np.int16)
+            for suffix, arr in (("audio", pcm), ("offsets", offsets)):
+                tmp = folder / f"{name}.{suffix}.tmp.npy"
+                np.save(tmp, arr)
+                os.replace(tmp, folder / f"{name}.{suffix}.npy")
+            (folder / f"{name}.items.json").write_text(json.dumps(items))
+        (folder / "recipe.json").write_text(json.dumps(rec, indent=1))
+        done.write_text(json.dumps({"digest": digest}))
+    audio = np.load(folder / f"{split}.audio.npy", mmap_mode="r")
+    offsets = np.load(folder / f"{split}.offsets.npy")
+    items = json.loads((folder / f"{split}.items.json").read_text())
+    h = hashlib.sha256(digest.encode())
+    h.update(np.ascontiguousarray(audio).tobytes())
+    return CodecCorpus(np.asarray(audio), offsets, items, sample_rate, h.hexdigest())
+
+
+def summary(corpus: CodecCorpus) -> dict:
+    """Counts per engine and voice (for the training sidecar)."""
+    by_engine: dict[str, dict[str, int]] = {}
+    for it in corpus.items:
+        by_engine.setdefault(it["engine"], {}).setdefault(it["speaker"], 0)
+        by_engine[it["engine"]][it["speaker"]] += 1
+    return {
+        "utterances": len(corpus),
+        "hours": round(corpus.hours, 3),
+        "voices": {e: len(v) for e, v in by_engine.items()},
+        "per_voice": by_engine,
+        "sha256": corpus.sha256,
+    }
