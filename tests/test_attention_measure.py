@@ -72,8 +72,8 @@ def test_records_per_context_and_prefill_block(backend, with_streamer):
     assert prefill[8] == [] and len(prefill[32]) == len(prefill[64]) == 1  # a 16-token block needs n >= 16
     assert len([r for r in recs if r.metric == "attention_time"]) == 5
     for rec in [decode[n][0] for n in decode] + [prefill[32][0], prefill[64][0]]:
-        samples = rec.extra["samples"]
-        assert rec.unit == "ms" and rec.extra["statistic"] == "median" and len(samples) == 3 == rec.n
+        samples = rec.samples
+        assert rec.unit == "ms" and rec.statistic == "median" and len(samples) == 3 == rec.n
         assert rec.value == pytest.approx(np.median(samples), abs=1e-5)  # samples kept to 10 ns
         assert rec.ci_low <= rec.value <= rec.ci_high
         assert rec.extra["backend"] == backend and rec.extra["layers"] == LAYERS

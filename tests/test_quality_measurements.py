@@ -117,7 +117,7 @@ def test_codec_quality_rises_with_codebooks_and_counts_items():
     assert r.status == OK and r.extra["scored"] == 2 and r.extra["of"] == 2
     assert abs(r.value - 24.0) < 0.5  # the fake adds noise 24 dB below the speech at 8 codebooks
     assert r.condition["bitrate_kbps"] == pytest.approx(8 * 11 * 12.5 / 1000)
-    assert r.extra["evaluator"]["name"] == "sisdr"
+    assert r.evaluator["name"] == "sisdr"
     assert len(ctx.samples) == 3 * 3 * 2
 
 

@@ -54,9 +54,9 @@ def fake_a(ctx):
             "ms",
             len(t),
             higher_is_better=False,
+            samples=t.tolist(),
+            statistic="median",
             extra={
-                "samples": t.tolist(),
-                "statistic": "median",
                 "frames": len(t),
                 "duration_s": len(t) * 0.08,
             },
@@ -81,7 +81,7 @@ def fake_b(ctx):
             "ms",
             len(t),
             higher_is_better=False,
-            extra={"samples": t.tolist()},
+            samples=t.tolist(),
         )
     ]
 

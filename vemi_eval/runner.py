@@ -16,20 +16,13 @@ import random
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import results as rs
-from .errors import (
-    EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
-    EXIT_INVALID,
-    EXIT_OK,
-    DataError,
-    OptionsError,
-    user_error_types,
-)
+from . import rundir
+from .environment import environment, now_iso
+from .errors import DataError, OptionsError, user_error_types
 from .measurements import MeasureContext, VariantRef
 from .records import INVALID, OK, SKIPPED, MetricRecord
 from .stats import bootstrap_ci, infer_statistic, ratio_ci
@@ -39,7 +32,7 @@ log = logging.getLogger("vemi_eval.run")
 
 # --preset NAME: the LM preset and the codec it goes with.
 PRESETS = {"tiny": ("tiny", "tiny"), "moshi-7b": ("moshi-7b", "mimi"), "moshi-2b": ("moshi-2b", "mimi")}
-VALID, INVALID_RUN, INCOMPLETE = "VALID", "INVALID", "INCOMPLETE"
+VALID, INVALID_RUN, INCOMPLETE = rundir.VALID, rundir.INVALID, rundir.INCOMPLETE
 
 
 @dataclass
@@ -239,8 +232,8 @@ def _cond_key(rec: MetricRecord) -> str:
 
 
 def record_samples(rec: MetricRecord, rows: list[dict[str, Any]]) -> list[float] | None:
-    """Raw samples behind a record: extra["samples"], else ctx rows naming its metric and condition."""
-    s = rec.extra.get("samples")
+    """Raw samples behind a record: its own samples, else ctx rows naming its metric and condition."""
+    s = rec.samples
     if isinstance(s, list) and s and all(isinstance(x, (int, float)) for x in s):
         return [float(x) for x in s]
     picked = [
@@ -254,7 +247,7 @@ def record_samples(rec: MetricRecord, rows: list[dict[str, Any]]) -> list[float]
 
 
 def _statistic(rec: MetricRecord, samples: list[float]) -> str | None:
-    stat = rec.extra.get("statistic")
+    stat = rec.statistic
     if isinstance(stat, str):
         return stat
     return infer_statistic(samples, rec.value) if rec.value is not None else None
@@ -267,10 +260,10 @@ def fill_intervals(
     by_key = {}
     for r in records:
         if r.variant == baseline and r.value is not None:
-            by_key[(r.extra.get("kind"), r.metric, _cond_key(r))] = r
+            by_key[(r.kind, r.metric, _cond_key(r))] = r
 
     def samples_of(r: MetricRecord) -> list[float] | None:
-        return record_samples(r, rows.get((r.extra.get("kind"), r.variant), []))
+        return record_samples(r, rows.get((r.kind, r.variant), []))
 
     for r in records:
         if r.value is None or r.status not in (OK, INVALID):
@@ -281,7 +274,7 @@ def fill_intervals(
             r.ci_low, r.ci_high = bootstrap_ci(samples, stat, seed=seed)
         if r.variant == baseline or r.ratio_to_baseline is not None:
             continue
-        b = by_key.get((r.extra.get("kind"), r.metric, _cond_key(r)))
+        b = by_key.get((r.kind, r.metric, _cond_key(r)))
         if b is None or not b.value:
             continue
         r.ratio_to_baseline = r.value / b.value
@@ -306,12 +299,7 @@ def _fingerprint(
     }
 
 
-def _canon(x: Any) -> str:
-    return json.dumps(x, sort_keys=True, default=str)
-
-
-def _default_out(suite: Suite) -> Path:
-    return Path("runs") / f"{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+RUN_FILES = (rs.PARTIAL_FILE, rs.RESULTS_FILE, rs.SAMPLES_FILE, rs.LOG_FILE, rs.REPORT_FILE)
 
 
 def _prepare_out(out: Path, fingerprint: dict, resume: bool) -> tuple[list[dict[str, Any]], str | None]:
@@ -321,14 +309,10 @@ def _prepare_out(out: Path, fingerprint: dict, resume: bool) -> tuple[list[dict[
         header = next((e for e in entries if e.get("type") == "header"), None)
         if header is None:
             raise OptionsError(f"--resume: {out} holds no partial run ({rs.PARTIAL_FILE} missing or empty)")
-        old = header.get("fingerprint", {})
-        diff = [k for k, v in fingerprint.items() if _canon(old.get(k)) != _canon(v)]
-        if diff:
-            raise OptionsError(f"--resume: the run in {out} was made with a different {', '.join(diff)}")
+        rundir.check_same_run(out, header.get("fingerprint", {}), fingerprint)
         return entries, header.get("started")
     out.mkdir(parents=True, exist_ok=True)
-    for name in (rs.PARTIAL_FILE, rs.RESULTS_FILE, rs.SAMPLES_FILE, rs.LOG_FILE, rs.REPORT_FILE):
-        (out / name).unlink(missing_ok=True)  # a new run in the same directory starts afresh
+    rundir.clear(out, RUN_FILES)  # a new run in the same directory starts afresh
     return [], None
 
 
@@ -339,6 +323,28 @@ def _attach_log(out: Path) -> logging.Handler:
     root.setLevel(logging.INFO)
     root.addHandler(handler)
     return handler
+
+
+@dataclass
+class RunJob:
+    """What every measurement of one run shares: where results go, the suite, the settings checked
+    before any work, and the baseline every variant is measured against."""
+
+    out: Path
+    suite: Suite
+    model: dict[str, Any]
+    variants: list[VariantDecl]
+    seed: int
+    threads: int
+    quick: bool
+    data: dict[str, Any]
+    validity: dict[str, Any]
+    baseline: VariantRef | None = None
+    bar: Any = None
+
+    @property
+    def device(self) -> str:
+        return str(self.model["device"])
 
 
 def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutcome:
@@ -363,13 +369,17 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     quick_rules = validity.pop("quick", {})
     if opts.quick:
         validity.update(quick_rules)
+    data = {**suite.data, "quick": opts.quick}
+    if opts.data is not None:  # --data wins over the suite's [data] dir
+        data["dir"] = str(Path(opts.data).resolve())
 
-    out = Path(opts.out) if opts.out else _default_out(suite)
+    out = Path(opts.out) if opts.out else rundir.default_out(suite.name)
+    job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity)
     fingerprint = _fingerprint(suite, model, variants, seed, opts.quick)
     entries, started = _prepare_out(out, fingerprint, opts.resume)
     handler = _attach_log(out)
     torch.set_num_threads(threads)
-    started = started or rs.now_iso()
+    started = started or now_iso()
     if not entries:
         rs.append_partial(out, {"type": "header", "started": started, "fingerprint": fingerprint})
     done = {(e["kind"], e["variant"]) for e in entries if e.get("type") == "result"}
@@ -388,71 +398,51 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     build_fn = opts.build_fn
     if build_fn is None:
         from reference_model.build import build_duplex as build_fn
-    data = {**suite.data, "quick": opts.quick}
-    if opts.data is not None:  # --data wins over the suite's [data] dir
-        data["dir"] = str(Path(opts.data).resolve())
     builders = {v.name: _VariantBuilder(v, model, seed, build_fn) for v in variants}
     refs = {
         v.name: VariantRef(v.name, list(v.flags), builders[v.name], is_baseline=(i == 0))
         for i, v in enumerate(variants)
     }
-    baseline = refs[variants[0].name]
+    job.baseline = refs[variants[0].name]
     todo = plan(suite, variants)
     interrupted = False
-    bar = _progress(len(todo), opts.progress)
+    job.bar = _progress(len(todo), opts.progress)
     try:
         for v in variants:
             for vv, kind in todo:
                 if vv is not v:
                     continue
-                bar.set_description(f"{kind} / {v.name}")
+                job.bar.set_description(f"{kind} / {v.name}")
                 if (kind, v.name) in done:
                     log.info("resume: %s/%s already on disk, skipped", kind, v.name)
                 else:
-                    _measure_one(
-                        out,
-                        suite,
-                        kind,
-                        kinds[kind],
-                        refs[v.name],
-                        baseline,
-                        seed,
-                        opts,
-                        data,
-                        validity,
-                        skip_reason.get(v.name),
-                        model["device"],
-                        bar,
-                    )
-                bar.update(1)
-            if v.name != baseline.name:
+                    _measure_one(job, kind, kinds[kind], refs[v.name], skip_reason.get(v.name))
+                job.bar.update(1)
+            if v.name != job.baseline.name:
                 builders[v.name].release()
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: finished measurements are in %s", rs.PARTIAL_FILE)
     finally:
-        bar.close()
+        job.bar.close()
         for b in builders.values():
             b.release()
 
     try:
-        doc = finalize(out, suite, model, variants, todo, seed, threads, opts.quick, started, interrupted)
+        results = finalize(job, todo, started, interrupted)
         report = None
         if opts.history:
             from .history import append_run
 
-            run_id = append_run(doc, out_dir=out.resolve(), path=opts.history_path)
+            run_id = append_run(results.to_dict(), out_dir=out.resolve(), path=opts.history_path)
             log.info("history: run %d appended", run_id)
         if opts.report:
             report = _build_report(out, echo)
     finally:
         logging.getLogger("vemi_eval").removeHandler(handler)
         handler.close()
-    status = doc["status"]
-    code = {VALID: EXIT_OK, INVALID_RUN: EXIT_INVALID, INCOMPLETE: EXIT_INCOMPLETE}[status]
-    if interrupted:
-        code = EXIT_INTERRUPTED
-    return RunOutcome(status, out, code, doc, report)
+    code = rundir.exit_code([results.status], interrupted)
+    return RunOutcome(results.status, out, code, results.to_dict(), report)
 
 
 def plan(suite: Suite, variants: list[VariantDecl]) -> list[tuple[VariantDecl, str]]:
@@ -472,50 +462,46 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="measurement", leave=False, dynamic_ncols=True)
 
 
+def _result_entry(kind: str, variant: str, records: list[MetricRecord], samples: list) -> dict[str, Any]:
+    return {
+        "type": "result",
+        "kind": kind,
+        "variant": variant,
+        "records": [r.to_dict() for r in records],
+        "samples": samples,
+    }
+
+
 def _measure_one(
-    out: Path,
-    suite: Suite,
+    job: RunJob,
     kind: str,
     fn: Callable[[MeasureContext], Any],
     variant: VariantRef,
-    baseline: VariantRef,
-    seed: int,
-    opts: RunOptions,
-    data: dict[str, Any],
-    validity: dict[str, Any],
     skip_reason: str | None,
-    device: str,
-    bar: Any,
 ) -> None:
+    suite, out = job.suite, job.out
     if skip_reason:
-        rec = MetricRecord(suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=skip_reason)
-        rec.extra["kind"] = kind
-        rs.append_partial(
-            out,
-            {
-                "type": "result",
-                "kind": kind,
-                "variant": variant.name,
-                "records": [rec.to_dict()],
-                "samples": [],
-            },
+        rec = MetricRecord(
+            suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=skip_reason, kind=kind
         )
+        rs.append_partial(out, _result_entry(kind, variant.name, [rec], []))
         log.info("%s/%s skipped: %s", kind, variant.name, skip_reason)
         return
+    assert job.baseline is not None
     ctx = MeasureContext(
         suite=suite.name,
         kind=kind,
         variant=variant,
-        baseline=baseline,
-        params=suite.params_for(kind, opts.quick),
-        seed=seed,
-        quick=opts.quick,
-        device=str(device),
-        data=dict(data),
-        progress=lambda msg: bar.set_postfix_str(str(msg)[:60], refresh=True),
+        baseline=job.baseline,
+        params=suite.params_for(kind, job.quick),
+        seed=job.seed,
+        quick=job.quick,
+        device=job.device,
+        data=dict(job.data),
+        progress=lambda msg: job.bar.set_postfix_str(str(msg)[:60], refresh=True),
     )
     release_memory()
-    seed_everything(seed)
+    seed_everything(job.seed)
     log.info("measuring %s on %s with %s", kind, variant.name, ctx.params)
     try:
         records = list(fn(ctx) or [])
@@ -532,7 +518,7 @@ def _measure_one(
             out,
             {"type": "error", "kind": kind, "variant": variant.name, "error": f"{type(exc).__name__}: {exc}"},
         )
-        bar.write(
+        job.bar.write(
             f"error: measurement {kind} on {variant.name} failed: {type(exc).__name__}: {exc}"
             f" (traceback in {out / rs.LOG_FILE})"
         )
@@ -540,34 +526,17 @@ def _measure_one(
     for r in records:
         r.suite = r.suite or suite.name
         r.variant = r.variant or variant.name
-        r.extra.setdefault("kind", kind)
-        apply_validity(r, validity)
-    rs.append_partial(
-        out,
-        {
-            "type": "result",
-            "kind": kind,
-            "variant": variant.name,
-            "records": [r.to_dict() for r in records],
-            "samples": ctx.samples,
-        },
-    )
+        r.kind = r.kind or kind
+        apply_validity(r, job.validity)
+    rs.append_partial(out, _result_entry(kind, variant.name, records, ctx.samples))
     log.info("%s/%s: %d records", kind, variant.name, len(records))
 
 
 def finalize(
-    out: Path,
-    suite: Suite,
-    model: dict[str, Any],
-    variants: list[VariantDecl],
-    todo: list[tuple[VariantDecl, str]],
-    seed: int,
-    threads: int,
-    quick: bool,
-    started: str,
-    interrupted: bool = False,
-) -> dict[str, Any]:
+    job: RunJob, todo: list[tuple[VariantDecl, str]], started: str, interrupted: bool = False
+) -> rs.RunResults:
     """Gather the partial file into results.json + samples.csv (the last entry per (kind, variant) wins)."""
+    out, suite, variants = job.out, job.suite, job.variants
     entries = rs.read_partial(out)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for e in entries:
@@ -582,7 +551,7 @@ def finalize(
             continue
         records += [rs.record_from_dict(d) for d in e["records"]]
         rows[key] = e.get("samples", [])
-    fill_intervals(records, rows, variants[0].name, seed)
+    fill_intervals(records, rows, variants[0].name, job.seed)
 
     missing = sorted({(k, v.name) for v, k in todo} - set(latest))
     invalid = [f"{r.variant}/{r.metric}: {r.reason or 'invalid'}" for r in records if r.status == INVALID]
@@ -595,45 +564,33 @@ def finalize(
     evaluators: dict[str, Any] = {}
     data_hashes: dict[str, Any] = {}
     for r in records:
-        ev = r.extra.get("evaluator")
+        ev = r.evaluator
         if isinstance(ev, dict) and ev.get("name"):
             evaluators[ev["name"]] = {k: v for k, v in ev.items() if k != "name"}
-        d = r.extra.get("data")
-        if isinstance(d, dict):
-            data_hashes.update(d)
+        data_hashes.update(r.data)
     all_rows = [row for rr in rows.values() for row in rr]
     rs.write_samples_csv(out, rs.sample_rows(records, all_rows))
-    doc = {
-        "schema": rs.SCHEMA,
-        "schema_version": rs.SCHEMA_VERSION,
-        "suite": {
-            "name": suite.name,
-            "description": suite.description,
-            "path": str(suite.path) if suite.path else None,
-            "sha256": suite.sha256,
-            "content": suite.content,
-        },
-        "model": model,
-        "variants": [
-            {"name": v.name, "flags": list(v.flags), "is_baseline": i == 0} for i, v in enumerate(variants)
-        ],
-        "seed": seed,
-        "quick": quick,
-        "threads": threads,
-        "status": status,
-        "invalid_reasons": invalid,
-        "errors": errors,
-        "missing": [f"{k}/{v}" for k, v in missing],
-        "environment": rs.environment(threads),
-        "evaluators": evaluators,
-        "data": data_hashes,
-        "started": started,
-        "finished": rs.now_iso(),
-        "metrics": [r.to_dict() for r in records],
-    }
-    rs.write_results(out, doc)
+    results = rs.RunResults(
+        suite=rs.SuiteFacts.of(suite),
+        model=job.model,
+        variants=[rs.VariantFacts(v.name, list(v.flags), i == 0) for i, v in enumerate(variants)],
+        seed=job.seed,
+        quick=job.quick,
+        threads=job.threads,
+        status=status,
+        invalid_reasons=invalid,
+        errors=errors,
+        missing=[f"{k}/{v}" for k, v in missing],
+        environment=environment(job.threads),
+        evaluators=evaluators,
+        data=data_hashes,
+        started=started,
+        finished=now_iso(),
+        metrics=records,
+    )
+    rs.write_results(out, results.to_dict())
     log.info("results.json written: status %s, %d records", status, len(records))
-    return doc
+    return results
 
 
 def _build_report(out: Path, echo: Callable[[str], None]) -> Path | None:

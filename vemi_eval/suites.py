@@ -110,17 +110,22 @@ class Suite:
 
     def params_for(self, kind: str, quick: bool) -> dict[str, Any]:
         """The kind's parameters (runner keys removed), with its [kind.quick] overrides under --quick."""
-        table = self.kinds[kind]
-        params = {k: v for k, v in table.items() if k not in KIND_KEYS}
-        if quick:
-            params.update(table.get("quick", {}))
-        return params
+        return with_quick(self.kinds[kind], quick)
 
     def variants_for(self, kind: str) -> list[VariantDecl]:
         names = self.kinds[kind].get("variants")
         if names is None:
             return list(self.variants)
         return [v for v in self.variants if v.name in names]
+
+
+def with_quick(table: Mapping[str, Any], quick: bool) -> dict[str, Any]:
+    """A kind's table without the runner's keys, its ``quick`` sub-table applied under --quick: the one
+    place where quick overrides are merged."""
+    params = {k: v for k, v in table.items() if k not in KIND_KEYS}
+    if quick:
+        params.update(table.get("quick") or {})
+    return params
 
 
 # --- where suites live -----------------------------------------------------------------------------

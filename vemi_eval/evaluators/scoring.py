@@ -261,10 +261,11 @@ def records_from_rows(
             "of": of,
             "scored_text": f"scored {len(ok)} of {of}",
             "failures": summarize_failures(mrows) + bad_files[:5],
-            "evaluator": {"name": ev_name, **specs[ev_name].info()},
         }
-        if data_hash:
-            extra["data"] = dict(data_hash)
+        typed: dict[str, Any] = {
+            "evaluator": {"name": ev_name, **specs[ev_name].info()},
+            "data": dict(data_hash or {}),
+        }
         name = metric_prefix + metric
         base = dict(
             suite=ctx.suite,
@@ -279,7 +280,9 @@ def records_from_rows(
             reason = mrows[0]["reason"] if mrows else "no items"
             status = SKIPPED if skipped else FAILED
             why = f"{'skipped' if skipped else 'failed'} on all {len(mrows)} items: {reason}"
-            out.append(MetricRecord(value=None, n=0, status=status, reason=why, extra=extra, **base))
+            out.append(
+                MetricRecord(value=None, n=0, status=status, reason=why, extra=extra, **typed, **base)
+            )
             continue
         vals = np.array([r["value"] for r in ok], dtype=np.float64)
         if metric in ("wer", "cer"):
@@ -287,12 +290,16 @@ def records_from_rows(
             tots = np.array([r["total"] for r in ok], dtype=np.float64)
             value = float(errs.sum() / tots.sum())
             lo, hi = bootstrap_ratio_ci(errs, tots, ctx.seed)
-            extra["statistic"] = "total errors / total reference units"
-            rec = MetricRecord(value=value, n=len(ok), ci_low=lo, ci_high=hi, extra=extra, **base)
+            stat = "total errors / total reference units"
+            rec = MetricRecord(
+                value=value, n=len(ok), ci_low=lo, ci_high=hi, statistic=stat, extra=extra, **typed, **base
+            )
         else:
-            extra["statistic"] = "mean"
-            extra["samples"] = [float(v) for v in vals]
-            rec = MetricRecord(value=float(vals.mean()), n=len(ok), extra=extra, **base)
+            samples = [float(v) for v in vals]
+            rec = MetricRecord(
+                value=float(vals.mean()), n=len(ok), samples=samples, statistic="mean", extra=extra,
+                **typed, **base,
+            )
         if len(ok) < len(mrows):
             rec.reason = f"scored {len(ok)} of {of}; " + "; ".join(summarize_failures(mrows, 2))
         out.append(rec)

@@ -1,10 +1,16 @@
 """Measurement kinds: the code that turns a model variant into metric records.
 
 A suite file names measurement kinds (``latency``, ``throughput``, ``memory``, ``fidelity``, ``codec``,
-``wer``, ``speaker``, ``noise``...). Each kind is a function registered here:
+``wer``, ``speaker``, ``noise``...). Each kind is a function registered here, in a module of this package
+of its own (every module is imported by ``load_all``: a new file is a new kind):
 
-    @measurement("latency")
+    @measurement("latency", claims={"lm_step_time": [("frame_time_p50_ms", {"stage": "lm"})]})
     def measure_latency(ctx: MeasureContext) -> Iterable[MetricRecord]: ...
+
+``claims`` says which of its records stand for which claim metric of the enhancement registry
+(suites/claims/enhancements.toml): a glob over the record's metric name and the condition values it must
+carry ("*": the key must be present). The registry reads claims only through these declarations, so a
+metric renamed here is renamed for the registry too, and a test checks that every claim has one.
 
 The runner builds the context (the variant to measure, the suite's parameters for this kind, the seed,
 where raw samples go) and stores what comes back. A measurement never writes results files itself; it
@@ -15,11 +21,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import SuiteError
 from ..records import MetricRecord
+from ..suites import with_quick
 
 
 @dataclass
@@ -52,18 +60,46 @@ class MeasureContext:
             self.samples.append({"suite": self.suite, "variant": self.variant.name, "kind": self.kind, **r})
 
 
+class ParamsError(SuiteError, ValueError):
+    """A parameter the kind does not know (the suite loader rejects them first; this guards direct calls)."""
+
+
+def merged_params(ctx: MeasureContext, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The kind's declared defaults <- the suite's table <- its ``quick`` sub-table under --quick."""
+    table = dict(ctx.params or {})
+    quick = table.get("quick") or {}
+    unknown = sorted((set(table) - {"quick"} | set(quick)) - set(defaults))
+    if unknown:
+        raise ParamsError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **with_quick(table, ctx.quick)}
+
+
 MeasureFn = Callable[[MeasureContext], Iterable[MetricRecord]]
+# claim metric -> [(glob over the record's metric name, required condition values)]
+ClaimDecl = Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]]
 MEASUREMENTS: dict[str, MeasureFn] = {}
+CLAIMS: dict[str, ClaimDecl] = {}  # kind -> the claim metrics its records stand for
 
 
-def measurement(kind: str) -> Callable[[MeasureFn], MeasureFn]:
+def measurement(kind: str, *, claims: ClaimDecl | None = None) -> Callable[[MeasureFn], MeasureFn]:
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
             raise RuntimeError(f"measurement {kind!r} registered twice")
         MEASUREMENTS[kind] = fn
+        CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 
     return deco
+
+
+def claim_rules() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
+    """Claim metric -> every (glob, condition, kind) that stands for it, over all registered kinds."""
+    load_all()
+    out: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
+    for kind, decl in CLAIMS.items():
+        for metric, rules in decl.items():
+            out.setdefault(metric, []).extend((p, w, kind) for p, w in rules)
+    return out
 
 
 def load_all() -> dict[str, MeasureFn]:

@@ -6,7 +6,7 @@ q/k/v shapes that layer has at that fill (its heads, KV heads, head dim, dtype, 
 one pass over all temporal layers, i.e. the attention time of one LM step; nothing else of the step
 (projections, RoPE, cache write, FFN, depth transformer) is inside the timed region. The device is
 synchronised on both sides of each sample. Value: the median of ``repeats`` samples with a bootstrap
-interval; the raw samples travel in ``extra["samples"]`` so the runner puts an interval on the ratio.
+interval; the raw samples travel in the record's ``samples`` so the runner puts an interval on the ratio.
 
 How the caches are filled: random keys/values appended through the cache's own API (``append``), one
 position at a time, into the streamer's temporal caches (else caches made by ``make_cache``), then read
@@ -49,8 +49,8 @@ import torch
 
 from .. import timing
 from ..records import SKIPPED, MetricRecord
-from . import MeasureContext, measurement
-from .latency import RecordMaker, merged_params
+from . import MeasureContext, measurement, merged_params
+from .latency import RecordMaker
 
 DEFAULTS: dict[str, Any] = {
     "contexts": [125, 750, 3000],  # cached frames: 10 s, 60 s, 240 s of conversation at 12.5 Hz
@@ -271,7 +271,14 @@ def fill_levels(contexts: list[int], model_context: int) -> list[tuple[int, int]
     return sorted(out.items())
 
 
-@measurement("attention")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "attention_time": [("attention_time", {}), ("attention*_ms", {})],
+    "attention_memory": [("attention_peak_memory", {})],
+}
+
+
+@measurement("attention", claims=CLAIMS)
 def measure_attention(ctx: MeasureContext) -> list[MetricRecord]:
     from reference_model.enhancements import FlagError
 

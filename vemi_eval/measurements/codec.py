@@ -17,7 +17,7 @@ import torch
 from ..data.byo import Dataset, dataset_for
 from ..evaluators.scoring import DEFAULT_METRICS, Scorer, check_metrics, records_from_rows
 from ..records import MetricRecord
-from . import MeasureContext, measurement
+from . import MeasureContext, measurement, merged_params
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": [2, 4, 8],  # decode from the first n codebooks (capped at the codec's maximum)
@@ -27,15 +27,6 @@ PARAMS: dict[str, Any] = {
     "asr_model": "",  # local faster-whisper folder; "" = the bundled tiny.en
     "beam_size": 5,
 }
-
-
-def params_of(ctx: MeasureContext, defaults: dict[str, Any]) -> dict[str, Any]:
-    table = dict(ctx.params or {})
-    table.pop("quick", None)
-    unknown = sorted(set(table) - set(defaults))
-    if unknown:
-        raise ValueError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **table}
 
 
 def load_data(ctx: MeasureContext, sample_rate: int, params: dict[str, Any]) -> Dataset:
@@ -117,9 +108,17 @@ def sweep_codebooks(codec, requested: list[int]) -> list[int]:
     return sorted({min(int(n), top) for n in requested if int(n) >= 1})
 
 
-@measurement("codec")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "codec_quality": [("pesq*", {}), ("stoi*", {}), ("estoi*", {}), ("si_sdr*", {})],
+    "naturalness": [("dnsmos*", {})],
+    "quality": [("pesq*", {}), ("dnsmos*", {})],
+}
+
+
+@measurement("codec", claims=CLAIMS)
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
-    params = params_of(ctx, PARAMS)
+    params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
     codec = codec_of(model)
     sr = int(codec.sample_rate)
@@ -153,7 +152,9 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
                 len(sent[n]),
                 condition=cond,
                 higher_is_better=False,
-                extra={"statistic": "mean", "samples": sent[n], "data": {ds.name: ds.sha256}},
+                statistic="mean",
+                samples=sent[n],
+                data={ds.name: ds.sha256},
             )
         )
     timing = scorer.timings_ms()

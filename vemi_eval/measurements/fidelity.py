@@ -31,18 +31,13 @@ import torch
 
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
-from . import MeasureContext, measurement
+from . import MeasureContext, measurement, merged_params
 
 DEFAULTS: dict[str, Any] = {"frames": 100, "n_boot": 1000}
 
 
 def _params(ctx: MeasureContext) -> dict[str, Any]:
-    table = dict(ctx.params or {})
-    quick = table.pop("quick", {}) or {}
-    unknown = sorted((set(table) | set(quick)) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
-    params = {**DEFAULTS, **table, **(quick if ctx.quick else {})}
+    params = merged_params(ctx, DEFAULTS)
     if int(params["frames"]) < 2:
         raise ValueError(f"[{ctx.kind}] frames must be at least 2, got {params['frames']}")
     return params
@@ -130,7 +125,14 @@ def _first_divergence(base: torch.Tensor, var: torch.Tensor) -> int | None:
     return int(idx[0, 0]) if idx.numel() else None
 
 
-@measurement("fidelity")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "fidelity": [("*token_agreement*", {})],
+    "flops": [("flops*", {}), ("layers_executed*", {}), ("layer_share*", {})],
+}
+
+
+@measurement("fidelity", claims=CLAIMS)
 def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
     params = _params(ctx)
     frames, n_boot = int(params["frames"]), int(params["n_boot"])

@@ -28,7 +28,7 @@ import torch
 from .. import timing
 from ..records import INVALID, MetricRecord
 from ..stats import bootstrap_ci, summarize
-from . import MeasureContext, measurement
+from . import MeasureContext, measurement, merged_params
 
 STAGES = ("encode", "lm", "decode", "total")
 
@@ -45,19 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "position_buckets": 5,
     "budget_ms": None,  # None: one frame (1000 / frame_rate)
 }
-
-
-def merged_params(ctx: MeasureContext, defaults: dict[str, Any]) -> dict[str, Any]:
-    """defaults <- the suite's table <- its ``quick`` sub-table (under --quick). Unknown keys are errors."""
-    table = dict(ctx.params)
-    quick = table.pop("quick", {}) or {}
-    unknown = sorted((set(table) | set(quick)) - set(defaults))
-    if unknown:
-        raise ValueError(f"[{ctx.kind}] unknown parameter(s) {unknown}; known: {sorted(defaults)}")
-    params = {**defaults, **table}
-    if ctx.quick:
-        params.update(quick)
-    return params
 
 
 # --- input signal ---------------------------------------------------------------------------------------
@@ -93,10 +80,13 @@ def synthetic_speech(n_samples: int, sample_rate: int, seed: int = 0) -> np.ndar
     return out.astype(np.float32)
 
 
-def input_pcm(kind: str, n_samples: int, sample_rate: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """``n_samples`` of mono speech: the held-out espeak corpus looped ("corpus"), or ``synthetic_speech``."""
+def input_pcm(
+    kind: str, n_samples: int, sample_rate: int, seed: int
+) -> tuple[np.ndarray, dict[str, Any], dict[str, str]]:
+    """``n_samples`` of mono speech: the held-out espeak corpus looped ("corpus"), or ``synthetic_speech``.
+    Returns the audio, facts for the records' extra, and the data hashes (corpus name -> sha256)."""
     if kind == "synthetic":
-        return synthetic_speech(n_samples, sample_rate, seed), {"input": "synthetic", "input_seed": seed}
+        return synthetic_speech(n_samples, sample_rate, seed), {"input": "synthetic", "input_seed": seed}, {}
     if kind != "corpus":
         raise ValueError(f"input must be 'corpus' or 'synthetic', got {kind!r}")
     from ..data.corpus import corpus_sha256, espeak_corpus
@@ -106,7 +96,7 @@ def input_pcm(kind: str, n_samples: int, sample_rate: int, seed: int) -> tuple[n
     one_pass = np.concatenate([x for u in utts for x in (u.audio.astype(np.float32), gap)])
     reps = -(-n_samples // one_pass.size)
     pcm = np.tile(one_pass, reps)[:n_samples]
-    return pcm, {"input": "corpus", "corpus_sha256": corpus_sha256(utts), "corpus_utterances": len(utts)}
+    return pcm, {"input": "corpus", "corpus_utterances": len(utts)}, {"corpus": corpus_sha256(utts)}
 
 
 def stream_frames(pcm: np.ndarray, batch_size: int, frame_size: int, n_frames: int, device) -> torch.Tensor:
@@ -198,6 +188,8 @@ class RecordMaker:
         condition: dict[str, Any] | None = None,
         ci: tuple[float | None, float | None] = (None, None),
         extra: dict[str, Any] | None = None,
+        samples: list[float] | None = None,
+        statistic: str | None = None,
     ) -> MetricRecord:
         rec = MetricRecord(
             suite=self.ctx.suite,
@@ -210,6 +202,8 @@ class RecordMaker:
             ci_high=ci[1],
             condition={**self.base_condition, **(condition or {})},
             higher_is_better=higher_is_better,
+            samples=samples,
+            statistic=statistic,
             extra=extra or {},
         )
         self.records.append(rec)
@@ -229,7 +223,7 @@ class RecordMaker:
     ) -> MetricRecord:
         """``statistic`` of ``scale * samples + shift`` with its bootstrap interval.
 
-        The transformed samples travel in ``extra["samples"]`` with the statistic's name, so the runner
+        The transformed samples travel in the record's ``samples`` with the statistic's name, so the runner
         can put a bootstrap interval on the ratio to the baseline (it resamples both sides).
         """
         a = np.asarray(list(samples), dtype=np.float64) * scale + shift
@@ -242,7 +236,8 @@ class RecordMaker:
             higher_is_better=higher_is_better,
             condition=condition,
             ci=(lo, hi),
-            extra={"statistic": statistic, "samples": [round(float(x), 5) for x in a]},
+            samples=[round(float(x), 5) for x in a],
+            statistic=statistic,
         )
 
     def invalidate(self, reasons: list[str]) -> None:
@@ -307,7 +302,16 @@ def latency_records(
             )
 
 
-@measurement("latency")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "lm_step_time": [("frame_time_p50_ms", {"stage": "lm"}), ("lm_step*", {})],
+    "frame_latency": [("frame_time_p50_ms", {"stage": "total"}), ("end_to_end_p50_ms", {})],
+    "attention_time": [("frame_time_p50_ms", {"stage": "attention"})],
+    "latency_jitter": [("jitter_std_ms", {}), ("jitter_p99_minus_p50_ms", {})],
+}
+
+
+@measurement("latency", claims=CLAIMS)
 def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size = int(params["batch_size"])
@@ -323,7 +327,8 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     min_duration_s = float(params["min_duration_s"])
 
     total_frames = 1 + warmup + max_frames
-    pcm, input_info = input_pcm(params["input"], total_frames * model.frame_size, model.sample_rate, ctx.seed)
+    n_samples = total_frames * model.frame_size
+    pcm, input_info, input_data = input_pcm(params["input"], n_samples, model.sample_rate, ctx.seed)
     frames = stream_frames(pcm, batch_size, model.frame_size, total_frames, getattr(model, "device", "cpu"))
     ctx.progress(f"latency: {ctx.variant.name}, up to {max_frames} frames at batch {batch_size}")
 
@@ -375,7 +380,9 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
             position_buckets=int(params["position_buckets"]),
         )
     for rec in make.records:
-        rec.extra.update({"batch_size": batch_size, "budget_ms": budget_ms, **input_info})
+        rec.budget_ms = budget_ms
+        rec.data = dict(input_data)
+        rec.extra.update({"batch_size": batch_size, **input_info})
         rec.extra.update({"frames": len(measured), "duration_s": round(measured_s, 3)})
     make.invalidate(reasons)
     return make.records

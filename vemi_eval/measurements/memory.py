@@ -27,8 +27,8 @@ import psutil
 import torch
 
 from ..records import INVALID, SKIPPED, MetricRecord
-from . import MeasureContext, measurement
-from .latency import RecordMaker, merged_params, run_frames, stream_frames, synthetic_speech
+from . import MeasureContext, measurement, merged_params
+from .latency import RecordMaker, run_frames, stream_frames, synthetic_speech
 
 DEFAULTS: dict[str, Any] = {
     "contexts": [125, 250, 750, 1500, 3000],  # 10 s ... 240 s of conversation at 12.5 Hz
@@ -172,7 +172,16 @@ class PeakCuda:
 # --- the measurement ------------------------------------------------------------------------------------
 
 
-@measurement("memory")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "kv_cache_bytes": [("kv_cache_bytes_per_stream", {})],
+    # the rise over the fresh build, not the process high-water mark (which grows over a run)
+    "peak_memory": [("peak_*_increase_bytes", {})],
+    "weight_bytes": [("weight_bytes", {"component": "total"})],
+}
+
+
+@measurement("memory", claims=CLAIMS)
 def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size, n_frames = int(params["batch_size"]), int(params["frames"])

@@ -22,8 +22,8 @@ from ..data.corpus import espeak_corpus
 from ..data.noise import DEFAULT_SNR_LADDER, NOISE_TYPES, make_noise, mix_at_snr, reverberate
 from ..evaluators.scoring import records_from_rows
 from ..records import MetricRecord
-from . import MeasureContext, measurement
-from .codec import codec_of, decode, encode, load_data, make_scorer, params_of
+from . import MeasureContext, measurement, merged_params
+from .codec import codec_of, decode, encode, load_data, make_scorer
 
 PARAMS: dict[str, Any] = {
     "noise_types": list(NOISE_TYPES),
@@ -64,9 +64,15 @@ def token_stability(clean_codes, noisy_codes) -> tuple[float, float]:
     return float(np.mean(c[0, :f] == d[0, :f])), float(np.mean(c[:, :f] == d[:, :f]))
 
 
-@measurement("noise")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "wer_noisy": [("wer*", {"snr_db": "*"})],
+}
+
+
+@measurement("noise", claims=CLAIMS)
 def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
-    params = params_of(ctx, PARAMS)
+    params = merged_params(ctx, PARAMS)
     stages = [s for s in params["stages"]]
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -126,9 +132,6 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
         for metric in ("semantic_token_stability", "token_stability_all_codebooks"):
             vals = [r["value"] for r in rr if r["metric"] == metric]
             extra = {
-                "statistic": "mean",
-                "samples": vals,
-                "data": data_hash,
                 "n_codebooks": int(codec.num_codebooks),
                 "distinct_clean_semantic_tokens": distinct,
             }
@@ -142,6 +145,9 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                     len(vals),
                     condition=dict(key),
                     higher_is_better=True,
+                    statistic="mean",
+                    samples=vals,
+                    data=data_hash,
                     extra=extra,
                     reason=collapsed if metric == "semantic_token_stability" else "",
                 )

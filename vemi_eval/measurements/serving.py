@@ -12,14 +12,22 @@ goodput (share of frames within the 80 ms deadline), slot utilisation, and the m
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from ..records import INVALID, OK, MetricRecord
 from . import MeasureContext, measurement
 
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "frame_latency": [("frame_latency_p50", {})],
+    "first_audio_latency": [("ttff_p50", {}), ("first_audio*", {})],
+    "throughput": [("throughput", {}), ("goodput", {})],
+}
 
-@measurement("serving")
+
+@measurement("serving", claims=CLAIMS)
 def measure_serving(ctx: MeasureContext) -> Iterable[MetricRecord]:
     from reference_model.serving import make_policy, poisson_workload, serve
 
@@ -91,10 +99,8 @@ def _records(ctx: MeasureContext, result, rate: float, min_frames: int) -> list[
     cond = {"arrival_rate": rate}
 
     def rec(metric, value, unit, n, higher, samples=None, statistic=None, ci=None):
-        extra = {"kind": "serving", "frames": n_frames, "duration_s": s["span_s"], "policy": result.policy}
-        if samples is not None:
-            extra["samples"] = [round(float(x), 4) for x in samples]
-            extra["statistic"] = statistic
+        extra = {"frames": n_frames, "duration_s": s["span_s"], "policy": result.policy}
+        kept = [round(float(x), 4) for x in samples] if samples is not None else None
         lo, hi = ci if ci is not None else (None, None)
         return MetricRecord(
             ctx.suite,
@@ -109,6 +115,9 @@ def _records(ctx: MeasureContext, result, rate: float, min_frames: int) -> list[
             reason,
             dict(cond),
             higher,
+            kind="serving",
+            samples=kept,
+            statistic=statistic if samples is not None else None,
             extra=extra,
         )
 

@@ -21,8 +21,8 @@ from ..evaluators import EvaluatorError, all_specs
 from ..evaluators import speaker as spk
 from ..evaluators.scoring import records_from_rows
 from ..records import FAILED, SKIPPED, MetricRecord
-from . import MeasureContext, measurement
-from .codec import codec_of, load_data, make_scorer, params_of, roundtrip
+from . import MeasureContext, measurement, merged_params
+from .codec import codec_of, load_data, make_scorer, roundtrip
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": 0,  # 0: every codebook in use
@@ -62,7 +62,9 @@ def drift_slope_per_min(positions: list[float], sims: list[float]) -> float:
     return float(slope * 60.0)
 
 
-def eer_record(ctx, stage: str, enrol: dict, tests: dict, speakers: dict, extra: dict) -> MetricRecord:
+def eer_record(
+    ctx, stage: str, enrol: dict, tests: dict, speakers: dict, extra: dict, facts: dict
+) -> MetricRecord:
     """EER of every (enrolment utterance, other test utterance) pair."""
     scores, same = [], []
     for a, ea in enrol.items():
@@ -77,6 +79,7 @@ def eer_record(ctx, stage: str, enrol: dict, tests: dict, speakers: dict, extra:
         unit="fraction",
         condition={"stage": stage},
         higher_is_better=False,
+        **facts,  # evaluator, data
     )
     try:
         value, threshold = spk.eer(np.array(scores), np.array(same))
@@ -86,9 +89,15 @@ def eer_record(ctx, stage: str, enrol: dict, tests: dict, speakers: dict, extra:
     return MetricRecord(value=value, n=len(scores), extra=ex, **base)
 
 
-@measurement("speaker")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "speaker_similarity": [("speaker_sim*", {}), ("spk_sim*", {})],
+}
+
+
+@measurement("speaker", claims=CLAIMS)
 def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
-    params = params_of(ctx, PARAMS)
+    params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
     codec = codec_of(model)
     sr = int(codec.sample_rate)
@@ -144,8 +153,10 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
             unit="cosine",
             higher_is_better=True,
             condition={"speaker": r["speaker"], "position_s": r["position_s"]},
+            evaluator=ev,
+            data=data_hash,
         )
-        extra = {"evaluator": ev, "data": data_hash, "window_s": float(params["window_s"]), "streamed": True}
+        extra = {"window_s": float(params["window_s"]), "streamed": True}
         if r["status"] == "ok":
             records.append(MetricRecord(value=r["value"], n=1, extra=extra, **base))
         else:
@@ -161,8 +172,10 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
             unit="cosine/min",
             higher_is_better=None,
             condition={"speaker": s},
+            evaluator=ev,
+            data=data_hash,
         )
-        extra = {"evaluator": ev, "data": data_hash, "windows": len(mine), "of": len(drift_rows)}
+        extra = {"windows": len(mine), "of": len(drift_rows)}
         try:
             slope = drift_slope_per_min([r["position_s"] for r in mine], [r["value"] for r in mine])
             records.append(MetricRecord(value=slope, n=len(mine), extra=extra, **base))
@@ -179,7 +192,7 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
                 0,
                 status=SKIPPED,
                 reason="the data has no speaker labels",
-                extra={"data": data_hash},
+                data=data_hash,
             )
         )
 
@@ -194,14 +207,11 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
             speakers[u.id] = u.speaker
         except EvaluatorError as e:
             failures.append(f"{u.id}: {e}")
-    extra = {
-        "evaluator": ev,
-        "data": data_hash,
-        "failures": failures[:5],
-        "speakers": len(set(speakers.values())),
-    }
-    records.append(eer_record(ctx, "original", enrol, enrol, speakers, extra))
-    records.append(eer_record(ctx, "roundtrip", enrol, tests_rt, speakers, {**extra, "n_codebooks": n}))
+    extra = {"failures": failures[:5], "speakers": len(set(speakers.values()))}
+    facts = {"evaluator": ev, "data": data_hash}
+    records.append(eer_record(ctx, "original", enrol, enrol, speakers, extra, facts))
+    rt_extra = {**extra, "n_codebooks": n}
+    records.append(eer_record(ctx, "roundtrip", enrol, tests_rt, speakers, rt_extra, facts))
     return records
 
 

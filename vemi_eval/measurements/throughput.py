@@ -22,8 +22,8 @@ import torch
 
 from ..records import FAILED, MetricRecord
 from ..stats import summarize
-from . import MeasureContext, measurement
-from .latency import RecordMaker, frame_budget_ms, input_pcm, merged_params, run_frames, stream_frames
+from . import MeasureContext, measurement, merged_params
+from .latency import RecordMaker, frame_budget_ms, input_pcm, run_frames, stream_frames
 
 DEFAULTS: dict[str, Any] = {
     "frames": 40,
@@ -75,7 +75,13 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
 
 
-@measurement("throughput")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "throughput": [("frames_per_second", {}), ("max_realtime_streams", {})],
+}
+
+
+@measurement("throughput", claims=CLAIMS)
 def measure_throughput(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     n_frames, warmup = int(params["frames"]), int(params["warmup_frames"])
@@ -98,7 +104,7 @@ def measure_throughput(ctx: MeasureContext) -> list[MetricRecord]:
             total = 1 + skip + n_frames
             if "pcm" not in pcm_cache:
                 need = (total + 37 * max_batch) * model.frame_size
-                pcm_cache["pcm"], pcm_cache["info"] = input_pcm(
+                pcm_cache["pcm"], pcm_cache["info"], pcm_cache["data"] = input_pcm(
                     params["input"], need, model.sample_rate, ctx.seed
                 )
             frames = stream_frames(
@@ -178,6 +184,7 @@ def measure_throughput(ctx: MeasureContext) -> list[MetricRecord]:
         )
     for r in make.records:
         r.extra.update(pcm_cache.get("info", {}))
+        r.data = dict(pcm_cache.get("data", {}))
     return make.records
 
 

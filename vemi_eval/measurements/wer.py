@@ -14,8 +14,8 @@ import numpy as np
 
 from ..evaluators.scoring import records_from_rows
 from ..records import FAILED, OK, MetricRecord
-from . import MeasureContext, measurement
-from .codec import bitrate_kbps, codec_of, decode, encode, load_data, make_scorer, params_of
+from . import MeasureContext, measurement, merged_params
+from .codec import bitrate_kbps, codec_of, decode, encode, load_data, make_scorer
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": 0,
@@ -45,9 +45,15 @@ def paired_delta_ci(orig: list[dict], rt: list[dict], seed: int, n_boot: int = 2
     return float(value), float(lo), float(hi), len(ids)
 
 
-@measurement("wer")
+# the records of this kind that stand for the enhancement registry's claim metrics
+CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "quality": [("wer*", {})],
+}
+
+
+@measurement("wer", claims=CLAIMS)
 def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
-    params = params_of(ctx, PARAMS)
+    params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
     codec = codec_of(model)
     sr = int(codec.sample_rate)
@@ -72,7 +78,7 @@ def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
         orig = [r for r in rows["original"] if r["metric"] == metric]
         rt = [r for r in rows["roundtrip"] if r["metric"] == metric]
         got = paired_delta_ci(orig, rt, ctx.seed)
-        extra = {"data": data_hash, "of": len(orig) + len(ds.skipped)}
+        extra: dict[str, Any] = {"of": len(orig) + len(ds.skipped)}
         base = dict(
             suite=ctx.suite,
             variant=ctx.variant.name,
@@ -80,14 +86,19 @@ def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
             unit="points",
             condition=codec_cond,
             higher_is_better=False,
+            data=data_hash,
         )
         if got is None:
             reason = "no utterance was scored both before and after the round trip"
             records.append(MetricRecord(value=None, n=0, status=FAILED, reason=reason, extra=extra, **base))
             continue
         value, lo, hi, k = got
-        extra.update(scored=k, scored_text=f"scored {k} of {extra['of']}", statistic="paired difference")
-        records.append(MetricRecord(value=value, n=k, ci_low=lo, ci_high=hi, extra=extra, **base))
+        extra.update(scored=k, scored_text=f"scored {k} of {extra['of']}")
+        records.append(
+            MetricRecord(
+                value=value, n=k, ci_low=lo, ci_high=hi, statistic="paired difference", extra=extra, **base
+            )
+        )
     return records
 
 

@@ -1,0 +1,55 @@
+"""What `run` and `sweep` share about a directory of results: the fingerprint that --resume checks,
+what a fresh start clears, where output goes by default, and the exit code a set of statuses gives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError
+
+# status of a run (results.json "status"); a sweep adds its own for runs that did not finish
+VALID, INVALID, INCOMPLETE = "VALID", "INVALID", "INCOMPLETE"
+FINISHED = (VALID, INVALID)  # results.json is final: --resume keeps it
+
+
+def canonical(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, default=str)
+
+
+def fingerprint_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The keys of ``new`` whose value differs in ``old`` (a missing key differs)."""
+    return [k for k, v in new.items() if canonical(old.get(k)) != canonical(v)]
+
+
+def check_same_run(where: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """--resume continues only the run that made ``where``: OptionsError (exit 2) naming what changed."""
+    diff = fingerprint_diff(old, new)
+    if diff:
+        raise OptionsError(f"--resume: the run in {where} was made with a different {', '.join(diff)}")
+
+
+def clear(where: Path, names: Iterable[str]) -> None:
+    """Remove an earlier run's files so that a new run in the same directory starts afresh."""
+    for name in names:
+        (where / name).unlink(missing_ok=True)
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def exit_code(statuses: Iterable[str], interrupted: bool = False) -> int:
+    """130 when interrupted; else 4 if any run did not finish (INCOMPLETE, FAILED...), 3 if one is
+    INVALID, 0 when every one is VALID."""
+    found = set(statuses)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if found - set(FINISHED):
+        return EXIT_INCOMPLETE
+    if INVALID in found:
+        return EXIT_INVALID
+    return EXIT_OK

@@ -1,0 +1,40 @@
+"""Writing files so that a crash leaves the old content or the new, never half of either."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write a whole file through a temporary sibling, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no stray temporary beside the old file
+        raise
+    return path
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line and fsync it. A torn last line (a kill or a full disk mid-write) is first cut
+    off, so the new line never fuses with a fragment and both get lost together."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                body = f.read()
+                f.truncate(body.rfind(b"\n") + 1)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line.rstrip("\n") + "\n")
+        f.flush()
+        os.fsync(f.fileno())
