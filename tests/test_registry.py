@@ -180,3 +180,38 @@ def test_flash_attention_counts_only_fused_backends_against_another_backend() ->
     rows = {r["id"]: r for r in priority_matrix([run], attn)}
     assert rows["2.2"]["claims"][0]["verdict"] == "meets"  # 0.35-0.45 <= 0.50
     assert rows["2.2"]["claims"][2]["verdict"] == "not measured"  # no attention_peak_memory record
+
+
+def test_every_claim_of_an_implemented_enhancement_has_records_that_stand_for_it() -> None:
+    """A claim metric reaches the registry only through a measurement kind's ``claims=`` declaration: a
+    claim that no kind declares could never be measured (it would read "not measured" for ever)."""
+    from reference_model.enhancements import available_flags
+    from vemi_eval.measurements import claim_rules
+
+    rules = claim_rules()
+    flags = available_flags()
+    for e in ENHANCEMENTS:
+        if status(e, flags)["status"] != "implemented":
+            continue
+        for c in e.claims:
+            assert rules.get(c.metric), f"{e.id}: claim {c.text!r} names {c.metric!r}, which no kind declares"
+            kinds = {kind for _p, _w, kind in rules[c.metric]}
+            assert kinds & set(e.kinds), (e.id, c.metric, kinds, e.kinds)  # one of the kinds it lists
+
+
+def test_the_claims_file_is_checked(tmp_path) -> None:
+    import pytest
+
+    from vemi_eval.errors import SuiteError
+    from vemi_eval.registry import CLAIMS_FILE, load_registry
+
+    text = CLAIMS_FILE.read_text(encoding="utf-8")
+    entries, directions = load_registry(CLAIMS_FILE)
+    assert len(entries) == 18 and directions["lm_step_time"] == "lower"
+    bad = tmp_path / "claims.toml"
+    bad.write_text(text.replace('metric = "lm_step_time"', 'metric = "lm_step_tme"', 1), encoding="utf-8")
+    with pytest.raises(SuiteError, match="lm_step_tme"):
+        load_registry(bad)
+    bad.write_text(text.replace('priority = "High"', 'priorty = "High"', 1), encoding="utf-8")
+    with pytest.raises(SuiteError, match="priorty"):
+        load_registry(bad)

@@ -137,7 +137,6 @@ def suite_dirs() -> list[Path]:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs.append(Path.cwd() / "suites")
     dirs.append(Path(__file__).resolve().parent.parent / "suites")
-    dirs.append(Path(__file__).resolve().parent / "suites")  # installed as package data
     seen: list[Path] = []
     for d in dirs:
         r = d.resolve()

@@ -2,7 +2,8 @@
 
     build_report([Path("runs/latency-..."), Path("runs/latency-...")], Path("report.html"))
 
-Several runs are shown side by side (their variants become columns of each suite's tables).
+Several runs are shown side by side (their variants become columns of each suite's tables). The page is
+templates/report.html.j2 (jinja2, autoescaped) filled with what view.py computes from the runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import html as page_html
+from ..storage import write_atomic
+from . import view
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,10 @@ def load_run(run_dir: Path, label: str) -> dict[str, Any]:
     data_hashes = dict(doc.get("data") or {})
     budgets = []
     for m in metrics:
-        extra = m.get("extra") or {}
-        for k, v in extra.items():
-            if k.endswith("_sha256") and isinstance(v, str):
-                data_hashes.setdefault(k.removesuffix("_sha256"), v)
-        if m.get("extra", {}).get("kind") == "latency" and extra.get("budget_ms"):
-            budgets.append(float(extra["budget_ms"]))
+        for name, sha in (m.get("data") or {}).items():
+            data_hashes.setdefault(name, sha)
+        if m.get("kind") == "latency" and m.get("budget_ms"):
+            budgets.append(float(m["budget_ms"]))
     return {
         "label": label,
         "doc": doc,
@@ -78,29 +78,55 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
         suites.setdefault(name, []).append(run)
 
     title = "vemi-eval report: " + ", ".join(suites)
-    page = page_html.Page(title)
-    page_html.header(page, runs)
-    page_html.summary(page, runs)
-
+    sections = []
     for name, suite_runs in suites.items():
-        sections = {
-            "forest": page_html.forest_figures(name, suite_runs),
-            "sweeps": page_html.sweep_figures(suite_runs),
-            "latency": page_html.latency_figures(suite_runs),
-        }
-        page_html.suite_section(page, name, suite_runs, sections)
+        table = view.suite_table(name, suite_runs)
+        table["forest"] = [view.figure(u, c) for u, c in view.forest_figures(name, suite_runs)]
+        table["sweeps"] = [view.figure(u, c) for u, c in view.sweep_figures(suite_runs)]
+        table["latency"] = [view.figure(u, c) for u, c in view.latency_figures(suite_runs)]
+        sections.append(table)
     matrix_rows, why = None, ""
     try:
         from .. import registry
 
-        matrix_rows = registry.priority_matrix([r["doc"] for r in runs])
+        matrix_rows = view.matrix(registry.priority_matrix([r["doc"] for r in runs]))
     except ImportError as exc:
         why = f"the enhancement registry is not available: {exc}"
-    page_html.matrix(page, matrix_rows, why)
-    page_html.problems(page, runs)
-    page_html.environment(page, runs)
-
+    toc = [("runs", "Runs"), ("summary", "Summary")]
+    toc += [(s["anchor"], f"Suite: {s['name']}") for s in sections]
+    toc += [
+        ("matrix", "Enhancements: claims against measurements (empirical priority matrix)"),
+        ("problems", "Failures, skips and invalid records"),
+        ("environment", "Environment"),
+    ]
+    page = render(
+        "report.html.j2",
+        title=title,
+        toc=toc,
+        runs=view.header(runs),
+        summary=view.summary(runs),
+        suites=sections,
+        matrix=matrix_rows,
+        matrix_missing=why,
+        problems=view.problems(runs),
+        environments=view.environment(runs),
+    )
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page.render(), encoding="utf-8")
+    write_atomic(out, page)
     return out
+
+
+def render(template: str, **context: Any) -> str:
+    """A template of this package's templates/ folder, autoescaped."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("vemi_eval.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=lambda v: "" if v is None else v,  # a missing fact shows as nothing, not "None"
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template(template).render(**context)

@@ -1,0 +1,397 @@
+"""What the report shows, as plain data for the templates (templates/report.html.j2): every value is text
+or a number here and the template escapes it; no markup is built in Python.
+
+Sections: header (status and reasons of every run), summary, one section per suite (every metric in a
+table, variants against the baseline as a forest plot, metric-vs-condition plots, latency distributions),
+the priority matrix (claims beside measured effects), failures and skips, environment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from . import plots
+
+FLOAT_FMT = "{:.4g}"
+
+
+def fmt_value(v: float | None, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if unit == "bytes":
+        return plots.human_bytes(float(v))
+    return FLOAT_FMT.format(v)
+
+
+def fmt_unit(unit: str) -> str:
+    return "" if unit in ("bytes", "") else f" {unit}"
+
+
+def cond_label(cond: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(cond.items()))
+
+
+def is_numeric(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# --- cells ------------------------------------------------------------------------------------------
+def cell(m: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One record as a table cell: value [CI] and, under it, x ratio to the baseline [CI]."""
+    if m is None:
+        return None
+    status = m.get("status", "ok")
+    unit = m.get("unit", "")
+    out: dict[str, Any] = {"status": status, "reason": m.get("reason") or "", "n": m.get("n")}
+    if status in ("failed", "skipped"):
+        return {**out, "failed": True}
+    lo, hi = m.get("ci_low"), m.get("ci_high")
+    out.update(
+        failed=False,
+        value=fmt_value(m.get("value"), unit),
+        unit=fmt_unit(unit),
+        ci=f"{fmt_value(lo, unit)}, {fmt_value(hi, unit)}" if lo is not None else "",
+        ratio="",
+        ratio_class="",
+    )
+    r = m.get("ratio_to_baseline")
+    if r is not None:
+        rlo, rhi = m.get("ratio_ci_low"), m.get("ratio_ci_high")
+        rci = f" [{rlo:.3g}, {rhi:.3g}]" if rlo is not None and rhi is not None else ""
+        out["ratio"] = f"{r:.3g}{rci}"
+        out["ratio_class"] = ratio_class(r, rlo, rhi, m.get("higher_is_better"))
+    return out
+
+
+def ratio_class(r: float, lo: float | None, hi: float | None, higher_is_better: bool | None) -> str:
+    """better / worse when the interval (or, without one, the ratio) is on one side of 1."""
+    if higher_is_better is None or r <= 0:
+        return ""
+    if lo is not None and hi is not None:
+        a, b = lo, hi
+    else:  # no interval: colour only a change of more than 1%
+        a = b = r if abs(math.log(r)) > math.log(1.01) else 1.0
+    if a > 1.0 or b < 1.0:
+        improved = (a > 1.0) == bool(higher_is_better)
+        return "better" if improved else "worse"
+    return ""
+
+
+def figure(uri: str, caption: str) -> dict[str, str]:
+    return {"uri": uri, "caption": caption}
+
+
+# --- sections ---------------------------------------------------------------------------------------
+def header(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for run in runs:
+        doc = run["doc"]
+        reasons = list(doc.get("invalid_reasons") or [])
+        reasons += [
+            f"error: {e}" if isinstance(e, str) else f"error: {json.dumps(e)}"
+            for e in doc.get("errors") or []
+        ]
+        reasons += [f"missing: {m}" for m in doc.get("missing") or []]
+        variants = ", ".join(
+            f"{v['name']}{' (baseline)' if v.get('is_baseline') else ''}: "
+            f"{' '.join(v.get('flags') or []) or 'no flags'}"
+            for v in doc.get("variants", [])
+        )
+        out.append(
+            {
+                "label": run["label"],
+                "status": doc.get("status", "INCOMPLETE"),
+                "suite": (doc.get("suite") or {}).get("name"),
+                "model": doc.get("model") or {},
+                "seed": doc.get("seed"),
+                "threads": doc.get("threads"),
+                "quick": bool(doc.get("quick")),
+                "started": doc.get("started"),
+                "finished": doc.get("finished"),
+                "reasons": reasons,
+                "variants": variants,
+            }
+        )
+    return out
+
+
+HEADLINE = (
+    ("frame_time_p50_ms", {"stage": "total"}),
+    ("frame_time_p99_ms", {"stage": "total"}),
+    ("deadline_miss_share", {}),
+    ("end_to_end_p99_ms", {}),
+    ("max_realtime_streams", {}),
+    ("realtime_frames_per_second", {}),
+    ("weight_bytes", {"component": "total"}),
+    ("peak_rss_increase_bytes", {}),
+    ("peak_cuda_allocated_increase_bytes", {}),
+)
+STATUSES = ("ok", "invalid", "failed", "skipped")
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per run and variant: record counts by status and the headline metrics present."""
+    present = [
+        (name, cond)
+        for name, cond in HEADLINE
+        if any(m["metric"] == name and m.get("condition", {}) == cond for run in runs for m in run["metrics"])
+    ]
+    header_row = ["run", "variant", *STATUSES] + [f"{n} {cond_label(c)}".strip() for n, c in present]
+    rows = []
+    for run in runs:
+        for v in run["variants"]:
+            ms = [m for m in run["metrics"] if m["variant"] == v]
+            counts: dict[str, int] = defaultdict(int)
+            for m in ms:
+                counts[m.get("status", "ok")] += 1
+            hits = [
+                next((m for m in ms if m["metric"] == name and m.get("condition", {}) == cond), None)
+                for name, cond in present
+            ]
+            rows.append(
+                {
+                    "label": run["label"],
+                    "variant": v,
+                    "counts": [counts[s] for s in STATUSES],
+                    "cells": [cell(h) for h in hits],
+                }
+            )
+    return {"header": header_row, "rows": rows}
+
+
+def matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per claim (the enhancement's own cells span its claims)."""
+    out = []
+    for r in rows:
+        claims = r.get("claims") or [{}]
+        for i, c in enumerate(claims):
+            ms = c.get("measurements", [])
+            measured = [
+                {
+                    "what": f"{m['variant']} {m['metric']} {cond_label(m.get('condition', {}))}",
+                    "value": f"{m['measured']:.3g}",
+                    "ci": f"{m['ci_low']:.3g}, {m['ci_high']:.3g}" if m.get("ci_low") is not None else "",
+                    "verdict": m["verdict"],
+                }
+                for m in ms[:8]
+            ]
+            verdict = c.get("verdict", "")
+            claimed = ""
+            if c.get("claimed_low") is not None:
+                lo, hi = c["claimed_low"], c.get("claimed_high")
+                claimed = f"{lo:.3g}" + (f"-{hi:.3g}" if hi is not None and hi != lo else "")
+            out.append(
+                {
+                    "first": i == 0,
+                    "span": len(claims),
+                    "title": r.get("title"),
+                    "matrix_name": r.get("matrix_name") or "",
+                    "impact": r.get("impact"),
+                    "effort": r.get("effort"),
+                    "priority": r.get("priority"),
+                    "status": r.get("status", ""),
+                    "flags": ", ".join(r.get("flags_registered") or []),
+                    "reason": r.get("reason") or "",
+                    "text": c.get("text", ""),
+                    "metric": c.get("metric", ""),
+                    "better": c.get("better", ""),
+                    "claimed": claimed,
+                    "measured": measured,
+                    "more": max(0, len(ms) - 8),
+                    "verdict": verdict,
+                    "verdict_class": "verdict-" + (verdict.split()[0] if verdict else "not"),
+                }
+            )
+    return out
+
+
+def suite_table(suite: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every metric of one suite: a row per (metric, condition), a column per (run, variant)."""
+    columns = [(run["label"], v) for run in runs for v in run["variants"]]
+    multi = len(runs) > 1
+    cells: dict[tuple, dict[tuple, dict]] = defaultdict(dict)
+    order: list[tuple] = []
+    for run in runs:
+        for m in run["metrics"]:
+            key = (m["metric"], json.dumps(m.get("condition", {}), sort_keys=True, default=str))
+            if key not in cells:
+                order.append(key)
+            cells[key][(run["label"], m["variant"])] = m
+    order.sort(key=lambda k: (k[0], _cond_sort_key(json.loads(k[1]))))
+    rows = []
+    for key in order:
+        ms = cells[key]
+        any_m = next(iter(ms.values()))
+        hib = any_m.get("higher_is_better")
+        rows.append(
+            {
+                "metric": key[0],
+                "arrow": "" if hib is None else (" (higher better)" if hib else " (lower better)"),
+                "condition": cond_label(json.loads(key[1])),
+                "unit": any_m.get("unit", ""),
+                "cells": [cell(ms.get(c)) for c in columns],
+            }
+        )
+    return {
+        "name": suite,
+        "anchor": f"suite-{suite}",
+        "header": ["metric", "condition", "unit"] + [f"{r}: {v}" if multi else v for r, v in columns],
+        "rows": rows,
+    }
+
+
+def _cond_sort_key(cond: dict[str, Any]) -> tuple:
+    return tuple((k, (0, v, "") if is_numeric(v) else (1, 0, str(v))) for k, v in sorted(cond.items()))
+
+
+def problems(runs: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for run in runs:
+        for m in run["metrics"]:
+            if m.get("status", "ok") != "ok":
+                cond = cond_label(m.get("condition", {}))
+                rows.append([run["label"], m["variant"], m["metric"], cond, m["status"], m.get("reason", "")])
+        for e in run["doc"].get("errors") or []:
+            rows.append([run["label"], "", "", "", "error", e if isinstance(e, str) else json.dumps(e)])
+        for miss in run["doc"].get("missing") or []:
+            rows.append([run["label"], "", miss, "", "missing", "not measured (run interrupted or crashed)"])
+    return rows
+
+
+def environment(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for run in runs:
+        doc = run["doc"]
+        env = dict(doc.get("environment") or {})
+        packages = env.pop("packages", {}) or {}
+        rows = [[k, str(doc.get(k))] for k in ("seed", "threads", "quick", "started", "finished")]
+        rows += [[f"model {k}", str(v)] for k, v in (doc.get("model") or {}).items()]
+        rows += [[k, json.dumps(v) if isinstance(v, dict | list) else str(v)] for k, v in env.items()]
+        rows += [[f"package {k}", str(v)] for k, v in sorted(packages.items())]
+        rows += [[f"evaluator {k}", json.dumps(v)] for k, v in sorted((doc.get("evaluators") or {}).items())]
+        rows += [[f"data {k}", str(v)] for k, v in sorted(run["data_hashes"].items())]
+        suite = doc.get("suite") or {}
+        rows += [["suite file", f"{suite.get('path')} (sha256 {suite.get('sha256')})"]]
+        out.append({"label": run["label"], "rows": rows, "suite_content": suite.get("content") or ""})
+    return out
+
+
+# --- figures ----------------------------------------------------------------------------------------
+def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 40) -> list[tuple[str, str]]:
+    """One forest plot per run of the suite: every record with a ratio and no numeric condition sweep
+    (sweeps get their own line plots), largest effects first when there are too many."""
+    out = []
+    for run in runs:
+        rows = []
+        for m in run["metrics"]:
+            r = m.get("ratio_to_baseline")
+            if r is None or r <= 0 or m.get("status") not in ("ok", "invalid"):
+                continue
+            cond = m.get("condition", {})
+            if any(is_numeric(v) for v in cond.values()):
+                continue
+            lo, hi = m.get("ratio_ci_low"), m.get("ratio_ci_high")
+            if lo is not None and (lo <= 0 or hi is None or hi <= 0):
+                lo = hi = None
+            label = f"{m['metric']} {cond_label(cond)}".strip()
+            rows.append(
+                {
+                    "label": label,
+                    "ratio": r,
+                    "lo": lo,
+                    "hi": hi,
+                    "higher_is_better": m.get("higher_is_better"),
+                    "series": m["variant"],
+                }
+            )
+        if not rows:
+            continue
+        if len({r["series"] for r in rows}) > 1:
+            for r in rows:
+                r["label"] = f"{r['label']} | {r['series']}"
+        if len(rows) > max_rows:
+            rows.sort(key=lambda x: -abs(math.log(x["ratio"])))
+            rows = rows[:max_rows]
+        rows.sort(key=lambda x: (x["label"], x["series"]))
+        caption = f"{run['label']}: variants against the baseline ({len(rows)} ratios, log scale)"
+        out.append((plots.forest(rows, f"{suite}: variant / baseline"), caption))
+    return out
+
+
+def sweep_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """For each metric with a numeric condition key: metric vs that key, one line per (run, variant,
+    categorical condition values, other numeric keys)."""
+    groups: dict[tuple[str, str], list[tuple[dict, dict, str]]] = defaultdict(list)
+    for run in runs:
+        for m in run["metrics"]:
+            if m.get("value") is None:
+                continue
+            for key, val in (m.get("condition") or {}).items():
+                if is_numeric(val):
+                    groups[(m["metric"], key)].append((m, run, run["label"]))
+    out = []
+    multi = len(runs) > 1
+    for (metric, key), items in sorted(groups.items()):
+        lines: dict[str, dict[str, list]] = {}
+        unit = items[0][0].get("unit", "")
+        for m, _run, label in items:
+            others = {k: v for k, v in m["condition"].items() if k != key}
+            name = f"{label}: {m['variant']}" if multi else m["variant"]
+            if others:
+                name += f" ({cond_label(others)})"
+            line = lines.setdefault(name, {"label": name, "x": [], "y": [], "lo": [], "hi": []})
+            line["x"].append(float(m["condition"][key]))
+            line["y"].append(float(m["value"]))
+            line["lo"].append(m.get("ci_low"))
+            line["hi"].append(m.get("ci_high"))
+        if max(len(set(line["x"])) for line in lines.values()) < 2:
+            continue  # one point per line: nothing to plot against
+        xs = [x for line in lines.values() for x in line["x"]]
+        log_x = key in ("batch_size", "context") and min(xs) > 0 and max(xs) / min(xs) >= 8
+        hline = None
+        budget = items[0][0].get("budget_ms")
+        if unit == "ms" and budget and "frame_time" in metric:
+            hline = (float(budget), "frame budget")
+        uri = plots.sweep(list(lines.values()), x_key=key, metric=metric, unit=unit, log_x=log_x, hline=hline)
+        out.append((uri, f"{metric} against {key}"))
+    return out
+
+
+STAGES = ("encode", "lm", "decode", "total")
+
+
+def latency_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Histograms/CDFs of the measured frames of the latency kind, and frame time along the conversation."""
+    dist: dict[str, dict[str, np.ndarray]] = {}
+    series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    budget = 80.0
+    multi = len(runs) > 1
+    for run in runs:
+        frame = run["samples"]
+        if frame is None or "kind" not in frame or "phase" not in frame or "total_ms" not in frame:
+            continue
+        lat = frame[frame["kind"] == "latency"]
+        for b in run["budgets"]:
+            budget = b
+        for variant, g in lat.groupby("variant", sort=False):
+            label = f"{run['label']}: {variant}" if multi else str(variant)
+            measured = g[g["phase"] == "measured"]
+            dist[label] = {
+                s: measured[f"{s}_ms"].dropna().to_numpy(float) for s in STAGES if f"{s}_ms" in measured
+            }
+            series[label] = (
+                g["frame"].to_numpy(float),
+                g["total_ms"].to_numpy(float),
+                (g["phase"] == "measured").to_numpy(bool),
+            )
+    if not dist:
+        return []
+    return [
+        (plots.latency_distribution(dist, budget, STAGES), "frame time per stage: histogram and CDF"),
+        (plots.frame_series(series, budget), "total frame time along the conversation"),
+    ]
