@@ -76,3 +76,101 @@ def test_lr_schedule_warms_up_then_anneals():
     assert _lr_at(1e-3, 0, 0.0, 10) < _lr_at(1e-3, 9, 0.0, 10) == 1e-3
     assert _lr_at(1e-3, 100, 0.5, 10) < 1e-3
     assert abs(_lr_at(1e-3, 100, 1.0, 10) - 5e-5) < 1e-12
+
+
+# --- recipe 2: weight norm, resume, determinism --------------------------------------------------
+class _FakeAudio:
+    """A few seconds of harmonic 'speech' so trainer tests need no corpus."""
+
+    def __init__(self, batch_size: int) -> None:
+        import numpy as np
+
+        from vemi_eval.training.codec import CodecRecipe, TrainingAudio
+
+        t = np.arange(24000 * 3) / 24000
+        wave = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 900), 1))
+        pcm = (wave * 0.1 * 32767 / 2).astype(np.int16)
+        self.inner = TrainingAudio.__new__(TrainingAudio)
+        self.inner.audio = np.concatenate([pcm, pcm[::-1]])
+        self.inner.offsets = np.array([0, pcm.size, 2 * pcm.size])
+        self.inner.summary = {"corpus": "fake"}
+        self.inner.recipe = CodecRecipe(batch_size=batch_size, segment_frames=2, warmup_steps=2)
+        self.recipe = self.inner.recipe
+
+
+class _Killed(Exception):
+    pass
+
+
+def _train(tmp_path, name: str, steps: int, fresh: bool = False, kill_at: int | None = None):
+    """``kill_at``: die (like a SIGKILL, nothing written afterwards) when step ``kill_at`` is logged."""
+    from vemi_eval.training.codec import train_codec
+
+    def log(msg: str) -> None:
+        if kill_at is not None and msg.startswith(f"step {kill_at} "):
+            raise _Killed
+
+    fake = _FakeAudio(batch_size=2)
+    out = tmp_path / f"{name}.safetensors"
+    info = train_codec(out, minutes=1, recipe=fake.recipe, max_steps=steps, evaluate=False, audio=fake.inner,
+                       log=log, fresh=fresh, log_every=1, checkpoint_every_s=0.0)  # fmt: skip
+    return out, info
+
+
+def test_weight_norm_folds_to_the_same_function():
+    from vemi_eval.training.codec import add_weight_norm, plain_copy
+
+    torch.manual_seed(0)
+    codec = MimiCodec(codec_config("tiny")).eval()
+    x = torch.randn(1, 1, 1920 * 2) * 0.1
+    with torch.no_grad():
+        ref = codec.decode(codec.encode(x))
+        add_weight_norm(codec)
+        assert any(".parametrizations.weight." in k for k in codec.state_dict())
+        plain = plain_copy(codec).eval()
+        assert not any("parametrizations" in k for k in plain.state_dict())
+        assert set(plain.state_dict()) == set(MimiCodec(codec_config("tiny")).state_dict())
+        torch.testing.assert_close(plain.decode(plain.encode(x)), ref, atol=1e-5, rtol=1e-4)
+        plain_copy(codec)  # a second fold must not break the parametrized original
+        torch.testing.assert_close(codec.decode(codec.encode(x)), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_continues_exactly_and_same_seed_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    straight, info = _train(tmp_path, "straight", 4)
+    assert info["steps"] == 4 and info["trained"] and info["recipe"]["weight_norm"]
+    again, _ = _train(tmp_path, "again", 4)
+    import pytest
+
+    with pytest.raises(_Killed):  # killed after the checkpoint of step 2, before that of step 3
+        _train(tmp_path, "killed", 4, kill_at=3)
+    resumed, info2 = _train(tmp_path, "killed", 4)
+    assert info2["steps"] == 4
+    a, b, c = load_file(str(straight)), load_file(str(again)), load_file(str(resumed))
+    assert set(a) == set(c)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+        torch.testing.assert_close(a[k], c[k], atol=0, rtol=0)
+    fresh, info3 = _train(tmp_path, "killed", 1, fresh=True)
+    assert info3["steps"] == 1
+
+
+def test_resume_refuses_another_recipe(tmp_path):
+    import pytest
+
+    from vemi_eval.training.codec import CodecRecipe, train_codec
+
+    out, _ = _train(tmp_path, "r", 1)
+    fake = _FakeAudio(batch_size=2)
+    with pytest.raises(ValueError, match="another recipe"):
+        train_codec(out, minutes=1, recipe=CodecRecipe(batch_size=2, segment_frames=2, lr=1e-5), max_steps=2,
+                    evaluate=False, audio=fake.inner, log=lambda *_: None)  # fmt: skip
+
+
+def test_dac_mel_loss_is_zero_on_identity_and_grows_with_distortion():
+    mel = MultiScaleMelLoss(24000, kind="dac-log10", scales=((64, 10), (256, 40)))
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 4800) * 0.1
+    assert mel(x, x).item() == 0.0
+    assert 0 < mel(x * 0.9, x).item() < mel(x * 0.5, x).item()

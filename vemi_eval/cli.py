@@ -403,7 +403,7 @@ def train_group() -> None:
 @click.option("--minutes", type=float, default=10.0, show_default=True, help="Training time budget.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (train there when a GPU is at hand).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU is at hand.")
 @click.option("--lr", type=float, help="Peak learning rate (default: the recipe's).")
 @click.option(
     "--init-from",

@@ -113,7 +113,9 @@ _CYRILLIC_V = "аеиоуыэюя"
 
 def _english_words() -> list[str]:
     if not WORDLIST.is_file():
-        raise DataError(f"{WORDLIST} not found (the codec corpus needs Debian's wamerican: apt install wamerican)")
+        raise DataError(
+            f"{WORDLIST} not found (the codec corpus needs Debian's wamerican: apt install wamerican)"
+        )
     words = [w.strip() for w in WORDLIST.read_text(encoding="utf-8", errors="ignore").splitlines()]
     return sorted({w.lower() for w in words if w.isascii() and w.isalpha() and 2 <= len(w) <= 12})
 
@@ -167,7 +169,9 @@ def _espeak(voice: str, pitch: int, rate: int, text: str) -> tuple[np.ndarray, i
     return audio, sr
 
 
-def _festival_batch(voice: FestivalVoice, texts: list[str], stretches: list[float]) -> list[tuple[np.ndarray, int]]:
+def _festival_batch(
+    voice: FestivalVoice, texts: list[str], stretches: list[float]
+) -> list[tuple[np.ndarray, int]]:
     """All ``texts`` in one festival process (its start-up dominates a single sentence)."""
     import soundfile as sf
 
@@ -177,7 +181,9 @@ def _festival_batch(voice: FestivalVoice, texts: list[str], stretches: list[floa
             t = t.replace("\\", " ").replace('"', " ")
             lines.append(f"(Parameter.set 'Duration_Stretch {s:.3f})")
             lines.append(f'(set! u (Utterance Text "{t}")) (utt.synth u) (utt.save.wave u "{tmp}/{i}.wav")')
-        subprocess.run(["festival", "--pipe"], input="\n".join(lines), text=True, capture_output=True, timeout=3600)
+        subprocess.run(
+            ["festival", "--pipe"], input="\n".join(lines), text=True, capture_output=True, timeout=3600
+        )
         out = []
         for i in range(len(texts)):
             path = Path(tmp) / f"{i}.wav"
@@ -203,7 +209,9 @@ def recipe(size: CorpusSize, seed: int) -> dict:
     }
 
 
-def _build(size: CorpusSize, seed: int, sample_rate: int, log) -> dict[str, tuple[list[np.ndarray], list[dict]]]:
+def _build(
+    size: CorpusSize, seed: int, sample_rate: int, log
+) -> dict[str, tuple[list[np.ndarray], list[dict]]]:
     rng = np.random.default_rng(seed)
     words = _english_words()
     variants = espeak_variants()
@@ -221,7 +229,9 @@ def _build(size: CorpusSize, seed: int, sample_rate: int, log) -> dict[str, tupl
 
     jobs = [("train", rng.choice(ESPEAK_BASES), rng.choice(train_variants)) for _ in range(size.espeak_train)]
     jobs += [
-        ("heldout", rng.choice(ESPEAK_BASES), v) for v in HELDOUT_VARIANTS for _ in range(size.espeak_heldout_per_variant)
+        ("heldout", rng.choice(ESPEAK_BASES), v)
+        for v in HELDOUT_VARIANTS
+        for _ in range(size.espeak_heldout_per_variant)
     ]
     for k, (split, base, variant) in enumerate(jobs):
         pitch, rate = int(rng.integers(20, 81)), int(rng.integers(130, 211))

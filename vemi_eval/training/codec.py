@@ -23,7 +23,6 @@ per engine and number of codebooks) are written at the end.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -260,7 +259,7 @@ def evaluate_codec(codec: MimiCodec, sets: list[Heldout], codebooks=EVAL_CODEBOO
         for n in codebooks:
             codec.set_num_codebooks(n)
             rows = []
-            for uid, spk, ref in h.utterances:
+            for _uid, spk, ref in h.utterances:
                 with torch.no_grad():
                     out = codec.decode(codec.encode(torch.from_numpy(ref).view(1, 1, -1)))[0, 0, : len(ref)]
                 out = out.numpy()
@@ -424,7 +423,8 @@ def train_codec(
             "wall_time_s": round(time.time() - t_start, 1),
             "final": final,
             "final_losses_mean_last_500": {
-                "mel": float(tail[:, 0].mean()), "wave_l1": float(tail[:, 1].mean()),
+                "mel": float(tail[:, 0].mean()),
+                "wave_l1": float(tail[:, 1].mean()),
                 "commit": float(tail[:, 2].mean()),
             },  # fmt: skip
             "progress": progress,
@@ -438,7 +438,9 @@ def train_codec(
         os.replace(tmp_js, json_path)
 
     def done() -> bool:
-        return (max_steps is not None and step >= max_steps) or (max_steps is None and time.time() - t_start >= budget)
+        return (max_steps is not None and step >= max_steps) or (
+            max_steps is None and time.time() - t_start >= budget
+        )
 
     while not done():
         frac = (time.time() - t_start) / budget if max_steps is None else step / max_steps
@@ -486,8 +488,10 @@ def train_codec(
             "offline round trip, mean over held-out voices never used in training, per engine: "
             "espeak_eval_corpus = the codec suite's data; *_heldout_voices = codec_corpus(split='heldout')"
         )
-        log(f"held-out quality ({time.time() - t_eval:.0f}s): " + json.dumps(
-            {k: {n: (round(v["pesq_wb"], 3), round(v["stoi"], 3), round(v["level_db"], 2)) for n, v in q.items()}
-             for k, q in extra["heldout_quality"].items()}))  # fmt: skip
+        brief = {
+            k: {n: (round(v["pesq_wb"], 3), round(v["stoi"], 3), round(v["level_db"], 2)) for n, v in q.items()}
+            for k, q in extra["heldout_quality"].items()
+        }
+        log(f"held-out quality ({time.time() - t_eval:.0f}s): {json.dumps(brief)}")
     write_weights(True, extra)
     return json.loads(json_path.read_text())
