@@ -489,7 +489,7 @@ def train_codec(
             "espeak_eval_corpus = the codec suite's data; *_heldout_voices = codec_corpus(split='heldout')"
         )
         brief = {
-            k: {n: (round(v["pesq_wb"], 3), round(v["stoi"], 3), round(v["level_db"], 2)) for n, v in q.items()}
+            k: {n: [round(v[m], 3) for m in ("pesq_wb", "stoi", "level_db")] for n, v in q.items()}
             for k, q in extra["heldout_quality"].items()
         }
         log(f"held-out quality ({time.time() - t_eval:.0f}s): {json.dumps(brief)}")
