@@ -456,6 +456,40 @@ def train_codec_cmd(
     return EXIT_OK
 
 
+@train_group.command("lm", epilog=EXIT_CODES_HELP)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="runs/lm/tiny_lm.safetensors", show_default=True
+)
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="Wall-time budget.")
+@click.option("--max-steps", type=int, help="Stop after this many steps instead (LR schedule over steps).")
+@click.option("--config", default="tiny", show_default=True, help="LM preset or Moshi-format config JSON.")
+@click.option("--data", type=click.Path(file_okay=False), help="Token-grid folder (default: dialogue).")
+@click.option("--heldout-data", type=click.Path(file_okay=False), help="Held-out token-grid folder.")
+@click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec that tokenises the corpus.")
+@click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
+@click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default runs/lm/…).")
+@click.option("--fresh", is_flag=True, help="Ignore an existing resume state and start over.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seq-len", type=int, default=256, show_default=True, help="Frames per training crop.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+def train_lm_cmd(out: str, state: str | None, data: str | None, heldout_data: str | None, **opts: Any) -> int:
+    """Train an LM with Moshi's objective (delayed teacher forcing; text CE with padding at 0.5; audio CE
+    with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.
+    Data: a folder of .safetensors token grids [1 + n_q, T] (see vemi_eval/training/lm.py)."""
+    if opts["minutes"] <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--minutes")
+    from .training.lm import train_tiny_dialogue
+
+    state_path = Path(state) if state else Path("runs/lm") / (Path(out).stem + ".state.safetensors")
+    info = train_tiny_dialogue(Path(out), data=data, heldout_data=heldout_data, state_path=state_path, **opts)
+    sidecar = Path(out).with_suffix(".json")
+    click.echo(f"LM weights: {out} ({info['steps']} steps; recipe and held-out figures: {sidecar})")
+    return EXIT_OK
+
+
 # --- plumbing -------------------------------------------------------------------------------------
 def _table(rows: list[dict[str, Any]], cols: list[str], wrap: int = 0) -> None:
     """A plain left-aligned table; the last column is cut at ``wrap`` characters when wrap > 0."""

@@ -1,0 +1,119 @@
+"""The dialogue corpus: word timings and text alignment, the task's timing rules, held-out voices and
+prompts, the cache, and tokenisation into the trainer's token-grid format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vemi_eval.data import DataError, dialogue
+from vemi_eval.training.lm import load_token_folder
+
+FRAME = 1920
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("dialogue-cache")
+
+
+@pytest.fixture(scope="module")
+def train2(cache):
+    return dialogue.dialogue_sessions("train", limit=2, cache_dir=cache)
+
+
+def test_text_alignment_at_word_onsets():
+    v = dialogue.vocab()
+    words = [dialogue.Word("eight", 3 * FRAME + 5, 5 * FRAME), dialogue.Word("twelve", 9 * FRAME, 11 * FRAME)]
+    text = dialogue.align_text(words, 12)
+    expected = [v.pad_id] * 12
+    expected[3], expected[2] = v.id("eight"), v.epad_id
+    expected[9], expected[8] = v.id("twelve"), v.epad_id
+    assert text.tolist() == expected
+    assert v.word(v.id("eight")) == "eight" and v.word(v.pad_id) is None and v.word(v.epad_id) is None
+
+
+def test_vocab_matches_the_tiny_preset():
+    from reference_model.config import load_lm_config
+
+    cfg, v = load_lm_config("tiny"), dialogue.vocab()
+    assert cfg.text_card == v.text_card and cfg.existing_text_padding_id == v.pad_id
+    assert cfg.existing_text_end_padding_id == v.epad_id and len(v.tokens) <= v.text_card
+    assert all(n in v.tokens for n in dialogue.NUMBERS)
+
+
+def test_session_timing_rules(train2):
+    gap = int(round(dialogue.ANSWER_GAP_S * dialogue.SAMPLE_RATE))
+    for s in train2:
+        user, model = s.user_audio(with_noise=False), s.model_audio()
+        assert user.size == model.size == s.n_samples
+        prev_end = 0
+        for t in s.turns:
+            assert t.words[-1].text == dialogue.NUMBERS[t.number] and t.expected == dialogue.NUMBERS[t.number + 1]
+            assert t.answer.text == t.expected and t.answer.start == t.user_end + gap
+            for w in t.words:
+                assert w.start >= prev_end and w.end > w.start  # words never overlap
+                prev_end = w.end
+            if t.pause is not None:  # the pause lies just before the number, longer than the gap
+                assert t.pause[1] <= t.words[-1].start and t.pause[1] - t.pause[0] > gap
+                assert np.abs(user[t.pause[0] + 200 : t.pause[1] - 200]).max() < 1e-3
+            prev_end = t.answer.end
+        # the model is silent outside its answers, and speaks in them
+        speaking = np.zeros(s.n_samples, bool)
+        for t in s.turns:
+            speaking[t.answer.start : t.answer.end] = True
+            assert np.sqrt(np.mean(model[t.answer.start : t.answer.end] ** 2)) > 0.01
+        assert np.abs(model[~speaking]).max() < 1e-3
+        text = s.text_tokens()
+        words = [dialogue.vocab().word(int(x)) for x in text]
+        assert [w for w in words if w] == [t.expected for t in s.turns]
+        for t in s.turns:
+            assert words[t.answer.start // FRAME] == t.expected
+
+
+def test_heldout_voices_and_prompts_are_disjoint(cache):
+    train_v = {v.variant for v in dialogue.voices("train")}
+    held_v = {v.variant for v in dialogue.voices("heldout")}
+    assert held_v and train_v and not train_v & held_v
+    assert not set(dialogue.TRAIN_PROMPTS) & set(dialogue.HELDOUT_PROMPTS)
+    held = dialogue.dialogue_sessions("heldout", limit=2, cache_dir=cache)
+    assert all(s.voice.variant in held_v for s in held)
+    assert all(t.prompt in dialogue.HELDOUT_PROMPTS for s in held for t in s.turns)
+    assert any(t.pause for s in held for t in s.turns) and any(not t.pause for s in held for t in s.turns)
+
+
+def test_cache_hit_and_determinism(cache, train2, monkeypatch):
+    def no_synthesis(*a, **k):
+        raise AssertionError("synthesised again")
+
+    monkeypatch.setattr(dialogue, "_espeak_word", no_synthesis)
+    monkeypatch.setattr(dialogue, "festival_say", no_synthesis)
+    again = dialogue.dialogue_sessions("train", limit=2, cache_dir=cache)
+    assert dialogue.sessions_sha256(again) == dialogue.sessions_sha256(train2)
+    assert np.array_equal(again[0].user_audio(), train2[0].user_audio())
+    figures = dialogue.corpus_figures(again)
+    assert figures["sessions"] == 2 and figures["turns"] == sum(len(s.turns) for s in again)
+
+
+def test_unknown_split():
+    with pytest.raises(DataError, match="unknown dialogue split"):
+        dialogue.dialogue_sessions("dev")
+
+
+def test_tokenised_split_is_the_trainer_format(cache, train2, monkeypatch):
+    folder = dialogue.tokenised_split("train", limit=2, cache_dir=cache, shard_size=1, log=lambda m: None)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["sessions"] == 2 and len(manifest["codec_sha256"]) == 64
+    data = load_token_folder(folder, 17)
+    assert len(data.grids) == 2
+    for grid, s in zip(data.grids, train2):
+        assert grid.shape == (17, dialogue.n_frames(s.n_samples))
+        assert np.array_equal(grid[0].numpy(), s.text_tokens())
+        assert (grid[1:] >= 0).all() and (grid[1:] < 2048).all()
+    # cached: a second call neither loads the codec nor encodes
+    import reference_model.codec as codec_pkg
+
+    monkeypatch.setattr(codec_pkg, "load_codec", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert dialogue.tokenised_split("train", limit=2, cache_dir=cache) == folder

@@ -1,0 +1,566 @@
+"""A synthetic full-duplex conversation corpus for the tiny LM: "what comes after seven" -> "eight".
+
+Every session is two 24 kHz channels. The *user* (one espeak-ng voice variant per session, with its own
+pitch and rate, optional noise) asks several times what number comes after one of one..nineteen; the
+*model* (always the same voice: festival's ked_diphone, a recorded human diphone voice) answers with the
+next number ``ANSWER_GAP_S`` after the user's last word ends, and is silent otherwise. Some user turns
+have a pause *before* the number ("what comes after ... seven"), so a model that answers at the first
+silence has not heard the number yet.
+
+Words are synthesised one at a time (trimmed of espeak's silences), so every word's onset and end are
+known to the sample. The model's text stream (its "inner monologue", as Moshi's) holds the answer's
+token at the frame where the answer word starts, the end-of-padding token the frame before it, and the
+padding token elsewhere. The word-level vocabulary is data: ``dialogue_vocab.json``.
+
+Held out: whole user voices (never in training, with their own styles) and carrier phrasings never
+in training ("so which number comes after N"). The session plan is drawn from seeded generators; word
+clips are cached under ``$VEMI_CACHE/dialogue/<recipe hash>/words`` and sessions are rendered from them
+on demand. Token grids (text, model audio, user audio; the trainer's data format) are cached by
+(recipe hash, codec checkpoint sha256) in ``.../tokens-<codec sha>/<split>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import DataError
+from .audio import dither, resample
+
+RECIPE_VERSION = 1
+SAMPLE_RATE = 24000
+FRAME_RATE = 12.5
+ANSWER_GAP_S = 0.32  # the model starts its answer this long after the user's last word ends
+TARGET_RMS_DB = -22.0  # every word clip's RMS before the session's gain
+MODEL_VOICE = "ked_diphone"  # festival voice (festvox-kdlpc16k)
+VOCAB_PATH = Path(__file__).with_name("dialogue_vocab.json")
+
+NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty"
+).split()
+ASKED = tuple(range(1, 20))  # the user asks about one..nineteen; the answer is two..twenty
+
+# "{n}" is the number. Held-out phrasings are never heard in training (two bring words of their own).
+TRAIN_PROMPTS = (
+    "what comes after {n}",
+    "what number comes after {n}",
+    "tell me what comes after {n}",
+    "please tell me the number after {n}",
+    "the number after {n}",
+    "okay what comes after {n}",
+)
+HELDOUT_PROMPTS = (
+    "so which number comes after {n}",
+    "now say what comes after {n}",
+    "can you tell me what comes after {n}",
+)
+
+# espeak-ng voice variants (``en-us+<id>``); a few that are not speech-like are left out.
+_EXCLUDED_VARIANTS = {
+    "fast_test",
+    "demonic",
+    "half-lifeannouncementsystem",
+    "whisper",
+    "female_whisper",
+    "croak",
+}
+HELDOUT_EVERY = 5  # every 5th variant (sorted by id) is a held-out voice
+STYLES_PER_VOICE = 3  # (base voice, pitch, rate) drawn per voice from its own seed
+BASE_VOICES = ("en-us", "en-gb")  # an accent per style; the variant sets the speaker
+
+SPLITS: dict[str, dict[str, Any]] = {
+    "train": {"sessions": 400, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)},
+    # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
+    # added by the measurements, along their SNR ladder).
+    "heldout": {"sessions": 48, "turns": (4, 4), "pause_p": 0.5, "noise_p": 0.0, "snr_db": (0.0, 0.0)},
+}
+WORD_GAP_S = (0.02, 0.09)
+PAUSE_S = (0.5, 1.2)
+LEAD_SILENCE_S = (0.3, 0.8)
+AFTER_ANSWER_S = (0.6, 1.4)
+TAIL_SILENCE_S = 0.6
+GAIN_DB = (-6.0, 3.0)
+
+
+@dataclass(frozen=True)
+class UserVoice:
+    id: str  # "<variant>-<style>"
+    variant: str
+    base: str
+    pitch: int
+    rate: int
+
+    @property
+    def espeak_voice(self) -> str:
+        return f"{self.base}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: int  # sample index at 24 kHz
+    end: int
+
+
+@dataclass(frozen=True)
+class Turn:
+    prompt: str  # the carrier phrasing, "{n}" for the number
+    number: int
+    words: tuple[Word, ...]  # the user's words
+    pause: tuple[int, int] | None  # the mid-turn pause (start, end) in samples, before the number
+    answer: Word  # the model's word
+
+    @property
+    def user_end(self) -> int:
+        return self.words[-1].end
+
+    @property
+    def expected(self) -> str:
+        return NUMBERS[self.number + 1]
+
+
+@dataclass
+class Session:
+    id: str
+    split: str
+    voice: UserVoice
+    turns: tuple[Turn, ...]
+    n_samples: int
+    gain_db: float
+    noise: tuple[str, float] | None  # (kind, SNR dB) on the user channel
+    seed: int
+    folder: Path
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+    def user_audio(self, with_noise: bool = True) -> np.ndarray:
+        out = np.zeros(self.n_samples, np.float32)
+        for turn in self.turns:
+            for w in turn.words:
+                out[w.start : w.end] += _user_clip(self.folder, self.voice, w.text)
+        out *= 10 ** (self.gain_db / 20)
+        if with_noise and self.noise is not None:
+            from .noise import make_noise, mix_at_snr
+
+            kind, snr = self.noise
+            out = mix_at_snr(out, make_noise(kind, out.size, SAMPLE_RATE, self.seed), snr, SAMPLE_RATE)
+        return dither(out, self.seed)
+
+    def model_audio(self) -> np.ndarray:
+        out = np.zeros(self.n_samples, np.float32)
+        for turn in self.turns:
+            w = turn.answer
+            out[w.start : w.end] += _model_clip(self.folder, w.text)
+        return dither(out, self.seed + 1)
+
+    def text_tokens(self, frame_size: int = 1920) -> np.ndarray:
+        """The model's text stream [frames]: a word's token at its onset frame, EPAD before, PAD elsewhere."""
+        return align_text([t.answer for t in self.turns], n_frames(self.n_samples, frame_size), frame_size)
+
+
+def n_frames(n_samples: int, frame_size: int = 1920) -> int:
+    return -(-n_samples // frame_size)
+
+
+# --- vocabulary ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Vocab:
+    tokens: tuple[str, ...]
+    pad_id: int
+    epad_id: int
+    text_card: int
+
+    def id(self, word: str) -> int:
+        return self.tokens.index(word)
+
+    def word(self, token: int) -> str | None:
+        """The word of a token, None for padding, special and unknown ids."""
+        if token in (self.pad_id, self.epad_id) or not 0 <= token < len(self.tokens):
+            return None
+        w = self.tokens[token]
+        return None if w.startswith("<") else w
+
+
+@lru_cache(maxsize=1)
+def vocab() -> Vocab:
+    raw = json.loads(VOCAB_PATH.read_text())
+    return Vocab(tuple(raw["tokens"]), raw["pad_id"], raw["epad_id"], raw["text_card"])
+
+
+def align_text(words: list[Word], frames: int, frame_size: int = 1920) -> np.ndarray:
+    v = vocab()
+    text = np.full(frames, v.pad_id, np.int64)
+    for w in words:
+        f = w.start // frame_size
+        if f >= frames:
+            continue
+        text[f] = v.id(w.text)
+        if f > 0 and text[f - 1] == v.pad_id:
+            text[f - 1] = v.epad_id
+    return text
+
+
+# --- voices -------------------------------------------------------------------------------------------
+def espeak_variants() -> list[str]:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise DataError("espeak-ng is not installed (needed for the dialogue corpus; apt install espeak-ng)")
+    out = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    ids = []
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 5 and parts[4].startswith("!v/"):
+            ids.append(parts[4][3:])
+    return sorted({i for i in ids if i.lower() not in _EXCLUDED_VARIANTS}, key=str.lower)
+
+
+def _seed_of(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def voices(split: str, variants: list[str] | None = None) -> list[UserVoice]:
+    """The (variant, style) voices of a split; held-out variants never appear in training."""
+    variants = variants if variants is not None else espeak_variants()
+    held = set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
+    chosen = [v for v in variants if (v in held) == (split == "heldout")]
+    out = []
+    for v in chosen:
+        rng = np.random.default_rng(_seed_of("voice", v))
+        for s in range(STYLES_PER_VOICE):
+            base = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
+            out.append(UserVoice(f"{v}-{s}", v, base, int(rng.integers(25, 76)), int(rng.integers(135, 196))))
+    return out
+
+
+# --- recipe, cache ------------------------------------------------------------------------------------
+def tool_versions() -> dict[str, str]:
+    def first_line(cmd: list[str]) -> str:
+        exe = shutil.which(cmd[0])
+        if exe is None:
+            raise DataError(f"{cmd[0]} is not installed (needed for the dialogue corpus)")
+        return subprocess.run([exe, *cmd[1:]], capture_output=True, text=True).stdout.strip().splitlines()[0]
+
+    return {
+        "espeak": first_line(["espeak-ng", "--version"]),
+        "festival": first_line(["festival", "--version"]),
+    }
+
+
+def recipe(versions: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "tools": versions or tool_versions(),
+        "sample_rate": SAMPLE_RATE,
+        "answer_gap_s": ANSWER_GAP_S,
+        "model_voice": MODEL_VOICE,
+        "variants": espeak_variants(),
+        "heldout_every": HELDOUT_EVERY,
+        "styles_per_voice": STYLES_PER_VOICE,
+        "base_voices": list(BASE_VOICES),
+        "train_prompts": list(TRAIN_PROMPTS),
+        "heldout_prompts": list(HELDOUT_PROMPTS),
+        "asked": list(ASKED),
+        "splits": SPLITS,
+        "word_gap_s": WORD_GAP_S,
+        "pause_s": PAUSE_S,
+        "lead_silence_s": LEAD_SILENCE_S,
+        "after_answer_s": AFTER_ANSWER_S,
+        "tail_silence_s": TAIL_SILENCE_S,
+        "gain_db": GAIN_DB,
+        "target_rms_db": TARGET_RMS_DB,
+        "vocab": list(vocab().tokens),
+    }
+
+
+def recipe_hash(rec: dict[str, Any] | None = None) -> str:
+    return hashlib.sha256(json.dumps(rec or recipe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_folder(cache_dir: str | Path | None = None) -> Path:
+    if cache_dir is not None:
+        base = Path(cache_dir)
+    else:
+        base = Path(os.environ.get("VEMI_CACHE") or Path.home() / ".cache" / "vemi-eval") / "dialogue"
+    rec = recipe()
+    folder = base / recipe_hash(rec)
+    (folder / "words").mkdir(parents=True, exist_ok=True)
+    manifest = folder / "recipe.json"
+    if not manifest.exists():
+        _atomic_write(manifest, json.dumps(rec, indent=1).encode())
+    return folder
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)  # several processes may build the cache at once
+
+
+# --- synthesis of single words ------------------------------------------------------------------------
+def _trim_and_level(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Cut the synthesiser's leading/trailing silence, resample to 24 kHz, set the clip's RMS."""
+    a = np.asarray(audio, np.float64)
+    loud = np.nonzero(np.abs(a) > 1e-3 * max(float(np.abs(a).max()), 1e-9))[0]
+    if loud.size == 0:
+        raise DataError("the synthesiser produced silence")
+    a = resample(a[loud[0] : loud[-1] + 1], rate, SAMPLE_RATE).astype(np.float64)
+    rms = float(np.sqrt(np.mean(a**2)))
+    a *= 10 ** (TARGET_RMS_DB / 20) / max(rms, 1e-9)
+    peak = float(np.abs(a).max())
+    if peak > 0.89:
+        a *= 0.89 / peak
+    return a.astype(np.float32)
+
+
+def _cached_clip(path: Path, make) -> np.ndarray:
+    if path.exists():
+        return np.load(path)
+    audio = make()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, audio)
+    os.replace(tmp, path)
+    return audio
+
+
+def _espeak_word(voice: UserVoice, word: str) -> np.ndarray:
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = os.path.join(tmp, "w.wav")
+        cmd = ["espeak-ng", "-v", voice.espeak_voice, "-p", str(voice.pitch), "-s", str(voice.rate)]
+        subprocess.run([*cmd, "-w", wav, word], check=True, capture_output=True)
+        audio, rate = sf.read(wav, dtype="float32")
+    return _trim_and_level(audio, rate)
+
+
+def festival_say(text: str, voice: str = MODEL_VOICE) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    if shutil.which("text2wave") is None:
+        raise DataError("festival's text2wave is not installed (apt install festival festvox-kdlpc16k)")
+    with tempfile.TemporaryDirectory() as tmp:
+        txt, wav = os.path.join(tmp, "w.txt"), os.path.join(tmp, "w.wav")
+        Path(txt).write_text(text + "\n")
+        done = subprocess.run(
+            ["text2wave", "-eval", f"(voice_{voice})", "-o", wav, txt], capture_output=True, text=True
+        )
+        if done.returncode != 0 or not os.path.exists(wav):
+            raise DataError(f"festival voice {voice} failed: {done.stderr.strip()[:200]}")
+        audio, rate = sf.read(wav, dtype="float32")
+    return audio, rate
+
+
+def _user_clip(folder: Path, voice: UserVoice, word: str) -> np.ndarray:
+    return _cached_clip(folder / "words" / f"user_{voice.id}_{word}.npy", lambda: _espeak_word(voice, word))
+
+
+def _model_clip(folder: Path, word: str) -> np.ndarray:
+    return _cached_clip(folder / "words" / f"model_{word}.npy", lambda: _trim_and_level(*festival_say(word)))
+
+
+def model_reference_audio(cache_dir: str | Path | None = None) -> np.ndarray:
+    """The model's voice saying other things (speaker-similarity reference), 24 kHz."""
+    folder = cache_folder(cache_dir)
+    text = "one two three four five six seven eight nine ten. eleven twelve thirteen fourteen fifteen."
+
+    def make() -> np.ndarray:
+        audio, rate = festival_say(text)
+        return _trim_and_level(audio, rate)
+
+    return dither(_cached_clip(folder / "words" / "model_reference.npy", make), 7)
+
+
+# --- the session plan ---------------------------------------------------------------------------------
+def _plan_session(split: str, index: int, pool: list[UserVoice], folder: Path, rhash: str) -> Session:
+    cfg = SPLITS[split]
+    seed = _seed_of(rhash, split, index) % (2**31)
+    rng = np.random.default_rng(seed)
+    voice = pool[int(rng.integers(len(pool)))]
+    prompts = TRAIN_PROMPTS if split == "train" else HELDOUT_PROMPTS
+    lo, hi = cfg["turns"]
+    n_turns = int(rng.integers(lo, hi + 1))
+
+    def s(rng_range: tuple[float, float]) -> int:
+        return int(round(rng.uniform(*rng_range) * SAMPLE_RATE))
+
+    t = s(LEAD_SILENCE_S)
+    turns = []
+    for k in range(n_turns):
+        number = int(ASKED[int(rng.integers(len(ASKED)))])
+        prompt = prompts[int(rng.integers(len(prompts)))]
+        has_pause = (k % 2 == index % 2) if split == "heldout" else bool(rng.random() < cfg["pause_p"])
+        words: list[Word] = []
+        pause = None
+        for text in prompt.format(n=NUMBERS[number]).split():
+            if text == NUMBERS[number] and has_pause:
+                gap = s(PAUSE_S)
+                pause = (t, t + gap)
+                t += gap
+            n = _user_clip(folder, voice, text).size
+            words.append(Word(text, t, t + n))
+            t += n + s(WORD_GAP_S)
+        start = words[-1].end + int(round(ANSWER_GAP_S * SAMPLE_RATE))
+        answer_text = NUMBERS[number + 1]
+        answer = Word(answer_text, start, start + _model_clip(folder, answer_text).size)
+        turns.append(Turn(prompt, number, tuple(words), pause, answer))
+        t = answer.end + s(AFTER_ANSWER_S)
+    n_samples = turns[-1].answer.end + int(TAIL_SILENCE_S * SAMPLE_RATE)
+    noise = None
+    if rng.random() < cfg["noise_p"]:
+        noise = (("white", "pink")[int(rng.integers(2))], float(rng.uniform(*cfg["snr_db"])))
+    gain = float(rng.uniform(*GAIN_DB))
+    return Session(f"{split}-{index:05d}", split, voice, tuple(turns), n_samples, gain, noise, seed, folder)
+
+
+def dialogue_sessions(
+    split: str = "heldout", *, limit: int | None = None, cache_dir: str | Path | None = None
+) -> list[Session]:
+    """The sessions of a split (the first ``limit`` of them); words are synthesised on first use."""
+    if split not in SPLITS:
+        raise DataError(f"unknown dialogue split {split!r} (expected one of {', '.join(SPLITS)})")
+    folder = cache_folder(cache_dir)
+    rhash = folder.name
+    pool = voices(split)
+    n = SPLITS[split]["sessions"] if limit is None else min(limit, SPLITS[split]["sessions"])
+    return [_plan_session(split, i, pool, folder, rhash) for i in range(n)]
+
+
+def sessions_sha256(sessions: list[Session]) -> str:
+    """Hash of the plan (ids, voices, word timings, noise) of the sessions used."""
+    h = hashlib.sha256()
+    for s in sessions:
+        h.update(
+            json.dumps(
+                [
+                    s.id,
+                    s.voice.id,
+                    s.n_samples,
+                    s.gain_db,
+                    s.noise,
+                    [
+                        [
+                            t.prompt,
+                            t.number,
+                            [(w.text, w.start, w.end) for w in t.words],
+                            t.pause,
+                            (t.answer.text, t.answer.start, t.answer.end),
+                        ]
+                        for t in s.turns
+                    ],
+                ]
+            ).encode()
+        )
+    return h.hexdigest()
+
+
+def corpus_figures(sessions: list[Session]) -> dict[str, Any]:
+    return {
+        "sessions": len(sessions),
+        "turns": sum(len(s.turns) for s in sessions),
+        "hours": round(sum(s.duration_s for s in sessions) / 3600, 3),
+        "voices": len({s.voice.variant for s in sessions}),
+        "voice_styles": len({s.voice.id for s in sessions}),
+        "turns_with_pause": sum(t.pause is not None for s in sessions for t in s.turns),
+        "sha256": sessions_sha256(sessions),
+    }
+
+
+# --- tokenisation through a codec ---------------------------------------------------------------------
+def codec_sha256(checkpoint: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def token_grid(session: Session, codec, codebooks: int = 8) -> np.ndarray:
+    """[1 + 2 * codebooks, frames]: text, model audio codes, user audio codes (not delayed)."""
+    import torch
+
+    def encode(audio: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            codes = codec.encode(torch.from_numpy(audio).view(1, 1, -1))
+        if codes.shape[1] < codebooks:
+            raise DataError(f"the codec gives {codes.shape[1]} codebooks; {codebooks} are needed")
+        return codes[0, :codebooks].numpy()
+
+    model = encode(session.model_audio())
+    user = encode(session.user_audio())
+    text = session.text_tokens(codec.frame_size)[None]
+    T = min(text.shape[1], model.shape[1], user.shape[1])
+    return np.concatenate([text[:, :T], model[:, :T], user[:, :T]], axis=0).astype(np.int16)
+
+
+def tokenised_split(
+    split: str,
+    codec_checkpoint: str | os.PathLike | None = None,
+    *,
+    limit: int | None = None,
+    codebooks: int = 8,
+    cache_dir: str | Path | None = None,
+    shard_size: int = 64,
+    log=print,
+) -> Path:
+    """Tokenise a split with the tiny codec (its bundled weights unless ``codec_checkpoint``); returns the
+    folder of safetensors shards (one tensor per session) plus ``manifest.json``. Cached by
+    (recipe hash, codec sha256, split, limit); shards already written are kept, so an interrupted run
+    continues."""
+    import torch
+    from safetensors.torch import save_file
+
+    from reference_model.codec import load_codec
+    from reference_model.codec.load import BUNDLED
+
+    ckpt = Path(codec_checkpoint) if codec_checkpoint else BUNDLED["tiny"]
+    if not ckpt.is_file():
+        raise DataError(f"codec checkpoint not found: {ckpt}")
+    sha = codec_sha256(ckpt)
+    sessions = dialogue_sessions(split, limit=limit, cache_dir=cache_dir)
+    folder = cache_folder(cache_dir) / f"tokens-{sha[:16]}" / (split if limit is None else f"{split}-{limit}")
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    codec = load_codec("tiny", ckpt)
+    for start in range(0, len(sessions), shard_size):
+        shard = folder / f"shard_{start // shard_size:04d}.safetensors"
+        if shard.exists():
+            continue
+        grids = {
+            s.id: torch.from_numpy(token_grid(s, codec, codebooks))
+            for s in sessions[start : start + shard_size]
+        }
+        tmp = shard.with_name(shard.name + ".tmp")
+        save_file(grids, str(tmp))
+        os.replace(tmp, shard)
+        log(f"tokenised {min(start + shard_size, len(sessions))}/{len(sessions)} {split} sessions")
+    manifest = {
+        "format": "token grids [1 + 2 x codebooks, frames] int16: row 0 text, then model, then user codes",
+        "corpus": "vemi_eval.data.dialogue",
+        "recipe_hash": folder.parent.parent.name,
+        "split": split,
+        "codec_checkpoint": ckpt.name,
+        "codec_sha256": sha,
+        "codebooks": codebooks,
+        "frame_rate": FRAME_RATE,
+        "vocab": list(vocab().tokens),
+        **corpus_figures(sessions),
+    }
+    _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
+    return folder

@@ -1,0 +1,586 @@
+"""Training of a Moshi-format LM on token grids (the tiny preset on the synthetic dialogue corpus by default).
+
+The objective is Moshi's (moshi/models/lm.py ``LMModel.forward`` in training, moshi-finetune's loss):
+teacher forcing over the *delayed* token grid with the model's own delays (the start token fills the
+first ``delay`` steps of each stream and opens the sequence), the temporal transformer over the whole
+sequence, the depth transformer teacher-forced per frame (each codebook step sees the previous stream's
+true token), then
+
+    loss = text CE (padding and end-of-padding targets weighted ``text_padding_weight``)
+         + audio CE over the dep_q model codebooks (codebook 0, the semantic one, weighted
+           ``first_codebook_weight``; the others 1), each a weighted mean over valid targets.
+
+Only the model's streams (text + its dep_q audio codebooks) are predicted; the user's codebooks are
+inputs only. Targets equal to -1 (Moshi's zero token; crops are padded with it) are masked.
+
+Data format (``--data DIR``): a folder of ``.safetensors`` files; every tensor in them is one sequence, an
+integer grid ``[1 + n_q, T]``: row 0 the text stream (the inner monologue, padding id where no word
+starts), rows 1..dep_q the model's audio codebooks, rows dep_q+1..n_q the user's, all at the codec's
+frame rate and *not* delayed (the trainer applies the config's delays). -1 marks a frame to ignore.
+An optional ``manifest.json`` beside them is recorded in the sidecar (e.g. the codec's sha256).
+
+Time-budgeted and resumable: the state (weights, AdamW moments, step, the data sampler's RNG state,
+elapsed time) is written atomically every ``checkpoint_every_s`` into one safetensors file (the small
+JSON state in its metadata, nothing pickled); a new run with the same recipe continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from reference_model.checkpoint import read_safetensors, save
+from reference_model.config import LMConfig, load_lm_config
+from reference_model.lm import load_lm
+from reference_model.lm.model import LMModel
+from vemi_eval.errors import DataError
+
+ZERO = -1  # Moshi's zero token: zero embedding as input, masked as target
+STATE_VERSION = 1
+
+
+class TrainDataError(DataError):
+    """Unusable training data or resume state (one line; the CLI exits 2)."""
+
+
+# --- data ------------------------------------------------------------------------------------------
+@dataclass
+class TokenData:
+    """Token grids [1 + n_q, T] (int64) and where they came from."""
+
+    grids: list[torch.Tensor]
+    sha256: str
+    source: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return sum(int(g.shape[1]) for g in self.grids)
+
+
+def load_token_folder(folder: str | os.PathLike, num_streams: int) -> TokenData:
+    """Every tensor of every ``*.safetensors`` in ``folder`` (sorted by file, then tensor name)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        raise TrainDataError(f"no .safetensors token grids in {folder}")
+    h = hashlib.sha256()
+    grids = []
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+        for name, t in sorted(read_safetensors(f).items()):
+            if t.dtype.is_floating_point or t.dim() != 2 or t.shape[0] != num_streams:
+                raise TrainDataError(
+                    f"{f.name}:{name} is {t.dtype} {list(t.shape)}; expected an integer grid "
+                    f"[{num_streams}, T] (1 text + n_q audio streams)"
+                )
+            grids.append(t.to(torch.long))
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    return TokenData(grids, h.hexdigest(), str(folder), manifest)
+
+
+def check_token_range(data: TokenData, cfg: LMConfig) -> None:
+    for i, g in enumerate(data.grids):
+        text, audio = g[0], g[1:]
+        bad_text = ((text < ZERO) | (text >= cfg.text_card)).any()
+        bad_audio = ((audio < ZERO) | (audio >= cfg.card)).any()
+        if bad_text or bad_audio:
+            what = "text" if bad_text else "audio"
+            raise TrainDataError(
+                f"grid {i} of {data.source} has {what} tokens outside [-1, "
+                f"{cfg.text_card if bad_text else cfg.card}) (text_card {cfg.text_card}, card {cfg.card})"
+            )
+
+
+def sample_batch(
+    grids: list[torch.Tensor], rng: np.random.Generator, batch_size: int, seq_len: int
+) -> torch.Tensor:
+    """A random crop of ``seq_len`` frames of a random grid per item; shorter grids padded with -1."""
+    K = grids[0].shape[0]
+    out = torch.full((batch_size, K, seq_len), ZERO, dtype=torch.long)
+    for b in range(batch_size):
+        g = grids[int(rng.integers(len(grids)))]
+        T = g.shape[1]
+        start = int(rng.integers(0, T - seq_len + 1)) if T > seq_len else 0
+        crop = g[:, start : start + seq_len]
+        out[b, :, : crop.shape[1]] = crop
+    return out
+
+
+def eval_windows(grids: list[torch.Tensor], seq_len: int) -> list[torch.Tensor]:
+    """Consecutive windows of every grid (deterministic), each [1, K, <= seq_len]."""
+    return [g[None, :, s : s + seq_len] for g in grids for s in range(0, g.shape[1], seq_len)]
+
+
+# --- the objective -----------------------------------------------------------------------------------
+def delay_grid(lm: LMModel, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes [B, K, T] -> (inputs, targets), both [B, K, T], as Moshi's ``LMModel.forward``: stream k is
+    shifted right by its delay with the start token in front, the sequence opens with a column of start
+    tokens, and inputs are that sequence without its last column."""
+    B, K, T = codes.shape
+    initial = torch.tensor([lm.text_card] + [lm.card] * lm.n_q, device=codes.device).view(1, K, 1)
+    delayed = initial.expand(B, K, T).clone()
+    for k, d in enumerate(lm.delays):
+        delayed[:, k, d:] = codes[:, k, : T - d]
+    inputs = torch.cat([initial.expand(B, K, 1), delayed[:, :, :-1]], dim=2)
+    return inputs, delayed
+
+
+def teacher_forced_logits(
+    lm: LMModel, codes: torch.Tensor, depth_frames: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """codes [B, K, T] -> (text logits [B, T, text_card], audio logits [F, dep_q, card], delayed targets
+    [B, K, T]). Text position t predicts column t of the delayed grid. The depth transformer runs on the
+    flat frames ``depth_frames`` (indices into B * T; every frame when None), in that order."""
+    inputs, targets = delay_grid(lm, codes)
+    B, K, T = codes.shape
+    x = lm.embed(inputs)
+    cos, sin = lm.transformer.rope_angles(torch.arange(T, device=codes.device).expand(B, T))
+    for layer in lm.transformer.layers:
+        x = layer.forward_sequence(x, cos, sin)
+    hidden = lm.out_norm(x)
+    text_logits = lm.text_linear(hidden)
+    # Depth stage, per frame: codebook k sees the delayed true token of stream k (text for k = 0).
+    depth_in = targets[:, : lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
+    flat_hidden = hidden.reshape(B * T, -1)
+    if depth_frames is not None:
+        depth_in, flat_hidden = depth_in[depth_frames], flat_hidden[depth_frames]
+    audio_logits = lm.depformer_forward_parallel(flat_hidden, depth_in)
+    return text_logits, audio_logits, targets
+
+
+def _valid(lm: LMModel, targets: torch.Tensor) -> torch.Tensor:
+    """Targets that carry a token: not a start-token fill (t < delay) and not the zero token."""
+    T = targets.shape[2]
+    t = torch.arange(T, device=targets.device).view(1, 1, T)
+    delays = torch.tensor(lm.delays, device=targets.device).view(1, -1, 1)
+    return (t >= delays) & (targets != ZERO)
+
+
+@dataclass
+class LossWeights:
+    text_padding_weight: float = 0.5  # moshi-finetune's text_padding_weight (PAD and EPAD targets)
+    first_codebook_weight: float = 10.0  # moshi-finetune's first_codebook_weight_multiplier
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    text: float
+    audio: float
+    audio_per_codebook: list[float]
+    text_word_correct: int  # argmax hits on targets that are words (not padding), for accuracy
+    text_words: int
+
+
+def pick_depth_frames(codes: torch.Tensor, fraction: float, rng: np.random.Generator) -> torch.Tensor | None:
+    """A uniform random share of the frames that are not padding (None: all frames). The depth
+    transformer is per frame, so a subset is an unbiased estimate of its loss at a fraction of the cost."""
+    if fraction >= 1.0:
+        return None
+    B, _, T = codes.shape
+    real = torch.nonzero((codes[:, 1] != ZERO).reshape(-1)).view(-1).numpy()
+    n = max(1, int(round(fraction * len(real))))
+    return torch.from_numpy(np.sort(rng.permutation(real)[:n])).to(codes.device)
+
+
+def moshi_loss(
+    lm: LMModel, codes: torch.Tensor, weights: LossWeights, depth_frames: torch.Tensor | None = None
+) -> LossParts:
+    text_logits, audio_logits, targets = teacher_forced_logits(lm, codes, depth_frames)
+    valid = _valid(lm, targets)
+    pad_ids = (lm.text_padding_token_id, lm.end_of_text_padding_id)
+    B, K, T = targets.shape
+
+    text_t, text_ok = targets[:, 0], valid[:, 0]
+    is_pad = (text_t == pad_ids[0]) | (text_t == pad_ids[1])
+    w_text = text_ok.float() * torch.where(is_pad, weights.text_padding_weight, 1.0)
+    ce_text = F.cross_entropy(
+        text_logits.reshape(-1, lm.text_card).float(),
+        text_t.masked_fill(~text_ok, 0).reshape(-1),
+        reduction="none",
+    )
+    text_loss = (ce_text * w_text.reshape(-1)).sum() / w_text.sum().clamp(min=1e-9)
+
+    audio_t = targets[:, 1 : 1 + lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
+    audio_valid = valid[:, 1 : 1 + lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
+    if depth_frames is not None:
+        audio_t, audio_valid = audio_t[depth_frames], audio_valid[depth_frames]
+    audio_ok = audio_valid.float()
+    ce_audio = F.cross_entropy(
+        audio_logits.reshape(-1, lm.card).float(),
+        audio_t.masked_fill(~audio_valid, 0).reshape(-1),
+        reduction="none",
+    ).view_as(audio_ok)
+    cb_w = torch.ones(lm.dep_q, device=codes.device)
+    cb_w[0] = weights.first_codebook_weight
+    w_audio = audio_ok * cb_w.view(1, -1)
+    audio_loss = (ce_audio * w_audio).sum() / w_audio.sum().clamp(min=1e-9)
+    per_cb = (ce_audio * audio_ok).sum(dim=0) / audio_ok.sum(dim=0).clamp(min=1)
+
+    words = text_ok & ~is_pad
+    hits = (text_logits.argmax(-1) == text_t) & words
+    return LossParts(
+        text_loss + audio_loss,
+        float(text_loss.detach()),
+        float(audio_loss.detach()),
+        [float(v) for v in per_cb.detach()],
+        int(hits.sum()),
+        int(words.sum()),
+    )
+
+
+@torch.no_grad()
+def evaluate(lm: LMModel, grids: list[torch.Tensor], seq_len: int, weights: LossWeights) -> dict[str, Any]:
+    """Teacher-forced figures on held-out grids: losses (mean over windows) and the text stream's word
+    accuracy (argmax at the frames where a word token is the target)."""
+    was = lm.training
+    lm.eval()
+    text, audio, per_cb, hits, words, n = 0.0, 0.0, None, 0, 0, 0
+    for w in eval_windows(grids, seq_len):
+        parts = moshi_loss(lm, w, weights)
+        text += parts.text
+        audio += parts.audio
+        per_cb = (
+            parts.audio_per_codebook
+            if per_cb is None
+            else [a + b for a, b in zip(per_cb, parts.audio_per_codebook)]
+        )
+        hits += parts.text_word_correct
+        words += parts.text_words
+        n += 1
+    lm.train(was)
+    if n == 0:
+        return {"windows": 0}
+    return {
+        "windows": n,
+        "text_loss": text / n,
+        "audio_loss": audio / n,
+        "audio_ce_per_codebook": [v / n for v in per_cb or []],
+        "text_word_accuracy_teacher_forced": hits / words if words else None,
+        "text_words": words,
+    }
+
+
+# --- recipe, state -----------------------------------------------------------------------------------
+@dataclass
+class LMTrainRecipe:
+    config: dict[str, Any]
+    data_sha256: str
+    data_source: str
+    batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.1
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    depth_fraction: float = 0.25  # share of frames the depth transformer's loss uses per step
+    seed: int = 0
+    loss: LossWeights = field(default_factory=LossWeights)
+    schedule: str = "linear warmup, then cosine over the budget's fraction (time, or steps with max_steps)"
+    max_steps: int | None = None
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lr_at(recipe: LMTrainRecipe, step: int, progress: float) -> float:
+    warm = min(1.0, (step + 1) / max(1, recipe.warmup_steps))
+    cos = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    floor = recipe.min_lr_fraction
+    return recipe.lr * warm * (floor + (1 - floor) * cos)
+
+
+def save_state(path: Path, lm: LMModel, opt: torch.optim.Optimizer, info: dict[str, Any]) -> None:
+    """Weights + AdamW moments as tensors, the rest as JSON metadata; written to a temp file and renamed."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in lm.state_dict().items()}
+    osd = opt.state_dict()
+    for idx, st in osd["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().clone()
+    meta = {"state": json.dumps({**info, "param_groups": osd["param_groups"], "version": STATE_VERSION})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, lm: LMModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads(f.metadata()["state"])
+    tensors = read_safetensors(path)
+    lm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
+    return info
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.check_output(["git", "-C", str(root), "rev-parse", "HEAD"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+def train_lm(
+    out_path: str | os.PathLike,
+    train: TokenData,
+    *,
+    heldout: TokenData | None = None,
+    config: str | os.PathLike | dict | LMConfig = "tiny",
+    minutes: float | None = None,
+    max_steps: int | None = None,
+    stop_after_steps: int | None = None,
+    state_path: str | os.PathLike | None = None,
+    fresh: bool = False,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+    batch_size: int = 8,
+    seq_len: int = 256,
+    lr: float = 1e-3,
+    warmup_steps: int = 100,
+    depth_fraction: float = 0.25,
+    loss_weights: LossWeights | None = None,
+    checkpoint_every_s: float = 180.0,
+    log_every: int = 25,
+    log: Callable[[str], None] = print,
+    extra_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train for ``minutes`` of wall time (or exactly ``max_steps`` steps; the LR schedule then follows the
+    steps, so runs are reproducible). Writes ``out_path`` (the LM's safetensors, Moshi keys) and its
+    ``.json`` sidecar; keeps the resumable state in ``state_path`` (default: ``<out stem>.state.safetensors``
+    beside ``out_path``; the CLI puts it under ``runs/``). ``stop_after_steps`` stops early as a kill
+    would (tests). Returns the sidecar."""
+    if minutes is None and max_steps is None:
+        raise ValueError("give minutes (a time budget) or max_steps")
+    torch.set_num_threads(threads)
+    out_path = Path(out_path)
+    state_path = Path(state_path) if state_path else out_path.with_name(out_path.stem + ".state.safetensors")
+    cfg = load_lm_config(config)
+    check_token_range(train, cfg)
+    if heldout is not None:
+        check_token_range(heldout, cfg)
+    if train.grids[0].shape[0] != cfg.n_q + 1:
+        raise TrainDataError(f"grids have {train.grids[0].shape[0]} streams; the config needs {cfg.n_q + 1}")
+    recipe = LMTrainRecipe(
+        config=cfg.to_dict(),
+        data_sha256=train.sha256,
+        data_source=train.source,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        depth_fraction=depth_fraction,
+        seed=seed,
+        loss=loss_weights or LossWeights(),
+        max_steps=max_steps,
+    )
+    torch.manual_seed(seed)
+    lm = load_lm(cfg, device=device).train().requires_grad_(True)
+    opt = torch.optim.AdamW(
+        lm.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False
+    )
+    rng = np.random.default_rng(seed)
+    step, elapsed_before, history = 0, 0.0, []
+    resumed_from = None
+    if state_path.is_file() and not fresh:
+        info = load_state(state_path, lm, opt)
+        if info["recipe_digest"] != recipe.digest():
+            raise TrainDataError(
+                f"{state_path} holds a run with another recipe ({info['recipe_digest']} != {recipe.digest()})"
+                "; pass --fresh to start over or another --state"
+            )
+        step, elapsed_before, history = info["step"], info["elapsed_s"], info["history"]
+        rng.bit_generator.state = info["rng"]
+        resumed_from = {"step": step, "elapsed_s": elapsed_before}
+        log(f"resuming from {state_path} at step {step} ({elapsed_before:.0f}s done)")
+    budget_s = minutes * 60.0 if minutes is not None else None
+    start_step = step
+    t0 = time.time()
+    last_ckpt = t0
+    recent: list[tuple[float, float]] = []
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t0
+
+    def progress() -> float:
+        return step / max_steps if max_steps is not None else elapsed() / budget_s  # type: ignore[operator]
+
+    def done() -> bool:
+        if max_steps is not None and step >= max_steps:
+            return True
+        return budget_s is not None and elapsed() >= budget_s
+
+    def checkpoint() -> None:
+        save_state(
+            state_path,
+            lm,
+            opt,
+            {
+                "recipe_digest": recipe.digest(),
+                "step": step,
+                "elapsed_s": elapsed(),
+                "rng": rng.bit_generator.state,
+                "history": history[-400:],
+            },
+        )
+
+    while not done():
+        lr_now = lr_at(recipe, step, progress())
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        batch = sample_batch(train.grids, rng, batch_size, seq_len).to(device)
+        parts = moshi_loss(lm, batch, recipe.loss, pick_depth_frames(batch, recipe.depth_fraction, rng))
+        if not torch.isfinite(parts.total):
+            raise FloatingPointError(f"LM training diverged at step {step} (loss {float(parts.total)})")
+        opt.zero_grad(set_to_none=True)
+        parts.total.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), recipe.grad_clip)
+        opt.step()
+        step += 1
+        recent.append((parts.text, parts.audio))
+        if step % log_every == 0:
+            r = np.array(recent[-log_every:])
+            history.append(
+                {
+                    "step": step,
+                    "t": round(elapsed(), 1),
+                    "text": float(r[:, 0].mean()),
+                    "audio": float(r[:, 1].mean()),
+                }
+            )
+            log(
+                f"step {step} t={elapsed():.0f}s lr={lr_now:.2e} text={r[:, 0].mean():.4f} "
+                f"audio={r[:, 1].mean():.4f} ({(step - start_step) / max(time.time() - t0, 1e-9):.3f} step/s)"
+            )
+        if time.time() - last_ckpt > checkpoint_every_s:
+            checkpoint()
+            last_ckpt = time.time()
+        if stop_after_steps is not None and step >= stop_after_steps:
+            checkpoint()
+            return {"stopped_at": step, "state": str(state_path)}
+    checkpoint()
+    lm.eval()
+    wall = elapsed()
+    run_s = time.time() - t0
+    run_steps = step - start_step
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.stem + ".tmp.safetensors")
+    save(lm, tmp, metadata={"steps": str(step), "recipe_digest": recipe.digest()})
+    os.replace(tmp, out_path)
+    tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))
+    sidecar: dict[str, Any] = {
+        "produced_by": "vemi_eval.training.lm.train_lm",
+        "weights": out_path.name,
+        "weights_sha256": _sha256_file(out_path),
+        "recipe": asdict(recipe),
+        "recipe_digest": recipe.digest(),
+        "data": {
+            "source": train.source,
+            "sha256": train.sha256,
+            "sequences": len(train.grids),
+            "frames": train.frames,
+            "manifest": train.manifest,
+        },
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+        "minutes_budget": minutes,
+        "steps": step,
+        "wall_time_s": round(wall, 1),
+        "steps_per_s_this_process": round(run_steps / max(run_s, 1e-9), 4),
+        "resumed_from": resumed_from,
+        "final_losses_mean_last_200": {"text": float(tail[:, 0].mean()), "audio": float(tail[:, 1].mean())},
+        "loss_history": history[-400:],
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        **(extra_info or {}),
+    }
+    if heldout is not None:
+        t_eval = time.time()
+        sidecar["heldout"] = {
+            "source": heldout.source,
+            "sha256": heldout.sha256,
+            "sequences": len(heldout.grids),
+            **evaluate(lm, heldout.grids, seq_len, recipe.loss),
+        }
+        log(f"held-out ({time.time() - t_eval:.0f}s): {json.dumps(sidecar['heldout'])}")
+    json_path = out_path.with_suffix(".json")
+    tmp_json = json_path.with_name(json_path.name + ".tmp")
+    tmp_json.write_text(json.dumps(sidecar, indent=2, default=float) + "\n")
+    os.replace(tmp_json, json_path)
+    return sidecar
+
+
+# --- the default recipe: the tiny preset on the dialogue corpus ----------------------------------------
+def train_tiny_dialogue(
+    out_path: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    heldout_data: str | os.PathLike | None = None,
+    codec_checkpoint: str | os.PathLike | None = None,
+    train_sessions: int | None = None,
+    config: str | os.PathLike = "tiny",
+    log: Callable[[str], None] = print,
+    **options: Any,
+) -> dict[str, Any]:
+    """``train_lm`` on ``data`` (a token-grid folder), or by default on the dialogue corpus's training
+    split tokenised with the tiny codec (``codec_checkpoint``, default its bundled weights), evaluated
+    on the held-out split (unseen voices and prompts). Tokenisation is cached."""
+    cfg = load_lm_config(config)
+    extra: dict[str, Any] = {}
+    if data is None:
+        from vemi_eval.data import dialogue
+
+        vocab = dialogue.vocab()
+        if cfg.text_card != vocab.text_card or cfg.existing_text_padding_id != vocab.pad_id:
+            raise TrainDataError(
+                f"the dialogue corpus needs text_card {vocab.text_card} and padding id {vocab.pad_id}; "
+                f"the config has {cfg.text_card} and {cfg.existing_text_padding_id}"
+            )
+        data = dialogue.tokenised_split("train", codec_checkpoint, limit=train_sessions, log=log)
+        if heldout_data is None:
+            heldout_data = dialogue.tokenised_split("heldout", codec_checkpoint, log=log)
+        extra["corpus"] = "vemi_eval.data.dialogue"
+        extra["vocab"] = list(vocab.tokens)
+    train = load_token_folder(data, cfg.n_q + 1)
+    held = load_token_folder(heldout_data, cfg.n_q + 1) if heldout_data is not None else None
+    extra["codec_sha256"] = train.manifest.get("codec_sha256")
+    return train_lm(out_path, train, heldout=held, config=cfg, log=log, extra_info=extra, **options)
