@@ -51,7 +51,10 @@ def test_session_timing_rules(train2):
         assert user.size == model.size == s.n_samples
         prev_end = 0
         for t in s.turns:
-            assert t.words[-1].text == dialogue.NUMBERS[t.number] and t.expected == dialogue.NUMBERS[t.number + 1]
+            assert (
+                t.words[-1].text == dialogue.NUMBERS[t.number]
+                and t.expected == dialogue.NUMBERS[t.number + 1]
+            )
             assert t.answer.text == t.expected and t.answer.start == t.user_end + gap
             for w in t.words:
                 assert w.start >= prev_end and w.end > w.start  # words never overlap

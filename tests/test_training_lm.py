@@ -156,7 +156,9 @@ def test_loss_weights_text_padding_and_first_codebook():
 
 
 def _train(tmp_path, name, **kw):
-    opts = dict(config=SMALL, max_steps=6, batch_size=4, seq_len=24, warmup_steps=2, lr=3e-3, log=lambda m: None)
+    opts = dict(
+        config=SMALL, max_steps=6, batch_size=4, seq_len=24, warmup_steps=2, lr=3e-3, log=lambda m: None
+    )
     opts.update(kw)
     return train_lm(tmp_path / f"{name}.safetensors", _task_data(), **opts)
 
@@ -217,4 +219,3 @@ def test_token_folder_format(tmp_path):
     bad = TokenData([torch.full((5, 8), 99)], "x", "bad")
     with pytest.raises(TrainDataError, match="outside"):
         train_lm(tmp_path / "o.safetensors", bad, config=SMALL, max_steps=1)
-
