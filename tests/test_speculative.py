@@ -172,7 +172,10 @@ def test_cached_verifier_matches_the_full_parallel_pass() -> None:
     hidden = torch.randn(2, lm.dim)
     with torch.no_grad():
         tokens = torch.randint(0, 2048, (2, lm.dep_q))
-        verifier(hidden, torch.randint(0, 2048, (2, 5)), 0)  # a round whose drafts get rejected
+        tokens[:, 0] %= lm.text_card  # the first input of the depth pass is the text token
+        rejected = torch.randint(0, 2048, (2, 5))
+        rejected[:, 0] %= lm.text_card
+        verifier(hidden, rejected, 0)  # a round whose drafts get rejected
         for start, end in ((0, 3), (3, 6), (6, 8)):
             got = verifier(hidden, tokens[:, :end], start)
             want = lm.depformer_forward_parallel(hidden, tokens[:, :end])[:, start:]

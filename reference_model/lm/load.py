@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from ..checkpoint import load_into
 from ..config import LMConfig, load_lm_config
 from .model import LMModel
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Presets that ship trained weights in reference_model/weights/ (used when no checkpoint is given).
+BUNDLED = {"tiny": WEIGHTS_DIR / "tiny_lm.safetensors"}
+RANDOM = "random"  # checkpoint value that asks for random weights explicitly
 
 
 def load_lm(
@@ -20,11 +26,17 @@ def load_lm(
 ) -> LMModel:
     """Preset name ("tiny", "moshi-7b", "moshi-2b"), Moshi-format JSON path or dict -> LMModel in eval mode.
 
+    ``checkpoint``: a safetensors path; None loads the preset's bundled trained weights when the file
+    exists (``reference_model/weights/tiny_lm.safetensors``), else random weights; "random" forces random
+    weights (from the current torch seed). ``model.checkpoint`` says which: the path, or None for random.
+
     With a checkpoint the model is built on ``meta`` and adopts the file's tensors (no double allocation);
     a missing, extra or mis-shaped key raises CheckpointError.
     """
     cfg = load_lm_config(config)
-    if checkpoint is None:
+    if checkpoint is None and isinstance(config, str) and config in BUNDLED and BUNDLED[config].is_file():
+        checkpoint = BUNDLED[config]
+    if checkpoint is None or str(checkpoint) == RANDOM:
         with torch.device(device):
             model = LMModel(cfg)
         _init_weights(model)
@@ -33,6 +45,7 @@ def load_lm(
         with torch.device("meta"):
             model = LMModel(cfg)
         load_into(model, checkpoint, device=device, dtype=dtype)
+    model.checkpoint = None if checkpoint is None or str(checkpoint) == RANDOM else str(checkpoint)
     return model.eval().requires_grad_(False)
 
 

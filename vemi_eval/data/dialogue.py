@@ -3,7 +3,8 @@
 Every session is two 24 kHz channels. The *user* (one espeak-ng voice variant per session, with its own
 pitch and rate, optional noise) asks several times what number comes after one of one..nineteen; the
 *model* (always the same voice: festival's ked_diphone, a recorded human diphone voice) answers with the
-next number ``ANSWER_GAP_S`` after the user's last word ends, and is silent otherwise. Some user turns
+next number on the first frame boundary at least ``ANSWER_GAP_S`` after the user's last word ends (so
+the gap is 0.32-0.40 s), and is silent otherwise. Some user turns
 have a pause *before* the number ("what comes after ... seven"), so a model that answers at the first
 silence has not heard the number yet.
 
@@ -40,7 +41,8 @@ from .audio import dither, resample
 RECIPE_VERSION = 1
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
-ANSWER_GAP_S = 0.32  # the model starts its answer this long after the user's last word ends
+FRAME_SIZE = 1920  # samples per codec frame at 24 kHz
+ANSWER_GAP_S = 0.32  # the model's answer starts on the first frame boundary this long after the user ends
 TARGET_RMS_DB = -22.0  # every word clip's RMS before the session's gain
 MODEL_VOICE = "ked_diphone"  # festival voice (festvox-kdlpc16k)
 VOCAB_PATH = Path(__file__).with_name("dialogue_vocab.json")
@@ -265,6 +267,7 @@ def recipe(versions: dict[str, str] | None = None) -> dict[str, Any]:
         "tools": versions or tool_versions(),
         "sample_rate": SAMPLE_RATE,
         "answer_gap_s": ANSWER_GAP_S,
+        "answer_on_frame_boundary": True,
         "model_voice": MODEL_VOICE,
         "variants": espeak_variants(),
         "heldout_every": HELDOUT_EVERY,
@@ -414,7 +417,9 @@ def _plan_session(split: str, index: int, pool: list[UserVoice], folder: Path, r
             n = _user_clip(folder, voice, text).size
             words.append(Word(text, t, t + n))
             t += n + s(WORD_GAP_S)
-        start = words[-1].end + int(round(ANSWER_GAP_S * SAMPLE_RATE))
+        # The answer starts on the first frame boundary at least the gap after the user's end, as a
+        # streaming model's output does (and the same word then always gives the same codes).
+        start = -(-(words[-1].end + int(round(ANSWER_GAP_S * SAMPLE_RATE))) // FRAME_SIZE) * FRAME_SIZE
         answer_text = NUMBERS[number + 1]
         answer = Word(answer_text, start, start + _model_clip(folder, answer_text).size)
         turns.append(Turn(prompt, number, tuple(words), pause, answer))

@@ -99,3 +99,32 @@ def transcribe(
         return " ".join(s.text.strip() for s in segments).strip()
     except Exception as e:  # CTranslate2 errors: report, never score
         raise EvaluatorError(f"ASR failed: {type(e).__name__}: {e}") from None
+
+
+def transcribe_words(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    model_dir: str | Path | None = None,
+    beam_size: int = DEFAULT_BEAM,
+    threads: int = 1,
+) -> list[tuple[str, float, float]]:
+    """Words of one mono clip with their start and end times in seconds (faster-whisper word timestamps)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise EvaluatorError("ASR input is empty or has NaN/inf samples")
+    model = load_model(model_dir, threads=threads)
+    x = resample(audio, sample_rate, SAMPLE_RATE)
+    try:
+        segments, _ = model.transcribe(
+            x,
+            language="en",
+            beam_size=beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            word_timestamps=True,
+        )
+        return [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+    except Exception as e:  # CTranslate2 errors: report, never score
+        raise EvaluatorError(f"ASR failed: {type(e).__name__}: {e}") from None

@@ -1,0 +1,459 @@
+"""Measurement kind ``dialogue``: the model's own conversation, through the live full-duplex loop.
+
+Each held-out session of the dialogue corpus (user voices and carrier phrasings never seen in training)
+is streamed into the variant frame by frame (80 ms of user audio in; a text token and 80 ms of model
+audio out, played at the same frame). Per turn ("what comes after seven" -> "eight"):
+
+- ``answer_accuracy``: the first word of the text stream after the user's turn ends (until the next
+  turn starts) is the expected number; along an SNR ladder on the user channel (condition {"snr_db"}).
+- ``answer_wer``: faster-whisper's transcript of the model's decoded speech in that window against the
+  expected word (total errors / total words).
+- ``response_latency_s`` (median): start of the model's first word minus the end of the user's turn,
+  clipped at 0 as Full-Duplex-Bench; from the text stream (the frame of the first word token, condition
+  {"source": "text"}) and from ASR word times on the model's audio ({"source": "asr"}). The training
+  corpus's own gap is ``ANSWER_GAP_S`` (recorded in extra).
+- ``pause_turn_over_rate``: over turns with a pause inside them (before the number), the share where
+  the model takes the turn during the pause (Full-Duplex-Bench's pause-handling TOR; lower is better).
+  The model's answers are one word long, so "takes the turn" means any word token in the text stream
+  or any ASR word in the model's audio during the pause, not FDB's ">= 1 s or > 3 words".
+- ``speaker_similarity`` of the model's speech (its answers of a session, concatenated) to a reference
+  recording of the model's voice (resemblyzer), and ``speaker_similarity_drift``: similarity of the
+  second half of a session's answers minus the first half (paired over sessions).
+- ``dnsmos_ovrl`` / ``dnsmos_sig`` / ``dnsmos_bak`` of the model's answers of a session.
+
+Each record has a bootstrap interval over turns (or sessions) and says "scored N of M"; a turn or
+session that could not be scored (no speech to embed, an evaluator error) is counted, never scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import dialogue as dlg
+from ..evaluators import EvaluatorError, all_specs
+from ..records import FAILED, MetricRecord
+from ..stats import bootstrap_ci
+from . import MeasureContext, measurement
+from .codec import params_of
+
+PARAMS: dict[str, Any] = {
+    "sessions": 0,  # held-out sessions to stream (0: all of them)
+    "snr_db": ["clean", 20, 10, 5],  # the SNR ladder on the user channel ("clean": no noise added)
+    "noise": "pink",
+    "asr_model": "",  # local faster-whisper folder; "" = the bundled tiny.en
+    "beam_size": 5,
+}
+CLEAN = "clean"
+
+
+# --- streaming ------------------------------------------------------------------------------------------
+@dataclass
+class Streamed:
+    """What the model did during one session: a token (None while inside its delays) and audio per frame."""
+
+    tokens: list[int | None]
+    audio: np.ndarray  # model audio as played, frame o at samples [o * frame_size, (o + 1) * frame_size)
+
+
+@torch.no_grad()
+def stream_session(model, user_audio: np.ndarray) -> Streamed:
+    """Stream ``user_audio`` through the variant (batch item 0) after a reset; the loop runs one frame
+    past the end of the audio for every frame of delay, so the last frames' outputs come out."""
+    model.reset()
+    fs = int(model.frame_size)
+    b = int(getattr(model, "batch_size", 1))
+    n = -(-user_audio.size // fs) + int(getattr(model, "max_delay", 0))
+    x = np.zeros(n * fs, np.float32)
+    x[: user_audio.size] = user_audio
+    dev = getattr(model, "device", "cpu")
+    tokens: list[int | None] = []
+    audio = []
+    for i in range(n):
+        frame = (
+            torch.from_numpy(x[i * fs : (i + 1) * fs]).view(1, 1, fs).expand(b, 1, fs).contiguous().to(dev)
+        )
+        text, pcm = model.step(frame)
+        tokens.append(None if text is None else int(text[0]))
+        audio.append(pcm[0, 0].float().cpu().numpy())
+    model.reset()
+    return Streamed(tokens, np.concatenate(audio))
+
+
+# --- scoring one session -----------------------------------------------------------------------------------
+@dataclass
+class TurnResult:
+    session: str
+    turn: int
+    snr_db: str
+    expected: str
+    said: str | None  # first word of the text stream in the answer window
+    latency_text_s: float | None
+    pause_words: int | None  # word tokens during the mid-turn pause (None: the turn has no pause)
+    window: tuple[int, int]  # answer window in samples [user end, next turn's start)
+
+    @property
+    def correct(self) -> bool:
+        return self.said == self.expected
+
+
+def answer_windows(session: dlg.Session) -> list[tuple[int, int]]:
+    """[end of the user's turn, start of the next turn) for every turn (the last: the session's end)."""
+    starts = [t.words[0].start for t in session.turns[1:]] + [session.n_samples]
+    return [(t.user_end, nxt) for t, nxt in zip(session.turns, starts)]
+
+
+def score_text(
+    session: dlg.Session, streamed: Streamed, snr: str, frame_size: int, sr: int
+) -> list[TurnResult]:
+    v = dlg.vocab()
+    words = [(o, v.word(tok)) for o, tok in enumerate(streamed.tokens) if tok is not None and v.word(tok)]
+    out = []
+    for k, (turn, (lo, hi)) in enumerate(zip(session.turns, answer_windows(session))):
+        said, latency = None, None
+        for o, w in words:  # the first word whose frame overlaps the window
+            if o * frame_size < hi and (o + 1) * frame_size > lo:
+                said, latency = w, max(0.0, (o * frame_size - lo) / sr)
+                break
+        pause_words = None
+        if turn.pause is not None:
+            p0, p1 = turn.pause
+            pause_words = sum(1 for o, _ in words if p0 <= o * frame_size < p1)
+        out.append(TurnResult(session.id, k, snr, turn.expected, said, latency, pause_words, (lo, hi)))
+    return out
+
+
+# --- records -----------------------------------------------------------------------------------------------
+def _record(
+    ctx: MeasureContext,
+    metric: str,
+    unit: str,
+    values: list[float],
+    of: int,
+    *,
+    statistic: str = "mean",
+    condition: dict[str, Any] | None = None,
+    higher_is_better: bool | None = None,
+    failures: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> MetricRecord:
+    ex = {
+        **(extra or {}),
+        "scored": len(values),
+        "of": of,
+        "scored_text": f"scored {len(values)} of {of}",
+        "statistic": statistic,
+        "failures": (failures or [])[:5],
+    }
+    base = dict(
+        suite=ctx.suite,
+        variant=ctx.variant.name,
+        metric=metric,
+        unit=unit,
+        condition=dict(condition or {}),
+        higher_is_better=higher_is_better,
+    )
+    if not values:
+        why = f"nothing scored of {of}" + (f": {failures[0]}" if failures else "")
+        return MetricRecord(value=None, n=0, status=FAILED, reason=why, extra=ex, **base)
+    a = np.asarray(values, np.float64)
+    value = float(np.median(a) if statistic == "median" else a.mean())
+    lo, hi = bootstrap_ci(a, statistic, seed=ctx.seed)
+    ex["samples"] = [float(x) for x in a]
+    rec = MetricRecord(value=value, n=len(values), ci_low=lo, ci_high=hi, extra=ex, **base)
+    if len(values) < of:
+        rec.reason = f"scored {len(values)} of {of}" + (f"; {failures[0]}" if failures else "")
+    return rec
+
+
+def _snr_label(x: Any) -> str:
+    return CLEAN if str(x).lower() == CLEAN else f"{float(x):g}"
+
+
+def _answer_audio(audio: np.ndarray, windows: list[tuple[int, int]]) -> list[np.ndarray]:
+    return [audio[lo:hi] for lo, hi in windows]
+
+
+def _speech(audio: np.ndarray) -> np.ndarray:
+    """The clip itself, or EvaluatorError when the model said nothing (a silence is not scored)."""
+    from ..data.audio import SILENCE_RMS
+
+    if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS:
+        raise EvaluatorError("the model was silent in its answer windows")
+    return audio
+
+
+@measurement("dialogue")
+def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
+    from ..data.noise import make_noise, mix_at_snr
+    from ..evaluators import asr as asr_ev
+    from ..evaluators import dnsmos as dnsmos_ev
+    from ..evaluators import speaker as spk
+    from ..evaluators.wer import error_counts
+
+    params = params_of(ctx, PARAMS)
+    model = ctx.variant.build()
+    sr, fs = int(model.sample_rate), int(model.frame_size)
+    if sr != dlg.SAMPLE_RATE:
+        raise ValueError(
+            f"the dialogue corpus is at {dlg.SAMPLE_RATE} Hz; the variant's codec runs at {sr} Hz"
+        )
+    limit = int(params["sessions"]) or None
+    sessions = dlg.dialogue_sessions("heldout", limit=limit)
+    data = {"dialogue_heldout": dlg.sessions_sha256(sessions), "recipe_hash": sessions[0].folder.name}
+    ladder = [_snr_label(x) for x in params["snr_db"]]
+    specs = all_specs()
+    corpus_gaps = [(t.answer.start - t.user_end) / sr for s in sessions for t in s.turns]
+    common = {
+        "data": data,
+        "answer_gap_s": dlg.ANSWER_GAP_S,
+        "corpus_latency_median_s": float(np.median(corpus_gaps)),  # what the corpus's model does
+        "weights": weights_of(model),
+    }
+
+    results: dict[str, list[TurnResult]] = {s: [] for s in ladder}
+    clean_audio: dict[str, np.ndarray] = {}
+    for i, sess in enumerate(sessions):
+        for snr in ladder:
+            ctx.progress(f"dialogue: {sess.id} snr={snr} ({i + 1}/{len(sessions)})")
+            user = sess.user_audio()
+            if snr != CLEAN:
+                noise = make_noise(str(params["noise"]), user.size, sr, sess.seed + 17)
+                user = mix_at_snr(user, noise, float(snr), sr)
+            streamed = stream_session(model, user)
+            turns = score_text(sess, streamed, snr, fs, sr)
+            results[snr] += turns
+            if snr == ladder[0]:
+                clean_audio[sess.id] = streamed.audio[: sess.n_samples]
+    ctx.add_samples(
+        {
+            "session": t.session,
+            "turn": t.turn,
+            "snr_db": t.snr_db,
+            "expected": t.expected,
+            "said": t.said,
+            "correct": t.correct,
+            "latency_text_s": t.latency_text_s,
+            "pause_words": t.pause_words,
+        }
+        for turns in results.values()
+        for t in turns
+    )
+    records: list[MetricRecord] = []
+    for snr in ladder:
+        turns = results[snr]
+        records.append(
+            _record(
+                ctx,
+                "answer_accuracy",
+                "fraction",
+                [float(t.correct) for t in turns],
+                len(turns),
+                condition={"snr_db": snr, "source": "text"},
+                higher_is_better=True,
+                extra=common,
+            )
+        )
+    first = results[ladder[0]]
+    cond0 = {"snr_db": ladder[0]}
+    lat = [t.latency_text_s for t in first if t.latency_text_s is not None]
+    records.append(
+        _record(
+            ctx,
+            "response_latency_s",
+            "s",
+            lat,
+            len(first),
+            statistic="median",
+            condition={**cond0, "source": "text"},
+            higher_is_better=False,
+            failures=[f"{t.session}/{t.turn}: no word in the answer window" for t in first if t.said is None],
+            extra=common,
+        )
+    )
+    paused = [t for t in first if t.pause_words is not None]
+    records.append(
+        _record(
+            ctx,
+            "pause_turn_over_rate",
+            "fraction",
+            [float(t.pause_words > 0) for t in paused],
+            len(paused),
+            condition={**cond0, "source": "text"},
+            higher_is_better=False,
+            extra=common,
+        )
+    )
+
+    # ASR of the model's speech: WER against the expected word, word times for latency and pauses.
+    asr_dir = str(params["asr_model"]) or None
+    by_id = {s.id: s for s in sessions}
+    wer_rows, asr_lat, asr_fail, pause_asr = [], [], [], []
+    for t in first:
+        sess = by_id[t.session]
+        lo, hi = t.window
+        try:
+            words = asr_ev.transcribe_words(
+                clean_audio[t.session][lo:hi], sr, model_dir=asr_dir, beam_size=int(params["beam_size"])
+            )
+            hyp = " ".join(w for w, _, _ in words)
+            wer_rows.append(error_counts(t.expected, hyp))
+            if words:
+                asr_lat.append(max(0.0, words[0][1]))
+            turn = sess.turns[t.turn]
+            if turn.pause is not None:
+                p0, p1 = turn.pause
+                pw = asr_ev.transcribe_words(
+                    clean_audio[t.session][p0:p1], sr, model_dir=asr_dir, beam_size=int(params["beam_size"])
+                )
+                pause_asr.append(float(len(pw) > 0))
+        except EvaluatorError as e:
+            asr_fail.append(f"{t.session}/{t.turn}: {e}")
+    asr_extra = {**common, "evaluator": {"name": "asr", **specs["asr"].info()}}
+    records.append(wer_record(ctx, wer_rows, len(first), cond0, asr_fail, asr_extra))
+    records.append(
+        _record(
+            ctx,
+            "response_latency_s",
+            "s",
+            asr_lat,
+            len(first),
+            statistic="median",
+            condition={**cond0, "source": "asr"},
+            higher_is_better=False,
+            failures=asr_fail or ["no ASR word in the answer window"] * (len(first) - len(asr_lat)),
+            extra=asr_extra,
+        )
+    )
+    records.append(
+        _record(
+            ctx,
+            "pause_turn_over_rate",
+            "fraction",
+            pause_asr,
+            len(paused),
+            condition={**cond0, "source": "asr"},
+            higher_is_better=False,
+            failures=asr_fail,
+            extra=asr_extra,
+        )
+    )
+
+    # The model's voice: similarity to its reference, drift over the session, DNSMOS.
+    spk_extra = {**common, "evaluator": {"name": "speaker", **specs["speaker"].info()}}
+    mos_extra = {**common, "evaluator": {"name": "dnsmos", **specs["dnsmos"].info()}}
+    sims, drifts, spk_fail = [], [], []
+    mos: dict[str, list[float]] = {"ovrl": [], "sig": [], "bak": []}
+    mos_fail = []
+    try:
+        ref = spk.embed(dlg.model_reference_audio(), sr)
+    except EvaluatorError as e:
+        ref, spk_fail = None, [f"reference: {e}"]
+    for sess in sessions:
+        pieces = _answer_audio(clean_audio[sess.id], answer_windows(sess))
+        half = len(pieces) // 2
+        if ref is not None:
+            try:
+                sims.append(spk.similarity(spk.embed(_speech(np.concatenate(pieces)), sr), ref))
+                early = spk.similarity(spk.embed(_speech(np.concatenate(pieces[:half])), sr), ref)
+                late = spk.similarity(spk.embed(_speech(np.concatenate(pieces[half:])), sr), ref)
+                drifts.append(late - early)
+            except EvaluatorError as e:
+                spk_fail.append(f"{sess.id}: {e}")
+        try:
+            m = dnsmos_ev.dnsmos(_speech(np.concatenate(pieces)), sr)
+            for key in mos:
+                mos[key].append(float(m[key]))
+        except EvaluatorError as e:
+            mos_fail.append(f"{sess.id}: {e}")
+    n = len(sessions)
+    records.append(
+        _record(
+            ctx,
+            "speaker_similarity",
+            "cosine",
+            sims,
+            n,
+            condition=cond0,
+            higher_is_better=True,
+            failures=spk_fail,
+            extra={**spk_extra, "reference": f"festival {dlg.MODEL_VOICE}"},
+        )
+    )
+    records.append(
+        _record(
+            ctx,
+            "speaker_similarity_drift",
+            "cosine",
+            drifts,
+            n,
+            condition=cond0,
+            higher_is_better=None,
+            failures=spk_fail,
+            extra={**spk_extra, "definition": "second half of the answers - first half"},
+        )
+    )
+    for key, vals in mos.items():
+        records.append(
+            _record(
+                ctx,
+                f"dnsmos_{key}",
+                "MOS",
+                vals,
+                n,
+                condition=cond0,
+                higher_is_better=True,
+                failures=mos_fail,
+                extra=mos_extra,
+            )
+        )
+    return records
+
+
+def wer_record(ctx, rows: list[dict[str, int]], of: int, condition, failures, extra) -> MetricRecord:
+    """Total word errors / total reference words over the scored turns, bootstrap over turns."""
+    base = dict(
+        suite=ctx.suite,
+        variant=ctx.variant.name,
+        metric="answer_wer",
+        unit="fraction",
+        condition={**condition, "source": "asr"},
+        higher_is_better=False,
+    )
+    ex = {
+        **extra,
+        "scored": len(rows),
+        "of": of,
+        "scored_text": f"scored {len(rows)} of {of}",
+        "statistic": "total errors / total reference words",
+        "failures": failures[:5],
+    }
+    if not rows:
+        return MetricRecord(
+            value=None, n=0, status=FAILED, reason=f"nothing scored of {of}", extra=ex, **base
+        )
+    from ..evaluators.scoring import bootstrap_ratio_ci
+
+    errs = np.array([r["word_errors"] for r in rows], np.float64)
+    tots = np.array([r["words"] for r in rows], np.float64)
+    lo, hi = bootstrap_ratio_ci(errs, tots, ctx.seed)
+    ex["samples"] = [float(e / t) for e, t in zip(errs, tots)]
+    return MetricRecord(
+        value=float(errs.sum() / tots.sum()), n=len(rows), ci_low=lo, ci_high=hi, extra=ex, **base
+    )
+
+
+def weights_of(model) -> dict[str, str | None]:
+    """Which weights the variant runs: the checkpoint files, or "random"."""
+    out = {}
+    for name in ("lm", "codec"):
+        part = getattr(model, name, None)
+        ck = getattr(part, "checkpoint", None)
+        out[name] = "random" if ck is None else str(ck)
+    return out
+
+
+measure_dialogue.params = PARAMS
