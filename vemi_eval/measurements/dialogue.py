@@ -37,8 +37,7 @@ from ..data import dialogue as dlg
 from ..evaluators import EvaluatorError, all_specs
 from ..records import FAILED, MetricRecord
 from ..stats import bootstrap_ci
-from . import MeasureContext, measurement
-from .codec import params_of
+from . import MeasureContext, measurement, merged_params
 
 PARAMS: dict[str, Any] = {
     "sessions": 0,  # held-out sessions to stream (0: all of them)
@@ -145,7 +144,6 @@ def _record(
         "scored": len(values),
         "of": of,
         "scored_text": f"scored {len(values)} of {of}",
-        "statistic": statistic,
         "failures": (failures or [])[:5],
     }
     base = dict(
@@ -155,6 +153,9 @@ def _record(
         unit=unit,
         condition=dict(condition or {}),
         higher_is_better=higher_is_better,
+        statistic=statistic,
+        data=ex.pop("data", {}),
+        evaluator=ex.pop("evaluator", None),
     )
     if not values:
         why = f"nothing scored of {of}" + (f": {failures[0]}" if failures else "")
@@ -162,8 +163,8 @@ def _record(
     a = np.asarray(values, np.float64)
     value = float(np.median(a) if statistic == "median" else a.mean())
     lo, hi = bootstrap_ci(a, statistic, seed=ctx.seed)
-    ex["samples"] = [float(x) for x in a]
-    rec = MetricRecord(value=value, n=len(values), ci_low=lo, ci_high=hi, extra=ex, **base)
+    samples = [float(x) for x in a]
+    rec = MetricRecord(value=value, n=len(values), ci_low=lo, ci_high=hi, samples=samples, extra=ex, **base)
     if len(values) < of:
         rec.reason = f"scored {len(values)} of {of}" + (f"; {failures[0]}" if failures else "")
     return rec
@@ -194,7 +195,7 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators import speaker as spk
     from ..evaluators.wer import error_counts
 
-    params = params_of(ctx, PARAMS)
+    params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
     sr, fs = int(model.sample_rate), int(model.frame_size)
     if sr != dlg.SAMPLE_RATE:
@@ -313,7 +314,20 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
         except EvaluatorError as e:
             asr_fail.append(f"{t.session}/{t.turn}: {e}")
     asr_extra = {**common, "evaluator": {"name": "asr", **specs["asr"].info()}}
-    records.append(wer_record(ctx, wer_rows, len(first), cond0, asr_fail, asr_extra))
+    # every reference is one word, so WER (total errors / total words) is the mean of per-turn errors
+    records.append(
+        _record(
+            ctx,
+            "answer_wer",
+            "fraction",
+            [float(r["word_errors"]) / r["words"] for r in wer_rows],
+            len(first),
+            condition={**cond0, "source": "asr"},
+            higher_is_better=False,
+            failures=asr_fail,
+            extra=asr_extra,
+        )
+    )
     records.append(
         _record(
             ctx,
@@ -411,39 +425,6 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )
     return records
-
-
-def wer_record(ctx, rows: list[dict[str, int]], of: int, condition, failures, extra) -> MetricRecord:
-    """Total word errors / total reference words over the scored turns, bootstrap over turns."""
-    base = dict(
-        suite=ctx.suite,
-        variant=ctx.variant.name,
-        metric="answer_wer",
-        unit="fraction",
-        condition={**condition, "source": "asr"},
-        higher_is_better=False,
-    )
-    ex = {
-        **extra,
-        "scored": len(rows),
-        "of": of,
-        "scored_text": f"scored {len(rows)} of {of}",
-        "statistic": "total errors / total reference words",
-        "failures": failures[:5],
-    }
-    if not rows:
-        return MetricRecord(
-            value=None, n=0, status=FAILED, reason=f"nothing scored of {of}", extra=ex, **base
-        )
-    from ..evaluators.scoring import bootstrap_ratio_ci
-
-    errs = np.array([r["word_errors"] for r in rows], np.float64)
-    tots = np.array([r["words"] for r in rows], np.float64)
-    lo, hi = bootstrap_ratio_ci(errs, tots, ctx.seed)
-    ex["samples"] = [float(e / t) for e, t in zip(errs, tots)]
-    return MetricRecord(
-        value=float(errs.sum() / tots.sum()), n=len(rows), ci_low=lo, ci_high=hi, extra=ex, **base
-    )
 
 
 def weights_of(model) -> dict[str, str | None]:
