@@ -21,6 +21,7 @@ import time
 import torch
 
 from reference_model import DuplexSpec, build_duplex
+from reference_model.report import ModReport, SpeculativeReport
 
 
 def _build(flags: list[str], temp: float):
@@ -51,7 +52,7 @@ def bench_depth(frames: int, temp: float, ks: tuple[int, ...], reps: int) -> lis
     for _name, model in variants:  # warm-up
         for hidden, text in inputs[:3]:
             model.streamer.depformer_sample(hidden, text)
-        stats = getattr(model.streamer, "speculative_stats", None)
+        stats = _spec_stats(model)
         if stats is not None:
             stats.reset()
     for _ in range(reps):
@@ -64,7 +65,7 @@ def bench_depth(frames: int, temp: float, ks: tuple[int, ...], reps: int) -> lis
     rows = []
     for name, model in variants:
         ms = statistics.median(times[name]) * 1e3
-        stats = getattr(model.streamer, "speculative_stats", None)
+        stats = _spec_stats(model)
         rows.append(
             {
                 "variant": name,
@@ -78,11 +79,16 @@ def bench_depth(frames: int, temp: float, ks: tuple[int, ...], reps: int) -> lis
     return rows
 
 
+def _spec_stats(model):
+    entry = model.report().get(SpeculativeReport)
+    return None if entry is None else entry.stats
+
+
 @torch.no_grad()
 def bench_mod(frames: int, temp: float, capacities: tuple[float, ...]) -> list[dict]:
     variants = [(f"mod={c}", _build([f"mod={c}"], temp)) for c in capacities]
     for _, model in variants:
-        model.lm.mod_stats.reset()
+        model.report().get(ModReport).stats.reset()
     times: dict[str, list[float]] = {name: [] for name, _ in variants}
     for c in _codes(frames):
         for name, model in variants:
@@ -93,7 +99,7 @@ def bench_mod(frames: int, temp: float, capacities: tuple[float, ...]) -> list[d
     rows = []
     for name, model in variants:
         ms = statistics.median(times[name][3:])
-        stats = model.lm.mod_stats
+        stats = model.report().get(ModReport).stats
         rows.append(
             {
                 "variant": name,

@@ -1,9 +1,12 @@
 """A reference full-duplex speech model, faithful to Kyutai's Moshi (Mimi codec + temporal and depth
 transformers), with every enhancement of the Vemi document behind a flag.
 
-Stable interface (see README):
-    load_lm, load_codec, Streamer, CodecStreamer, build_duplex, DuplexSpec, DuplexModel,
-    available_flags, parse_flags
+Stable interface (see README), the only names outside code imports:
+    here: load_lm, load_codec, Streamer, CodecStreamer, build_duplex, DuplexSpec, DuplexModel, model_info,
+        the flag registry (available_flags, parse_flags, Flag, FlagSpec, FlagError) and the errors;
+    reference_model.report: the typed report of a built model (``duplex.report()``);
+    reference_model.probes: what a measurement may read of the model's insides.
+Each enhancement is one module of ``reference_model.enhancements`` (see its docstring for the map).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "build_duplex",
     "load_codec",
     "load_lm",
+    "model_info",
     "parse_flags",
 ]
 
@@ -44,4 +48,8 @@ def __getattr__(name: str):
         from .build import build_duplex
 
         return build_duplex
+    if name == "model_info":
+        from .info import model_info
+
+        return model_info
     raise AttributeError(name)

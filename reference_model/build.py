@@ -6,23 +6,26 @@ import torch
 
 from .duplex import DuplexModel, DuplexSpec
 from .enhancements import FLAGS, parse_flags
+from .report import FlagReport
 
 
 def build_duplex(spec: DuplexSpec) -> DuplexModel:
-    """Load LM and codec, apply the spec's flags (model stage, then runtime stage), return the variant.
+    """Load LM and codec, apply the spec's flags in their canonical order (model stage, then runtime
+    stage), return the variant; ``duplex.report()`` says what every flag did.
 
     Flags are parsed and checked before any weight is loaded, so a bad flag costs nothing.
     """
     from .codec import CodecStreamer, load_codec
     from .lm import Streamer, load_lm
 
-    flags = parse_flags(spec.flags, device=spec.device)
+    flags = parse_flags(spec.flags, device=spec.device)  # canonical order
     torch.manual_seed(spec.seed)
     lm = load_lm(spec.lm, spec.lm_checkpoint, device=spec.device, dtype=spec.dtype)
-    codec = load_codec(spec.codec, spec.codec_checkpoint, device=spec.device, dtype=spec.dtype)
+    codec = load_codec(spec.codec, spec.codec_checkpoint, device=spec.device, dtype=spec.codec_dtype)
+    reports: dict[str, FlagReport] = {}
     for flag in flags:
         if FLAGS[flag.name].stage == "model":
-            FLAGS[flag.name].load_apply()(lm, codec, flag.value)
+            reports[flag.name] = FLAGS[flag.name].load_apply()(lm, codec, flag.value)
     torch.manual_seed(spec.seed)  # sampling starts from the same state whatever the flags did
     streamer = Streamer(
         lm,
@@ -34,7 +37,8 @@ def build_duplex(spec: DuplexSpec) -> DuplexModel:
     )
     codec_streamer = CodecStreamer(codec, batch_size=spec.batch_size)
     duplex = DuplexModel(lm, codec, streamer, codec_streamer, spec, flags)
+    duplex.flag_reports.update(reports)
     for flag in flags:
         if FLAGS[flag.name].stage == "runtime":
-            FLAGS[flag.name].load_apply()(duplex, flag.value)
+            duplex.flag_reports[flag.name] = FLAGS[flag.name].load_apply()(duplex, flag.value)
     return duplex

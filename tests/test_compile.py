@@ -31,12 +31,10 @@ def test_missing_cpp_compiler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
     assert "needs a C++ compiler" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_compile_must_come_before_cuda_graphs() -> None:
-    class Graphed:
-        cuda_graphs = {"temporal": object()}
-
-    with pytest.raises(FlagError, match="before cuda-graphs"):
-        compile_flag.apply(Graphed(), "default")
+def test_compile_is_applied_before_cuda_graphs_whatever_the_written_order() -> None:
+    # Was: an error asking the user to write compile first. Now the flags declare their order.
+    names = [f.name for f in parse_flags("cuda-graphs,compile", device="cuda")]
+    assert names == ["compile", "cuda-graphs"]
 
 
 @pytest.mark.slow
@@ -48,7 +46,10 @@ def test_compiled_greedy_tokens_equal_eager_over_24_steps() -> None:
     spec = dict(lm="tiny", codec="tiny", batch_size=2, temp=0.0, temp_text=0.0, seed=0)
     compiled = build_duplex(DuplexSpec(**spec, flags="compile"))
     eager = build_duplex(DuplexSpec(**spec))
-    assert compiled.warmup_stats["compile_s"] > 0 and compiled.warmup_stats["compile_mode"] == "default"
+    from reference_model.report import CompileReport
+
+    entry = compiled.report().get(CompileReport)
+    assert entry.compile_s > 0 and entry.mode == "default"
     g = torch.Generator().manual_seed(3)
     pcm = torch.randn(24, 2, 1, eager.frame_size, generator=g) * 0.1
     n_compared = 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reference_model import FlagError, parse_flags
-from reference_model.cuda_graphs import copy_into, signature
+from reference_model.enhancements.cuda_graphs import copy_into, signature
 
 
 def test_flag_is_refused_on_cpu_in_one_line() -> None:
@@ -60,6 +60,9 @@ def test_graphed_greedy_tokens_equal_eager_on_cuda() -> None:
 
     graphed, a = run("cuda-graphs")
     _, b = run(None)
-    assert all(p.replays > 0 for p in graphed.cuda_graphs.values())
-    assert "cuda_graphs_s" in graphed.warmup_stats
+    from reference_model.report import CudaGraphsReport
+
+    entry = graphed.report().get(CudaGraphsReport)
+    assert all(p.replays > 0 for p in entry.parts)
+    assert "cuda_graphs_s" in graphed.report().build_stats()
     assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))

@@ -35,16 +35,16 @@ def codecs():
     plain = load_codec("tiny", "random")
     torch.manual_seed(0)
     adaptive = load_codec("tiny", "random")
-    apply(None, adaptive, parse_flags("dynamic-bitrate=2")[0].value)
-    return plain, adaptive
+    meter = apply(None, adaptive, parse_flags("dynamic-bitrate=2")[0].value).meter
+    return plain, adaptive, meter
 
 
 def test_silence_and_noise_get_fewer_codebooks_and_speech_the_full_set(codecs) -> None:
-    plain, adaptive = codecs
+    plain, adaptive, meter = codecs
     wav, labels = speech_then_silence()
     sent = adaptive.encode(wav)
     full = plain.encode(wav)
-    n = adaptive.bitrate.last[0].numpy()
+    n = meter.last[0].numpy()
     n_in_use = plain.num_codebooks
     assert (n[labels == "speech"] == n_in_use).all()
     assert (n[labels == "silence"][2:] == 2).all()  # after the 2-frame hangover
@@ -53,17 +53,17 @@ def test_silence_and_noise_get_fewer_codebooks_and_speech_the_full_set(codecs) -
     k = torch.arange(sent.shape[1])[None, :, None]
     was_sent = k < torch.from_numpy(n)[None, None, :]
     assert torch.equal(sent[was_sent], full[was_sent]) and bool((sent[~was_sent] == -1).all())
-    assert adaptive.bitrate.mean_kbps < adaptive.bitrate.fixed_kbps
-    assert adaptive.bitrate.fixed_kbps == pytest.approx(n_in_use * math.log2(plain.cardinality) * 12.5 / 1000)
+    assert meter.mean_kbps < meter.fixed_kbps
+    assert meter.fixed_kbps == pytest.approx(n_in_use * math.log2(plain.cardinality) * 12.5 / 1000)
 
 
 def test_decode_of_sent_codes_equals_decoding_the_first_n_codebooks(codecs) -> None:
-    plain, adaptive = codecs
+    plain, adaptive, meter = codecs
     wav, _ = speech_then_silence()
     full = plain.encode(wav)
     assert torch.allclose(decode_sent(plain.quantizer, full), plain.quantizer.decode(full), atol=1e-6)
     sent = adaptive.encode(wav)
-    n = adaptive.bitrate.last[0]
+    n = meter.last[0]
     lat = adaptive.quantizer.decode(sent)
     for f in (0, 15):  # a speech frame (all codebooks) and a silence frame (2)
         ref = plain.quantizer.decode(full[:, : int(n[f]), f : f + 1])

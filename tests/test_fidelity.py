@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reference_model import DuplexSpec, build_duplex
-from reference_model.mod import layer_linear_flops
+from reference_model.probes import layer_linear_flops
 from vemi_eval.measurements import MeasureContext, VariantRef
 from vemi_eval.measurements.fidelity import free_run, measure_fidelity, teacher_forced_logits, user_codes
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from reference_model.report import ModelReport
 from vemi_eval import timing
 from vemi_eval.measurements import MeasureContext, VariantRef
 from vemi_eval.measurements.latency import measure_latency, synthetic_speech
@@ -60,6 +61,9 @@ class FakeDuplex:
 
     def sync(self) -> None:
         self.syncs += 1
+
+    def report(self) -> ModelReport:
+        return ModelReport()
 
 
 def make_ctx(kind: str, params: dict, build: Callable[..., object], quick: bool = False) -> MeasureContext:

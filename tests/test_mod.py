@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reference_model import FlagError, parse_flags
 from reference_model.config import PRESETS_DIR
+from reference_model.enhancements.mod import install, layer_linear_flops
 from reference_model.lm import Streamer, load_lm
-from reference_model.mod import install, layer_linear_flops
 
 CONTEXT = 16  # a short context so the stream wraps the ring caches
 
@@ -101,7 +101,7 @@ def test_flops_counter() -> None:
     streamer = Streamer(lm)
     step = streamer._temporal_positions()
     x = torch.randn(1, 1, lm.dim)
-    layer.mod_initial_window = torch.full((1,), -1e9)  # force "process" for this count
+    layer.initial_window = torch.full((1,), -1e9)  # force "process" for this count
     with FlopCounterMode(display=False) as counter:
         layer(x, step, streamer.temporal_caches[0])
     counts = counter.get_flop_counts()["Global"]

@@ -68,7 +68,9 @@ def test_int4_lm_builds_and_streams_through_the_flag() -> None:
 
     duplex = build_duplex(DuplexSpec(flags="int4", seed=0))
     assert isinstance(duplex.lm.transformer.layers[0].self_attn.out_projs[0], Int4WeightOnlyLinear)
-    assert duplex.lm.quant_summary.bits == 4
+    from reference_model.report import QuantReport
+
+    assert duplex.report().get(QuantReport).summary.bits == 4
     pcm = torch.randn(1, 1, duplex.frame_size) * 0.1
     for _ in range(duplex.max_delay + 2):
         text, out = duplex.step(pcm)
@@ -104,13 +106,13 @@ def test_calibrated_methods_run_on_the_lms_own_streaming(tiny_lm, method: str) -
 
 def test_codec_int8_streams_close_to_the_full_precision_codec() -> None:
     from reference_model.codec import CodecStreamer, load_codec
-    from reference_model.enhancements.codec_quant import apply
+    from reference_model.enhancements.quantize import apply_codec as apply
 
     torch.manual_seed(0)
     codec = load_codec("tiny")
     qcodec = copy.deepcopy(codec)
-    apply(None, qcodec, (8, "rtn"))
-    assert qcodec.quant_summary.quantized and not qcodec.quant_summary.skipped
+    summary = apply(None, qcodec, (8, "rtn")).summary
+    assert summary.quantized and not summary.skipped
     wav = torch.randn(1, 1, 4 * codec.frame_size) * 0.1
     latent, qlatent = codec.encode_latent(wav), qcodec.encode_latent(wav)
     assert (qlatent - latent).norm() / latent.norm() < 0.05

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reference_model.serving import (
+from vemi_eval.serving_sim import (
     ContinuousBatching,
     Conversation,
     StaticBatching,

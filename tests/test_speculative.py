@@ -9,7 +9,8 @@ import torch
 from scipy.stats import chisquare
 
 from reference_model import DuplexSpec, FlagError, build_duplex, parse_flags
-from reference_model.speculative import SpecStats, sampling_probs, speculative_sample, verify
+from reference_model.enhancements.speculative import SpecStats, sampling_probs, speculative_sample, verify
+from reference_model.report import SpeculativeReport
 
 
 def _stream(flags: str | None, steps: int, temp: float = 0.0) -> tuple[torch.Tensor, object]:
@@ -31,7 +32,7 @@ def test_greedy_speculative_equals_baseline_token_for_token() -> None:
     spec, model = _stream("speculative=3", steps)
     assert spec.shape == base.shape == (1, 9, steps - 1)
     assert torch.equal(spec, base)
-    stats = model.streamer.speculative_stats
+    stats = model.report().get(SpeculativeReport).stats
     assert stats.frames == steps and stats.committed == steps * 8
     assert 0.0 <= stats.acceptance_rate <= 1.0 and stats.rounds >= steps * 8 / 4
     # the logits kept for the fidelity suite are the target's, as the baseline loop leaves them
@@ -42,7 +43,7 @@ def test_sampled_speculative_streams() -> None:
     torch.set_num_threads(1)
     tokens, model = _stream("speculative=8", 6, temp=0.8)
     assert tokens.shape == (1, 9, 5) and int(tokens[:, 1:].min()) >= 0 and int(tokens[:, 1:].max()) < 2048
-    assert model.streamer.speculative_stats.proposed > 0
+    assert model.report().get(SpeculativeReport).stats.proposed > 0
 
 
 # --- the rejection rule, on a small vocabulary with known target and draft -----------------------------
@@ -163,8 +164,8 @@ def test_k_above_dep_q_is_one_line() -> None:
 
 def test_cached_verifier_matches_the_full_parallel_pass() -> None:
     """Round by round (rewriting rejected slots), the cached pass gives the from-zero pass's logits."""
+    from reference_model.enhancements.speculative import CachedVerifier
     from reference_model.lm import load_lm
-    from reference_model.speculative import CachedVerifier
 
     torch.manual_seed(0)
     lm = load_lm("tiny")

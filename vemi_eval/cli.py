@@ -359,7 +359,7 @@ def model_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def model_info_cmd(name: str, as_json: bool) -> int:
     """Parameters by component, bytes per dtype and KV-cache bytes of NAME (preset or config JSON)."""
-    from reference_model.info import model_info
+    from reference_model import model_info
 
     info = model_info(name)
     if as_json:

@@ -37,8 +37,7 @@ class OptionsError(VemiError):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: the harness's own and the reference model's."""
-    from reference_model.enhancements import FlagError
-    from reference_model.errors import CheckpointError, ConfigError
+    from reference_model import CheckpointError, ConfigError, FlagError
 
     return (VemiError, FlagError, ConfigError, CheckpointError)
 

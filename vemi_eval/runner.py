@@ -70,7 +70,7 @@ class RunOutcome:
 # --- model spec and variants ------------------------------------------------------------------------
 def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
     """The suite's [model] table with the command line's overrides, checked before any work."""
-    from reference_model.errors import CheckpointError, ConfigError
+    from reference_model import CheckpointError, ConfigError
 
     m = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": None, "codec_checkpoint": None}
     m.update({"dtype": "float32", "device": "cpu"})
@@ -163,7 +163,7 @@ class _VariantBuilder:
             self.release()
         import torch
 
-        from reference_model.duplex import DuplexSpec
+        from reference_model import DuplexSpec
 
         fields = dict(self.spec)
         fields["dtype"] = getattr(torch, fields.get("dtype", "float32"))
@@ -397,7 +397,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
 
     build_fn = opts.build_fn
     if build_fn is None:
-        from reference_model.build import build_duplex as build_fn
+        from reference_model import build_duplex as build_fn
     builders = {v.name: _VariantBuilder(v, model, seed, build_fn) for v in variants}
     refs = {
         v.name: VariantRef(v.name, list(v.flags), builders[v.name], is_baseline=(i == 0))

@@ -1,18 +1,30 @@
 """Enhancement flags: each one a small transform of the model, readable on its own (gpt-fast style).
 
 A flag is written ``name`` or ``name=value``; a list of flags is comma-separated ("sdpa,int8,gqa=4").
-Each flag lives in its own module of this package and registers a :class:`FlagSpec` here.
+ONE module of this package holds each enhancement: its algorithm, its flag (a :class:`FlagSpec`
+registered here) and its ``apply``. Shared libraries stay apart (``reference_model.quant``: packing,
+RTN/GPTQ/AWQ, calibration; used by the weight and KV-cache flags).
 
-Two stages, applied in this order by :func:`reference_model.build_duplex`:
+    attention.py         attn=eager|sdpa|flash        gqa.py              gqa=G
+    quantize.py          int8, int4, codec-int8/4     kv_compress.py      kv-compress=int8[:W]
+    mod.py               mod=C (Mixture of Depths)     dynamic_bitrate.py  dynamic-bitrate=MIN[-MAX]
+    speculative.py       speculative=K                compile.py          compile[=MODE]
+    cuda_graphs.py       cuda-graphs                  continuous_batching.py  continuous-batching
 
-* ``stage="model"``: ``apply(lm, codec, value)`` rewrites modules or weights *before* any streaming
-  state (KV caches, codec buffers) is allocated: attention backend, GQA, quantization, Mixture of Depths,
-  KV-cache kind, codec bitrate policy.
-* ``stage="runtime"``: ``apply(duplex, value)`` wraps the built :class:`~reference_model.duplex.DuplexModel`
-  (torch.compile, CUDA graphs, speculative decoding of the audio tokens).
+Two stages, and within each an ``order`` the flags declare: :func:`parse_flags` returns the flags in
+that canonical order whatever order the user wrote them in, and :func:`reference_model.build_duplex`
+applies them so.
 
-The model never imports the harness; the harness reads this registry (names, values, conflicts,
-device needs) and nothing else of the model's internals.
+* ``stage="model"``: ``apply(lm, codec, value) -> FlagReport`` rewrites modules or weights *before* any
+  streaming state (KV caches, codec buffers) is allocated: attention backend, GQA, quantization, Mixture
+  of Depths, KV-cache kind, codec bitrate policy.
+* ``stage="runtime"``: ``apply(duplex, value) -> FlagReport`` wraps the stages of the built
+  :class:`~reference_model.duplex.DuplexModel` (speculative decoding, torch.compile, CUDA graphs).
+
+Each ``apply`` returns a typed entry (:mod:`reference_model.report`) saying what it did and, for flags
+that count things, the live counters; ``duplex.report()`` gathers them. The model never imports the
+harness; the harness reads this registry, the build function, the report and
+:mod:`reference_model.probes`, nothing else of the model's internals.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+STAGES = ("model", "runtime")  # applied in this order
 
 class FlagError(ValueError):
     """An unknown flag, a bad value, or flags that cannot combine."""
@@ -40,9 +53,13 @@ class FlagSpec:
     group: str | None = None  # at most one flag of a group (e.g. attention backend)
     requires_cuda: bool = False
     cuda_values: frozenset[str] = field(default_factory=frozenset)  # values that need CUDA (attn=flash)
+    # Place within the stage (lower first). Why each flag sits where it does is said in its module:
+    # e.g. gqa rewrites the fp projections before quantization packs them, compile before cuda-graphs.
+    order: int = 50
+    apply_name: str = "apply"  # the function of ``module`` applying this flag (a module may hold several)
 
-    def load_apply(self) -> Callable[..., None]:
-        return importlib.import_module(f"{__name__}.{self.module}").apply
+    def load_apply(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), self.apply_name)
 
 
 @dataclass(frozen=True)
@@ -71,8 +88,15 @@ def available_flags() -> dict[str, FlagSpec]:
     return dict(FLAGS)
 
 
+def canonical_key(name: str) -> tuple[int, int, str]:
+    """Where flag ``name`` is applied: by stage, then by its declared order (name breaks ties)."""
+    spec = FLAGS[name]
+    return STAGES.index(spec.stage), spec.order, name
+
+
 def parse_flags(flags: str | Iterable[str] | None, *, device: str = "cpu") -> list[Flag]:
-    """Parse and validate flags; raise FlagError with one line saying what is wrong."""
+    """Parse and validate flags, returned in canonical order (:func:`canonical_key`); raise FlagError
+    with one line saying what is wrong."""
     _load_all()
     if flags is None:
         return []
@@ -96,7 +120,7 @@ def parse_flags(flags: str | Iterable[str] | None, *, device: str = "cpu") -> li
             raise FlagError(f"flag {raw.strip()!r} needs a CUDA device (got device={device!r})")
         out.append(Flag(name, parsed, raw))
     _check_combination(out)
-    return out
+    return sorted(out, key=lambda f: canonical_key(f.name))
 
 
 def _check_combination(flags: Sequence[Flag]) -> None:
@@ -125,3 +149,6 @@ def _load_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+    bad = sorted(n for n, s in FLAGS.items() if s.stage not in STAGES)
+    if bad:
+        raise RuntimeError(f"flag {bad[0]!r} declares an unknown stage (known: {', '.join(STAGES)})")

@@ -1,17 +1,23 @@
 """``compile[=MODE]``: torch.compile of the streaming step's hot parts (gpt-fast's main speed-up).
 
-Compiled: the temporal transformer step (``lm.forward_temporal``), the whole depth stage with its
+Compiled: the temporal transformer step (``streamer.temporal_step``), the whole depth stage with its
 sampling (``streamer.depformer_sample``: 8 codebook steps unrolled into one graph), and the codec's
-streaming encode/decode. The Python glue of a step (token cache, delays) stays eager.
+streaming encode/decode (``duplex.codec_encode`` / ``codec_decode``). The Python glue of a step (token
+cache, delays) stays eager.
 
-MODE: ``default`` (CPU and CUDA); on CUDA also ``reduce-overhead`` (inductor's own CUDA graphs: do not
-combine with the ``cuda-graphs`` flag), ``max-autotune`` (autotuned kernels + CUDA graphs, long compile)
-and ``max-autotune-no-cudagraphs`` (autotuned kernels, combines with ``cuda-graphs``). CPU needs a C++
-compiler (inductor writes C++), CUDA needs triton; without them the flag stops with one line.
+MODE: ``default`` (CPU and CUDA) and ``max-autotune-no-cudagraphs`` (autotuned kernels); both combine
+with the ``cuda-graphs`` flag, which captures what compile made. ``reduce-overhead`` and
+``max-autotune`` are refused with the reason: they make inductor capture CUDA graphs of its own, and the
+streaming step mutates its KV caches in place (inductor then skips the graph or re-records it) while
+the eager attention span grows every frame (a new shape, a new graph, each frame); ``cuda-graphs``
+captures the static-shape step instead. CPU needs a C++ compiler (inductor writes C++), CUDA needs
+triton; without them the flag stops with one line.
 
 Compilation happens in ``apply``: a warm-up runs the step on silence (with a partial reset when the batch
 has several streams, so the ragged-attention path compiles too), then every stream is reset and the RNG
-state restored. Its wall time is ``duplex.warmup_stats["compile_s"]``, reported apart from steady state.
+state restored. Its wall time is the report's ``CompileReport.compile_s``, apart from steady state.
+
+Order: after ``speculative`` (a compiled depth stage would be replaced), before ``cuda-graphs``.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import time
 
 import torch
 
+from ..report import CompileReport
 from . import FlagError, FlagSpec, register
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CUDA_ONLY_MODES = ("reduce-overhead", "max-autotune")  # they capture CUDA graphs
+CUDA_ONLY_MODES = ("reduce-overhead", "max-autotune")  # they capture CUDA graphs (refused, see above)
 PARTS = ("temporal", "depformer", "codec")
 WARMUP_STEPS = 4  # > max_delay + 1, so that every branch of a step (None output, real tokens) has run
 
@@ -46,7 +52,14 @@ register(
         summary="torch.compile the temporal step, the depformer loop with sampling, codec encode/decode",
         parse=_parse,
         default="default",
+        order=80,
     )
+)
+
+GRAPH_MODE_REASON = (
+    "captures CUDA graphs of its own, which the streaming step defeats (KV caches mutated in place, "
+    "an attention span that grows every frame): use compile=default or max-autotune-no-cudagraphs, "
+    "with the cuda-graphs flag for graphs"
 )
 
 
@@ -63,6 +76,8 @@ def check_backend(device: torch.device, mode: str) -> None:
                 "compile on CPU needs a C++ compiler for inductor (none of g++, c++, clang++ found)"
             )
     elif device.type == "cuda":
+        if mode in CUDA_ONLY_MODES:
+            raise FlagError(f"compile={mode} {GRAPH_MODE_REASON}")
         if importlib.util.find_spec("triton") is None:
             raise FlagError("compile on CUDA needs triton (not installed)")
     else:
@@ -75,13 +90,14 @@ def compile_parts(duplex, mode: str = "default", parts: tuple[str, ...] = PARTS)
     if unknown:
         raise ValueError(f"unknown compile part {unknown[0]!r} (known: {', '.join(PARTS)})")
     opts = dict(mode=mode, fullgraph=False)
+    streamer = duplex.streamer
     if "temporal" in parts:
-        duplex.lm.forward_temporal = _compile_temporal(duplex.lm.forward_temporal, opts)
+        streamer.temporal_step = _compile_temporal(streamer.temporal_step, opts)
     if "depformer" in parts:
-        duplex.streamer.depformer_sample = torch.compile(duplex.streamer.depformer_sample, **opts)
+        streamer.depformer_sample = torch.compile(streamer.depformer_sample, **opts)
     if "codec" in parts:
-        duplex.codec_streamer.encode = torch.compile(duplex.codec_streamer.encode, **opts)
-        duplex.codec_streamer.decode = torch.compile(duplex.codec_streamer.decode, **opts)
+        duplex.codec_encode = torch.compile(duplex.codec_encode, **opts)
+        duplex.codec_decode = torch.compile(duplex.codec_decode, **opts)
 
 
 def _compile_temporal(forward_temporal, opts: dict):
@@ -100,45 +116,9 @@ def _compile_temporal(forward_temporal, opts: dict):
     return ragged_forward_temporal
 
 
-def warm_up(duplex, steps: int = WARMUP_STEPS) -> float:
-    """Run ``steps`` frames of silence (compiling what is lazy), reset every stream, restore the RNG.
-
-    Returns the wall seconds. The streams and the random state afterwards are as before the warm-up, so a
-    warmed-up model gives the same tokens as a fresh one.
-    """
-    cpu_rng = torch.random.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if duplex.device.type == "cuda" else None
-    pcm = torch.zeros(duplex.batch_size, 1, duplex.frame_size, device=duplex.device, dtype=duplex.spec.dtype)
-    duplex.reset()
-    duplex.sync()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        if i == steps // 2 and duplex.batch_size > 1:
-            mask = torch.zeros(duplex.batch_size, dtype=torch.bool)
-            mask[0] = True
-            duplex.reset(mask)  # ragged positions: the masked attention path
-        tokens = duplex.lm_step(duplex.encode_user(pcm))
-        if tokens is not None:
-            # rows of a just-reset stream are -2 (not generated yet): decode them as code 0, as serving does
-            duplex.decode_model(tokens.clamp_min(0))
-    duplex.sync()
-    elapsed = time.perf_counter() - t0
-    duplex.reset()
-    torch.random.set_rng_state(cpu_rng)
-    if cuda_rng is not None:
-        torch.cuda.set_rng_state_all(cuda_rng)
-    return elapsed
-
-
-def apply(duplex, mode: str) -> None:
-    if getattr(duplex, "cuda_graphs", None) is not None:
-        raise FlagError(
-            "write compile before cuda-graphs in the flag list (graphs capture what compile made)"
-        )
+def apply(duplex, mode: str) -> CompileReport:
     check_backend(duplex.device, mode)
     compile_parts(duplex, mode)
     steps = max(WARMUP_STEPS, duplex.max_delay + 3)
-    seconds = warm_up(duplex, steps)
-    stats = getattr(duplex, "warmup_stats", {})
-    stats.update({"compile_s": seconds, "compile_mode": mode, "compile_warmup_steps": steps})
-    duplex.warmup_stats = stats
+    seconds = duplex.warm_up(steps)
+    return CompileReport(mode=mode, warmup_steps=steps, compile_s=seconds)

@@ -1,15 +1,19 @@
-"""``continuous-batching`` (seed doc 5.2): serve conversations with vLLM-style continuous batching.
+"""``continuous-batching`` (seed doc 5.2): a SERVING POLICY, not a change of the model.
 
-A scheduling choice, not a change of the model's arithmetic: the flag marks the variant so that the
-serving simulation (``reference_model.serving``) lets conversations join and leave the running batch at
-every frame boundary (a freed slot is reset with ``duplex.reset(mask)``) instead of static batching. Only
-the ``serving`` measurement reads it; other measurements of such a variant equal the baseline's.
+It changes no arithmetic of the model: every frame of every conversation is computed exactly as the
+baseline computes it. It marks the variant so that the harness's serving measurement schedules many
+conversations on one batched model vLLM-style (a conversation joins the running batch at any frame
+boundary, its slot reset with ``duplex.reset(mask)``, and leaves as soon as it ends) instead of static
+batching. What the model contributes, and what ``apply`` checks, is the per-conversation reset that
+leaves the other slots untouched. Only the serving measurement reads the flag (from the report); any
+other measurement of such a variant equals the baseline's.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..report import ServingPolicyReport
 from . import FlagError, FlagSpec, register
 
 
@@ -24,16 +28,16 @@ register(
         name="continuous-batching",
         module=__name__.rsplit(".", 1)[1],
         stage="runtime",
-        summary="serving: conversations join/leave the running batch at frame boundaries (vs static batches)",
+        summary="serving policy (no change to the model's arithmetic): the harness's serving measurement "
+        "lets conversations join/leave the running batch at frame boundaries instead of static batches",
         parse=_parse,
+        order=10,
     )
 )
 
 
-def apply(duplex, value: bool) -> None:
-    # Continuous batching rests on a per-conversation reset that leaves the other slots untouched.
+def apply(duplex, value: bool) -> ServingPolicyReport:
     if not callable(getattr(duplex, "reset", None)):
         raise FlagError("continuous-batching needs a model with a per-conversation reset(mask)")
-    mask = torch.zeros(duplex.batch_size, dtype=torch.bool)
-    duplex.reset(mask)  # an all-False mask must be accepted (and change nothing)
-    duplex.serving_policy = "continuous"
+    duplex.reset(torch.zeros(duplex.batch_size, dtype=torch.bool))  # an all-False mask must be accepted
+    return ServingPolicyReport(policy="continuous")

@@ -9,8 +9,12 @@ word endings keep their detail). MAX defaults to the codebooks in use.
 What changes: ``codec.encode`` (the transmitted stream) marks the codebooks a frame does not send as -1,
 and the quantizer's decode (offline ``codec.decode`` and ``CodecStreamer.decode``) treats -1 as "not
 sent": that codebook contributes nothing, as when decoding with only the first n codebooks. The LM still
-gets all its user codebooks (the streaming encoder is untouched). The bitrate actually sent is kept on
-``codec.bitrate`` (a :class:`BitrateMeter`: ``mean_kbps``, ``fixed_kbps``, ``last`` codebooks per frame).
+gets all its user codebooks (the streaming encoder is untouched). The bitrate actually sent is counted
+by the flag's report (``BitrateReport.meter``, a :class:`BitrateMeter`: ``mean_kbps``, ``fixed_kbps``,
+``last`` codebooks per frame).
+
+The transform wraps the codec's offline ``encode`` and its quantizer's ``decode`` (the codec package has
+no hook for a send policy, so these two callables are replaced on the instances).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..report import BitrateReport
 from . import FlagError, FlagSpec, register
 
 NOT_SENT = -1
@@ -52,6 +57,7 @@ register(
         summary="codec sends MIN..MAX codebooks per frame by content (silence/noise fewer, speech all)",
         parse=_parse,
         default="2",
+        order=70,
     )
 )
 
@@ -157,7 +163,7 @@ def decode_sent(quantizer, codes: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def apply(lm, codec, value: CodebookRange) -> None:
+def apply(lm, codec, value: CodebookRange) -> BitrateReport:
     in_use = codec.num_codebooks
     lo, hi = value.min_codebooks, value.max_codebooks if value.max_codebooks is not None else in_use
     n_sem = codec.quantizer.n_q_semantic
@@ -168,8 +174,7 @@ def apply(lm, codec, value: CodebookRange) -> None:
     if lo > hi:
         raise FlagError(f"dynamic-bitrate: MIN ({lo}) exceeds MAX ({hi})")
     policy = ContentPolicy(lo, hi, frame_size=codec.frame_size)
-    codec.bitrate_policy = policy
-    codec.bitrate = BitrateMeter(codec.cardinality, codec.frame_rate, in_use, hi - lo + 1)
+    meter = BitrateMeter(codec.cardinality, codec.frame_rate, in_use, hi - lo + 1)
     full_encode = codec.encode
     quantizer = codec.quantizer
 
@@ -179,9 +184,10 @@ def apply(lm, codec, value: CodebookRange) -> None:
         pad = codes.shape[-1] * codec.frame_size - wav.shape[-1]
         n = policy.choose(torch.nn.functional.pad(wav, (0, pad))).to(codes.device)
         n = n.clamp(max=codes.shape[1])  # the codec may have fewer codebooks in use than at apply time
-        codec.bitrate.add(n)
+        meter.add(n)
         k = torch.arange(codes.shape[1], device=codes.device)[None, :, None]
         return codes.masked_fill(k >= n[:, None, :], NOT_SENT)
 
     codec.encode = encode
     quantizer.decode = lambda codes: decode_sent(quantizer, codes)
+    return BitrateReport(min_codebooks=lo, max_codebooks=hi, meter=meter)

@@ -6,6 +6,8 @@ group are mean-pooled into one head (here, rows of the fused ``in_projs.0`` weig
 ``j*G .. j*G+G-1`` share key/value head ``j`` (the grouping of Moshi's ``kv_repeat`` and of sdpa's
 ``enable_gqa``). The KV cache shrinks by exactly G; outputs change (uptraining would recover quality:
 not done here). ``gqa=1`` leaves the model untouched.
+
+Order: before the weight flags (it pools full-precision projection rows that they would pack).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from ..report import GQAReport
 from . import FlagError, FlagSpec, register
 
 
@@ -32,11 +35,12 @@ register(
         stage="model",
         summary="temporal transformer: G query heads per KV head (mean-pooled K/V of an MHA checkpoint)",
         parse=_parse,
+        order=20,
     )
 )
 
 
-def apply(lm, codec, value: int) -> None:
+def apply(lm, codec, value: int) -> GQAReport:
     group = value
     attns = lm.transformer.attentions()
     heads, kv_heads = attns[0].num_heads, attns[0].num_kv_heads
@@ -46,8 +50,9 @@ def apply(lm, codec, value: int) -> None:
     if kv_heads % new_kv:
         raise FlagError(f"gqa={group}: the model already has {kv_heads} KV heads, not a multiple of {new_kv}")
     pool = kv_heads // new_kv  # current KV heads merged into one
+    report = GQAReport(query_heads=heads, kv_heads_before=kv_heads, kv_heads_after=new_kv)
     if pool == 1:
-        return
+        return report
     for attn in attns:
         old = attn.in_projs[0]
         if not isinstance(old, nn.Linear) or old.weight.dim() != 2:
@@ -59,6 +64,7 @@ def apply(lm, codec, value: int) -> None:
     lm.config = dataclasses.replace(
         cfg, kv_repeat=group, depformer_kv_repeat=cfg.depformer_kv_repeat or cfg.kv_repeat
     )
+    return report
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ frames (default 16) as int8 with one scale per head and token; the recent window
 
 from __future__ import annotations
 
+from ..report import KVCompressReport
 from . import FlagSpec, register
 
 
@@ -28,14 +29,16 @@ register(
         parse=parse,
         default="int8",
         group="kv cache",
+        order=40,
     )
 )
 
 
-def apply(lm, codec, value: tuple[str, int]) -> None:
+def apply(lm, codec, value: tuple[str, int]) -> KVCompressReport:
     from reference_model.quant.kv_cache import int8_window_cache_factory
 
-    _, window = value
+    kind, window = value
     factory = int8_window_cache_factory(window)
     for attn in lm.transformer.attentions():
         attn.cache_factory = factory
+    return KVCompressReport(kind=kind, window=window)

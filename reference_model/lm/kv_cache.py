@@ -36,6 +36,9 @@ class StepPositions:
     positions: LongTensor [B], absolute position of the token being processed for each item.
     common: the position when every item is at the same one with the same history, else None.
     span: how many cache slots may hold data after this step's append (<= capacity of the cache).
+    contiguous: every item's valid slots are its first min(position + 1, capacity) slots (True unless a
+        transform skips appends, as Mixture of Depths does): what lets flash-attn serve a masked step
+        with per-item sequence lengths instead of a mask.
     """
 
     positions: torch.Tensor
@@ -43,6 +46,7 @@ class StepPositions:
     span: int
     cos: torch.Tensor | None = None  # RoPE angles for these positions, [B, 1, 1, D/2]
     sin: torch.Tensor | None = None
+    contiguous: bool = True
 
 
 class RingKVCache:

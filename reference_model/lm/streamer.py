@@ -8,6 +8,10 @@ for the first ``max_delay`` steps.
 Every batch item keeps its own offset; ``reset(mask)`` restarts chosen items, which then behave exactly
 like a fresh stream. The host mirrors the offsets (``offsets_host``) so that, while all items share
 one history, attention runs without a mask and cache writes are plain slice copies.
+
+The two hot stages of a step are attributes set here, so that a runtime transform (speculative
+decoding, torch.compile, CUDA graphs) can wrap them without re-binding methods: ``temporal_step``
+(``lm.forward_temporal``) and ``depformer_sample`` (:meth:`depformer_loop`, the sequential depth loop).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class Streamer:
         ]
         self.last_text_logits: torch.Tensor | None = None  # [B, text_card]
         self.last_audio_logits: torch.Tensor | None = None  # [B, dep_q, card]
+        # The replaceable stages of a step (see the module docstring).
+        self.temporal_step = lm.forward_temporal
+        self.depformer_sample = self.depformer_loop
 
     # --- public API --------------------------------------------------------------------------
     @torch.no_grad()
@@ -82,7 +89,7 @@ class Streamer:
         inputs = torch.where(is_init, self.initial, self.tokens.gather(2, column))
 
         step = self._temporal_positions()
-        hidden, text_logits = lm.forward_temporal(inputs, step, self.temporal_caches, self.condition)
+        hidden, text_logits = self.temporal_step(inputs, step, self.temporal_caches, self.condition)
         self.last_text_logits = text_logits
         text_token = sample_token(text_logits, self.temp_text, self.top_k_text)
         audio_tokens = self.depformer_sample(hidden, text_token)
@@ -103,10 +110,11 @@ class Streamer:
             out[self.offsets <= self.max_delay] = UNGENERATED_TOKEN
         return out
 
-    def depformer_sample(self, hidden: torch.Tensor, text_token: torch.Tensor) -> torch.Tensor:
+    def depformer_loop(self, hidden: torch.Tensor, text_token: torch.Tensor) -> torch.Tensor:
         """Depth stage: hidden [B, dim], text token [B] -> audio tokens [B, dep_q] (one codebook at a time).
 
-        Replaceable (speculative decoding swaps this method); sets ``last_audio_logits`` [B, dep_q, card].
+        The default ``depformer_sample`` stage (speculative decoding replaces the stage); sets
+        ``last_audio_logits`` [B, dep_q, card].
         """
         lm = self.lm
         prev = text_token

@@ -11,6 +11,8 @@ codebook step; ``weight_index`` picks the set for the step being run.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,6 +76,9 @@ class Attention(nn.Module):
         self.context = context
         self.backend = "sdpa"
         self.cache_factory: CacheFactory = RingKVCache
+        # Attention kernels this layer ran (kernel name -> eager calls); a compiled or captured step is
+        # counted when it is traced/captured. Read by the model's report: "kernels actually used".
+        self.kernel_calls: Counter[str] = Counter()
         qkv_dim = dim + 2 * self.num_kv_heads * self.head_dim
         self.in_projs = nn.ModuleList(nn.Linear(dim, qkv_dim, bias=False) for _ in range(num_weight_sets))
         self.out_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_weight_sets))
@@ -102,7 +107,12 @@ class Attention(nn.Module):
             q, k = apply_rope(q, step.cos, step.sin), apply_rope(k, step.cos, step.sin)
         cache.append(k, v, step)
         keys, values, mask = cache.read(step)
-        out = attend(q, keys, values, mask, self.backend)
+        kernel = step_kernel(self.backend, T, mask is not None, step.contiguous)
+        self._count(kernel)
+        seqlens = None
+        if kernel == "flash_attn_with_kvcache":
+            seqlens = torch.clamp(step.positions + 1, max=keys.shape[2]).to(torch.int32)
+        out = attend(q, keys, values, mask, kernel, cache_seqlens=seqlens)
         return self.out_projs[weight_index](out.transpose(1, 2).reshape(B, T, self.dim))
 
     def forward_sequence(self, x: torch.Tensor, cos=None, sin=None, per_step: bool = False) -> torch.Tensor:
@@ -121,18 +131,86 @@ class Attention(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         if self.context is not None:
             causal &= ~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-self.context)
-        out = attend(q, k, v, causal, "sdpa" if self.backend == "flash" else self.backend)
+        kernel = "sdpa" if self.backend == "flash" else self.backend
+        self._count(kernel)
+        out = attend(q, k, v, causal, kernel)
         out = out.transpose(1, 2).reshape(B, T, self.dim)
         if per_step:
             return torch.cat([self.out_projs[t](out[:, t : t + 1]) for t in range(T)], dim=1)
         return self.out_projs[0](out)
 
 
+    def _count(self, kernel: str) -> None:
+        if not torch.compiler.is_compiling():
+            self.kernel_calls[kernel] += 1
+
+
+KERNELS = ("eager", "sdpa", "flash_attn_func", "flash_attn_with_kvcache")
+
+
+def step_kernel(backend: str, queries: int, masked: bool, contiguous: bool) -> str:
+    """The kernel a streaming step of ``backend`` runs.
+
+    flash: with every item's history contiguous in its cache (slots 0..min(p, capacity-1) valid, however
+    the ring wrapped, and whether or not items were reset apart), one query per item is served exactly by
+    ``flash_attn_with_kvcache`` with per-item ``cache_seqlens`` (for a single query, slot order does not
+    matter: positions are already in the RoPE-rotated keys). That covers the masked forms of a step (a
+    ragged batch, the static-shape step of CUDA graphs and compile). Otherwise (several queries with a
+    mask, or holes left by Mixture of Depths) it is sdpa with the mask.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend != "flash":
+        return backend
+    if not masked:
+        return "flash_attn_func"
+    if queries == 1 and contiguous:
+        return "flash_attn_with_kvcache"
+    return "sdpa"
+
+
+def flash_kvcache_args(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_seqlens: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Arguments of ``flash_attn_with_kvcache`` for q [B, H, 1, D] over caches k, v [B, Hkv, L, D].
+
+    flash-attn wants [batch, seqlen, heads, dim] with a unit last stride: a transposed view of the ring
+    cache is that (no copy); ``cache_seqlens`` int32 [B] says how many leading slots each item attends.
+    """
+    if q.shape[2] != 1:
+        raise ValueError(f"flash_attn_with_kvcache is used for one query per item, got {q.shape[2]}")
+    return {
+        "q": q.transpose(1, 2),
+        "k_cache": k.transpose(1, 2),
+        "v_cache": v.transpose(1, 2),
+        "cache_seqlens": cache_seqlens.to(device=q.device, dtype=torch.int32),
+    }
+
+
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, backend: str
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    backend: str,
+    *,
+    cache_seqlens: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax attention of q [B, H, T, D] over k, v [B, Hkv, L, D]; mask True = attend."""
+    """Softmax attention of q [B, H, T, D] over k, v [B, Hkv, L, D]; mask True = attend.
+
+    ``backend`` is a backend ("eager", "sdpa", "flash": resolved by :func:`step_kernel` with ``mask``)
+    or a kernel of :data:`KERNELS`; ``flash_attn_with_kvcache`` needs ``cache_seqlens`` [B] (and then
+    ignores ``mask``, which must agree with it).
+    """
     groups = q.shape[1] // k.shape[1]
+    if backend == "flash":
+        backend = step_kernel("flash", q.shape[2], mask is not None, cache_seqlens is not None)
+    if backend == "flash_attn_with_kvcache":
+        if cache_seqlens is None:
+            raise ValueError("flash_attn_with_kvcache needs cache_seqlens")
+        from flash_attn import flash_attn_with_kvcache  # CUDA only; checked when the flag is applied
+
+        return flash_attn_with_kvcache(**flash_kvcache_args(q, k, v, cache_seqlens)).transpose(1, 2)
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=groups > 1)
     if backend == "eager":
@@ -143,16 +221,16 @@ def attend(
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
-    if backend == "flash":
-        if mask is not None:  # ragged batch (some items reset): flash_attn_func has no mask argument
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=groups > 1)
+    if backend == "flash_attn_func":
+        if mask is not None:
+            raise ValueError("flash_attn_func takes no mask (use flash_attn_with_kvcache or sdpa)")
         from flash_attn import flash_attn_func  # CUDA only; checked when the flag is applied
 
         # New query against keys that all precede it: no causal mask needed for one step.
         causal = q.shape[2] > 1
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
         return out.transpose(1, 2)
-    raise ValueError(f"unknown attention backend {backend!r} (known: {', '.join(BACKENDS)})")
+    raise ValueError(f"unknown attention backend {backend!r} (known: {', '.join(BACKENDS + KERNELS)})")
 
 
 class TransformerLayer(nn.Module):

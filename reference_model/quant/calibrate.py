@@ -207,6 +207,25 @@ def _speech_batch(codec, batch: int, seconds: float, seed: int) -> torch.Tensor:
     return wav.to(p.device, p.dtype)
 
 
+def random_user_codes(lm, batch: int, frames: int, seed: int) -> torch.Tensor:
+    """Seeded random user codes [batch, n_user, frames] on the LM's device."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, lm.card, (batch, lm.n_q - lm.dep_q, frames), generator=g).to(lm.device)
+
+
+@torch.no_grad()
+def stream_codes(lm, codes: torch.Tensor, seed: int) -> None:
+    """Stream user codes [B, n_user, T] through a fresh streamer (baseline sampler, seeded), leaving the
+    global random state as it was. The one calibration driver of the LM (weight flags and MoD routers)."""
+    from reference_model.lm import Streamer
+
+    with torch.random.fork_rng(devices=[lm.device] if lm.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        streamer = Streamer(lm, batch_size=codes.shape[0])
+        for t in range(codes.shape[2]):
+            streamer.step(codes[:, :, t : t + 1])
+
+
 def lm_calibration(
     lm,
     codec=None,
@@ -219,8 +238,6 @@ def lm_calibration(
 ) -> dict[str, LinearInputStats]:
     """Stream ``lm`` for ``frames`` steps on ``batch`` streams of user codes (from the codec on speech when
     a codec is given, else seeded random codes); sampling seeded. Returns stats for the LM's linears."""
-    from reference_model.lm import Streamer
-
     n_user = lm.n_q - lm.dep_q
     if codec is not None:
         with torch.no_grad():
@@ -229,16 +246,10 @@ def lm_calibration(
             raise ValueError(f"codec gave codes {list(codes.shape)}; the LM needs {n_user} codebooks")
         codes = codes[:, :n_user, :frames].to(lm.device)
     else:
-        g = torch.Generator().manual_seed(seed)
-        codes = torch.randint(0, lm.card, (batch, n_user, frames), generator=g).to(lm.device)
-
-    def run() -> None:
-        torch.manual_seed(seed)
-        streamer = Streamer(lm, batch_size=batch)
-        for t in range(frames):
-            streamer.step(codes[:, :, t : t + 1])
-
-    return collect_linear_inputs(lm, run, include=include, max_samples=max_samples, seed=seed)
+        codes = random_user_codes(lm, batch, frames, seed)
+    return collect_linear_inputs(
+        lm, lambda: stream_codes(lm, codes, seed), include=include, max_samples=max_samples, seed=seed
+    )
 
 
 def codec_calibration(

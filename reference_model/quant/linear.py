@@ -259,3 +259,9 @@ def tensor_bytes(module: nn.Module) -> int:
     """Bytes of every parameter and buffer of ``module`` (what the weights cost in memory)."""
     tensors = list(module.parameters()) + [b for b in module.buffers() if b is not None]
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def quantized_kernel_of(module: nn.Module) -> str | None:
+    """The matmul kernel a weight-only quantized layer runs ("reference": dequantize + F.linear), or None
+    for any other module."""
+    return module.kernel_name() if isinstance(module, _WeightOnlyLinear) else None

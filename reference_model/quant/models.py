@@ -36,7 +36,7 @@ def is_codec_quant_target(name: str, module: nn.Module) -> bool:
 
 def quantize_lm(lm: nn.Module, bits: int, method: str = "rtn", codec=None) -> QuantSummary:
     """Quantize the LM's transformer linears in place; GPTQ/AWQ calibrate on the LM's own streaming
-    (user codes from ``codec`` on speech when given). Sets and returns ``lm.quant_summary``."""
+    (user codes from ``codec`` on speech when given). Returns what was done (``QuantSummary``)."""
     stats = None
     if method != "rtn":
         recipe = {"kind": "lm", **LM_CALIBRATION, "codec": None if codec is None else _codec_id(codec)}
@@ -44,7 +44,6 @@ def quantize_lm(lm: nn.Module, bits: int, method: str = "rtn", codec=None) -> Qu
             lm, recipe, lambda: lm_calibration(lm, codec, include=is_lm_quant_target, **LM_CALIBRATION)
         )
     summary = quantize_model(lm, bits, method, include=is_lm_quant_target, stats=stats)
-    lm.quant_summary = summary
     return summary
 
 
@@ -59,7 +58,6 @@ def quantize_codec(codec: nn.Module, bits: int, method: str = "rtn") -> QuantSum
             lambda: codec_calibration(codec, include=is_codec_quant_target, **CODEC_CALIBRATION),
         )
     summary = quantize_model(codec, bits, method, include=is_codec_quant_target, stats=stats)
-    codec.quant_summary = summary
     return summary
 
 

@@ -53,6 +53,7 @@ class QuantSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     bytes_before: int = 0
     bytes_after: int = 0
+    cache: str = "off"  # quantized-weight cache: "hit", "miss" (computed, then stored) or "off"
 
     def to_dict(self) -> dict:
         return {
@@ -63,6 +64,7 @@ class QuantSummary:
             "skipped": dict(self.skipped),
             "bytes_before": self.bytes_before,
             "bytes_after": self.bytes_after,
+            "cache": self.cache,
         }
 
 

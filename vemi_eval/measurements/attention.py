@@ -1,6 +1,6 @@
 """Time and memory of the LM's attention op alone, as it runs in streaming decode, per KV-cache fill level.
 
-What is timed: ``reference_model.lm.transformer.attend``, the function every attention layer calls, with
+What is timed: ``reference_model.probes.attend``, the function every attention layer calls, with
 the variant's own backend (``attn=eager|sdpa|flash``), for EVERY temporal transformer layer, with the
 q/k/v shapes that layer has at that fill (its heads, KV heads, head dim, dtype, device). One sample is
 one pass over all temporal layers, i.e. the attention time of one LM step; nothing else of the step
@@ -77,13 +77,15 @@ class LayerCall:
     backend: str
 
     def __call__(self) -> torch.Tensor:
-        from reference_model.lm.transformer import attend
+        from reference_model.probes import attend
 
         return attend(self.q, self.k, self.v, self.mask, self.backend)
 
 
 def temporal_attentions(lm: Any) -> list[Any]:
-    attns = list(lm.transformer.attentions())
+    from reference_model import probes
+
+    attns = probes.temporal_attentions(lm)
     if not attns:
         raise ValueError("the LM's temporal transformer has no attention layers to time")
     return attns
@@ -91,8 +93,10 @@ def temporal_attentions(lm: Any) -> list[Any]:
 
 def temporal_caches(model: Any, attns: list[Any], batch_size: int, capacity: int) -> list[Any]:
     """The streamer's own temporal caches (the cache class the flags chose), else fresh ones."""
-    caches = getattr(getattr(model, "streamer", None), "temporal_caches", None)
-    if caches is not None and len(caches) == len(attns) and caches[0].batch_size == batch_size:
+    from reference_model import probes
+
+    caches = probes.temporal_caches(model) if model.streamer is not None else []
+    if caches and len(caches) == len(attns) and caches[0].batch_size == batch_size:
         for c in caches:
             c.reset()
         return list(caches)
@@ -105,7 +109,7 @@ def fill_caches(
 ) -> None:
     """Append random keys/values (``dtype``: the model's, whatever the cache stores) at positions
     start..stop-1 to every cache, one position at a time."""
-    from reference_model.lm.kv_cache import StepPositions
+    from reference_model.probes import StepPositions
 
     if stop <= start:
         return
@@ -123,7 +127,7 @@ def fill_caches(
 
 def read_filled(cache: Any, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys/values as a decode step at position n - 1 reads them; checks the cache spans exactly n."""
-    from reference_model.lm.kv_cache import StepPositions
+    from reference_model.probes import StepPositions
 
     pos = torch.full((cache.batch_size,), n - 1, device=device, dtype=torch.long)
     keys, values, mask = cache.read(StepPositions(pos, common=n - 1, span=n))
@@ -280,7 +284,7 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 @measurement("attention", claims=CLAIMS)
 def measure_attention(ctx: MeasureContext) -> list[MetricRecord]:
-    from reference_model.enhancements import FlagError
+    from reference_model import FlagError
 
     params = merged_params(ctx, DEFAULTS)
     batch_size, repeats, warmup = int(params["batch_size"]), int(params["repeats"]), int(params["warmup"])

@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from reference_model.probes import layer_linear_flops, temporal_layers
+from reference_model.report import ModReport, SpeculativeReport
+
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, measurement, merged_params
@@ -222,32 +225,29 @@ def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
 
 
 def _reset_counters(model) -> None:
-    stats = getattr(model.streamer, "speculative_stats", None)
-    if stats is not None:
-        stats.reset()
-    mod = getattr(model.lm, "mod_stats", None)
-    if mod is not None:
-        mod.reset()
+    report = model.report()
+    for entry in (report.get(SpeculativeReport), report.get(ModReport)):
+        if entry is not None:
+            entry.stats.reset()
 
 
 def _counters(model) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    spec = getattr(model.streamer, "speculative_stats", None)
+    report = model.report()
+    spec = report.get(SpeculativeReport)
     if spec is not None:
-        out["speculative"] = {**spec.summary(), "per_frame": list(spec.accepted_per_frame)}
-    mod = getattr(model.lm, "mod_stats", None)
-    layers = model.lm.transformer.layers
+        out["speculative"] = {**spec.stats.summary(), "per_frame": list(spec.stats.accepted_per_frame)}
+    mod = report.get(ModReport)
     if mod is not None:
+        stats = mod.stats
         out["mod"] = {
-            **mod.summary(),
-            "per_layer": mod.processed_share,
-            "flops": mod.flops_executed / max(1, mod.seen[0]),
-            "fit_r2": list(mod.fit_r2),
+            **stats.summary(),
+            "per_layer": stats.processed_share,
+            "flops": stats.flops_executed / max(1, stats.seen[0]),
+            "fit_r2": list(stats.fit_r2),
         }
     else:
-        from reference_model.mod import layer_linear_flops
-
-        out["flops"] = float(sum(layer_linear_flops(layer) for layer in layers))
+        out["flops"] = float(sum(layer_linear_flops(layer) for layer in temporal_layers(model.lm)))
     return out
 
 

@@ -127,7 +127,6 @@ def run_frames(
     """
     sync = timing.sync_for(model)
     rows: list[dict[str, Any]] = []
-    dtype = getattr(getattr(model, "spec", None), "dtype", None)
     start_ns = timing.clock_ns()
     with torch.inference_mode():
         for i in range(frames.shape[0]):
@@ -135,7 +134,7 @@ def run_frames(
                 lag_s = (start_ns + i * pace_ms * timing.NS_PER_MS - timing.clock_ns()) / 1e9
                 if lag_s > 0:
                     time.sleep(lag_s)
-            pcm = frames[i] if dtype is None else frames[i].to(dtype)
+            pcm = frames[i]  # fp32 PCM: the model casts it to its codec's dtype
             sync()
             t0 = timing.clock_ns()
             codes = model.encode_user(pcm)
@@ -347,7 +346,7 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     rows = run_frames(model, frames, stop=stop, pace_ms=pace_ms)
     measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9 if measured_start_ns else 0.0
     # compile / CUDA-graph capture happen while the variant is built: reported apart from steady state.
-    warmup_stats = dict(getattr(model, "warmup_stats", None) or {})
+    warmup_stats = model.report().build_stats()
     del model, frames
 
     for r in rows:

@@ -1,8 +1,8 @@
 """``serving``: many live conversations on one batched model, at several Poisson arrival rates.
 
 The variant's scheduling policy is static batching unless it carries the ``continuous-batching`` flag
-(``duplex.serving_policy``). The clock of the simulation is the measured wall time of every batched step
-(reference_model.serving), so the figures belong to the device the suite ran on.
+(a serving policy, read from the model's report). The clock of the simulation is the measured wall time
+of every batched step (:mod:`vemi_eval.serving_sim`), so the figures belong to the device the suite ran on.
 
 Metrics per arrival rate (condition ``{"arrival_rate": r}``): stream-frame throughput, frame latency
 p50/p99 (model frame out minus user frame complete), time to first frame p50/p99 (queueing included),
@@ -29,7 +29,9 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 @measurement("serving", claims=CLAIMS)
 def measure_serving(ctx: MeasureContext) -> Iterable[MetricRecord]:
-    from reference_model.serving import make_policy, poisson_workload, serve
+    from reference_model.report import ServingPolicyReport
+
+    from ..serving_sim import make_policy, poisson_workload, serve
 
     p = {**measure_serving.params, **ctx.params}
     rates = [float(r) for r in p["arrival_rates"]]
@@ -37,8 +39,9 @@ def measure_serving(ctx: MeasureContext) -> Iterable[MetricRecord]:
         raise ValueError(f"serving: arrival_rates must be positive conversations/s, got {p['arrival_rates']}")
     capacity = int(p["capacity"])
     duplex = ctx.variant.build(batch_size=capacity)
+    chosen = duplex.report().get(ServingPolicyReport)
     policy = make_policy(
-        getattr(duplex, "serving_policy", "static"), static_timeout_s=float(p["static_timeout_s"])
+        chosen.policy if chosen is not None else "static", static_timeout_s=float(p["static_timeout_s"])
     )
     deadline_s = float(p["deadline_ms"]) / 1000.0
     records: list[MetricRecord] = []

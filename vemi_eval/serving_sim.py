@@ -1,13 +1,17 @@
-"""Serving many live full-duplex conversations on ONE batched :class:`DuplexModel` (a pool of slots).
+"""Serving many live full-duplex conversations on ONE batched model (a pool of slots): the workload
+(Poisson arrivals, synthetic user speech) and a discrete-event simulation of the server, for the
+``serving`` measurement. Harness code: it drives the model only through its public interface
+(``reset(mask)``, ``encode_user``, ``lm_step``, ``decode_model``, ``sync``).
 
 Two scheduling policies, compared by the ``serving`` measurement:
 
 * :class:`StaticBatching`: a batch starts only when ``capacity`` conversations are waiting (or the oldest
   has waited ``timeout_s``) and runs until its LONGEST member ends; members that end early leave their slot
   idle (still computed) and newcomers wait for the whole batch to finish.
-* :class:`ContinuousBatching` (vLLM-style, seed doc 5.2): conversations join and leave at every frame
-  boundary. A newcomer takes a free slot, the slot is reset with ``duplex.reset(mask)``, and a finished
-  conversation frees its slot at once.
+* :class:`ContinuousBatching` (vLLM-style, seed doc 5.2; the model's ``continuous-batching`` flag, a
+  serving policy that changes none of the model's arithmetic, selects it): conversations join and
+  leave at every frame boundary. A newcomer takes a free slot, the slot is reset with
+  ``duplex.reset(mask)``, and a finished conversation frees its slot at once.
 
 Time is a discrete-event simulation driven by the MEASURED wall time of each batched step, so the same
 code serves any device. Every conversation is a live stream: its user frame ``k`` is complete (``ready``)
@@ -352,8 +356,7 @@ def _timed_step(
     skip a row), and their PCM is discarded.
     """
     device = duplex.device
-    spec = getattr(duplex, "spec", None)
-    pcm = pcm.to(device, getattr(spec, "dtype", torch.float32))
+    pcm = pcm.to(device)  # the model casts PCM to its codec's dtype
     duplex.sync()
     t0 = time.perf_counter()
     if reset_mask is not None:
