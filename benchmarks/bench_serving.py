@@ -17,9 +17,9 @@ import statistics
 import time
 
 import torch
-from vemi_eval.serving_sim import make_policy, poisson_workload, serve
 
 from reference_model import DuplexSpec, build_duplex
+from vemi_eval.serving_sim import make_policy, poisson_workload, serve
 
 
 def bench_serving(
