@@ -2,14 +2,17 @@
 transformers), with every enhancement of the Vemi document behind a flag.
 
 Stable interface (see README), the only names outside code imports:
-    here: load_lm, load_codec, Streamer, CodecStreamer, build_duplex, DuplexSpec, DuplexModel, model_info,
-        the flag registry (available_flags, parse_flags, Flag, FlagSpec, FlagError) and the errors;
+    here: load_lm, load_codec, bundled_codec_weights, Streamer, CodecStreamer, build_duplex, DuplexSpec,
+        DuplexModel, model_info, the flag registry (available_flags, parse_flags, Flag, FlagSpec,
+        FlagError) and the errors;
     reference_model.report: the typed report of a built model (``duplex.report()``);
     reference_model.probes: what a measurement may read of the model's insides.
 Each enhancement is one module of ``reference_model.enhancements`` (see its docstring for the map).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from .duplex import DuplexModel, DuplexSpec
 from .enhancements import Flag, FlagError, FlagSpec, available_flags, parse_flags
@@ -27,11 +30,21 @@ __all__ = [
     "Streamer",
     "available_flags",
     "build_duplex",
+    "bundled_codec_weights",
     "load_codec",
     "load_lm",
     "model_info",
     "parse_flags",
 ]
+
+
+def bundled_codec_weights(preset: str) -> Path:
+    """The trained codec weights shipped for ``preset`` (what ``load_codec(preset)`` loads by default)."""
+    from .codec.load import BUNDLED
+
+    if preset not in BUNDLED:
+        raise ConfigError(f"no bundled codec weights for preset {preset!r} (bundled: {', '.join(BUNDLED)})")
+    return BUNDLED[preset]
 
 
 def __getattr__(name: str):

@@ -529,10 +529,9 @@ def tokenised_split(
     import torch
     from safetensors.torch import save_file
 
-    from reference_model.codec import load_codec
-    from reference_model.codec.load import BUNDLED
+    from reference_model import bundled_codec_weights, load_codec
 
-    ckpt = Path(codec_checkpoint) if codec_checkpoint else BUNDLED["tiny"]
+    ckpt = Path(codec_checkpoint) if codec_checkpoint else bundled_codec_weights("tiny")
     if not ckpt.is_file():
         raise DataError(f"codec checkpoint not found: {ckpt}")
     sha = codec_sha256(ckpt)
