@@ -12,27 +12,18 @@ import click
 
 from .errors import (
     EXIT_BAD_INPUT,
+    EXIT_CODES,
     EXIT_GATE_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_STORAGE,
     ResultsError,
+    StorageError,
     one_line,
     user_error_types,
 )
 
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0    done (run VALID, gate passed)
-  1    the gate found a regression
-  2    bad usage or bad input; one line on stderr says what (unknown suite or
-       flag, invalid suite file, missing or mismatched checkpoint, bad config,
-       unreadable data or results)
-  3    the run finished but is INVALID (a validity rule failed; reasons printed
-       and written in results.json)
-  4    the run is INCOMPLETE (a measurement crashed; traceback in run.log;
-       `--resume` redoes only what is missing)
-  130  interrupted (finished measurements are on disk; `--resume` continues)
-"""
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,6 +150,9 @@ Variants: the suite's [[variants]] (the first is the baseline).
 @click.option("--data", type=click.Path(), help="Data directory handed to the quality measurements.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/SUITE-TIME).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out, skipping finished measurements.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an earlier run in --out (without it, one is never touched)."
+)
 @click.option("--no-report", is_flag=True, help="Do not build report.html.")
 @click.option("--no-history", is_flag=True, help="Do not append to the SQLite history.")
 @click.option(
@@ -182,6 +176,7 @@ def run_cmd(
     data: str | None,
     out: str | None,
     resume: bool,
+    overwrite: bool,
     no_report: bool,
     no_history: bool,
     history_path: str | None,
@@ -190,6 +185,8 @@ def run_cmd(
 
     if resume and not out:
         raise click.UsageError("--resume needs --out (the run directory to continue)")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
     opts = RunOptions(
         suite=suite,
         preset=preset,
@@ -205,6 +202,7 @@ def run_cmd(
         data=data,
         out=out,
         resume=resume,
+        overwrite=overwrite,
         report=not no_report,
         history=not no_history,
         history_path=Path(history_path) if history_path else None,
@@ -224,10 +222,26 @@ def run_cmd(
     files = ["results.json", "samples.csv", "run.log"] + (["report.html"] if outcome.report else [])
     click.echo(f"run directory: {outcome.out_dir}  ({', '.join(files)})")
     if outcome.exit_code == EXIT_INTERRUPTED:
-        click.echo(
-            f"interrupted: continue with `vemi-eval run {suite} --out {outcome.out_dir} --resume`", err=True
-        )
+        click.echo(f"interrupted: continue with `{resume_command(opts, outcome.out_dir)}`", err=True)
     return outcome.exit_code
+
+
+def resume_command(opts: Any, out_dir: Path) -> str:
+    """The command that continues a run: every option its fingerprint checks, then --resume."""
+    import shlex
+
+    args = ["vemi-eval", "run", opts.suite, "--out", str(out_dir)]
+    for name in ("preset", "config", "checkpoint", "codec_checkpoint", "device", "seed", "threads", "data"):
+        value = getattr(opts, name)
+        if value is not None:
+            args += ["--" + name.replace("_", "-"), str(value)]
+    for f in opts.flags:
+        args += ["--flags", f]
+    if opts.variants:
+        args += ["--variants", ",".join(opts.variants)]
+    if opts.quick:
+        args.append("--quick")
+    return shlex.join([*args, "--resume"])
 
 
 def _print_metrics(metrics: list[dict[str, Any]]) -> None:
@@ -532,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except user_error_types() as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    except StorageError as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
+        sys.exit(EXIT_STORAGE)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

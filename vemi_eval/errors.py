@@ -1,8 +1,10 @@
 """Errors the harness reports to a user as ONE line, and the exit codes of the command line.
 
 Every error a user can cause (a bad suite file, an unknown flag, a missing checkpoint, unreadable data or
-results) becomes an exit code 2 with a one-line message, never a traceback. Errors of the harness itself
-(a measurement that crashes) are logged with their traceback in run.log and leave the run INCOMPLETE.
+results, an output directory or history that cannot be written) becomes an exit code 2 with a one-line
+message before any work, never a traceback. Errors of the harness itself (a measurement that crashes) are
+logged with their traceback in run.log and leave the run INCOMPLETE. A write that fails once work has
+started (a full disk) is exit 5: what was measured before it stays on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,19 @@ EXIT_GATE_FAILED = 1  # a gate found a regression
 EXIT_BAD_INPUT = 2  # bad usage or bad input; one line on stderr says what
 EXIT_INVALID = 3  # the run finished but is INVALID (a validity rule failed); the reasons are printed
 EXIT_INCOMPLETE = 4  # a measurement crashed: results.json is INCOMPLETE, `--resume` retries what is missing
+EXIT_STORAGE = 5  # results or history could not be written after work started (disk full...): one line
 EXIT_INTERRUPTED = 130  # Ctrl-C: what finished is on disk, `--resume` continues
+
+# every code the command line returns, for the README and --help (a test checks the README lists them)
+EXIT_CODES = {
+    EXIT_OK: "done (run VALID, gate passed)",
+    EXIT_GATE_FAILED: "the gate found a regression",
+    EXIT_BAD_INPUT: "bad usage or bad input, found before any work; one line on stderr says what",
+    EXIT_INVALID: "the run finished but is INVALID (a validity rule failed, or a kind scored nothing)",
+    EXIT_INCOMPLETE: "the run is INCOMPLETE (a measurement crashed; `--resume` redoes only what is missing)",
+    EXIT_STORAGE: "results or history could not be written once work had started (disk full...)",
+    EXIT_INTERRUPTED: "interrupted (finished measurements are on disk; `--resume` continues)",
+}
 
 
 class VemiError(Exception):
@@ -33,6 +47,11 @@ class ResultsError(VemiError):
 
 class OptionsError(VemiError):
     """Command-line options that cannot work together (cuda asked on a machine without it, ...)."""
+
+
+class StorageError(Exception):
+    """A write that failed after work started (disk full, directory removed): exit 5, not a user error.
+    Its message says what is kept and how to continue."""
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import VemiError
+from .errors import ResultsError, VemiError
 from .records import upgrade_metric
 from .results import read_results
 from .stats import mann_whitney
@@ -191,6 +191,11 @@ def compare(
 ) -> GateResult:
     """Every metric of the baseline against the current run (plus metrics new in the current run)."""
     rules = rules or Rules()
+    mine, theirs = (current.get("suite") or {}).get("name"), (baseline.get("suite") or {}).get("name")
+    if mine and theirs and mine != theirs:  # nothing would match: every metric would read "missing"
+        raise ResultsError(
+            f"the run is of suite {mine!r} and the baseline of {theirs!r}: a gate compares runs of one suite"
+        )
     notes: list[str] = []
     rows: list[GateRow] = []
     if current.get("status") != "VALID":

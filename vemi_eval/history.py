@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from .errors import OptionsError
 from .records import upgrade_metric
 
 _SCHEMA = """
@@ -74,6 +75,23 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     con = sqlite3.connect(str(path), timeout=30)
     con.executescript(_SCHEMA)
     return con
+
+
+def check_history(path: Path | None = None) -> Path:
+    """Open (or create) the history and its tables before any work: a history that is not a database,
+    cannot be created or cannot be written is one line (exit 2) instead of a failure after the run."""
+    where = Path(path) if path else default_history_path()
+    try:
+        con = connect(where)
+        try:
+            con.execute("PRAGMA quick_check").fetchone()
+            con.execute("BEGIN IMMEDIATE")  # takes the write lock: a read-only file fails here
+            con.rollback()
+        finally:
+            con.close()
+    except (sqlite3.Error, OSError) as exc:
+        raise OptionsError(f"history {where}: {exc} (--history elsewhere, or --no-history)") from None
+    return where
 
 
 def append_run(

@@ -74,6 +74,7 @@ class RunResults:
     data: dict[str, Any]
     started: str
     finished: str
+    skipped_inputs: list[dict[str, str]] = field(default_factory=list)  # {kind, variant, input, reason}
     metrics: list[MetricRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError
+from .storage import write_atomic
 
 # status of a run (results.json "status"); a sweep adds its own for runs that did not finish
 VALID, INVALID, INCOMPLETE = "VALID", "INVALID", "INCOMPLETE"
@@ -30,6 +31,28 @@ def check_same_run(where: Path, old: Mapping[str, Any], new: Mapping[str, Any]) 
     diff = fingerprint_diff(old, new)
     if diff:
         raise OptionsError(f"--resume: the run in {where} was made with a different {', '.join(diff)}")
+
+
+def refuse_to_destroy(where: Path, names: Iterable[str], overwrite: bool) -> None:
+    """A directory that holds an earlier run is kept unless --overwrite says otherwise (exit 2)."""
+    found = [n for n in names if (where / n).exists()]
+    if found and not overwrite:
+        raise OptionsError(
+            f"{where} holds an earlier run ({', '.join(found)}): --resume continues it, --overwrite "
+            "replaces it, or choose another --out"
+        )
+
+
+def check_writable(where: Path) -> None:
+    """Create ``where`` and write a probe file into it, so that an output that cannot be written is a
+    one-line error before any work (exit 2), not a traceback after it."""
+    probe = where / ".vemi-write-probe"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        write_atomic(probe, b"\0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise OptionsError(f"cannot write to {where}: {exc.strerror or exc}") from None
 
 
 def clear(where: Path, names: Iterable[str]) -> None:

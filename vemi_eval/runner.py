@@ -22,9 +22,9 @@ from typing import Any
 from . import results as rs
 from . import rundir
 from .environment import environment, now_iso
-from .errors import DataError, OptionsError, user_error_types
+from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef
-from .records import INVALID, OK, SKIPPED, MetricRecord
+from .records import FAILED, INVALID, OK, SKIPPED, MetricRecord
 from .stats import bootstrap_ci, infer_statistic, ratio_ci
 from .suites import Suite, VariantDecl, load_suite
 
@@ -33,6 +33,8 @@ log = logging.getLogger("vemi_eval.run")
 # --preset NAME: the LM preset and the codec it goes with.
 PRESETS = {"tiny": ("tiny", "tiny"), "moshi-7b": ("moshi-7b", "mimi"), "moshi-2b": ("moshi-2b", "mimi")}
 VALID, INVALID_RUN, INCOMPLETE = rundir.VALID, rundir.INVALID, rundir.INCOMPLETE
+MAX_SEED = 2**63 - 1
+DEFAULT_MAX_FAILED_SHARE = 0.5  # [validity] max_failed_share: a kind with more failed records is INVALID
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RunOptions:
     data: str | None = None
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run in ``out`` (without it, such a run is never touched)
     report: bool = True
     history: bool = True
     history_path: Path | None = None
@@ -302,8 +305,26 @@ def _fingerprint(
 RUN_FILES = (rs.PARTIAL_FILE, rs.RESULTS_FILE, rs.SAMPLES_FILE, rs.LOG_FILE, rs.REPORT_FILE)
 
 
-def _prepare_out(out: Path, fingerprint: dict, resume: bool) -> tuple[list[dict[str, Any]], str | None]:
-    """Create the run directory; on resume, check it holds the same run and return its entries."""
+def check_data_dir(path: Path) -> None:
+    if path.is_file():
+        raise DataError(
+            f"--data {path} is a file: give the directory that holds the audio (and its manifest, if any)"
+        )
+    if not path.is_dir():
+        raise DataError(f"data directory not found: {path}")
+
+
+def _prepare_out(
+    out: Path, fingerprint: dict, resume: bool, overwrite: bool = False
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Create the run directory; on resume, check it holds the same run and return its entries. An
+    earlier run there is never deleted without ``overwrite``; an output that cannot be written is an
+    error here, before any work."""
+    if out.exists() and not out.is_dir():
+        raise OptionsError(f"--out {out} is a file, not a run directory")
+    if not resume:
+        rundir.refuse_to_destroy(out, RUN_FILES, overwrite)
+    rundir.check_writable(out)
     if resume:
         entries = rs.read_partial(out)
         header = next((e for e in entries if e.get("type") == "header"), None)
@@ -311,8 +332,7 @@ def _prepare_out(out: Path, fingerprint: dict, resume: bool) -> tuple[list[dict[
             raise OptionsError(f"--resume: {out} holds no partial run ({rs.PARTIAL_FILE} missing or empty)")
         rundir.check_same_run(out, header.get("fingerprint", {}), fingerprint)
         return entries, header.get("started")
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.clear(out, RUN_FILES)  # a new run in the same directory starts afresh
+    rundir.clear(out, RUN_FILES)  # --overwrite: the new run starts afresh
     return [], None
 
 
@@ -360,11 +380,17 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     variants = [v for v, _ in chosen]
     skip_reason = {v.name: reason for v, reason in chosen}
     seed = opts.seed if opts.seed is not None else (suite.seed if suite.seed is not None else 0)
-    threads = opts.threads or suite.threads or 1
+    if not 0 <= seed <= MAX_SEED:  # torch takes 64 bits, the history's SQLite integers 63
+        raise OptionsError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+    threads = next(t for t in (opts.threads, suite.threads, 1) if t is not None)
     if threads < 1:
         raise OptionsError(f"--threads must be >= 1, got {threads}")
-    if opts.data is not None and not Path(opts.data).is_dir():
-        raise DataError(f"data directory not found: {opts.data}")
+    if opts.data is not None:
+        check_data_dir(Path(opts.data))
+    if opts.history:
+        from .history import check_history
+
+        check_history(opts.history_path)
     validity = dict(suite.validity)
     quick_rules = validity.pop("quick", {})
     if opts.quick:
@@ -376,12 +402,12 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     out = Path(opts.out) if opts.out else rundir.default_out(suite.name)
     job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity)
     fingerprint = _fingerprint(suite, model, variants, seed, opts.quick)
-    entries, started = _prepare_out(out, fingerprint, opts.resume)
+    entries, started = _prepare_out(out, fingerprint, opts.resume, opts.overwrite)
     handler = _attach_log(out)
     torch.set_num_threads(threads)
     started = started or now_iso()
     if not entries:
-        rs.append_partial(out, {"type": "header", "started": started, "fingerprint": fingerprint})
+        _append(out, {"type": "header", "started": started, "fingerprint": fingerprint})
     done = {(e["kind"], e["variant"]) for e in entries if e.get("type") == "result"}
     log.info(
         "run %s: suite %s, %d variants, seed %d, threads %d, quick %s, resume %s (%d done)",
@@ -429,15 +455,16 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
             b.release()
 
     try:
-        results = finalize(job, todo, started, interrupted)
-        report = None
+        try:
+            results = finalize(job, todo, started, interrupted)
+        except OSError as exc:  # the atomic writes leave the files of before, never half a file
+            raise StorageError(
+                f"cannot write the results of {out}: {exc.strerror or exc}; every finished measurement is "
+                f"in {rs.PARTIAL_FILE}: free space, then run again with --resume"
+            ) from None
+        report = _build_report(out, echo) if opts.report else None
         if opts.history:
-            from .history import append_run
-
-            run_id = append_run(results.to_dict(), out_dir=out.resolve(), path=opts.history_path)
-            log.info("history: run %d appended", run_id)
-        if opts.report:
-            report = _build_report(out, echo)
+            _append_history(results, out, opts.history_path)
     finally:
         logging.getLogger("vemi_eval").removeHandler(handler)
         handler.close()
@@ -484,7 +511,9 @@ def _measure_one(
         rec = MetricRecord(
             suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=skip_reason, kind=kind
         )
-        rs.append_partial(out, _result_entry(kind, variant.name, [rec], []))
+        entry = _result_entry(kind, variant.name, [rec], [])
+        entry["skipped_variant"] = skip_reason  # not a kind that scored nothing: the device cannot run it
+        _append(out, entry)
         log.info("%s/%s skipped: %s", kind, variant.name, skip_reason)
         return
     assert job.baseline is not None
@@ -514,7 +543,7 @@ def _measure_one(
         raise
     except Exception as exc:
         log.error("%s/%s crashed:\n%s", kind, variant.name, traceback.format_exc())
-        rs.append_partial(
+        _append(
             out,
             {"type": "error", "kind": kind, "variant": variant.name, "error": f"{type(exc).__name__}: {exc}"},
         )
@@ -528,8 +557,45 @@ def _measure_one(
         r.variant = r.variant or variant.name
         r.kind = r.kind or kind
         apply_validity(r, job.validity)
-    rs.append_partial(out, _result_entry(kind, variant.name, records, ctx.samples))
+    for item in ctx.skipped_inputs:
+        log.warning("%s/%s: skipped input %s: %s", kind, variant.name, item["input"], item["reason"])
+    entry = _result_entry(kind, variant.name, records, ctx.samples)
+    entry["skipped_inputs"] = ctx.skipped_inputs
+    _append(out, entry)
     log.info("%s/%s: %d records", kind, variant.name, len(records))
+
+
+def _append(out: Path, entry: dict[str, Any]) -> None:
+    """One line of the partial file; a failed write (a full disk) ends the run with exit 5, keeping every
+    line written before it."""
+    try:
+        rs.append_partial(out, entry)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {out / rs.PARTIAL_FILE}: {exc.strerror or exc}; the measurements finished before "
+            "are kept there: free space, then run again with --resume"
+        ) from None
+
+
+def scoring_problems(kind: str, variant: str, records: list[MetricRecord], max_failed: float) -> list[str]:
+    """Why a (kind, variant) makes the run INVALID although no record broke a rule: it scored nothing
+    (no record, or none ok), or more than ``max_failed`` of its records failed."""
+    if not records:
+        return [f"{variant}/{kind}: scored nothing (the measurement returned no record)"]
+    by_status: dict[str, int] = {}
+    for r in records:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    if not (by_status.get(OK, 0) + by_status.get(INVALID, 0)):
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+        first = next((r.reason for r in records if r.reason), "")
+        return [f"{variant}/{kind}: scored nothing ({counts}" + (f"; first: {first})" if first else ")")]
+    failed = by_status.get(FAILED, 0)
+    if failed / len(records) > max_failed:
+        return [
+            f"{variant}/{kind}: {failed} of {len(records)} records failed (more than max_failed_share "
+            f"{max_failed:g})"
+        ]
+    return []
 
 
 def finalize(
@@ -545,16 +611,24 @@ def finalize(
     records: list[MetricRecord] = []
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     errors = []
+    unscored = []
+    skipped_inputs = []
+    max_failed = float(job.validity.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for key, e in latest.items():
         if e["type"] == "error":
             errors.append({"kind": key[0], "variant": key[1], "error": e["error"]})
             continue
-        records += [rs.record_from_dict(d) for d in e["records"]]
+        mine = [rs.record_from_dict(d) for d in e["records"]]
+        records += mine
         rows[key] = e.get("samples", [])
+        skipped_inputs += [{"kind": key[0], "variant": key[1], **s} for s in e.get("skipped_inputs") or []]
+        if not e.get("skipped_variant"):
+            unscored += scoring_problems(key[0], key[1], mine, max_failed)
     fill_intervals(records, rows, variants[0].name, job.seed)
 
     missing = sorted({(k, v.name) for v, k in todo} - set(latest))
     invalid = [f"{r.variant}/{r.metric}: {r.reason or 'invalid'}" for r in records if r.status == INVALID]
+    invalid += unscored
     if errors or interrupted or missing:
         status = INCOMPLETE
     elif invalid:
@@ -586,11 +660,26 @@ def finalize(
         data=data_hashes,
         started=started,
         finished=now_iso(),
+        skipped_inputs=skipped_inputs,
         metrics=records,
     )
     rs.write_results(out, results.to_dict())
     log.info("results.json written: status %s, %d records", status, len(records))
     return results
+
+
+def _append_history(results: rs.RunResults, out: Path, path: Path | None) -> None:
+    import sqlite3
+
+    from .history import append_run
+
+    try:
+        run_id = append_run(results.to_dict(), out_dir=out.resolve(), path=path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(
+            f"the run is complete in {out} but was not added to the history: {exc}"
+        ) from None
+    log.info("history: run %d appended", run_id)
 
 
 def _build_report(out: Path, echo: Callable[[str], None]) -> Path | None:

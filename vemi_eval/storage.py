@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import StorageError
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
@@ -38,3 +42,15 @@ def append_line(path: Path, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def writes(what: str, keep: str = "") -> Iterator[None]:
+    """A failed write inside the block (a full disk) becomes a StorageError (exit 5) naming ``what`` and
+    what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {what}: {exc.strerror or exc}" + (f"; {keep}" if keep else "")
+        ) from None

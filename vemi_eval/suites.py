@@ -21,13 +21,16 @@ Schema (every table but [suite] is optional; unknown keys are errors)::
     name = "baseline"
     flags = []                         # list of "name[=value]" or one comma-separated string
 
-    [data]                             # handed to the quality measurements as ctx.data (free keys)
-    corpus = "espeak"
+    [data]                             # handed to the quality measurements as ctx.data
+    corpus = "espeak"                  # dir, path, corpus, split: strings; limit: an integer >= 1;
+                                       # other keys are free (a kind of one's own reads them)
 
     [validity]                         # rules a measurement must meet or its records become INVALID
     min_frames = 50                    # records carrying extra["frames"] below this are INVALID
     min_duration_s = 4.0               # records carrying extra["duration_s"] below this are INVALID
     min_samples = 5                    # every ok record with n below this is INVALID
+    max_failed_share = 0.5             # a kind (on one variant) with more failed records is INVALID;
+                                       # one that scored nothing (no ok record) always is
 
     [latency]                          # one table per measurement kind, in the order they run
     frames = 200                       # the kind's own parameters
@@ -74,8 +77,10 @@ _MODEL_KEYS = {
     "top_k": int,
     "top_k_text": int,
 }
+_DATA_KEYS = {"dir": str, "path": str, "limit": int, "corpus": str, "split": str}  # typed; others free
+_NON_NEGATIVE_MODEL_KEYS = ("temp", "temp_text", "top_k", "top_k_text")
 _VARIANT_KEYS = {"name": str, "flags": (list, str), "description": str}
-_VALIDITY_KEYS = {"min_frames": int, "min_duration_s": float, "min_samples": int}
+_VALIDITY_KEYS = {"min_frames": int, "min_duration_s": float, "min_samples": int, "max_failed_share": float}
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,9 @@ def parse_suite(
             raise SuiteError(f"{where}: [suite] needs a {req!r}")
     model = _table(doc, "model", where)
     _check_keys(model, _MODEL_KEYS, f"{where}: [model]")
+    for key in _NON_NEGATIVE_MODEL_KEYS:
+        if key in model and model[key] < 0:
+            raise SuiteError(f"{where}: [model] {key} must be >= 0, got {model[key]!r}")
     if "dtype" in model and model["dtype"] not in DTYPES:
         raise SuiteError(f"{where}: [model] dtype {model['dtype']!r} is not one of {', '.join(DTYPES)}")
     if path is not None:  # relative config/checkpoint paths are relative to the suite file
@@ -220,12 +228,18 @@ def parse_suite(
 
     variants = _variants(doc.get("variants"), where)
     data = _table(doc, "data", where)
+    _check_keys(data, {**_DATA_KEYS, **{k: object for k in data if k not in _DATA_KEYS}}, f"{where}: [data]")
+    if "limit" in data and data["limit"] < 1:
+        raise SuiteError(f"{where}: [data] limit must be >= 1, got {data['limit']!r}")
     for key in ("dir", "path"):  # a data directory named in the suite is relative to the suite file
         v = data.get(key)
         if isinstance(v, str) and path is not None and not Path(v).is_absolute():
             data[key] = str((path.parent / v).resolve())
     validity = _table(doc, "validity", where)
     _check_keys(validity, _VALIDITY_KEYS, f"{where}: [validity]")
+    share = validity.get("max_failed_share")
+    if share is not None and not 0 <= share <= 1:
+        raise SuiteError(f"{where}: [validity] max_failed_share must be in [0, 1], got {share!r}")
 
     kinds: dict[str, dict[str, Any]] = {}
     for key, table in doc.items():
@@ -282,6 +296,8 @@ def _table(doc: Mapping[str, Any], key: str, where: str, required: bool = False)
 
 def _type_ok(value: Any, expected: type | tuple[type, ...]) -> bool:
     types = expected if isinstance(expected, tuple) else (expected,)
+    if object in types:  # a free key
+        return True
     if isinstance(value, bool):  # TOML true/false must not pass as an int or a float
         return bool in types
     if float in types and isinstance(value, int):
@@ -355,6 +371,12 @@ def _check_kind_table(
         schema = {k: (type(d) if d is not None else object) for k, d in declared.items()}
         _check_params(params, schema, f"{where}: [{kind}]")
         _check_params(quick, schema, f"{where}: [{kind}.quick]")
+        check = getattr(fn, "check_params", None)
+        for under_quick in (False, True) if check is not None else ():
+            try:
+                check({**declared, **with_quick(table, under_quick)})
+            except ValueError as exc:
+                raise SuiteError(f"{where}: [{kind}{'.quick' if under_quick else ''}] {exc}") from None
     return table
 
 

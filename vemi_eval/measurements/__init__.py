@@ -52,12 +52,18 @@ class MeasureContext:
     device: str
     data: Any = None  # data handle for quality suites (vemi_eval.data), None for systems suites
     samples: list[dict[str, Any]] = field(default_factory=list)
+    skipped_inputs: list[dict[str, str]] = field(default_factory=list)  # {"input", "reason"}
     progress: Callable[[str], None] = lambda msg: None
 
     def add_samples(self, rows: Iterable[dict[str, Any]]) -> None:
         """Raw per-sample data (one dict per frame, utterance...); stored beside results.json."""
         for r in rows:
             self.samples.append({"suite": self.suite, "variant": self.variant.name, "kind": self.kind, **r})
+
+    def skip_input(self, name: str, reason: str) -> None:
+        """An input (a file, a row of a manifest) left out, by name and why: run.log, results.json and
+        the report list every one."""
+        self.skipped_inputs.append({"input": str(name), "reason": str(reason)})
 
 
 class ParamsError(SuiteError, ValueError):
@@ -81,15 +87,45 @@ MEASUREMENTS: dict[str, MeasureFn] = {}
 CLAIMS: dict[str, ClaimDecl] = {}  # kind -> the claim metrics its records stand for
 
 
-def measurement(kind: str, *, claims: ClaimDecl | None = None) -> Callable[[MeasureFn], MeasureFn]:
+def measurement(
+    kind: str,
+    *,
+    claims: ClaimDecl | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Callable[[MeasureFn], MeasureFn]:
+    """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
+    suite loader calls it on the merged parameters (with and without quick) before any work."""
+
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
             raise RuntimeError(f"measurement {kind!r} registered twice")
         MEASUREMENTS[kind] = fn
+        if check is not None:
+            fn.check_params = check  # type: ignore[attr-defined]
         CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 
     return deco
+
+
+# --- value rules for a kind's ``check`` -------------------------------------------------------------
+def at_least(params: Mapping[str, Any], key: str, low: float) -> None:
+    v = params[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
+        raise ValueError(f"{key} must be a number >= {low:g}, got {v!r}")
+
+
+def ints_at_least(params: Mapping[str, Any], key: str, low: int, allow_empty: bool = False) -> None:
+    v = params[key]
+    if not isinstance(v, list) or (not v and not allow_empty):
+        raise ValueError(f"{key} must be a non-empty list of integers >= {low}, got {v!r}")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v):
+        raise ValueError(f"{key} must hold integers >= {low}, got {v!r}")
+
+
+def one_of(params: Mapping[str, Any], key: str, choices: Sequence[Any]) -> None:
+    if params[key] not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(map(repr, choices))}, got {params[key]!r}")
 
 
 def claim_rules() -> dict[str, list[tuple[str, dict[str, Any], str]]]:

@@ -49,7 +49,7 @@ import torch
 
 from .. import timing
 from ..records import SKIPPED, MetricRecord
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
 from .latency import RecordMaker
 
 DEFAULTS: dict[str, Any] = {
@@ -282,7 +282,14 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("attention", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    ints_at_least(p, "contexts", 1)
+    for key, low in (("prefill_tokens", 0), ("repeats", 1), ("warmup", 0), ("batch_size", 1), ("n_boot", 1)):
+        at_least(p, key, low)
+
+
+@measurement("attention", claims=CLAIMS, check=check)
 def measure_attention(ctx: MeasureContext) -> list[MetricRecord]:
     from reference_model import FlagError
 

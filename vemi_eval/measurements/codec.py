@@ -17,7 +17,7 @@ import torch
 from ..data.byo import Dataset, dataset_for
 from ..evaluators.scoring import DEFAULT_METRICS, Scorer, check_metrics, records_from_rows
 from ..records import MetricRecord
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": [2, 4, 8],  # decode from the first n codebooks (capped at the codec's maximum)
@@ -38,6 +38,8 @@ def load_data(ctx: MeasureContext, sample_rate: int, params: dict[str, Any]) -> 
         split=params.get("split", "heldout"),
         report=ctx.progress,
     )
+    for name, why in ds.skipped:
+        ctx.skip_input(name, why)
     cap = int(params.get("max_utterances") or 0)
     if cap and len(ds.utterances) > cap:
         ds.utterances = spread_over_speakers(ds.utterances, cap)
@@ -116,7 +118,15 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("codec", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    ints_at_least(p, "n_codebooks", 1)
+    check_metrics(p["metrics"])
+    at_least(p, "max_utterances", 0)
+    at_least(p, "beam_size", 1)
+
+
+@measurement("codec", claims=CLAIMS, check=check)
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

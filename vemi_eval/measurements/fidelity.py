@@ -34,7 +34,7 @@ from reference_model.report import ModReport, SpeculativeReport
 
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, measurement, merged_params
 
 DEFAULTS: dict[str, Any] = {"frames": 100, "n_boot": 1000}
 
@@ -135,7 +135,13 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("fidelity", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    at_least(p, "frames", 2)
+    at_least(p, "n_boot", 1)
+
+
+@measurement("fidelity", claims=CLAIMS, check=check)
 def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
     params = _params(ctx)
     frames, n_boot = int(params["frames"]), int(params["n_boot"])

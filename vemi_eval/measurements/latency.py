@@ -28,7 +28,7 @@ import torch
 from .. import timing
 from ..records import INVALID, MetricRecord
 from ..stats import bootstrap_ci, summarize
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, measurement, merged_params, one_of
 
 STAGES = ("encode", "lm", "decode", "total")
 
@@ -288,17 +288,19 @@ def latency_records(
     make.plain("algorithmic_latency_ms", algorithmic_ms, "ms", 1)
     for stat in ("p50", "p99"):
         make.stat(f"end_to_end_{stat}_ms", total, stat, "ms", shift=algorithmic_ms)
-    # Attention over a growing history: how the frame time moves along the conversation.
+    # Attention over a growing history: how the frame time moves along the conversation. The condition
+    # is the bucket's rank, not its start time: that depends on how many frames ran, and two runs of the
+    # same code must compare bucket with bucket (the start time is kept in extra).
     if position_buckets > 1 and total.size >= 10 * position_buckets:
-        for chunk in np.array_split(np.arange(total.size), position_buckets):
-            position_s = round(rows[chunk[0]]["frame"] * frame_s, 3)
-            make.stat(
+        for i, chunk in enumerate(np.array_split(np.arange(total.size), position_buckets)):
+            rec = make.stat(
                 "frame_time_by_position_p50_ms",
                 total[chunk],
                 "p50",
                 "ms",
-                condition={"stage": "total", "position_s": position_s},
+                condition={"stage": "total", "position_bucket": i + 1},
             )
+            rec.extra["position_s"] = round(rows[chunk[0]]["frame"] * frame_s, 3)
 
 
 # the records of this kind that stand for the enhancement registry's claim metrics
@@ -310,7 +312,18 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("latency", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    for key, low in (("frames", 1), ("warmup_frames", 0), ("max_frames", 1), ("batch_size", 1)):
+        at_least(p, key, low)
+    for key, low in (("n_boot", 1), ("position_buckets", 0), ("min_frames", 0), ("min_duration_s", 0)):
+        at_least(p, key, low)
+    one_of(p, "input", ("corpus", "synthetic"))
+    if p["budget_ms"] is not None:
+        at_least(p, "budget_ms", 1e-9)
+
+
+@measurement("latency", claims=CLAIMS, check=check)
 def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size = int(params["batch_size"])

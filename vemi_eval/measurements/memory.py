@@ -27,7 +27,7 @@ import psutil
 import torch
 
 from ..records import INVALID, SKIPPED, MetricRecord
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
 from .latency import RecordMaker, run_frames, stream_frames, synthetic_speech
 
 DEFAULTS: dict[str, Any] = {
@@ -181,7 +181,14 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("memory", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    ints_at_least(p, "contexts", 1)
+    at_least(p, "batch_size", 1)
+    at_least(p, "frames", 1)
+
+
+@measurement("memory", claims=CLAIMS, check=check)
 def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size, n_frames = int(params["batch_size"]), int(params["frames"])

@@ -22,7 +22,7 @@ from ..data.corpus import espeak_corpus
 from ..data.noise import DEFAULT_SNR_LADDER, NOISE_TYPES, make_noise, mix_at_snr, reverberate
 from ..evaluators.scoring import records_from_rows
 from ..records import MetricRecord
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, measurement, merged_params
 from .codec import codec_of, decode, encode, load_data, make_scorer
 
 PARAMS: dict[str, Any] = {
@@ -70,7 +70,16 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("noise", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    from ..evaluators.scoring import check_metrics
+
+    check_metrics(p["metrics"])
+    at_least(p, "max_utterances", 0)
+    at_least(p, "beam_size", 1)
+
+
+@measurement("noise", claims=CLAIMS, check=check)
 def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     stages = [s for s in params["stages"]]

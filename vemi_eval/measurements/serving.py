@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..records import INVALID, OK, MetricRecord
-from . import MeasureContext, measurement
+from . import MeasureContext, at_least, measurement, merged_params
 
 # the records of this kind that stand for the enhancement registry's claim metrics
 CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -27,13 +27,22 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("serving", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    if not p["arrival_rates"] or not all(isinstance(r, (int, float)) and r > 0 for r in p["arrival_rates"]):
+        raise ValueError(f"arrival_rates must be positive conversations/s, got {p['arrival_rates']!r}")
+    for key in ("capacity", "conversations", "median_frames", "min_frames", "max_frames"):
+        at_least(p, key, 1)
+    at_least(p, "deadline_ms", 1e-9)
+
+
+@measurement("serving", claims=CLAIMS, check=check)
 def measure_serving(ctx: MeasureContext) -> Iterable[MetricRecord]:
     from reference_model.report import ServingPolicyReport
 
     from ..serving_sim import make_policy, poisson_workload, serve
 
-    p = {**measure_serving.params, **ctx.params}
+    p = merged_params(ctx, measure_serving.params)
     rates = [float(r) for r in p["arrival_rates"]]
     if not rates or any(r <= 0 for r in rates):
         raise ValueError(f"serving: arrival_rates must be positive conversations/s, got {p['arrival_rates']}")

@@ -21,7 +21,7 @@ from ..evaluators import EvaluatorError, all_specs
 from ..evaluators import speaker as spk
 from ..evaluators.scoring import records_from_rows
 from ..records import FAILED, SKIPPED, MetricRecord
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, measurement, merged_params
 from .codec import codec_of, load_data, make_scorer, roundtrip
 
 PARAMS: dict[str, Any] = {
@@ -95,7 +95,15 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("speaker", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    for key, low in (("n_codebooks", 0), ("max_utterances", 0), ("session_speakers", 1)):
+        at_least(p, key, low)
+    at_least(p, "session_utterances", 1)
+    at_least(p, "window_s", 1e-9)
+
+
+@measurement("speaker", claims=CLAIMS, check=check)
 def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

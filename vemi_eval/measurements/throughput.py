@@ -22,7 +22,7 @@ import torch
 
 from ..records import FAILED, MetricRecord
 from ..stats import summarize
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, ints_at_least, measurement, merged_params, one_of
 from .latency import RecordMaker, frame_budget_ms, input_pcm, run_frames, stream_frames
 
 DEFAULTS: dict[str, Any] = {
@@ -81,7 +81,16 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("throughput", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    for key, low in (("frames", 1), ("warmup_frames", 0), ("max_batch", 1), ("n_boot", 1)):
+        at_least(p, key, low)
+    ints_at_least(p, "batch_sizes", 1, allow_empty=True)
+    at_least(p, "sla_percentile", 1e-9)
+    one_of(p, "input", ("corpus", "synthetic"))
+
+
+@measurement("throughput", claims=CLAIMS, check=check)
 def measure_throughput(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     n_frames, warmup = int(params["frames"]), int(params["warmup_frames"])

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..evaluators.scoring import records_from_rows
 from ..records import FAILED, OK, MetricRecord
-from . import MeasureContext, measurement, merged_params
+from . import MeasureContext, at_least, measurement, merged_params
 from .codec import bitrate_kbps, codec_of, decode, encode, load_data, make_scorer
 
 PARAMS: dict[str, Any] = {
@@ -51,7 +51,13 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-@measurement("wer", claims=CLAIMS)
+# values a run cannot use, refused by the suite loader before any work
+def check(p: dict[str, Any]) -> None:
+    for key, low in (("n_codebooks", 0), ("max_utterances", 0), ("beam_size", 1)):
+        at_least(p, key, low)
+
+
+@measurement("wer", claims=CLAIMS, check=check)
 def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

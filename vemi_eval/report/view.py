@@ -97,6 +97,11 @@ def header(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in doc.get("errors") or []
         ]
         reasons += [f"missing: {m}" for m in doc.get("missing") or []]
+        skipped = doc.get("skipped_inputs") or []
+        if skipped:
+            names = sorted({s.get("input", "") for s in skipped})
+            listed = ", ".join(names)
+            reasons.append(f"{len(names)} input(s) skipped (listed under failures and skips): {listed}")
         variants = ", ".join(
             f"{v['name']}{' (baseline)' if v.get('is_baseline') else ''}: "
             f"{' '.join(v.get('flags') or []) or 'no flags'}"
@@ -260,6 +265,9 @@ def problems(runs: list[dict[str, Any]]) -> list[list[str]]:
             rows.append([run["label"], "", "", "", "error", e if isinstance(e, str) else json.dumps(e)])
         for miss in run["doc"].get("missing") or []:
             rows.append([run["label"], "", miss, "", "missing", "not measured (run interrupted or crashed)"])
+        for s in run["doc"].get("skipped_inputs") or []:
+            where = f"{s.get('kind', '')} input {s.get('input', '')}"
+            rows.append([run["label"], s.get("variant", ""), where, "", "skipped input", s.get("reason", "")])
     return rows
 
 

@@ -40,6 +40,7 @@ Exit codes:
   2    bad usage or bad input (one line on stderr), or Ray is not installed
   3    every run finished, at least one is INVALID
   4    at least one run failed or is INCOMPLETE (errors printed; `--resume` redoes only those)
+  5    sweep.json or a run's files could not be written (disk full...)
   130  interrupted (finished runs are on disk; `--resume` continues)
 """
 
@@ -66,6 +67,7 @@ Exit codes:
 @click.option(
     "--resume", is_flag=True, help="Continue the sweep in --out: skip finished runs, resume partial ones."
 )
+@click.option("--overwrite", is_flag=True, help="Replace an earlier sweep in --out (never touched without).")
 @click.option("--address", help="Ray cluster address to join (e.g. ray://head:10001, or auto).")
 @click.option("--local-cpus", type=int, help="CPUs of the local Ray instance (default: this machine's).")
 @click.option("--num-cpus", type=float, help="CPUs reserved per run (default: its threads).")
@@ -94,6 +96,7 @@ def sweep_command(
     data: str | None,
     out: str | None,
     resume: bool,
+    overwrite: bool,
     address: str | None,
     local_cpus: int | None,
     num_cpus: float | None,
@@ -132,6 +135,7 @@ def sweep_command(
     opts = SweepOptions(
         out=out,
         resume=resume,
+        overwrite=overwrite,
         address=address,
         local_cpus=local_cpus,
         num_cpus=num_cpus,

@@ -16,7 +16,7 @@ from ..errors import (
     OptionsError,
     one_line,
 )
-from ..storage import write_atomic
+from ..storage import write_atomic, writes
 from .cluster import check_feasible, cluster_facts, connect, import_ray, ray_error_line
 from .plan import SweepPlan, SweepPoint, point_fingerprint
 from .summary import (
@@ -33,11 +33,14 @@ from .summary import (
 )
 from .worker import ERROR_FILE, SHIPPED_FILES, run_point
 
+KEPT = "the runs finished before are kept: free space, then `vemi-eval sweep ... --resume`"
+
 
 @dataclass
 class SweepOptions:
     out: str | None = None  # default runs/sweep-SUITE-TIME
     resume: bool = False
+    overwrite: bool = False  # replace an earlier sweep in ``out`` (without it, one is never touched)
     address: str | None = None  # a Ray cluster to join; None: a local instance (or the one already up)
     local_cpus: int | None = None  # CPUs of the local instance (default: this machine's)
     num_cpus: float | None = None  # CPUs reserved per run (default: the run's threads)
@@ -71,12 +74,13 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
     threads = plan.threads or suite.threads or 1
     num_cpus = opts.num_cpus if opts.num_cpus is not None else float(threads)
     suite_device = str(suite.model.get("device", "cpu"))
-    entries = _prepare(plan, suite, out, opts.resume)
+    entries = _prepare(plan, suite, out, opts.resume, opts.overwrite)
     if opts.resume:
         echo(f"resume: {sum(e['resumed'] for e in entries.values())} of {len(entries)} runs already finished")
 
     summary = new_summary(plan, suite, out, entries, ray)
-    write_summary(out, summary)
+    with writes(str(out / SWEEP_FILE), KEPT):
+        write_summary(out, summary)
     todo = [p for p in plan.points if not entries[p.slug]["resumed"]]
     started_ray = False
     interrupted = False
@@ -116,12 +120,14 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
                         res = ray.get(ready[0])
                     except Exception as exc:  # the worker died (crash, OOM kill, node lost) after retries
                         res = {"status": FAILED, "error": f"{type(exc).__name__}: {ray_error_line(exc)}"}
-                    _store(out / point.slug, entry, res)
+                    with writes(str(out / point.slug), KEPT):
+                        _store(out / point.slug, entry, res)
                     if rs.RESULTS_FILE in (res.get("files") or {}):
                         newly_done.append(point.slug)
                     done += 1
                     echo(progress_line(done, len(plan.points), point, entry))
-                    write_summary(out, summary)
+                    with writes(str(out / SWEEP_FILE), KEPT):
+                        write_summary(out, summary)
             except KeyboardInterrupt:
                 interrupted = True
                 for ref, point in pending.items():
@@ -137,7 +143,8 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
     summary["report"] = str(report) if report else None
     summary["finished"] = now_iso()
     summary["counts"] = counts(entries)
-    write_summary(out, summary)
+    with writes(str(out / SWEEP_FILE), KEPT):
+        write_summary(out, summary)
     if opts.history and not interrupted:
         _append_history(out, newly_done, opts.history_path, echo)
 
@@ -145,9 +152,14 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
     return SweepOutcome(out, code, summary, report)
 
 
-def _prepare(plan: SweepPlan, suite: Any, out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+def _prepare(
+    plan: SweepPlan, suite: Any, out: Path, resume: bool, overwrite: bool = False
+) -> dict[str, dict[str, Any]]:
     """Each point's sweep.json entry. --resume: a run whose results.json is finished (VALID/INVALID) is
     kept; one with a partial file is continued by the runner's own resume; the rest run afresh."""
+    if not resume:
+        rundir.refuse_to_destroy(out, (SWEEP_FILE,), overwrite)
+    rundir.check_writable(out)
     old: dict[str, dict[str, Any]] = {}
     if resume:
         try:
