@@ -170,3 +170,35 @@ def test_report_single_run_and_bad_input(two_runs: list[Path], tmp_path: Path):
         build_report([tmp_path / "nowhere"], tmp_path / "x.html")
     with pytest.raises(ValueError, match="at least one run"):
         build_report([], tmp_path / "x.html")
+
+
+EVIL = "<script>alert(\"x\")</script><marquee onmouseover='y'>&"
+
+
+def test_every_user_string_is_escaped(tmp_path: Path):
+    """Suite name and text, variant names, metric names, conditions, reasons, skipped inputs, model and
+    environment strings: none may become markup (a tag, an attribute) in the page."""
+    run = tmp_path / "evil"
+    write_run(run, reasons=(EVIL,))
+    doc = json.loads((run / RESULTS_FILE).read_text())
+    doc["suite"].update(name="s" + EVIL, content=EVIL, path=EVIL)
+    doc["variants"][1]["name"] = "v" + EVIL
+    doc["model"]["lm"] = EVIL
+    doc["environment"]["hostname"] = EVIL
+    doc["skipped_inputs"] = [{"kind": "codec", "variant": "v", "input": EVIL, "reason": EVIL}]
+    doc["errors"] = [{"kind": "k", "variant": "v", "error": EVIL}]
+    for m in doc["metrics"]:
+        if m["variant"] == "int8":
+            m["variant"] = "v" + EVIL
+    doc["metrics"].append(
+        record("baseline", "m" + EVIL, 1.0, condition={"c": EVIL}, status="invalid", reason=EVIL, unit=EVIL)
+    )
+    doc["metrics"].append(record("baseline", "f" + EVIL, None, status="failed", reason=EVIL))
+    (run / RESULTS_FILE).write_text(json.dumps(doc))
+    text = build_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
+    checker = TagChecker()
+    checker.feed(text)
+    assert not checker.errors and not checker.stack
+    assert "script" not in checker.tags and "marquee" not in checker.tags
+    assert "onmouseover" not in text.replace("onmouseover=&#39;y&#39;", "")  # only as escaped text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
