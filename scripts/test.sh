@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# -rs: every skipped test is printed with its reason (a skip is never silent)
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs "$@"

@@ -14,7 +14,7 @@ import torch
 
 os.environ.setdefault("NO_TORCH_COMPILE", "1")  # moshi would torch.compile its out_norm on CPU (seconds)
 
-moshi_lm = pytest.importorskip("moshi.models.lm")
+import moshi.models.lm as moshi_lm  # noqa: E402  (plain: a missing moshi must fail the suite, not skip)
 
 from reference_model import CheckpointError, ConfigError, Streamer, load_lm  # noqa: E402
 from reference_model.checkpoint import save  # noqa: E402
@@ -125,6 +125,26 @@ def test_greedy_streaming_matches_moshi(pair) -> None:
             assert torch.equal(a, b), f"step {i}: moshi {a.flatten().tolist()} vs ours {b.flatten().tolist()}"
         torch.testing.assert_close(tl, tl_ref, atol=1e-4, rtol=0)
         torch.testing.assert_close(al, al_ref, atol=1e-4, rtol=0)
+
+
+def test_greedy_streaming_matches_moshi_at_batch_3(pair) -> None:
+    """Three conversations side by side, each its own user codes: the same tokens as moshi's batched
+    LMGen at every step (a batch-1-only exactness would miss a cache or mask that mixes rows)."""
+    cfg, ref, ours, _ = pair
+    batch, n_user = 3, cfg["n_q"] - cfg["dep_q"]
+    gen = moshi_lm.LMGen(ref, use_sampling=False, temp=0.8, temp_text=0.7, top_k=250, top_k_text=25)
+    streamer = Streamer(ours, temp=0.0, temp_text=0.0, top_k=250, top_k_text=25, batch_size=batch)
+    rng = torch.Generator().manual_seed(1)
+    rows_differ = False
+    with gen.streaming(batch):
+        for i in range(45):
+            codes = torch.randint(0, cfg["card"], (batch, n_user, 1), generator=rng)
+            a, b = gen.step(codes), streamer.step(codes)
+            assert (a is None) == (b is None), i
+            if a is not None:
+                assert a.shape[0] == batch and torch.equal(a, b), f"step {i}"
+                rows_differ |= not (torch.equal(a[0], a[1]) and torch.equal(a[1], a[2]))
+    assert rows_differ  # the rows are separate conversations, not one copied three times
 
 
 def test_sampled_streaming_matches_moshi_and_is_deterministic(pair) -> None:

@@ -179,6 +179,8 @@ class _VariantBuilder:
         return model
 
     def release(self) -> None:
+        if not self.cache:  # nothing of this variant is held: nothing to free
+            return
         self.cache.clear()
         release_memory()
         try:
@@ -529,7 +531,8 @@ def _measure_one(
         data=dict(job.data),
         progress=lambda msg: job.bar.set_postfix_str(str(msg)[:60], refresh=True),
     )
-    release_memory()
+    if getattr(fn, "clean_heap", False):  # a peak-memory kind must not start in pages others left behind
+        release_memory()
     seed_everything(job.seed)
     log.info("measuring %s on %s with %s", kind, variant.name, ctx.params)
     try:

@@ -92,9 +92,12 @@ def measurement(
     *,
     claims: ClaimDecl | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
+    clean_heap: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
-    suite loader calls it on the merged parameters (with and without quick) before any work."""
+    suite loader calls it on the merged parameters (with and without quick) before any work.
+    ``clean_heap``: the kind measures peak memory, so the runner collects garbage and trims the heap
+    before it (a second or so; the other kinds do not pay it)."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
@@ -102,6 +105,7 @@ def measurement(
         MEASUREMENTS[kind] = fn
         if check is not None:
             fn.check_params = check  # type: ignore[attr-defined]
+        fn.clean_heap = clean_heap  # type: ignore[attr-defined]
         CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 

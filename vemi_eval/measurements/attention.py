@@ -289,7 +289,7 @@ def check(p: dict[str, Any]) -> None:
         at_least(p, key, low)
 
 
-@measurement("attention", claims=CLAIMS, check=check)
+@measurement("attention", claims=CLAIMS, check=check, clean_heap=True)
 def measure_attention(ctx: MeasureContext) -> list[MetricRecord]:
     from reference_model import FlagError
 

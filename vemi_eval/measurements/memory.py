@@ -188,7 +188,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "frames", 1)
 
 
-@measurement("memory", claims=CLAIMS, check=check)
+@measurement("memory", claims=CLAIMS, check=check, clean_heap=True)
 def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size, n_frames = int(params["batch_size"]), int(params["frames"])
