@@ -104,7 +104,28 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
 
         if not torch.cuda.is_available():
             raise OptionsError(f"device {dev!r} asked but CUDA is not available on this machine")
+    m["weights"] = weights_provenance(m)
     return m
+
+
+def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
+    """Whether the LM and the codec run weights from a file (which) or random ones: results.json and the
+    report say so, since a figure of a random-weight model describes no trained model."""
+    from reference_model.codec.load import BUNDLED as CODEC_FILES
+    from reference_model.lm.load import BUNDLED as LM_FILES
+
+    out = {}
+    for part, bundled in (("lm", LM_FILES), ("codec", CODEC_FILES)):
+        ckpt, preset = m.get(f"{part}_checkpoint"), m.get(part)
+        if ckpt == "random":
+            out[part] = "random (asked for)"
+        elif ckpt:
+            out[part] = f"checkpoint {ckpt}"
+        elif isinstance(preset, str) and preset in bundled and bundled[preset].is_file():
+            out[part] = f"trained, bundled {bundled[preset].name}"
+        else:
+            out[part] = "random (no checkpoint given and none bundled)"
+    return out
 
 
 def select_variants(suite: Suite, opts: RunOptions, device: str) -> list[tuple[VariantDecl, str | None]]:
@@ -168,7 +189,7 @@ class _VariantBuilder:
 
         from reference_model import DuplexSpec
 
-        fields = dict(self.spec)
+        fields = {k: v for k, v in self.spec.items() if k != "weights"}  # weights: provenance only
         fields["dtype"] = getattr(torch, fields.get("dtype", "float32"))
         fields.update(flags=list(self.decl.flags), batch_size=batch_size, seed=self.seed)
         fields.update(overrides)
