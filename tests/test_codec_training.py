@@ -94,7 +94,9 @@ class _FakeAudio:
         self.inner.audio = np.concatenate([pcm, pcm[::-1]])
         self.inner.offsets = np.array([0, pcm.size, 2 * pcm.size])
         self.inner.summary = {"corpus": "fake"}
-        self.inner.recipe = CodecRecipe(batch_size=batch_size, segment_frames=2, warmup_steps=2)
+        self.inner.recipe = CodecRecipe(
+            batch_size=batch_size, segment_frames=2, warmup_steps=2, weight_norm=True
+        )
         self.recipe = self.inner.recipe
 
 

@@ -168,8 +168,19 @@ def dataset_for(
     if source:
         return load_dataset(source, sample_rate=sample_rate, limit=limit, report=report)
     corpus = data.get("corpus", "espeak")
+    if corpus in ("espeak-voices", "festival-voices"):  # the codec corpus's held-out voices, one engine
+        from .codec_corpus import heldout_utterances
+
+        engine = corpus.split("-")[0]
+        utts = heldout_utterances(engine, sample_rate=sample_rate, quick=bool(quick or data.get("quick")))
+        if limit is not None:
+            utts = utts[: int(limit)]
+        return Dataset(name=f"codec-corpus-heldout-{engine}", utterances=utts, total=len(utts))
     if corpus != "espeak":
-        raise DataError(f"unknown corpus {corpus!r} (known: 'espeak'; or give a data directory)")
+        raise DataError(
+            f"unknown corpus {corpus!r} (known: 'espeak', 'espeak-voices', 'festival-voices'; "
+            "or give a data directory)"
+        )
     split = data.get("split", split)
     utts = espeak_corpus(split, quick=bool(quick or data.get("quick")), sample_rate=sample_rate)
     if limit is not None:

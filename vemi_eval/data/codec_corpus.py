@@ -310,3 +310,31 @@ def summary(corpus: CodecCorpus) -> dict:
         "per_voice": by_engine,
         "sha256": corpus.sha256,
     }
+
+
+HELDOUT_ENGINES = ("espeak", "festival")
+
+
+def heldout_utterances(engine: str, *, sample_rate: int = 24000, quick: bool = False) -> list:
+    """The held-out voices of one engine as ``corpus.Utterance``s (for the quality suites).
+
+    Transcripts are kept for English voices only: the bundled ASR is English (tiny.en), so a WER on
+    Czech or Telugu speech would measure the ASR, not the codec; those utterances get ``text=None`` and
+    WER skips them (and says so)."""
+    from .corpus import Utterance
+
+    if engine not in HELDOUT_ENGINES:
+        raise DataError(f"unknown held-out engine {engine!r} (known: {', '.join(HELDOUT_ENGINES)})")
+    held = codec_corpus("heldout", sample_rate=sample_rate, log=None)
+    out = []
+    per_speaker: dict[str, int] = {}
+    for i, it in enumerate(held.items):
+        if it["engine"] != engine:
+            continue
+        if quick and per_speaker.get(it["speaker"], 0) >= 1:
+            continue
+        per_speaker[it["speaker"]] = per_speaker.get(it["speaker"], 0) + 1
+        english = it["engine"] == "espeak" or it.get("language") == "en"
+        text = it["text"] if english else None
+        out.append(Utterance(f"{engine}_{i:04d}", it["speaker"], text, held.utterance(i), sample_rate))
+    return out

@@ -9,8 +9,8 @@ Recipe 2 (the diagnosis behind it is in the JSON sidecar's ``diagnosis`` and in 
   0.1) and the RVQ commitment. Codebooks learn by EMA with k-means initialisation and dead-code restarts
   (as Mimi); quantizer dropout (8 codebooks half of the time, else uniform in [1, max]); half of the items
   bypass the quantizer (Mimi), so the decoder learns from the clean latent too.
-* Weight normalisation of every conv during training (as DAC, EnCodec and Mimi are trained); it is folded
-  into the weights when they are written, so the saved keys are moshi's released layout.
+* Weight normalisation is available (``weight_norm``; folded into the weights when they are written, so
+  the saved keys stay moshi's) but off: here it let the activations collapse (see ``CodecRecipe``).
 * No adversarial loss (not enough CPU time for it to pay off).
 
 The learning rate follows the fraction of the wall-time budget spent (cosine after a warmup), so a run
@@ -65,8 +65,12 @@ class CodecRecipe:
     mel_weight: float = 1.0
     wave_weight: float = 0.1
     commit_weight: float = 0.25
+    commitment: str = "relative"  # commitment loss / latent energy (see the quantizer); "absolute": recipe 1
     bypass_rate: float = 0.5
-    weight_norm: bool = True
+    # Off: with weight norm the activations shrank 200x in 1,000 steps (each strided conv learned directions
+    # that cancel, at a fixed norm), the ELUs ran in their linear range and the latent's std fell to 0.005.
+    weight_norm: bool = False
+    init: str = "default"  # or "unit-variance": data-dependent rescaling of every conv (see below)
     grad_clip: float = 1.0
     gain_jitter_db: float = 6.0
     quantizer_dropout: str = "n_q=8 with p=0.5, else uniform in [1, max]"
@@ -137,9 +141,12 @@ def _convs(codec: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def add_weight_norm(codec: torch.nn.Module) -> None:
-    """Weight-normalise every SEANet/resampling conv for training (the quantizer's 1x1 projections too)."""
+    """Weight-normalise every SEANet/resampling conv for training; not the quantizer's 1x1 projections,
+    whose free gain would let the latent's scale run away from the EMA codebooks."""
+    skip = {id(m) for m in codec.quantizer.modules()} if hasattr(codec, "quantizer") else set()
     for m in _convs(codec):
-        torch.nn.utils.parametrizations.weight_norm(m, "weight", dim=0)
+        if id(m) not in skip:
+            torch.nn.utils.parametrizations.weight_norm(m, "weight", dim=0)
 
 
 def plain_copy(codec: MimiCodec) -> MimiCodec:
@@ -157,6 +164,43 @@ def plain_copy(codec: MimiCodec) -> MimiCodec:
     plain = MimiCodec(codec.config)
     plain.load_state_dict(state)
     return plain.to(next(codec.parameters()).device).train(codec.training)
+
+
+# --- initialisation -------------------------------------------------------------------------------
+@torch.no_grad()
+def unit_variance_init(codec: MimiCodec, x: torch.Tensor, target_std: float = 0.5) -> dict[str, float]:
+    """Data-dependent init (LSUV, Mishkin & Matas 2016) of the SEANet convs and the resampling convs.
+
+    PyTorch's default conv init has a gain of ~0.58 per layer, so at init the activations shrink ~10x
+    through the encoder and again through the decoder: the ELUs run in their linear range and the
+    decoded level starts 20-40 dB low; Adam then spends thousands of steps growing the weights back.
+    Here each conv (in forward order, on a real batch ``x``) is rescaled so its output has
+    ``target_std``; the decoder's last conv is rescaled to the input's std instead. Returns the scales."""
+    from reference_model.codec.conv import StreamingConv1d, StreamingConvTranspose1d
+
+    parts = [codec.encoder, getattr(codec, "downsample", None), getattr(codec, "upsample", None), codec.decoder]
+    kinds = StreamingConv1d | StreamingConvTranspose1d
+    wrappers = [m for p in parts if p is not None for m in p.modules() if isinstance(m, kinds)]  # forward order
+    last = codec.decoder.model[-1]
+    names = {id(m): n for n, m in codec.named_modules()}
+    scales: dict[str, float] = {}
+    was = codec.training
+    codec.eval()
+    for m in wrappers:
+        seen: list[torch.Tensor] = []
+        handle = m.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        codec.decode_latent(codec.encode_latent(x))
+        handle.remove()
+        std = float(seen[0].std())
+        goal = float(x.std()) if m is last else target_std
+        inner = m.conv.conv if isinstance(m, StreamingConv1d) else m.convtr.convtr
+        if std > 0:
+            inner.weight.mul_(goal / std)
+            if inner.bias is not None:
+                inner.bias.mul_(goal / std)
+            scales[names[id(m)]] = round(goal / std, 4)
+    codec.train(was)
+    return scales
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -383,10 +427,16 @@ def train_codec(
     else:
         for vq in list(codec.quantizer.rvq_first.vq.layers) + list(codec.quantizer.rvq_rest.vq.layers):
             vq._codebook._initialized.fill_(0.0)  # k-means init on first use, as moshi
+    audio = audio or TrainingAudio(recipe, cfg.sample_rate, log=log)
+    init_scales = None
+    if recipe.init == "unit-variance" and init_from is None:
+        init_batch = audio.batch(np.random.default_rng(seed + 1), recipe.segment_frames * cfg.frame_size)
+        init_scales = unit_variance_init(codec, init_batch)
     if recipe.weight_norm:
         add_weight_norm(codec)
+    for rvq in (codec.quantizer.rvq_first, codec.quantizer.rvq_rest):
+        rvq.commitment = recipe.commitment
     codec.to(device).train()
-    audio = audio or TrainingAudio(recipe, cfg.sample_rate, log=log)
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, recipe.mel_scales, recipe.mel).to(device)
     opt = torch.optim.AdamW(codec.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=0.0)
     length = recipe.segment_frames * cfg.frame_size
