@@ -178,9 +178,10 @@ def unit_variance_init(codec: MimiCodec, x: torch.Tensor, target_std: float = 0.
     ``target_std``; the decoder's last conv is rescaled to the input's std instead. Returns the scales."""
     from reference_model.codec.conv import StreamingConv1d, StreamingConvTranspose1d
 
-    parts = [codec.encoder, getattr(codec, "downsample", None), getattr(codec, "upsample", None), codec.decoder]
+    down, up = getattr(codec, "downsample", None), getattr(codec, "upsample", None)
+    parts = [p for p in (codec.encoder, down, up, codec.decoder) if p is not None]  # forward order
     kinds = StreamingConv1d | StreamingConvTranspose1d
-    wrappers = [m for p in parts if p is not None for m in p.modules() if isinstance(m, kinds)]  # forward order
+    wrappers = [m for p in parts for m in p.modules() if isinstance(m, kinds)]
     last = codec.decoder.model[-1]
     names = {id(m): n for n, m in codec.named_modules()}
     scales: dict[str, float] = {}
@@ -188,7 +189,7 @@ def unit_variance_init(codec: MimiCodec, x: torch.Tensor, target_std: float = 0.
     codec.eval()
     for m in wrappers:
         seen: list[torch.Tensor] = []
-        handle = m.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        handle = m.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out))
         codec.decode_latent(codec.encode_latent(x))
         handle.remove()
         std = float(seen[0].std())
@@ -464,6 +465,7 @@ def train_codec(
             "recipe": {**asdict(recipe), "digest": recipe.digest(), "config": cfg.to_dict()},
             "data": audio.summary,
             "warm_start": warm_start,
+            "init_scales": init_scales,
             "seed": seed,
             "threads": threads,
             "device": device,
