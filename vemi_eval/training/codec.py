@@ -5,9 +5,12 @@ Recipe 2 (the diagnosis behind it is in the JSON sidecar's ``diagnosis`` and in 
 * Data: the codec corpus (``vemi_eval.data.codec_corpus``): espeak-ng's English voices x ~90 variants at
   random pitch and rate, and 10 festival voices (recorded human speakers, 8 languages), thousands of
   random sentences; whole voices held out of training for evaluation.
-* Losses: DAC's mel loss (L1 on log10 mel at 7 scales, windows 32..2048), a small waveform L1 (EnCodec's
-  0.1) and the RVQ commitment. Codebooks learn by EMA with k-means initialisation and dead-code restarts
-  (as Mimi); quantizer dropout (8 codebooks half of the time, else uniform in [1, max]); half of the items
+* Losses: DAC's mel loss scales (L1 on log10 mel at 7 scales, windows 32..2048; smooth log10(mel + 1e-5)
+  instead of DAC's clamp, whose zero gradient below 1e-5 froze a quiet decoder), a small waveform L1
+  (EnCodec's 0.1) and the RVQ commitment, relative to the latent's energy.
+* Initialisation: every conv rescaled on a real batch so activations keep a unit-ish scale and the
+  decoder starts at the input's level (LSUV); PyTorch's default init loses ~10x through each half.
+* Codebooks learn by EMA with k-means initialisation and dead-code restarts (as Mimi); quantizer dropout (8 codebooks half of the time, else uniform in [1, max]); half of the items
   bypass the quantizer (Mimi), so the decoder learns from the clean latent too.
 * Weight normalisation is available (``weight_norm``; folded into the weights when they are written, so
   the saved keys stay moshi's) but off: here it let the activations collapse (see ``CodecRecipe``).
@@ -60,7 +63,7 @@ class CodecRecipe:
     lr: float = 6e-4
     betas: tuple[float, float] = (0.8, 0.99)
     warmup_steps: int = 200
-    mel: str = "dac-log10"  # or "lin+log" (recipe 1: L1 on linear and natural-log mel)
+    mel: str = "log10"  # or "dac-log10" (clamped: dead below 1e-5), "lin+log" (recipe 1)
     mel_scales: tuple[tuple[int, int], ...] = DAC_MEL_SCALES
     mel_weight: float = 1.0
     wave_weight: float = 0.1
@@ -70,7 +73,7 @@ class CodecRecipe:
     # Off: with weight norm the activations shrank 200x in 1,000 steps (each strided conv learned directions
     # that cancel, at a fixed norm), the ELUs ran in their linear range and the latent's std fell to 0.005.
     weight_norm: bool = False
-    init: str = "default"  # or "unit-variance": data-dependent rescaling of every conv (see below)
+    init: str = "unit-variance"  # data-dependent rescaling of every conv (see below); or "default"
     grad_clip: float = 1.0
     gain_jitter_db: float = 6.0
     quantizer_dropout: str = "n_q=8 with p=0.5, else uniform in [1, max]"
@@ -104,11 +107,14 @@ class MultiScaleMelLoss(torch.nn.Module):
     """Mel-spectrogram L1 at several resolutions.
 
     ``kind="lin+log"``: L1 on linear and on natural-log mel (recipe 1). ``kind="dac-log10"``: L1 on
-    log10 mel clamped at 1e-5 (descript-audio-codec's MelSpectrogramLoss with mag_weight 0)."""
+    log10 mel clamped at 1e-5 (descript-audio-codec's MelSpectrogramLoss with mag_weight 0): the clamp
+    has no gradient where the output's mel is below 1e-5, so a decoder that starts (or falls) 20 dB low
+    stays there (seen: level -12 dB and the loss flat from step 250 to 2,000). ``kind="log10"``: L1 on
+    log10(mel + 1e-5), smooth everywhere (recipe 2)."""
 
     def __init__(self, sample_rate: int, scales=MEL_SCALES, kind: str = "lin+log") -> None:
         super().__init__()
-        if kind not in ("lin+log", "dac-log10"):
+        if kind not in ("lin+log", "dac-log10", "log10"):
             raise ValueError(f"unknown mel loss {kind!r}")
         self.kind = kind
         self.scales = tuple(tuple(s) for s in scales)
@@ -130,6 +136,8 @@ class MultiScaleMelLoss(torch.nn.Module):
             my, mx = self.mel(y, n_fft), self.mel(x, n_fft)
             if self.kind == "dac-log10":
                 total = total + F.l1_loss(torch.log10(my.clamp_min(1e-5)), torch.log10(mx.clamp_min(1e-5)))
+            elif self.kind == "log10":
+                total = total + F.l1_loss(torch.log10(my + 1e-5), torch.log10(mx + 1e-5))
             else:
                 total = total + F.l1_loss(my, mx) + F.l1_loss(torch.log(my + 1e-5), torch.log(mx + 1e-5))
         return total / len(self.scales)
