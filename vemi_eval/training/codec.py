@@ -10,8 +10,9 @@ Recipe 2 (the diagnosis behind it is in the JSON sidecar's ``diagnosis`` and in 
   (EnCodec's 0.1) and the RVQ commitment, relative to the latent's energy.
 * Initialisation: every conv rescaled on a real batch so activations keep a unit-ish scale and the
   decoder starts at the input's level (LSUV); PyTorch's default init loses ~10x through each half.
-* Codebooks learn by EMA with k-means initialisation and dead-code restarts (as Mimi); quantizer dropout (8 codebooks half of the time, else uniform in [1, max]); half of the items
-  bypass the quantizer (Mimi), so the decoder learns from the clean latent too.
+* Codebooks learn by EMA with k-means initialisation and dead-code restarts (as Mimi); quantizer dropout
+  (8 codebooks half of the time, else uniform in [1, max]); half of the items bypass the quantizer
+  (Mimi), so the decoder learns from the clean latent too.
 * Weight normalisation is available (``weight_norm``; folded into the weights when they are written, so
   the saved keys stay moshi's) but off: here it let the activations collapse (see ``CodecRecipe``).
 * No adversarial loss (not enough CPU time for it to pay off).
