@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from vemi_eval.cli import main
-from vemi_eval.gate import REGRESSION, GateRulesError, Rules, compare, load_rules
+from vemi_eval.gate import (
+    IMPROVED,
+    NEW,
+    NOT_GATED,
+    OK,
+    REGRESSION,
+    GateRulesError,
+    Rules,
+    compare,
+    load_rules,
+)
 
 
 def _doc(samples_by_metric: dict[str, np.ndarray], status: str = "VALID") -> dict:
@@ -113,7 +123,8 @@ def test_missing_metric_invalid_run_and_no_samples() -> None:
     # a large change that the samples do not support is not a regression
     b = _doc({"step_ms": np.array([1.0, 100.0, 1.0, 100.0])})
     c = _doc({"step_ms": np.array([1.0, 100.0, 100.0, 1.0, 100.0])})
-    assert [r.verdict for r in compare(c, b).rows] != [REGRESSION]
+    rows = compare(c, b).rows
+    assert [r.verdict for r in rows] == [OK] and "not significant" in rows[0].reason
 
 
 def test_bad_inputs_are_exit_2(tmp_path, capsys) -> None:
@@ -124,3 +135,49 @@ def test_bad_inputs_are_exit_2(tmp_path, capsys) -> None:
     assert err.startswith("error: no results at") and err.count("\n") == 1
     with pytest.raises(GateRulesError):
         load_rules(None, ["ten percent"])
+
+
+def _by_metric(res) -> dict:
+    return {r.metric: r for r in res.rows}
+
+
+def test_directions_and_every_verdict(tmp_path) -> None:
+    """Lower-is-better and higher-is-better both gate the bad direction only; an improvement, a metric
+    new in the run and one without a direction each get their own verdict."""
+    rng = np.random.default_rng(2)
+    n = 200
+    base = _doc({"step_ms": rng.lognormal(np.log(20), 0.1, n), "throughput": rng.normal(100, 3, n)})
+    # throughput (higher is better) falls 30%: a regression; step_ms falls 30%: an improvement
+    cur = _doc({"step_ms": rng.lognormal(np.log(14), 0.1, n), "throughput": rng.normal(70, 3, n)})
+    rows = _by_metric(compare(cur, base))
+    assert rows["throughput"].verdict == REGRESSION and rows["step_ms"].verdict == IMPROVED
+    # the mirror image: throughput rises (improved), step_ms rises (regression)
+    cur = _doc({"step_ms": rng.lognormal(np.log(28), 0.1, n), "throughput": rng.normal(130, 3, n)})
+    rows = _by_metric(compare(cur, base))
+    assert rows["throughput"].verdict == IMPROVED and rows["step_ms"].verdict == REGRESSION
+    # new in the run, and no direction (higher_is_better unset)
+    cur = _doc({"step_ms": rng.lognormal(np.log(20), 0.1, n), "throughput": rng.normal(100, 3, n),
+                "extra_ms": rng.normal(5, 1, n)})  # fmt: skip
+    for m in cur["metrics"] + base["metrics"]:
+        if m["metric"] == "throughput":
+            m["higher_is_better"] = None
+    rows = _by_metric(compare(cur, base))
+    assert rows["extra_ms"].verdict == NEW and rows["throughput"].verdict == NOT_GATED
+
+
+def test_rules_file_alpha_and_better(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    base = _doc({"throughput": rng.normal(100, 20, 12)})
+    cur = _doc({"throughput": rng.normal(80, 20, 12)})
+    for d in (base, cur):  # no direction recorded: only a rule's `better` can gate it
+        d["metrics"][0]["higher_is_better"] = None
+    assert _by_metric(compare(cur, base)).get("throughput").verdict == NOT_GATED
+    path = tmp_path / "rules.toml"
+    path.write_text('[[rules]]\nmetric = "throughput"\nbetter = "higher"\nalpha = 0.5\ntolerance = 0.05\n')
+    row = _by_metric(compare(cur, base, load_rules(path)))["throughput"]
+    assert row.verdict == REGRESSION and row.p_value is not None and row.p_value < 0.5
+    path.write_text('[[rules]]\nmetric = "throughput"\nbetter = "higher"\nalpha = 1e-12\ntolerance = 0.05\n')
+    row = _by_metric(compare(cur, base, load_rules(path)))["throughput"]
+    assert row.verdict == OK and "not significant" in row.reason  # the same change, a stricter alpha
+    path.write_text('[[rules]]\nmetric = "throughput"\nbetter = "lower"\nalpha = 0.5\ntolerance = 0.05\n')
+    assert _by_metric(compare(cur, base, load_rules(path)))["throughput"].verdict == IMPROVED

@@ -33,6 +33,7 @@ class EvaluatorSpec:
     needs_transcript: bool
     sample_rate: int | None  # the rate the scorer works at (inputs are resampled to it)
     weights: Callable[[], list[Path]] = field(default=lambda: [])  # weight files, hashed for provenance
+    method: str = ""  # how inputs are scored when that is not the package's plain call (recorded)
 
     def version(self) -> str:
         try:
@@ -41,12 +42,14 @@ class EvaluatorSpec:
             return "not installed"
 
     def info(self) -> dict:
-        """{"version", "weights_sha256"} for results.json."""
+        """{"version", "weights_sha256"[, "method"]} for results.json."""
+        how = {"method": self.method} if self.method else {}
         try:
             files = self.weights()
         except EvaluatorError as e:
-            return {"version": self.version(), "weights_sha256": None, "error": str(e)}
-        return {"version": self.version(), "weights_sha256": {p.name: file_sha256(p) for p in files} or None}
+            return {"version": self.version(), "weights_sha256": None, "error": str(e), **how}
+        digests = {p.name: file_sha256(p) for p in files} or None
+        return {"version": self.version(), "weights_sha256": digests, **how}
 
 
 @functools.cache

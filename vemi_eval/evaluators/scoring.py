@@ -280,9 +280,7 @@ def records_from_rows(
             reason = mrows[0]["reason"] if mrows else "no items"
             status = SKIPPED if skipped else FAILED
             why = f"{'skipped' if skipped else 'failed'} on all {len(mrows)} items: {reason}"
-            out.append(
-                MetricRecord(value=None, n=0, status=status, reason=why, extra=extra, **typed, **base)
-            )
+            out.append(MetricRecord(value=None, n=0, status=status, reason=why, extra=extra, **typed, **base))
             continue
         vals = np.array([r["value"] for r in ok], dtype=np.float64)
         if metric in ("wer", "cer"):
@@ -297,8 +295,13 @@ def records_from_rows(
         else:
             samples = [float(v) for v in vals]
             rec = MetricRecord(
-                value=float(vals.mean()), n=len(ok), samples=samples, statistic="mean", extra=extra,
-                **typed, **base,
+                value=float(vals.mean()),
+                n=len(ok),
+                samples=samples,
+                statistic="mean",
+                extra=extra,
+                **typed,
+                **base,
             )
         if len(ok) < len(mrows):
             rec.reason = f"scored {len(ok)} of {of}; " + "; ".join(summarize_failures(mrows, 2))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.byo import Dataset, dataset_for
+from ..errors import DataError
 from ..evaluators.scoring import DEFAULT_METRICS, Scorer, check_metrics, records_from_rows
 from ..records import MetricRecord
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
@@ -26,6 +27,7 @@ PARAMS: dict[str, Any] = {
     "split": "heldout",  # corpus split when no data directory is given
     "asr_model": "",  # local faster-whisper folder; "" = the bundled tiny.en
     "beam_size": 5,
+    "max_input_s": 1800.0,  # longer inputs are skipped by name (memory and time stay bounded)
 }
 
 
@@ -38,6 +40,17 @@ def load_data(ctx: MeasureContext, sample_rate: int, params: dict[str, Any]) -> 
         split=params.get("split", "heldout"),
         report=ctx.progress,
     )
+    limit_s = float(params.get("max_input_s", MAX_INPUT_S))
+    keep = []
+    for u in ds.utterances:
+        seconds = u.audio.size / float(sample_rate)
+        if seconds > limit_s:
+            ds.skipped.append((u.id, f"{seconds:.0f} s is longer than max_input_s = {limit_s:g}"))
+        else:
+            keep.append(u)
+    ds.utterances = keep
+    if not keep:
+        raise DataError(f"no input of {ds.name} is at most max_input_s = {limit_s:g} s long")
     for name, why in ds.skipped:
         ctx.skip_input(name, why)
     cap = int(params.get("max_utterances") or 0)
@@ -85,19 +98,59 @@ def sent_kbps(codec, codes: torch.Tensor) -> float:
     return sent * math.log2(int(codec.cardinality)) / seconds / 1000
 
 
+# Inputs longer than this go through the codec frame by frame (its streaming state, which gives the codes
+# of the offline pass): an offline pass holds every layer's activations for the whole input (about 4.8 GB
+# for 600 s), a streamed one a frame's worth.
+STREAM_ABOVE_S = 60.0
+MAX_INPUT_S = 1800.0  # the default of max_input_s: longer inputs are skipped by name
+
+
+def streams(codec, n_samples: int) -> bool:
+    """Stream this input? Only a plain streaming codec: a variant that replaces encode or decode on the
+    instance (dynamic bitrate) runs offline, as its change lives in those methods."""
+    plain = hasattr(codec, "new_encoder_state") and not {"encode", "decode"} & set(vars(codec))
+    return plain and n_samples > STREAM_ABOVE_S * float(codec.sample_rate)
+
+
+def _device(codec) -> Any:
+    return next(iter(codec.parameters()), torch.zeros(())).device if hasattr(codec, "parameters") else "cpu"
+
+
 @torch.no_grad()
 def encode(codec, audio: np.ndarray) -> torch.Tensor:
-    """Offline codes [1, num_codebooks, frames] of one utterance."""
-    dev = next(iter(codec.parameters()), torch.zeros(())).device if hasattr(codec, "parameters") else "cpu"
-    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).view(1, 1, -1).to(dev)
-    return codec.encode(wav)
+    """Codes [1, num_codebooks, frames] of one utterance (offline, or streamed when it is long)."""
+    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).view(1, 1, -1).to(_device(codec))
+    if not streams(codec, wav.shape[-1]):
+        return codec.encode(wav)
+    from reference_model.codec import CodecStreamer
+
+    fs = int(codec.frame_size)
+    wav = torch.nn.functional.pad(wav, (0, (-wav.shape[-1]) % fs))  # whole frames, as offline
+    streamer = CodecStreamer(codec)
+    return torch.cat([streamer.encode(wav[..., i : i + fs]) for i in range(0, wav.shape[-1], fs)], dim=-1)
 
 
 @torch.no_grad()
 def decode(codec, codes: torch.Tensor, n: int, length: int) -> np.ndarray:
     """Waveform from the first n codebooks, cut to the input length (the codec pads to whole frames)."""
-    out = codec.decode(codes[:, :n])
-    return out[0, 0, :length].float().cpu().numpy()
+    if not streams(codec, length):
+        return codec.decode(codes[:, :n])[0, 0, :length].float().cpu().numpy()
+    from reference_model.codec import CodecStreamer
+
+    streamer = CodecStreamer(codec)
+    out = np.empty(codes.shape[-1] * int(codec.frame_size), dtype=np.float32)
+    fs = int(codec.frame_size)
+    for f in range(codes.shape[-1]):
+        out[f * fs : (f + 1) * fs] = streamer.decode(codes[:, :n, f : f + 1])[0, 0].float().cpu().numpy()
+    return out[:length]
+
+
+def long_input_note(codec, ds: Dataset) -> dict[str, Any]:
+    """What was done with long inputs, for the records' extra (empty when there were none)."""
+    long = [u.id for u in ds.utterances if streams(codec, u.audio.size)]
+    if not long:
+        return {}
+    return {"streamed_inputs": long, "streamed_above_s": STREAM_ABOVE_S}
 
 
 def roundtrip(codec, audio: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -168,8 +221,10 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )
     timing = scorer.timings_ms()
+    note = long_input_note(codec, ds)
     for r in records:
         r.extra["evaluator_ms_per_call"] = timing
+        r.extra.update(note)
     return records
 
 

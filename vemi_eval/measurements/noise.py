@@ -36,6 +36,7 @@ PARAMS: dict[str, Any] = {
     "asr_model": "",
     "beam_size": 5,
     "mains_hz": 50.0,
+    "max_input_s": 1800.0,  # longer inputs are skipped by name
 }
 STAGES = ("input", "roundtrip")
 

@@ -31,6 +31,7 @@ PARAMS: dict[str, Any] = {
     "session_speakers": 1,  # how many speakers get a long streamed session
     "session_utterances": 12,  # utterances concatenated into one session
     "window_s": 3.0,
+    "max_input_s": 1800.0,  # longer inputs are skipped by name
 }
 
 

@@ -23,6 +23,7 @@ PARAMS: dict[str, Any] = {
     "split": "heldout",
     "asr_model": "",
     "beam_size": 5,
+    "max_input_s": 1800.0,  # longer inputs are skipped by name
 }
 
 
