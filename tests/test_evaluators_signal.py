@@ -87,9 +87,21 @@ def test_dnsmos_prefers_clean_speech(clip):
         dnsmos(clip * 100, SR)
 
 
+# The evaluator weights every committed figure was scored with: another file is another evaluator.
+PINNED_WEIGHTS = {
+    "asr": {"model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"},
+    "dnsmos": {
+        "sig_bak_ovr.onnx": "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
+        "model_v8.onnx": "9246480c58567bc6affd4200938e77eef49468c8bc7ed3776d109c07456f6e91",
+    },
+    "speaker": {"pretrained.pt": "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"},
+}
+
+
 def test_evaluators_are_pinned_by_version_and_weights():
     info = evaluators_info()
     for name in ("asr", "dnsmos", "speaker"):
         w = info[name]["weights_sha256"]
         assert w and all(len(h) == 64 for h in w.values()), (name, info[name])
+        assert w == PINNED_WEIGHTS[name], (name, w)
     assert all(info[n]["version"] != "not installed" for n in info)

@@ -182,3 +182,59 @@ def test_wer_measurement_on_fake():
     assert orig.status == OK and rt.status == OK
     assert delta.value == pytest.approx(100 * (rt.value - orig.value), abs=1e-9)
     assert espeak_corpus("heldout", quick=True)[0].sample_rate == SR
+
+
+class SwappingCodec(FakeCodec):
+    """Decodes each utterance as the one encoded before it (another speaker, round-robin order)."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        keys = list(self.memory)
+        mine = keys.index(codes[0, 0].numpy().tobytes())
+        other = self.memory[keys[mine - 1]]
+        x = self.memory[keys[mine]]
+        out = np.resize(other, x.size) if other.size < x.size else other[: x.size]
+        return torch.from_numpy(out.astype(np.float32)).view(1, 1, -1)
+
+
+class GarblingCodec(FakeCodec):
+    """Decodes the speech backwards: the same voice and spectrum, no words."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        x = self.memory[codes[0, 0].numpy().tobytes()][::-1].copy()
+        return torch.from_numpy(x.astype(np.float32)).view(1, 1, -1)
+
+
+def _with_codec(ctx: MeasureContext, codec_cls) -> MeasureContext:
+    def build(**_):
+        codec = codec_cls()
+        return SimpleNamespace(
+            codec=codec, codec_streamer=FakeStreamer(codec), frame_size=FRAME, sample_rate=SR
+        )
+
+    ctx.variant = VariantRef("baseline", [], build, is_baseline=True)
+    ctx.baseline = ctx.variant
+    return ctx
+
+
+def test_a_round_trip_that_swaps_voices_moves_speaker_similarity():
+    from vemi_eval.measurements.speaker import measure_speaker
+
+    params = {"max_utterances": 6, "session_utterances": 3, "window_s": 2.0}
+    honest = by(measure_speaker(context("speaker", params)), "speaker_similarity")
+    swapped = by(
+        measure_speaker(_with_codec(context("speaker", params), SwappingCodec)), "speaker_similarity"
+    )
+    h = np.mean([r.value for r in honest])
+    s = np.mean([r.value for r in swapped])
+    assert s < h - 0.05, (h, s)  # a skipped or ignored round trip would leave them equal
+
+
+def test_a_round_trip_that_garbles_speech_raises_wer():
+    from vemi_eval.measurements.wer import measure_wer
+
+    params = {"max_utterances": 2, "beam_size": 1}
+    recs = measure_wer(_with_codec(context("wer", params), GarblingCodec))
+    orig, rt = by(recs, "wer", stage="original")[0], by(recs, "wer", stage="roundtrip")[0]
+    delta = by(recs, "wer_delta_points")[0]
+    assert rt.value > orig.value + 0.5 and delta.value > 50, (orig.value, rt.value, delta.value)
+    assert delta.ci_low is not None and delta.ci_low > 0  # the interval excludes "no change"
