@@ -238,3 +238,19 @@ def test_a_round_trip_that_garbles_speech_raises_wer():
     delta = by(recs, "wer_delta_points")[0]
     assert rt.value > orig.value + 0.5 and delta.value > 50, (orig.value, rt.value, delta.value)
     assert delta.ci_low is not None and delta.ci_low > 0  # the interval excludes "no change"
+
+
+def test_speaker_counts_refused_inputs_in_scored_n_of_m(tmp_path):
+    import soundfile as sf
+
+    from vemi_eval.measurements.speaker import measure_speaker
+
+    for i, u in enumerate(espeak_corpus("heldout", quick=True)[:3]):
+        (tmp_path / "spk").mkdir(exist_ok=True)
+        sf.write(tmp_path / "spk" / f"u{i}.wav", u.audio, u.sample_rate)
+    (tmp_path / "spk" / "broken.wav").write_bytes(b"not audio at all")
+    ctx = context("speaker", {"session_utterances": 2, "window_s": 1.0}, data={"dir": str(tmp_path)})
+    recs = measure_speaker(ctx)
+    overall = [r for r in by(recs, "speaker_similarity") if "speaker" not in r.condition][0]
+    assert overall.extra["scored"] == 3 and overall.extra["of"] == 4, overall.extra
+    assert any("broken.wav" in s["input"] for s in ctx.skipped_inputs), ctx.skipped_inputs

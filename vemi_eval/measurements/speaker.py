@@ -124,7 +124,9 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
         outputs[utt.id] = roundtrip(codec, utt.audio, n)
         rows += scorer.score(utt, outputs[utt.id], {"n_codebooks": n})
     ctx.add_samples(rows)
-    records += records_from_rows(ctx, rows, condition={"n_codebooks": n}, data_hash=data_hash)
+    records += records_from_rows(  # "scored N of M" counts the inputs the data refused, too
+        ctx, rows, condition={"n_codebooks": n}, data_hash=data_hash, skipped_items=ds.skipped
+    )
     for s in sorted({u.speaker for u in ds.utterances if u.speaker is not None}):
         mine = [r for r in rows if r["speaker"] == s]
         records += records_from_rows(
