@@ -271,3 +271,23 @@ def test_bf16_streams_valid_tokens() -> None:
     assert out is not None and out.shape == (2, 5, 1)
     assert (out[:, 0] < SMALL["text_card"]).all() and (out[:, 1:] < SMALL["card"]).all() and (out >= 0).all()
     assert torch.isfinite(streamer.last_text_logits.float()).all()
+
+
+def test_bf16_logits_stay_near_fp32_on_the_same_weights() -> None:
+    """The same random weights in fp32 and bf16, the same input: the text logits of the first steps (no
+    generated token fed back yet, so the inputs are the same) agree to bf16's precision. A broken bf16
+    path (a wrong cast, a cache in the wrong dtype) is far outside."""
+    torch.manual_seed(0)
+    ref = load_lm(SMALL)
+    torch.manual_seed(0)
+    lm = load_lm(SMALL, dtype=torch.bfloat16)
+    assert torch.equal(next(ref.parameters()).to(torch.bfloat16), next(lm.parameters()))
+    a = Streamer(ref, temp=0, temp_text=0, batch_size=2)
+    b = Streamer(lm, temp=0, temp_text=0, batch_size=2)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        codes = torch.randint(0, SMALL["card"], (2, 4, 1), generator=gen)
+        a.step(codes)
+        b.step(codes)
+        want, got = a.last_text_logits.float(), b.last_text_logits.float()
+        assert (got - want).abs().max() < 0.1 * want.std(), (got - want).abs().max()
