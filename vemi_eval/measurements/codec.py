@@ -122,7 +122,7 @@ def encode(codec, audio: np.ndarray) -> torch.Tensor:
     wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).view(1, 1, -1).to(_device(codec))
     if not streams(codec, wav.shape[-1]):
         return codec.encode(wav)
-    from reference_model.codec import CodecStreamer
+    from reference_model import CodecStreamer
 
     fs = int(codec.frame_size)
     wav = torch.nn.functional.pad(wav, (0, (-wav.shape[-1]) % fs))  # whole frames, as offline
@@ -135,7 +135,7 @@ def decode(codec, codes: torch.Tensor, n: int, length: int) -> np.ndarray:
     """Waveform from the first n codebooks, cut to the input length (the codec pads to whole frames)."""
     if not streams(codec, length):
         return codec.decode(codes[:, :n])[0, 0, :length].float().cpu().numpy()
-    from reference_model.codec import CodecStreamer
+    from reference_model import CodecStreamer
 
     streamer = CodecStreamer(codec)
     out = np.empty(codes.shape[-1] * int(codec.frame_size), dtype=np.float32)
