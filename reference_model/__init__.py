@@ -31,11 +31,21 @@ __all__ = [
     "available_flags",
     "build_duplex",
     "bundled_codec_weights",
+    "bundled_lm_weights",
     "load_codec",
     "load_lm",
     "model_info",
     "parse_flags",
 ]
+
+
+def bundled_lm_weights(preset: str) -> Path:
+    """The trained LM weights shipped for ``preset`` (what ``load_lm(preset)`` loads by default)."""
+    from .lm.load import BUNDLED
+
+    if preset not in BUNDLED:
+        raise ConfigError(f"no bundled LM weights for preset {preset!r} (bundled: {', '.join(BUNDLED)})")
+    return BUNDLED[preset]
 
 
 def bundled_codec_weights(preset: str) -> Path:

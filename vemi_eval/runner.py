@@ -111,18 +111,25 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
 def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
     """Whether the LM and the codec run weights from a file (which) or random ones: results.json and the
     report say so, since a figure of a random-weight model describes no trained model."""
-    from reference_model.codec.load import BUNDLED as CODEC_FILES
-    from reference_model.lm.load import BUNDLED as LM_FILES
+    from reference_model import ConfigError, bundled_codec_weights, bundled_lm_weights
+
+    def bundled(find: Callable[[str], Path], preset: Any) -> Path | None:
+        try:
+            path = find(preset) if isinstance(preset, str) else None
+        except ConfigError:  # no weights are shipped for this preset
+            return None
+        return path if path is not None and path.is_file() else None
 
     out = {}
-    for part, bundled in (("lm", LM_FILES), ("codec", CODEC_FILES)):
+    for part, find in (("lm", bundled_lm_weights), ("codec", bundled_codec_weights)):
         ckpt, preset = m.get(f"{part}_checkpoint"), m.get(part)
+        shipped = bundled(find, preset)
         if ckpt == "random":
             out[part] = "random (asked for)"
         elif ckpt:
             out[part] = f"checkpoint {ckpt}"
-        elif isinstance(preset, str) and preset in bundled and bundled[preset].is_file():
-            out[part] = f"trained, bundled {bundled[preset].name}"
+        elif shipped is not None:
+            out[part] = f"trained, bundled {shipped.name}"
         else:
             out[part] = "random (no checkpoint given and none bundled)"
     return out
