@@ -194,7 +194,7 @@ def pick_depth_frames(codes: torch.Tensor, fraction: float, rng: np.random.Gener
     if fraction >= 1.0:
         return None
     B, _, T = codes.shape
-    real = torch.nonzero((codes[:, 1] != ZERO).reshape(-1)).view(-1).numpy()
+    real = torch.nonzero((codes[:, 1] != ZERO).reshape(-1)).view(-1).cpu().numpy()
     n = max(1, int(round(fraction * len(real))))
     return torch.from_numpy(np.sort(rng.permutation(real)[:n])).to(codes.device)
 
@@ -253,7 +253,7 @@ def evaluate(lm: LMModel, grids: list[torch.Tensor], seq_len: int, weights: Loss
     lm.eval()
     text, audio, per_cb, hits, words, n = 0.0, 0.0, None, 0, 0, 0
     for w in eval_windows(grids, seq_len):
-        parts = moshi_loss(lm, w, weights)
+        parts = moshi_loss(lm, w.to(lm.device), weights)
         text += parts.text
         audio += parts.audio
         per_cb = (
@@ -465,8 +465,9 @@ def train_lm(
         lr_now = lr_at(recipe, step, progress())
         for group in opt.param_groups:
             group["lr"] = lr_now
-        batch = sample_batch(train.grids, rng, batch_size, seq_len).to(device)
-        parts = moshi_loss(lm, batch, recipe.loss, pick_depth_frames(batch, recipe.depth_fraction, rng))
+        batch = sample_batch(train.grids, rng, batch_size, seq_len)
+        frames = pick_depth_frames(batch, recipe.depth_fraction, rng)
+        parts = moshi_loss(lm, batch.to(device), recipe.loss, None if frames is None else frames.to(device))
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"LM training diverged at step {step} (loss {float(parts.total)})")
         opt.zero_grad(set_to_none=True)
