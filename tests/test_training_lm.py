@@ -219,3 +219,16 @@ def test_token_folder_format(tmp_path):
     bad = TokenData([torch.full((5, 8), 99)], "x", "bad")
     with pytest.raises(TrainDataError, match="outside"):
         train_lm(tmp_path / "o.safetensors", bad, config=SMALL, max_steps=1)
+
+
+def test_user_token_dropout_touches_only_user_inputs():
+    from vemi_eval.training.lm import drop_user_tokens
+
+    codes = _random_codes(SMALL, 4, 50)
+    before = codes.clone()
+    drop_user_tokens(codes, SMALL["dep_q"], 0.3, np.random.default_rng(0))
+    assert torch.equal(codes[:, :3], before[:, :3])  # text and model audio: untouched
+    share = (codes[:, 3:] == -1).float().mean().item()
+    assert 0.2 < share < 0.4 and torch.equal(
+        codes[:, 3:][codes[:, 3:] != -1], before[:, 3:][codes[:, 3:] != -1]
+    )

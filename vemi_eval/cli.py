@@ -489,6 +489,10 @@ def train_codec_cmd(
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--seq-len", type=int, default=256, show_default=True, help="Frames per training crop.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay.")
+@click.option(
+    "--user-token-dropout", type=float, default=0.0, show_default=True, help="Share of user tokens zeroed."
+)
 def train_lm_cmd(out: str, state: str | None, data: str | None, heldout_data: str | None, **opts: Any) -> int:
     """Train an LM with Moshi's objective (delayed teacher forcing; text CE with padding at 0.5; audio CE
     with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.

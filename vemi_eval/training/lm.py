@@ -122,6 +122,16 @@ def sample_batch(
     return out
 
 
+def drop_user_tokens(codes: torch.Tensor, dep_q: int, p: float, rng: np.random.Generator) -> None:
+    """In place: each user-stream token becomes the zero token with probability ``p`` (a regulariser
+    against memorising voices; user streams are inputs only, never targets)."""
+    if p <= 0:
+        return
+    user = codes[:, 1 + dep_q :]
+    mask = torch.from_numpy(rng.random(tuple(user.shape)) < p)
+    user.masked_fill_(mask, ZERO)
+
+
 def eval_windows(grids: list[torch.Tensor], seq_len: int) -> list[torch.Tensor]:
     """Consecutive windows of every grid (deterministic), each [1, K, <= seq_len]."""
     return [g[None, :, s : s + seq_len] for g in grids for s in range(0, g.shape[1], seq_len)]
@@ -289,6 +299,7 @@ class LMTrainRecipe:
     warmup_steps: int = 100
     min_lr_fraction: float = 0.1
     weight_decay: float = 0.0
+    user_token_dropout: float = 0.0  # share of user-stream input tokens replaced by the zero token
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     depth_fraction: float = 0.25  # share of frames the depth transformer's loss uses per step
@@ -376,6 +387,8 @@ def train_lm(
     lr: float = 1e-3,
     warmup_steps: int = 100,
     depth_fraction: float = 0.25,
+    weight_decay: float = 0.0,
+    user_token_dropout: float = 0.0,
     loss_weights: LossWeights | None = None,
     checkpoint_every_s: float = 180.0,
     log_every: int = 25,
@@ -407,6 +420,8 @@ def train_lm(
         lr=lr,
         warmup_steps=warmup_steps,
         depth_fraction=depth_fraction,
+        weight_decay=weight_decay,
+        user_token_dropout=user_token_dropout,
         seed=seed,
         loss=loss_weights or LossWeights(),
         max_steps=max_steps,
@@ -466,6 +481,7 @@ def train_lm(
         for group in opt.param_groups:
             group["lr"] = lr_now
         batch = sample_batch(train.grids, rng, batch_size, seq_len)
+        drop_user_tokens(batch, cfg.dep_q, recipe.user_token_dropout, rng)
         frames = pick_depth_frames(batch, recipe.depth_fraction, rng)
         parts = moshi_loss(lm, batch.to(device), recipe.loss, None if frames is None else frames.to(device))
         if not torch.isfinite(parts.total):
