@@ -432,6 +432,14 @@ def train_group() -> None:
     help="Training speech (default codec_corpus: espeak-ng + festival voices, whole voices held out).",
 )
 @click.option("--fresh", is_flag=True, help="Ignore the resumable state beside --out and start over.")
+@click.option(
+    "--recipe",
+    "recipe_name",
+    type=click.Choice(["v2", "v1-continue"]),
+    default="v2",
+    show_default=True,
+    help="v2: from scratch; v1-continue: recipe 1's losses, to continue --init-from on the codec corpus.",
+)
 def train_codec_cmd(
     out: str,
     minutes: float,
@@ -444,6 +452,7 @@ def train_codec_cmd(
     bypass_rate: float | None,
     data: str | None,
     fresh: bool,
+    recipe_name: str,
 ) -> int:
     """Train the tiny preset's codec (recipe: vemi_eval/training/codec.py) for a wall-time budget.
 
@@ -454,10 +463,14 @@ def train_codec_cmd(
         raise click.BadParameter("must be > 0", param_hint="--minutes")
     if threads < 1:
         raise click.BadParameter("must be >= 1", param_hint="--threads")
-    from .training.codec import CodecRecipe, train_codec
+    import dataclasses
+
+    from .training.codec import named_recipes, train_codec
 
     changes: dict[str, Any] = {"lr": lr, "wave_weight": wave_weight, "bypass_rate": bypass_rate, "data": data}
-    recipe = CodecRecipe(**{k: v for k, v in changes.items() if v is not None})
+    recipe = dataclasses.replace(
+        named_recipes()[recipe_name], **{k: v for k, v in changes.items() if v is not None}
+    )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
         train_codec(
