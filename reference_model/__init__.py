@@ -2,9 +2,9 @@
 transformers), with every enhancement of the Vemi document behind a flag.
 
 Stable interface (see README), the only names outside code imports:
-    here: load_lm, load_codec, bundled_codec_weights, Streamer, CodecStreamer, build_duplex, DuplexSpec,
-        DuplexModel, model_info, the flag registry (available_flags, parse_flags, Flag, FlagSpec,
-        FlagError) and the errors;
+    here: load_lm, load_codec, bundled_lm_weights, bundled_codec_weights, Streamer, CodecStreamer,
+        build_duplex, DuplexSpec, DuplexModel, model_info, the flag registry (available_flags,
+        parse_flags, Flag, FlagSpec, FlagError) and the errors;
     reference_model.report: the typed report of a built model (``duplex.report()``);
     reference_model.probes: what a measurement may read of the model's insides.
 Each enhancement is one module of ``reference_model.enhancements`` (see its docstring for the map).

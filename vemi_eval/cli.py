@@ -144,6 +144,11 @@ Variants: the suite's [[variants]] (the first is the baseline).
 )
 @click.option("--variants", help="Comma-separated names of the suite's variants to keep.")
 @click.option("--device", help="cpu, cuda or cuda:N (default: the suite's, else cpu).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    help="The LM's dtype (default: the suite's, else bfloat16 on CUDA, float32 on CPU); codec in fp32.",
+)
 @click.option("--seed", type=int, help="Seed of weights, data and sampling (default: the suite's, else 0).")
 @click.option("--threads", type=int, help="torch threads (default: the suite's, else 1); recorded.")
 @click.option("--quick", is_flag=True, help="The suite's quick settings (fewer frames, utterances).")
@@ -170,6 +175,7 @@ def run_cmd(
     flags: tuple[str, ...],
     variants: str | None,
     device: str | None,
+    dtype: str | None,
     seed: int | None,
     threads: int | None,
     quick: bool,
@@ -196,6 +202,7 @@ def run_cmd(
         flags=list(flags),
         variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
         device=device,
+        dtype=dtype,
         seed=seed,
         threads=threads,
         quick=quick,

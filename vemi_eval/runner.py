@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class RunOptions:
     flags: list[str] = field(default_factory=list)  # each "a,b=2": one variant beside the baseline
     variants: list[str] | None = None  # keep only these of the suite's variants (the baseline stays)
     device: str | None = None
+    dtype: str | None = None  # the LM's; None: the suite's, else default_dtype(device)
     seed: int | None = None
     threads: int | None = None
     quick: bool = False
@@ -76,7 +78,7 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
     from reference_model import CheckpointError, ConfigError
 
     m = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": None, "codec_checkpoint": None}
-    m.update({"dtype": "float32", "device": "cpu"})
+    m.update({"dtype": None, "device": "cpu"})
     m.update(suite.model)
     if opts.preset:
         m["lm"], m["codec"] = PRESETS.get(opts.preset, (opts.preset, m["codec"]))
@@ -90,6 +92,10 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
         m["codec_checkpoint"] = opts.codec_checkpoint
     if opts.device:
         m["device"] = opts.device
+    if opts.dtype:
+        m["dtype"] = opts.dtype
+    if m["dtype"] is None:
+        m["dtype"] = default_dtype(str(m["device"]))
     for key in ("lm_checkpoint", "codec_checkpoint"):
         p = m.get(key)
         if p and p != "random" and not Path(p).is_file():
@@ -133,6 +139,12 @@ def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
         else:
             out[part] = "random (no checkpoint given and none bundled)"
     return out
+
+
+def default_dtype(device: str) -> str:
+    """The LM's dtype when neither the command line nor the suite says: bf16 on CUDA (what the released
+    weights are, what flash-attn and the int4 kernel need), fp32 on CPU."""
+    return "bfloat16" if device.startswith("cuda") else "float32"
 
 
 def select_variants(suite: Suite, opts: RunOptions, device: str) -> list[tuple[VariantDecl, str | None]]:
@@ -180,6 +192,8 @@ class _VariantBuilder:
     def __init__(self, decl: VariantDecl, spec: dict[str, Any], seed: int, build_fn: Callable[[Any], Any]):
         self.decl, self.spec, self.seed, self.build_fn = decl, spec, seed, build_fn
         self.cache: dict[str, Any] = {}
+        self._last: weakref.ref | None = None
+        self._kernels_at_build: dict[str, Any] | None = None
 
     def __call__(self, batch_size: int = 1, fresh: bool = False, **overrides: Any) -> Any:
         key = repr((batch_size, sorted(overrides.items(), key=lambda kv: kv[0])))
@@ -202,9 +216,23 @@ class _VariantBuilder:
         fields.update(overrides)
         log.info("building variant %s (batch_size=%d, overrides=%s)", self.decl.name, batch_size, overrides)
         model = self.build_fn(DuplexSpec(**fields))
+        self._note_kernels(model)
         if not fresh:
             self.cache[key] = model
         return model
+
+    def _note_kernels(self, model: Any) -> None:
+        from reference_model import DuplexModel
+
+        if isinstance(model, DuplexModel):  # test fakes have no report
+            self._last = weakref.ref(model)
+            self._kernels_at_build = model.report().kernels()
+
+    def kernels(self) -> dict[str, Any] | None:
+        """The kernels the last model built actually ran (its report), or what it had run when built
+        (a fresh model already freed)."""
+        model = self._last() if self._last is not None else None
+        return model.report().kernels() if model is not None else self._kernels_at_build
 
     def release(self) -> None:
         if not self.cache:  # nothing of this variant is held: nothing to free
@@ -583,10 +611,13 @@ def _measure_one(
             f" (traceback in {out / rs.LOG_FILE})"
         )
         return
+    kernels = variant.build.kernels() if isinstance(variant.build, _VariantBuilder) else None
     for r in records:
         r.suite = r.suite or suite.name
         r.variant = r.variant or variant.name
         r.kind = r.kind or kind
+        if kernels is not None:
+            r.extra.setdefault("kernels", kernels)  # what the variant actually ran (report of the model)
         apply_validity(r, job.validity)
     for item in ctx.skipped_inputs:
         log.warning("%s/%s: skipped input %s: %s", kind, variant.name, item["input"], item["reason"])

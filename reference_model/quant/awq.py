@@ -36,13 +36,14 @@ def awq_quantize(
     """``weight`` [N, K]; ``x`` [n, K] calibration inputs of this layer; ``act_abs_mean`` [K] (default:
     from ``x``)."""
     w = weight.detach().float()
-    x = x.detach().float()
+    x = x.detach().to(w.device, torch.float32)
     n, k = w.shape
     group_size = k if (bits == 8 or group_size is None) else group_size
     check_format(bits, group_size, k)
-    mag = (x.abs().mean(dim=0) if act_abs_mean is None else act_abs_mean.float()).clamp(min=1e-8)
+    mag = (x.abs().mean(dim=0) if act_abs_mean is None else act_abs_mean.to(w.device, torch.float32))
+    mag = mag.clamp(min=1e-8)
 
-    best_err, best_s = float("inf"), torch.ones(k)
+    best_err, best_s = float("inf"), torch.ones(k, device=w.device)
     for step in range(n_grid + 1):
         alpha = step / n_grid
         s = mag.pow(alpha)
@@ -62,7 +63,7 @@ def _clip_search(
     """Per group and row, shrink the quantization range by the ratio that minimises the group's output
     error (groups are scored independently, as in AWQ's auto_clip); ratio 1.0 is round to nearest."""
     qw = quantize_weight(w, bits, group_size)
-    best = torch.full(qw.scales.shape, float("inf"))
+    best = torch.full(qw.scales.shape, float("inf"), device=w.device)
     for r in ratios:
         cand = _quantize_clipped(w, bits, group_size, r)
         deq = cand.dequantize()

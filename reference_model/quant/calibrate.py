@@ -12,6 +12,9 @@ rows (AWQ's search set). The drivers run the model the way it streams:
 
 The statistics come from the full-precision model in one pass (not layer by layer on already-quantized
 inputs, as the GPTQ paper does): simpler, and each layer's calibration stays independent of the method.
+Only what the method reads is kept (``needs``): GPTQ the Gram matrix, in fp32 on the layer's device (a
+K x K float64 copy on the host per linear was ~51 GB for the 7B); AWQ the row subsample. What is cached
+on disk is the quantized weights (:mod:`.models`), not these statistics.
 """
 
 from __future__ import annotations
@@ -39,27 +42,33 @@ CALIBRATION_SENTENCES = (
 ESPEAK_VOICES = ("en-us", "en+m3", "en+f3", "en-gb")
 
 
+NEEDS = frozenset({"gram", "samples"})  # what a method may read besides the mean |x| (always kept)
+
+
 @dataclass
 class LinearInputStats:
-    """Running statistics of one layer's inputs (rows of length ``in_features``)."""
+    """Running statistics of one layer's inputs (rows of length ``in_features``), on ``device`` (the
+    layer's); ``needs`` says which of the Gram matrix (GPTQ) and the row subsample (AWQ) to keep."""
 
     in_features: int
     max_samples: int
     generator: torch.Generator
-    gram: torch.Tensor = field(init=False)  # sum of x x^T, float64 [K, K]
-    abs_sum: torch.Tensor = field(init=False)  # sum of |x|, float64 [K]
+    device: torch.device | str = "cpu"
+    needs: frozenset[str] = NEEDS
+    gram: torch.Tensor | None = field(init=False)  # sum of x x^T, float32 [K, K], GPTQ only
+    abs_sum: torch.Tensor = field(init=False)  # sum of |x|, float32 [K]
     count: int = 0
-    samples: torch.Tensor = field(init=False)  # seeded subsample of rows [< 2 * max_samples, K]
+    samples: torch.Tensor | None = field(init=False)  # seeded subsample of rows [< 2 * max_samples, K]
 
     def __post_init__(self) -> None:
         k = self.in_features
-        self.gram = torch.zeros(k, k, dtype=torch.float64)
-        self.abs_sum = torch.zeros(k, dtype=torch.float64)
-        self.samples = torch.zeros(0, k)
+        self.gram = torch.zeros(k, k, device=self.device) if "gram" in self.needs else None
+        self.abs_sum = torch.zeros(k, device=self.device)
+        self.samples = torch.zeros(0, k, device=self.device) if "samples" in self.needs else None
         self._pending: list[torch.Tensor] = []
 
     def add(self, rows: torch.Tensor) -> None:
-        self._pending.append(rows.detach().reshape(-1, self.in_features).float().cpu())
+        self._pending.append(rows.detach().reshape(-1, self.in_features).float().to(self.device))
         self.count += self._pending[-1].shape[0]
         if sum(r.shape[0] for r in self._pending) >= 256:  # batch the Gram update: one big matmul
             self.flush()
@@ -69,18 +78,21 @@ class LinearInputStats:
             return
         rows = torch.cat(self._pending)
         self._pending = []
-        r64 = rows.double()
-        self.gram += r64.T @ r64
-        self.abs_sum += r64.abs().sum(dim=0)
-        # Keep a seeded uniform subsample: gather up to twice the budget, then keep a random half.
-        self.samples = torch.cat([self.samples, rows])
-        if self.samples.shape[0] >= 2 * self.max_samples:
-            keep = torch.randperm(self.samples.shape[0], generator=self.generator)[: self.max_samples]
-            self.samples = self.samples[keep.sort().values]
+        if self.gram is not None:
+            self.gram += rows.T @ rows
+        self.abs_sum += rows.abs().sum(dim=0)
+        if self.samples is not None:
+            # Keep a seeded uniform subsample: gather up to twice the budget, then keep a random half.
+            self.samples = torch.cat([self.samples, rows])
+            if self.samples.shape[0] >= 2 * self.max_samples:
+                keep = torch.randperm(self.samples.shape[0], generator=self.generator)[: self.max_samples]
+                self.samples = self.samples[keep.sort().values.to(self.samples.device)]
 
     @property
     def hessian(self) -> torch.Tensor:
         """GPTQ's H = 2/n X^T X."""
+        if self.gram is None:
+            raise ValueError("these statistics were collected without the Gram matrix (needs={'gram'})")
         return self.gram * (2.0 / max(self.count, 1))
 
     @property
@@ -108,9 +120,10 @@ def collect_linear_inputs(
     include: Callable[[str, nn.Module], bool] = lambda name, module: True,
     max_samples: int = 512,
     seed: int = 0,
+    needs: frozenset[str] = NEEDS,
 ) -> dict[str, LinearInputStats]:
     """Call ``run()`` (which drives ``model``) with a forward hook on every linear-like layer; return the
-    statistics of each layer's inputs by module name."""
+    statistics of each layer's inputs by module name, kept on each layer's device."""
     stats: dict[str, LinearInputStats] = {}
     handles = []
     for name, module in model.named_modules():
@@ -118,7 +131,7 @@ def collect_linear_inputs(
             continue
         k = module.in_features if isinstance(module, nn.Linear) else module.in_channels
         gen = torch.Generator().manual_seed(seed + len(stats))
-        stats[name] = LinearInputStats(k, max_samples, gen)
+        stats[name] = LinearInputStats(k, max_samples, gen, module.weight.device, frozenset(needs))
         conv = isinstance(module, nn.Conv1d)
 
         def hook(mod, args, _out, s=stats[name], conv=conv):
@@ -235,6 +248,7 @@ def lm_calibration(
     seed: int = 0,
     max_samples: int = 512,
     include: Callable[[str, nn.Module], bool] = lambda name, module: True,
+    needs: frozenset[str] = NEEDS,
 ) -> dict[str, LinearInputStats]:
     """Stream ``lm`` for ``frames`` steps on ``batch`` streams of user codes (from the codec on speech when
     a codec is given, else seeded random codes); sampling seeded. Returns stats for the LM's linears."""
@@ -248,7 +262,12 @@ def lm_calibration(
     else:
         codes = random_user_codes(lm, batch, frames, seed)
     return collect_linear_inputs(
-        lm, lambda: stream_codes(lm, codes, seed), include=include, max_samples=max_samples, seed=seed
+        lm,
+        lambda: stream_codes(lm, codes, seed),
+        include=include,
+        max_samples=max_samples,
+        seed=seed,
+        needs=needs,
     )
 
 
@@ -260,6 +279,7 @@ def codec_calibration(
     seed: int = 0,
     max_samples: int = 512,
     include: Callable[[str, nn.Module], bool] = lambda name, module: True,
+    needs: frozenset[str] = NEEDS,
 ) -> dict[str, LinearInputStats]:
     """Encode then decode speech with ``codec`` (offline, which equals streaming); stats of its linears."""
     wav = _speech_batch(codec, batch, seconds, seed)
@@ -267,16 +287,15 @@ def codec_calibration(
     def run() -> None:
         codec.decode(codec.encode(wav))
 
-    return collect_linear_inputs(codec, run, include=include, max_samples=max_samples, seed=seed)
+    return collect_linear_inputs(codec, run, include=include, max_samples=max_samples, seed=seed, needs=needs)
 
 
-# --- on-disk cache ---------------------------------------------------------------------------------------
-
-CACHE_VERSION = 2
+# --- fingerprint -----------------------------------------------------------------------------------------
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """sha256 over the names, shapes, dtypes and bytes of every state-dict tensor."""
+    """sha256 over the names, shapes, dtypes and bytes of every state-dict tensor: the checkpoint's
+    content hash (whatever file it came from), read from the model as loaded."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
@@ -285,39 +304,13 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cached_stats(
-    model: nn.Module, recipe: dict, compute: Callable[[], dict[str, LinearInputStats]]
-) -> dict[str, LinearInputStats]:
-    """``compute()``'s statistics, stored under ``$VEMI_CACHE/quant`` (default ``~/.cache/vemi-eval``) by a
-    hash of the model's weights and the ``recipe``; ``VEMI_QUANT_CACHE=0`` turns the cache off."""
+def cache_root() -> Path | None:
+    """``$VEMI_CACHE/quant`` (default ``~/.cache/vemi-eval/quant``); None when ``VEMI_QUANT_CACHE=0``."""
     if os.environ.get("VEMI_QUANT_CACHE", "1") == "0":
-        return compute()
-    from safetensors.torch import load_file, save_file
+        return None
+    return Path(os.environ.get("VEMI_CACHE", Path.home() / ".cache" / "vemi-eval")) / "quant"
 
-    key = json.dumps({"v": CACHE_VERSION, "weights": model_fingerprint(model), **recipe}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    root = Path(os.environ.get("VEMI_CACHE", Path.home() / ".cache" / "vemi-eval")) / "quant"
-    path = root / f"calib-{digest}.safetensors"
-    if path.is_file():
-        flat = load_file(str(path))
-        out = {}
-        for name in {k.rsplit("/", 1)[0] for k in flat}:
-            s = LinearInputStats(flat[f"{name}/gram"].shape[0], 0, torch.Generator())
-            s.gram, s.abs_sum, s.samples = (
-                flat[f"{name}/gram"],
-                flat[f"{name}/abs_sum"],
-                flat[f"{name}/samples"],
-            )
-            s.count = int(flat[f"{name}/count"])
-            out[name] = s
-        return out
-    stats = compute()
-    flat = {}
-    for name, s in stats.items():
-        flat |= {f"{name}/gram": s.gram, f"{name}/abs_sum": s.abs_sum, f"{name}/samples": s.samples}
-        flat[f"{name}/count"] = torch.tensor(s.count)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in flat.items()}, str(tmp))
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-    return stats
+
+def cache_key(model: nn.Module, recipe: dict) -> str:
+    key = json.dumps({"weights": model_fingerprint(model), **recipe}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:24]

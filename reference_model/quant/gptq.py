@@ -24,7 +24,8 @@ def gptq_quantize(
     damp: float = 0.01,
     block_size: int = 128,
 ) -> QuantizedWeight:
-    """``weight`` [N, K]; ``hessian`` [K, K] = sum of x x^T over calibration rows (any positive scale)."""
+    """``weight`` [N, K]; ``hessian`` [K, K] = sum of x x^T over calibration rows (any positive scale).
+    Runs on the weight's device (the factorisation in float64 there)."""
     w = weight.detach().float().clone()
     n, k = w.shape
     group_size = k if (bits == 8 or group_size is None) else group_size
@@ -33,18 +34,18 @@ def gptq_quantize(
     if bits == 4:
         block_size = max(block_size // group_size, 1) * group_size
 
-    h = hessian.detach().double().clone()
+    h = hessian.detach().to(w.device, torch.float64).clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0  # an input that is always zero: any weight is fine, quantize it as zero
     w[:, dead] = 0.0
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype)
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype, device=h.device)
     # The factorisation in float64 (cheap, K x K); the column loop in float32 like the reference.
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
 
-    q = torch.zeros(n, k, dtype=torch.int8 if bits == 8 else torch.uint8)
+    q = torch.zeros(n, k, dtype=torch.int8 if bits == 8 else torch.uint8, device=w.device)
     n_groups = k // group_size
-    scales = torch.zeros(n, n_groups, dtype=torch.float32)
-    zeros = torch.zeros(n, n_groups, dtype=torch.float32)
+    scales = torch.zeros(n, n_groups, dtype=torch.float32, device=w.device)
+    zeros = torch.zeros(n, n_groups, dtype=torch.float32, device=w.device)
     if bits == 8:  # per channel: one scale per row from the whole (original) row, as in the reference
         scale, zero = group_qparams(w, bits)
         scales[:, 0] = scale

@@ -96,8 +96,8 @@ def quantize_weight_by(
 
 
 def _as_linear_weight(module: nn.Module) -> torch.Tensor:
-    # Codes are computed on the CPU (calibration statistics live there); layers move them back.
-    w = module.weight.detach().cpu()
+    # Codes are computed where the weight lives (a GPU quantizes the 7B in seconds, one CPU thread in hours).
+    w = module.weight.detach()
     return w[:, :, 0] if isinstance(module, nn.Conv1d) else w
 
 
@@ -117,8 +117,13 @@ def quantize_model(
     include: Callable[[str, nn.Module], bool] = lambda name, module: True,
     stats: dict[str, LinearInputStats] | None = None,
     group_size: int = DEFAULT_GROUP_SIZE,
+    precomputed: dict[str, QuantizedWeight] | None = None,
+    produced: dict[str, QuantizedWeight] | None = None,
 ) -> QuantSummary:
-    """Swap every linear-like layer of ``model`` that ``include`` accepts for a quantized one, in place."""
+    """Swap every linear-like layer of ``model`` that ``include`` accepts for a quantized one, in place.
+
+    ``precomputed``: codes already computed for this model and method (the on-disk cache), used instead of
+    quantizing; ``produced``: filled with the codes computed here (what the cache stores)."""
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits}")
     if method not in METHODS:
@@ -134,11 +139,19 @@ def quantize_model(
             if g is None or k % 2:
                 summary.skipped[name] = f"in_features {k} has no int4 group size"
                 continue
-        layer_stats = None if stats is None else stats.get(name)
-        if method != "rtn" and layer_stats is None:
-            summary.skipped[name] = "never called during calibration"
-            continue
-        qw = quantize_weight_by(method, weight, bits, g, layer_stats)
+        if precomputed is not None:
+            if name not in precomputed:
+                summary.skipped[name] = "never called during calibration"
+                continue
+            qw = precomputed[name]
+        else:
+            layer_stats = None if stats is None else stats.get(name)
+            if method != "rtn" and layer_stats is None:
+                summary.skipped[name] = "never called during calibration"
+                continue
+            qw = quantize_weight_by(method, weight, bits, g, layer_stats)
+        if produced is not None:
+            produced[name] = qw
         new = make_quantized(module, qw)
         _set_submodule(model, name, new)
         inner = new.linear if isinstance(new, QuantizedConv1x1) else new

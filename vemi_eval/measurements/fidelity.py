@@ -101,7 +101,9 @@ def teacher_forced_logits(
     try:
         for t, c in enumerate(codes):  # noqa: B007 (forced_depth reads t)
             model.lm_step(c)
-            text_logits.append(streamer.last_text_logits.float())
+            # clone: under cuda-graphs this is the graph's static output buffer (and .float() of fp32 logits
+            # is the same tensor), which the next frame overwrites
+            text_logits.append(streamer.last_text_logits.float().clone())
             # The streamer wrote its own (sampled) text token; overwrite the column it just wrote with the
             # forced tokens so the next step conditions on the baseline's history.
             column = streamer.offsets % streamer.tokens.shape[2]
