@@ -440,13 +440,16 @@ EXPECT_KERNEL = {  # flag -> (where in report.kernels(), what must appear)
 }
 
 
-def check_variant(mid: Midsize, flags: str | None, env: Env, cache: dict) -> tuple[str, dict[str, float]]:
-    need_cuda(env)
+def check_variant(
+    mid: Midsize, flags: str | None, env: Env, cache: dict, device: str = "cuda"
+) -> tuple[str, dict[str, float]]:
+    if device == "cuda":
+        need_cuda(env)
     if flags and "attn=flash" in flags:
         need_flash(env)
     if flags and "compile" in flags and env.triton is None:
         raise Skip("triton not installed (torch.compile on CUDA needs it)")
-    duplex, build_s = build(mid, flags, "cuda", torch.bfloat16)
+    duplex, build_s = build(mid, flags, device, torch.bfloat16 if device == "cuda" else torch.float32)
     tokens, times = stream(duplex, 24, reset_at=10, seed=1)
     cache[flags or "baseline"] = tokens
     report = duplex.report()
@@ -639,6 +642,13 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: check_cli(mid, "latency", "int8", "cpu", "float32", tmp),
                 needs_s=60,
             )
+        if not env.cuda:  # the variant check itself, on CPU in fp32
+            for flags in (None, "int8"):
+                checks.run(
+                    f"variant:{flags or 'baseline'} (CPU dry run)",
+                    lambda f=flags: check_variant(mid, f, env, graphs_cache, device="cpu"),
+                    needs_s=20,
+                )
         checks.run("variant:compile", lambda: check_variant(mid, "compile", env, graphs_cache), needs_s=90)
         if args.skip_7b:
             checks.results.append(Result("7b-random", "SKIP", "--skip-7b", 0.0))
