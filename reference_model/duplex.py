@@ -117,10 +117,11 @@ class DuplexModel:
         """The flags as applied (canonical order), each flag's entry, and the kernels actually run."""
         from .quant.linear import quantized_kernel_of
 
-        attention = {
-            "temporal": sum((a.kernel_calls for a in self.lm.transformer.attentions()), Counter()),
-            "depth": sum((a.kernel_calls for a in self.lm.depformer.attentions()), Counter()),
+        per_layer = {
+            "temporal": [dict(a.kernel_calls) for a in self.lm.transformer.attentions()],
+            "depth": [dict(a.kernel_calls) for a in self.lm.depformer.attentions()],
         }
+        attention = {part: sum((Counter(k) for k in layers), Counter()) for part, layers in per_layer.items()}
         linear: Counter[str] = Counter()
         for module in self.lm.modules():
             kernel = quantized_kernel_of(module)
@@ -132,6 +133,7 @@ class DuplexModel:
             flags=[str(f) for f in self.flags],
             entries=dict(self.flag_reports),
             attention_kernels={k: dict(v) for k, v in attention.items()},
+            attention_kernels_per_layer=per_layer,
             linear_kernels=dict(linear),
             dtype=str(self.lm.dtype).removeprefix("torch."),
             codec_dtype=str(self.codec_dtype).removeprefix("torch."),

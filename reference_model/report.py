@@ -137,6 +137,8 @@ class ModelReport:
     # calls are counted; a CUDA-graph part counts at capture (not per replay); a torch.compile'd part is
     # not counted (its Python does not run).
     attention_kernels: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the same, layer by layer: transformer -> one {kernel: calls} per layer
+    attention_kernels_per_layer: dict[str, list[dict[str, int]]] = field(default_factory=dict)
     linear_kernels: dict[str, int] = field(default_factory=dict)  # LM linear kernel -> layers using it
     dtype: str = ""
     codec_dtype: str = ""
@@ -154,10 +156,19 @@ class ModelReport:
         return out
 
     def kernels(self) -> dict[str, Any]:
-        """What ran, for a result record: attention kernels per transformer, linear kernels, dtypes."""
+        """What ran, for a result record: attention kernels per transformer, linear kernels, dtypes, and
+        what the temporal step attends over (the filled span eagerly; every slot when graphed)."""
+        graphs = self.get(CudaGraphsReport)
+        same = all(
+            len({tuple(sorted(layer)) for layer in layers}) <= 1
+            for layers in self.attention_kernels_per_layer.values()
+        )
         return {
             "attention": {part: dict(k) for part, k in self.attention_kernels.items()},
+            # False: some layer ran another kernel set than its neighbours (see attention_kernels_per_layer)
+            "attention_same_kernels_in_every_layer": same,
             "linear": dict(self.linear_kernels),
             "dtype": self.dtype,
             "codec_dtype": self.codec_dtype,
+            "temporal_attention_span": graphs.attention_span if graphs is not None else "filled span",
         }

@@ -149,19 +149,14 @@ def collect_updates(lm, steps: int, seed: int) -> list[tuple[torch.Tensor, torch
     """Per temporal layer: the residual entering it [N, dim] and the norm of its update [N]."""
     records: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in lm.transformer.layers]
 
-    def hook(module, args, output, i: int) -> None:
-        x = args[0]
-        records[i].append((x[:, 0].float().clone(), (output - x)[:, 0].float().norm(dim=-1)))
+    def hook(i: int, layer: nn.Module):
+        def record(module, args, output) -> None:
+            x = args[0]
+            records[i].append((x[:, 0].float().clone(), (output - x)[:, 0].float().norm(dim=-1)))
 
-    handles = [
-        layer.register_forward_hook(lambda m, a, o, i=i: hook(m, a, o, i))
-        for i, layer in enumerate(lm.transformer.layers)
-    ]
-    try:
-        _stream(lm, steps, seed)
-    finally:
-        for h in handles:
-            h.remove()
+        return layer.register_forward_hook(record)
+
+    _stream_with_hooks(lm, steps, seed, hook)
     return [(torch.cat([r[0] for r in rec]), torch.cat([r[1] for r in rec])) for rec in records]
 
 
@@ -169,19 +164,24 @@ def collect_scores(lm, steps: int, seed: int) -> list[torch.Tensor]:
     """Per routed temporal layer: the router scores of the tokens reaching it [N]."""
     records: list[list[torch.Tensor]] = [[] for _ in lm.transformer.layers]
 
-    def hook(module, args, i: int) -> None:
-        records[i].append(module.score(args[0]).double())
+    def hook(i: int, layer: nn.Module):
+        def record(module, args) -> None:
+            records[i].append(module.score(args[0]).double())
 
-    handles = [
-        layer.register_forward_pre_hook(lambda m, a, i=i: hook(m, a, i))
-        for i, layer in enumerate(lm.transformer.layers)
-    ]
+        return layer.register_forward_pre_hook(record)
+
+    _stream_with_hooks(lm, steps, seed, hook)
+    return [torch.cat(rec) for rec in records]
+
+
+def _stream_with_hooks(lm, steps: int, seed: int, attach) -> None:
+    """``_stream`` with ``attach(i, layer) -> handle`` hooks on every temporal layer, removed after."""
+    handles = [attach(i, layer) for i, layer in enumerate(lm.transformer.layers)]
     try:
         _stream(lm, steps, seed)
     finally:
         for h in handles:
             h.remove()
-    return [torch.cat(rec) for rec in records]
 
 
 def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:

@@ -37,35 +37,27 @@ def _codec_parser(bits: int):
 
 
 for _bits in (8, 4):
-    layout = "per channel" if _bits == 8 else "group 128"
-    register(
-        FlagSpec(
-            name=f"int{_bits}",
-            module=__name__.rsplit(".", 1)[1],
-            stage="model",
-            summary=f"LM linears to weight-only int{_bits}, {layout} (rtn | gptq | awq, calibrated on own "
-            "streaming)",
-            parse=parse_method,
-            default="rtn",
-            group="lm weights",
-            order=30,
-            apply_name=f"apply_int{_bits}",
+    _layout = "per channel" if _bits == 8 else "group 128"
+    # (name, what it quantizes, parser, group of flags that exclude each other, order, apply function)
+    for _name, _what, _parse, _group, _order, _apply in (
+        (f"int{_bits}", f"LM linears to weight-only int{_bits}, {_layout} (rtn | gptq | awq, calibrated on "
+         "own streaming)", parse_method, "lm weights", 30, f"apply_int{_bits}"),
+        (f"codec-int{_bits}", f"codec transformer linears + quantizer projections to weight-only int{_bits} "
+         "(rtn | gptq | awq)", _codec_parser(_bits), "codec weights", 60, "apply_codec"),
+    ):
+        register(
+            FlagSpec(
+                name=_name,
+                module=__name__.rsplit(".", 1)[1],
+                stage="model",
+                summary=_what,
+                parse=_parse,
+                default="rtn",
+                group=_group,
+                order=_order,
+                apply_name=_apply,
+            )
         )
-    )
-    register(
-        FlagSpec(
-            name=f"codec-int{_bits}",
-            module=__name__.rsplit(".", 1)[1],
-            stage="model",
-            summary=f"codec transformer linears + quantizer projections to weight-only int{_bits} "
-            "(rtn | gptq | awq)",
-            parse=_codec_parser(_bits),
-            default="rtn",
-            group="codec weights",
-            order=60,
-            apply_name="apply_codec",
-        )
-    )
 
 
 def check_dtype(bits: int, device: torch.device, dtype: torch.dtype) -> None:
