@@ -232,3 +232,10 @@ def test_user_token_dropout_touches_only_user_inputs():
     assert 0.2 < share < 0.4 and torch.equal(
         codes[:, 3:][codes[:, 3:] != -1], before[:, 3:][codes[:, 3:] != -1]
     )
+
+
+def test_weights_are_written_in_half_precision_and_load_as_fp32(tmp_path):
+    info = _train(tmp_path, "h", max_steps=1)
+    raw = read_safetensors(tmp_path / "h.safetensors")
+    assert info["weights_dtype"] == "float16" and raw["text_linear.weight"].dtype == torch.float16
+    assert load_lm(SMALL, tmp_path / "h.safetensors").text_linear.weight.dtype == torch.float32

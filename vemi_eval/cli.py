@@ -513,6 +513,13 @@ def train_codec_cmd(
 @click.option(
     "--user-token-dropout", type=float, default=0.0, show_default=True, help="Share of user tokens zeroed."
 )
+@click.option(
+    "--weights-dtype",
+    type=click.Choice(["float16", "bfloat16", "float32"]),
+    default="float16",
+    show_default=True,
+    help="dtype of the written weights (the resume state stays float32).",
+)
 def train_lm_cmd(out: str, state: str | None, data: str | None, heldout_data: str | None, **opts: Any) -> int:
     """Train an LM with Moshi's objective (delayed teacher forcing; text CE with padding at 0.5; audio CE
     with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from reference_model.checkpoint import read_safetensors, save
+from reference_model.checkpoint import read_safetensors
 from reference_model.config import LMConfig, load_lm_config
 from reference_model.lm import load_lm
 from reference_model.lm.model import LMModel
@@ -391,6 +391,7 @@ def train_lm(
     user_token_dropout: float = 0.0,
     loss_weights: LossWeights | None = None,
     checkpoint_every_s: float = 180.0,
+    weights_dtype: str = "float16",
     log_every: int = 25,
     log: Callable[[str], None] = print,
     extra_info: dict[str, Any] | None = None,
@@ -519,13 +520,23 @@ def train_lm(
     run_steps = step - start_step
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.stem + ".tmp.safetensors")
-    save(lm, tmp, metadata={"steps": str(step), "recipe_digest": recipe.digest()})
+    from safetensors.torch import save_file
+
+    # The shipped weights are stored in weights_dtype (half the bytes of fp32; loading casts them to the
+    # dtype asked for); the resume state keeps exact fp32.
+    store = getattr(torch, weights_dtype)
+    tensors = {
+        k: (v.detach().to(store) if v.is_floating_point() else v.detach()).contiguous().clone()
+        for k, v in lm.state_dict().items()
+    }
+    save_file(tensors, str(tmp), metadata={"steps": str(step), "recipe_digest": recipe.digest()})
     os.replace(tmp, out_path)
     tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))
     sidecar: dict[str, Any] = {
         "produced_by": "vemi_eval.training.lm.train_lm",
         "weights": out_path.name,
         "weights_sha256": _sha256_file(out_path),
+        "weights_dtype": weights_dtype,
         "recipe": asdict(recipe),
         "recipe_digest": recipe.digest(),
         "data": {
