@@ -181,3 +181,44 @@ def test_cached_verifier_matches_the_full_parallel_pass() -> None:
             got = verifier(hidden, tokens[:, :end], start)
             want = lm.depformer_forward_parallel(hidden, tokens[:, :end])[:, start:]
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _toy_target(n_tokens: int, vocab: int = 16, batch: int = 3):
+    """A target whose next-token logits depend on the position and the previous token only."""
+    table = torch.randn(n_tokens, vocab, vocab, generator=torch.Generator().manual_seed(5))
+
+    def parallel(hidden, tokens_in, j):
+        return torch.stack([table[p, tokens_in[:, p]] for p in range(j, tokens_in.shape[1])], dim=1)
+
+    def greedy(prefix, m, wrong: bool):
+        seq = prefix.clone()
+        for _ in range(m):
+            p = seq.shape[1] - 1
+            tok = table[p, seq[:, -1]].argmax(-1)
+            seq = torch.cat([seq, ((tok + 1) % vocab if wrong else tok)[:, None]], dim=1)
+        return seq[:, prefix.shape[1] :]
+
+    text = torch.randint(0, vocab, (batch,), generator=torch.Generator().manual_seed(6))
+    return table, parallel, greedy, text
+
+
+@pytest.mark.parametrize(("wrong", "rate"), [(False, 1.0), (True, 0.0)])
+def test_a_draft_equal_to_the_target_is_always_accepted(wrong: bool, rate: float) -> None:
+    """Acceptance is exactly 1 for a draft that proposes the target's own greedy tokens and exactly 0 for
+    one that never does; the output is the target's greedy sequence either way."""
+    n_tokens, k = 8, 3
+    table, parallel, greedy, text = _toy_target(n_tokens)
+    stats = SpecStats(k=k)
+    tokens, _ = speculative_sample(
+        torch.zeros(3, 1),
+        text,
+        n_tokens=n_tokens,
+        k=k,
+        propose=lambda hidden, prefix, m, temp, top_k: (greedy(prefix, m, wrong), None),
+        parallel_logits=parallel,
+        temp=0.0,
+        top_k=0,
+        stats=stats,
+    )
+    assert torch.equal(tokens, greedy(text.view(-1, 1), n_tokens, wrong=False))
+    assert stats.acceptance_rate == rate
