@@ -145,12 +145,16 @@ def decode(codec, codes: torch.Tensor, n: int, length: int) -> np.ndarray:
     return out[:length]
 
 
-def long_input_note(codec, ds: Dataset) -> dict[str, Any]:
-    """What was done with long inputs, for the records' extra (empty when there were none)."""
+def annotated(records: list[MetricRecord], scorer: Scorer, codec, ds: Dataset) -> list[MetricRecord]:
+    """The records with the evaluators' time per call and, when there were long inputs, which ones went
+    through the codec streamed."""
+    timing = scorer.timings_ms()
     long = [u.id for u in ds.utterances if streams(codec, u.audio.size)]
-    if not long:
-        return {}
-    return {"streamed_inputs": long, "streamed_above_s": STREAM_ABOVE_S}
+    for r in records:
+        r.extra["evaluator_ms_per_call"] = timing
+        if long:
+            r.extra.update(streamed_inputs=long, streamed_above_s=STREAM_ABOVE_S)
+    return records
 
 
 def roundtrip(codec, audio: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -220,12 +224,7 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
                 data={ds.name: ds.sha256},
             )
         )
-    timing = scorer.timings_ms()
-    note = long_input_note(codec, ds)
-    for r in records:
-        r.extra["evaluator_ms_per_call"] = timing
-        r.extra.update(note)
-    return records
+    return annotated(records, scorer, codec, ds)
 
 
 measure_codec.params = PARAMS

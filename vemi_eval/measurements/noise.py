@@ -23,7 +23,7 @@ from ..data.noise import DEFAULT_SNR_LADDER, NOISE_TYPES, make_noise, mix_at_snr
 from ..evaluators.scoring import records_from_rows
 from ..records import MetricRecord
 from . import MeasureContext, at_least, measurement, merged_params
-from .codec import codec_of, decode, encode, load_data, long_input_note, make_scorer
+from .codec import annotated, codec_of, decode, encode, load_data, make_scorer
 
 PARAMS: dict[str, Any] = {
     "noise_types": list(NOISE_TYPES),
@@ -162,12 +162,7 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                     reason=collapsed if metric == "semantic_token_stability" else "",
                 )
             )
-    timing = scorer.timings_ms()
-    note = long_input_note(codec, ds)
-    for r in records:
-        r.extra["evaluator_ms_per_call"] = timing
-        r.extra.update(note)
-    return records
+    return annotated(records, scorer, codec, ds)
 
 
 measure_noise.params = PARAMS
