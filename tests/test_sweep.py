@@ -301,3 +301,14 @@ def test_ray_missing_is_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
         cli.main(["sweep", str(_suite_file(tmp_path)), "--grid", "int8", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.usefixtures("fake_kind")
+def test_an_earlier_sweep_is_never_replaced_without_overwrite(tmp_path) -> None:
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / SWEEP_FILE).write_text('{"earlier": true}\n', encoding="utf-8")
+    with pytest.raises(OptionsError, match="--overwrite"):
+        _sweep(tmp_path, "int8=rtn")  # refused before Ray starts or any run is planned onto disk
+    assert (out / SWEEP_FILE).read_text(encoding="utf-8") == '{"earlier": true}\n'
+    assert sorted(p.name for p in out.iterdir()) == [SWEEP_FILE]
