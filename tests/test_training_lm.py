@@ -239,3 +239,24 @@ def test_weights_are_written_in_half_precision_and_load_as_fp32(tmp_path):
     raw = read_safetensors(tmp_path / "h.safetensors")
     assert info["weights_dtype"] == "float16" and raw["text_linear.weight"].dtype == torch.float16
     assert load_lm(SMALL, tmp_path / "h.safetensors").text_linear.weight.dtype == torch.float32
+
+
+def test_cli_trains_on_a_users_config_and_token_folder(tmp_path, capsys):
+    from vemi_eval.cli import main
+
+    (tmp_path / "config.json").write_text(json.dumps(SMALL))
+    data = tmp_path / "grids"
+    data.mkdir()
+    grids = {f"s{i}": g.to(torch.int16) for i, g in enumerate(_task_data(4).grids)}
+    save_file(grids, str(data / "part0.safetensors"))
+    out = tmp_path / "lm.safetensors"
+    args = ["train", "lm", "--config", str(tmp_path / "config.json"), "--data", str(data), "--max-steps", "2"]
+    args += ["--out", str(out), "--state", str(tmp_path / "state.safetensors"), "--batch-size", "2"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0 and "2 steps" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["data"]["sequences"] == 4
+    load_lm(SMALL, out)
+    with pytest.raises(SystemExit) as bad:
+        main([*args[:4], "--data", str(tmp_path / "nothing"), "--max-steps", "1", "--out", str(out)])
+    assert bad.value.code == 2 and "no .safetensors" in capsys.readouterr().err
