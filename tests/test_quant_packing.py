@@ -44,30 +44,86 @@ def test_rounding_error_is_at_most_half_a_step(bits: int, group: int | None) -> 
     assert ((qw.dequantize() - w).abs() <= step / 2 + 1e-6).all()
 
 
+# bf16 activations: the input and each product are rounded to bf16 (8 mantissa bits), so the layer agrees
+# with the fp32 dequantized matmul to a few bf16 steps of the output's scale.
+BF16_RTOL, BF16_ATOL = 2e-2, 2e-2
+
+
+def _tolerances(layer) -> dict[str, float]:
+    if layer.activation_dtype == torch.float32:
+        return {"rtol": 1e-5, "atol": 1e-4}
+    return {"rtol": BF16_RTOL, "atol": BF16_ATOL}
+
+
+@pytest.mark.parametrize("k", [72, 128])  # 72: the CPU bf16 int8 kernel needs K % 16 == 0
+@pytest.mark.parametrize("activation_dtype", ["auto", "fp32", "bf16"])
 @pytest.mark.parametrize("force_reference", [False, True])
-def test_int8_linear_equals_dequantized_matmul(force_reference: bool) -> None:
-    lin = _linear(40, 72, bias=True)
+def test_int8_linear_equals_dequantized_matmul(force_reference: bool, activation_dtype: str, k: int) -> None:
+    lin = _linear(40, k, bias=True)
     qw = quantize_weight(lin.weight.detach(), 8)
-    layer = Int8WeightOnlyLinear.from_linear(lin, qw)
+    layer = Int8WeightOnlyLinear.from_linear(lin, qw, activation_dtype=activation_dtype)
     layer.force_reference = force_reference
-    x = torch.randn(2, 5, 72)
+    if k == 72 and activation_dtype != "fp32" and not force_reference:
+        want = torch.float32 if activation_dtype == "auto" else torch.bfloat16
+        assert layer.activation_dtype == want
+        assert layer.kernel_name() == ("reference" if want == torch.bfloat16 else "aten._weight_int8pack_mm")
+    x = torch.randn(2, 5, k)
     expected = torch.nn.functional.linear(x, qw.dequantize(), lin.bias)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(layer.dequantized_weight(), qw.dequantize())
+    y = layer(x)
+    assert y.dtype == torch.float32  # the model's dtype, whatever the kernel ran in
+    torch.testing.assert_close(y, expected, **_tolerances(layer))
+    torch.testing.assert_close(layer.dequantized_weight(), qw.dequantize(), **_tolerances(layer))
 
 
+@pytest.mark.parametrize("activation_dtype", ["auto", "fp32"])
 @pytest.mark.parametrize("layout", ["auto", "reference"])
-def test_int4_linear_equals_dequantized_matmul(layout: str) -> None:
+def test_int4_linear_equals_dequantized_matmul(layout: str, activation_dtype: str) -> None:
     lin = _linear(64, 256, bias=True)
     qw = quantize_weight(lin.weight.detach(), 4, 64)
-    layer = Int4WeightOnlyLinear.from_linear(lin, qw, layout=layout)
+    layer = Int4WeightOnlyLinear.from_linear(lin, qw, layout=layout, activation_dtype=activation_dtype)
     if layout == "auto":
         assert layer.layout == "aten-cpu"  # torch's CPU int4 kernel is present in this build
     x = torch.randn(3, 256)
     expected = torch.nn.functional.linear(x, qw.dequantize(), lin.bias)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-4)
-    # Read back through the kernel itself: checks the opaque aten layout end to end.
-    torch.testing.assert_close(layer.dequantized_weight(), qw.dequantize(), rtol=0, atol=1e-5)
+    y = layer(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, expected, **_tolerances(layer))
+    # Read back through the kernel itself: checks the opaque aten layout end to end (bf16 scales and
+    # zeros round the weight to bf16 too).
+    tol = (
+        {"rtol": 0, "atol": 1e-5} if layer.activation_dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-3}
+    )
+    torch.testing.assert_close(layer.dequantized_weight(), qw.dequantize(), **tol)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_cpu_layers_run_their_kernel_in_bf16_and_say_so(bits: int) -> None:
+    """On CPU the packed kernels' fast path takes bf16 activations: "auto" picks it, the model stays fp32,
+    and the label that reports record names kernel and activation dtype."""
+    from reference_model.quant.linear import quantized_kernel_of
+
+    lin = _linear(64, 256)
+    if bits == 8:
+        layer = Int8WeightOnlyLinear.from_linear(lin, quantize_weight(lin.weight.detach(), 8))
+        kernel = "aten._weight_int8pack_mm"
+    else:
+        layer = Int4WeightOnlyLinear.from_linear(lin, quantize_weight(lin.weight.detach(), 4, 64))
+        kernel = "aten._weight_int4pack_mm_for_cpu"
+    assert layer.activation_dtype == torch.bfloat16
+    assert quantized_kernel_of(layer) == f"{kernel} (bfloat16 activations)"
+    fp32 = type(layer).from_linear(
+        lin, quantize_weight(lin.weight.detach(), bits, None if bits == 8 else 64), activation_dtype="fp32"
+    )
+    assert quantized_kernel_of(fp32) == f"{kernel} (float32 activations)"
+    assert quantized_kernel_of(lin) is None
+
+
+def test_unknown_activation_dtype_is_refused() -> None:
+    lin = _linear(16, 64)
+    with pytest.raises(ValueError, match="activation dtype must be one of"):
+        Int8WeightOnlyLinear.from_linear(
+            lin, quantize_weight(lin.weight.detach(), 8), activation_dtype="int3"
+        )
 
 
 def test_int4_shape_the_kernel_cannot_take_uses_the_reference_layout() -> None:
@@ -75,8 +131,9 @@ def test_int4_shape_the_kernel_cannot_take_uses_the_reference_layout() -> None:
     qw = quantize_weight(lin.weight.detach(), 4, 32)
     layer = Int4WeightOnlyLinear.from_linear(lin, qw)
     assert layer.layout == "reference"
+    assert layer.kernel_label() == "reference (bfloat16 activations)"
     x = torch.randn(2, 64)
-    torch.testing.assert_close(layer(x), x @ qw.dequantize().T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x), x @ qw.dequantize().T, rtol=BF16_RTOL, atol=BF16_ATOL)
 
 
 def test_stored_bytes_are_a_quarter_and_an_eighth_plus_scales() -> None:
@@ -85,8 +142,9 @@ def test_stored_bytes_are_a_quarter_and_an_eighth_plus_scales() -> None:
     fp32 = tensor_bytes(lin)
     int8 = Int8WeightOnlyLinear.from_linear(lin, quantize_weight(lin.weight.detach(), 8))
     int4 = Int4WeightOnlyLinear.from_linear(lin, quantize_weight(lin.weight.detach(), 4, group))
-    assert tensor_bytes(int8) == n * k + 4 * n  # int8 codes + one fp32 scale per row
-    assert tensor_bytes(int4) == n * k // 2 + (k // group) * n * 2 * 4  # nibbles + fp32 (scale, zero)/group
+    e = int8.scales.element_size()  # scales are kept in the kernel's activation dtype (bf16 on CPU)
+    assert tensor_bytes(int8) == n * k + e * n  # int8 codes + one scale per row
+    assert tensor_bytes(int4) == n * k // 2 + (k // group) * n * 2 * e  # nibbles + (scale, zero) per group
     assert tensor_bytes(int8) / fp32 < 0.26
     assert tensor_bytes(int4) / fp32 < 0.125 + 2 / group + 1e-9
     for layer in (int8, int4):  # nothing float of the weight's size is kept around

@@ -155,7 +155,7 @@ def quantize_model(
         new = make_quantized(module, qw)
         _set_submodule(model, name, new)
         inner = new.linear if isinstance(new, QuantizedConv1x1) else new
-        summary.quantized[name] = inner.kernel_name()
+        summary.quantized[name] = inner.kernel_label()
     summary.bytes_after = tensor_bytes(model)
     return summary
 
