@@ -20,6 +20,9 @@ LM_PRESETS: dict[str, str] = {
     "tiny": "tiny_lm.json",
     "moshi-7b": "moshi-7b.json",
     "moshi-2b": "moshi-2b.json",
+    # the 7B's layer shapes and its whole depth transformer with 2 of its 32 temporal layers: per-layer
+    # CPU ratios (quantization, GQA...) on the shapes that transfer to the 7B, in ~6 GB of fp32 weights
+    "moshi-7b-shaped": "moshi-7b-shaped.json",
 }
 
 # Fields that fix the shapes of the weights: a config without one of them is an error.
