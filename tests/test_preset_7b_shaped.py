@@ -21,7 +21,9 @@ def test_it_is_the_7b_with_two_temporal_layers() -> None:
 def test_model_info_says_what_it_needs() -> None:
     seven, shaped = model_info("moshi-7b"), model_info("moshi-7b-shaped")
     # Per temporal layer the same weights; the whole depth transformer, embeddings and heads of the 7B.
-    assert shaped["parameters"]["temporal_transformer"] * 16 == seven["parameters"]["temporal_transformer"]
+    out_norm = 4096  # counted with the temporal transformer, once
+    per_layer = (shaped["parameters"]["temporal_transformer"] - out_norm) // 2
+    assert per_layer * 32 + out_norm == seven["parameters"]["temporal_transformer"]
     for part in ("depth_transformer", "text_embedding", "audio_embeddings", "text_head", "audio_heads"):
         assert shaped["parameters"][part] == seven["parameters"][part]
     assert shaped["total_parameters"] == 1_521_856_512
