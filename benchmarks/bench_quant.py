@@ -3,7 +3,13 @@ int4 (aten kernels and the readable fallback; torch.ao dynamic int8 as the peer)
 stacks and the tiny LM; output error of RTN / GPTQ / AWQ on the tiny LM's own streaming activations;
 greedy-token agreement (teacher-forced) and KV bytes of the int8 window cache.
 
-    nice .venv/bin/python benchmarks/bench_quant.py [--quick] [--json out.json]
+``--only kernels``: every kernel of each width with fp32 and with bf16 activations, layer by layer on the
+linear shapes of one temporal and one depth layer of ``--preset`` (default moshi-7b: qkv 4096->12288, out
+4096->4096, gated FFN 4096->22528 and 11264->4096, depformer 1024->3072 ...), batch 1, beside fp32 and
+bf16 ``F.linear``, and the kernel + activation dtype the quantized layers choose ("auto").
+
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_quant.py [--quick] [--json out.json]
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_quant.py --only kernels --preset moshi-7b-shaped
 
 Variants are timed round-robin (each repeat runs every variant once) so that load on a shared machine
 hits them alike; figures are medians, reported as ratios to fp32.
@@ -16,12 +22,19 @@ import copy
 import json
 import statistics
 import time
+import warnings
 
 import torch
 from torch import nn
 
-from reference_model.quant.linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, tensor_bytes
+from reference_model.quant.linear import (
+    Int4WeightOnlyLinear,
+    Int8WeightOnlyLinear,
+    dtype_name,
+    tensor_bytes,
+)
 from reference_model.quant.rtn import rtn_quantize
+from reference_model.quant.swap import pick_group_size
 
 # One transformer layer's linears (in, out): the 7B depformer's real shape, the 7B temporal at half width.
 STACKS = {
@@ -115,6 +128,101 @@ def bench_stacks(threads: list[int], repeats: int) -> list[dict]:
                         "bytes_vs_fp32": b / _stack_bytes(base),
                     }
                 )
+    return rows
+
+
+def preset_linear_shapes(preset: str) -> dict[str, tuple[int, int]]:
+    """(in, out) of each distinct linear of the first temporal and first depth layer (and the depth input
+    projection), read from the LM built on the meta device: the shapes quantization packs."""
+    from reference_model.config import load_lm_config
+    from reference_model.lm.model import LMModel
+    from reference_model.quant.models import is_lm_quant_target
+
+    with torch.device("meta"):
+        lm = LMModel(load_lm_config(preset))
+    shapes: dict[str, tuple[int, int]] = {}
+    for name, module in lm.named_modules():
+        first = name.startswith(("transformer.layers.0.", "depformer.layers.0.", "depformer_in.0"))
+        if isinstance(module, nn.Linear) and first and is_lm_quant_target(name, module):
+            n, k = module.weight.shape
+            if (k, n) not in shapes.values():
+                # "transformer.layers.0.self_attn.in_projs.0" -> "temporal self_attn.in_projs"
+                part = "temporal" if name.startswith("transformer.") else "depth"
+                short = ".".join(x for x in name.split(".")[3:] if not x.isdigit()) or name.split(".")[0]
+                shapes[f"{part} {short}"] = (k, n)
+    return shapes
+
+
+def _kernel_variants(lin: nn.Linear) -> dict[tuple[int, str, str], nn.Module]:
+    """(bits, kernel, activation dtype) -> a module computing ``lin`` that way. bits 16/32: F.linear."""
+    bf16 = copy.deepcopy(lin).to(torch.bfloat16)
+    out: dict[tuple[int, str, str], nn.Module] = {
+        (32, "F.linear", "float32"): lin,
+        (16, "F.linear", "bfloat16"): bf16,
+    }
+    w = lin.weight.detach()
+    q8, q4 = rtn_quantize(w, 8), rtn_quantize(w, 4, pick_group_size(w.shape[1]))
+    for act in ("fp32", "bf16"):
+        for force in (False, True):
+            layer = Int8WeightOnlyLinear.from_linear(lin, q8, activation_dtype=act)
+            layer.force_reference = force
+            out[(8, layer.kernel_name(), dtype_name(layer.activation_dtype))] = layer
+        for layout in ("auto", "reference"):
+            layer = Int4WeightOnlyLinear.from_linear(lin, q4, layout=layout, activation_dtype=act)
+            out[(4, layer.kernel_name(), dtype_name(layer.activation_dtype))] = layer
+    # W8A8: activations quantized per token at run time, so it changes the arithmetic (named for it).
+    with warnings.catch_warnings():  # torch.ao's deprecation notices, on every call
+        warnings.simplefilter("ignore")
+        ao = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(copy.deepcopy(lin)), {nn.Linear}, dtype=torch.qint8
+        )
+    out[(8, "torch.ao dynamic int8 (W8A8, activations quantized per token)", "float32")] = ao
+    return out
+
+
+def bench_kernels(preset: str, repeats: int) -> list[dict]:
+    """Per layer shape: every kernel x activation dtype, ms per call at batch 1, ratios to fp32 and bf16
+    F.linear, and which (kernel, activation dtype) the quantized layers pick ("auto")."""
+    torch.set_num_threads(1)
+    rows = []
+    for layer_name, (k, n) in preset_linear_shapes(preset).items():
+        torch.manual_seed(0)
+        lin = nn.Linear(k, n, bias=False)
+        variants = _kernel_variants(lin)
+        w = lin.weight.detach()
+        chosen = {
+            8: Int8WeightOnlyLinear.from_linear(lin, rtn_quantize(w, 8)),
+            4: Int4WeightOnlyLinear.from_linear(lin, rtn_quantize(w, 4, pick_group_size(k))),
+        }
+        picked = {(b, m.kernel_name(), dtype_name(m.activation_dtype)) for b, m in chosen.items()}
+        del chosen
+        x = torch.randn(1, k)
+        inputs = {key: x.to(torch.bfloat16) if key[2] == "bfloat16" else x for key in variants}
+
+        def call(m, xi):
+            def f():
+                with torch.no_grad():
+                    m(xi)
+
+            return f
+
+        times = time_round_robin({key: call(m, inputs[key]) for key, m in variants.items()}, repeats, 1)
+        fp32, bf16 = times[(32, "F.linear", "float32")], times[(16, "F.linear", "bfloat16")]
+        for (bits, kernel, act), t in times.items():
+            rows.append(
+                {
+                    "layer": layer_name,
+                    "in->out": f"{k}->{n}",
+                    "width": {32: "fp32", 16: "bf16"}.get(bits, f"int{bits}"),
+                    "kernel": kernel,
+                    "activations": act,
+                    "ms": t * 1e3,
+                    "vs_fp32": t / fp32,
+                    "vs_bf16": t / bf16,
+                    "chosen": (bits, kernel, act) in picked,
+                }
+            )
+        del variants, inputs, lin
     return rows
 
 
@@ -224,16 +332,24 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats and frames (a smoke run)")
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument(
-        "--only", choices=["stacks", "methods", "lm"], action="append", help="run only these parts"
+        "--only", choices=["stacks", "kernels", "methods", "lm"], action="append", help="run only these parts"
     )
+    p.add_argument("--preset", default="moshi-7b", help="LM preset whose layer shapes --only kernels times")
     args = p.parse_args()
     repeats = 3 if args.quick else 7
     threads = [1, 2]
-    parts = args.only or ["stacks", "methods", "lm"]
+    parts = args.only or ["stacks", "kernels", "methods", "lm"]
     out: dict = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if "stacks" in parts:
         out["stacks"] = bench_stacks(threads, repeats)
         _print("linear stacks, batch 1 (one streaming step)", out["stacks"])
+    if "kernels" in parts:
+        out["kernels"] = bench_kernels(args.preset, repeats)
+        _print(
+            f"every kernel per width, fp32 and bf16 activations, {args.preset} layer shapes, batch 1, "
+            "1 thread (chosen: what the quantized layers run)",
+            out["kernels"],
+        )
     if "methods" in parts:
         out["methods"] = bench_methods(frames=16 if args.quick else 64)
         _print("output error on held-out streaming activations, tiny LM temporal layers", out["methods"])
