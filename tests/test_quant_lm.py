@@ -70,7 +70,13 @@ def test_int4_lm_builds_and_streams_through_the_flag() -> None:
     assert isinstance(duplex.lm.transformer.layers[0].self_attn.out_projs[0], Int4WeightOnlyLinear)
     from reference_model.report import QuantReport
 
-    assert duplex.report().get(QuantReport).summary.bits == 4
+    report = duplex.report()
+    assert report.get(QuantReport).summary.bits == 4
+    # Every record names the kernel and the activation dtype it ran in (bf16 on CPU); the model stays fp32.
+    label = "aten._weight_int4pack_mm_for_cpu (bfloat16 activations)"
+    assert report.kernels()["linear"][label] == len(report.get(QuantReport).summary.quantized)
+    assert set(report.get(QuantReport).summary.quantized.values()) == {label}
+    assert report.dtype == "float32"
     pcm = torch.randn(1, 1, duplex.frame_size) * 0.1
     for _ in range(duplex.max_delay + 2):
         text, out = duplex.step(pcm)
