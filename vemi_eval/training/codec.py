@@ -1,6 +1,7 @@
 """Training recipe of the "tiny" codec preset, on CPU (or a GPU where one is given).
 
-Recipe 2 (the diagnosis behind it is in the JSON sidecar's ``diagnosis`` and in README "Findings"):
+Recipe 2 (the diagnosis behind it is in README "What the runs found"; the bundled weights were made with
+``--recipe v1-continue`` from recipe 1's, see their JSON sidecar):
 
 * Data: the codec corpus (``vemi_eval.data.codec_corpus``): espeak-ng's English voices x ~90 variants at
   random pitch and rate, and 10 festival voices (recorded human speakers, 8 languages), thousands of
