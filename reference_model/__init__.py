@@ -3,7 +3,7 @@ transformers), with every enhancement of the Vemi document behind a flag.
 
 Stable interface (see README), the only names outside code imports:
     here: load_lm, load_codec, bundled_lm_weights, bundled_codec_weights, Streamer, CodecStreamer,
-        build_duplex, DuplexSpec, DuplexModel, model_info, the flag registry (available_flags,
+        build_duplex, check_weights, DuplexSpec, DuplexModel, model_info, the flag registry (available_flags,
         parse_flags, Flag, FlagSpec, FlagError) and the errors;
     reference_model.report: the typed report of a built model (``duplex.report()``);
     reference_model.probes: what a measurement may read of the model's insides.
@@ -32,6 +32,7 @@ __all__ = [
     "build_duplex",
     "bundled_codec_weights",
     "bundled_lm_weights",
+    "check_weights",
     "load_codec",
     "load_lm",
     "model_info",
@@ -67,10 +68,10 @@ def __getattr__(name: str):
         from . import codec
 
         return getattr(codec, name)
-    if name == "build_duplex":
-        from .build import build_duplex
+    if name in ("build_duplex", "check_weights"):
+        from . import build
 
-        return build_duplex
+        return getattr(build, name)
     if name == "model_info":
         from .info import model_info
 

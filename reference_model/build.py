@@ -9,6 +9,28 @@ from .enhancements import FLAGS, parse_flags
 from .report import FlagReport
 
 
+def check_weights(spec: DuplexSpec) -> None:
+    """Check the spec's LM and codec checkpoints against their configs from the files' headers alone
+    (models built on ``meta``, no weight read): a missing file, a pickle, a missing, extra, mis-shaped or
+    mis-typed key raises CheckpointError before any work. Random and bundled weights need no check."""
+    from .checkpoint import check_checkpoint
+    from .codec.config import codec_config
+    from .codec.model import MimiCodec
+    from .config import load_lm_config
+    from .lm.model import LMModel
+
+    parts = (
+        ("LM checkpoint", spec.lm_checkpoint, lambda: LMModel(load_lm_config(spec.lm))),
+        ("codec checkpoint", spec.codec_checkpoint, lambda: MimiCodec(codec_config(spec.codec))),
+    )
+    for what, path, build in parts:
+        if path is None or str(path) == "random":
+            continue
+        with torch.device("meta"):
+            model = build()
+        check_checkpoint(model, path, what=what)
+
+
 def build_duplex(spec: DuplexSpec) -> DuplexModel:
     """Load LM and codec, apply the spec's flags in their canonical order (model stage, then runtime
     stage), return the variant; ``duplex.report()`` says what every flag did.

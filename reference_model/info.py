@@ -6,6 +6,7 @@ The model is built on the ``meta`` device, so the 7B costs nothing to describe.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -44,22 +45,29 @@ def model_info(config: str | os.PathLike | dict | LMConfig | torch.nn.Module) ->
     if isinstance(config, torch.nn.Module):
         model = config
         cfg: LMConfig = model.config  # type: ignore[assignment]
+        repeats = {"transformer": 1, "depformer": 1}  # every layer is there: count each
     else:
         cfg = load_lm_config(config)
+        # Layers of a transformer are identical: build one of each (on meta) and count it num_layers
+        # times, so a config of a million layers is described at once instead of building them all.
         with torch.device("meta"):
-            model = LMModel(cfg)
+            model = LMModel(replace(cfg, num_layers=1, depformer_num_layers=1))
+        repeats = {"transformer": cfg.num_layers, "depformer": cfg.depformer_num_layers}
 
     params: dict[str, int] = {}
     for name, p in model.named_parameters():
-        component = COMPONENTS.get(name.split(".")[0], "other")
-        params[component] = params.get(component, 0) + p.numel()
+        top, *rest = name.split(".")
+        # parameters of layer 0 of a one-layer stand-in stand for all the config's layers
+        times = repeats.get(top, 1) if rest[:1] == ["layers"] else 1
+        component = COMPONENTS.get(top, "other")
+        params[component] = params.get(component, 0) + p.numel() * times
     total = sum(params.values())
 
-    def kv_elements(transformer, capacity: int) -> int:
-        return sum(2 * a.num_kv_heads * a.head_dim * capacity for a in transformer.attentions())
+    def kv_elements(transformer, capacity: int, times: int) -> int:
+        return times * sum(2 * a.num_kv_heads * a.head_dim * capacity for a in transformer.attentions())
 
-    kv_temporal = kv_elements(model.transformer, cfg.context)
-    kv_depth = kv_elements(model.depformer, cfg.dep_q)
+    kv_temporal = kv_elements(model.transformer, cfg.context, repeats["transformer"])
+    kv_depth = kv_elements(model.depformer, cfg.dep_q, repeats["depformer"])
     attn0 = model.transformer.attentions()[0]
     return {
         "name": cfg.name,
@@ -69,7 +77,7 @@ def model_info(config: str | os.PathLike | dict | LMConfig | torch.nn.Module) ->
         "kv_cache_bytes_per_stream": {d: int((kv_temporal + kv_depth) * b) for d, b in DTYPE_BYTES.items()},
         "kv_cache": {
             "context": cfg.context,
-            "layers": len(model.transformer.layers),
+            "layers": len(model.transformer.layers) * repeats["transformer"],
             "num_heads": attn0.num_heads,
             "num_kv_heads": attn0.num_kv_heads,
             "head_dim": attn0.head_dim,

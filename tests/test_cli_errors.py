@@ -99,3 +99,54 @@ def test_list_suites_and_help(capsys) -> None:
     assert code == 0 and "Exit codes" in out and "INVALID" in out
     code, out, _ = _run(capsys, "run", "--help")
     assert code == 0 and "--flags" in out and "REPLACES" in out
+
+
+def _tiny_checkpoints(tmp_path) -> dict[str, str]:
+    """The tiny LM's and codec's random weights as safetensors, an int32 copy of each and a torch.save
+    pickle of the LM."""
+    import torch
+    from safetensors.torch import save_file
+
+    from reference_model import load_codec, load_lm
+
+    torch.manual_seed(0)
+    out = {}
+    for part, model in (("lm", load_lm("tiny", "random")), ("codec", load_codec("tiny", "random"))):
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp_path / f"{part}.safetensors"))
+        out[part] = str(tmp_path / f"{part}.safetensors")
+        first_float = next(k for k, v in state.items() if v.is_floating_point())
+        save_file(
+            {**state, first_float: state[first_float].to(torch.int32)}, str(tmp_path / f"{part}_i32.st")
+        )
+        out[f"{part}_i32"] = str(tmp_path / f"{part}_i32.st")
+        torch.save(state, tmp_path / f"{part}.pt")
+        out[f"{part}_pt"] = str(tmp_path / f"{part}.pt")
+    return out
+
+
+def test_checkpoint_of_the_wrong_dtype_or_a_pickle_is_refused_before_any_work(tmp_path, capsys) -> None:
+    # the fake builder never loads weights: only a check before any work can see these files
+    p = write_suite(tmp_path)
+    ck = _tiny_checkpoints(tmp_path)
+    for opt, part in (("--checkpoint", "lm"), ("--codec-checkpoint", "codec")):
+        out = tmp_path / f"out_{part}"
+        err = _bad(capsys, "run", str(p), opt, ck[f"{part}_i32"], "--out", str(out))
+        assert "has dtype I32, the model expects a floating type" in err, err
+        err = _bad(capsys, "run", str(p), opt, ck[f"{part}_pt"], "--out", str(out))
+        assert "not a safetensors file" in err and "pickle" in err, err
+        assert not out.exists()  # refused before the run directory was made
+    # the right files pass the check (and the fake run then completes)
+    code, out, err = _run(
+        capsys,
+        "run",
+        str(p),
+        "--checkpoint",
+        ck["lm"],
+        "--codec-checkpoint",
+        ck["codec"],
+        "--out",
+        str(tmp_path / "ok"),
+        "--no-report",
+    )
+    assert code == 0, err

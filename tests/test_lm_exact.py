@@ -291,3 +291,26 @@ def test_bf16_logits_stay_near_fp32_on_the_same_weights() -> None:
         b.step(codes)
         want, got = a.last_text_logits.float(), b.last_text_logits.float()
         assert (got - want).abs().max() < 0.1 * want.std(), (got - want).abs().max()
+
+
+def test_checkpoint_dtype_and_pickle_are_one_line_errors(pair, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    cfg, _, _, path = pair
+    state = load_file(str(path))
+    save_file(
+        {**state, "text_linear.weight": state["text_linear.weight"].to(torch.int32)}, str(tmp_path / "i.st")
+    )
+    with pytest.raises(CheckpointError) as err:
+        load_lm(cfg, tmp_path / "i.st")  # loading it would only fail (or compute nonsense) at run time
+    assert "'text_linear.weight' has dtype I32" in str(err.value) and "\n" not in str(err.value)
+    torch.save(state, tmp_path / "lm.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_lm(cfg, tmp_path / "lm.pt")
+    assert "not a safetensors file" in str(err.value) and "\n" not in str(err.value)
+    # bf16 weights are a floating type: accepted, and cast to the asked dtype
+    save_file(
+        {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()},
+        str(tmp_path / "bf16.st"),
+    )
+    assert load_lm(cfg, tmp_path / "bf16.st").text_linear.weight.dtype == torch.float32

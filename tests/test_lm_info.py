@@ -38,3 +38,42 @@ def test_total_matches_moshi_module_tree(preset: str) -> None:
 def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         model_info("no-such-model")
+
+
+def _config(num_layers: int, depformer_num_layers: int | None = None) -> dict:
+    cfg = json.loads((PRESETS_DIR / "tiny_lm.json").read_text())
+    cfg["num_layers"] = num_layers
+    if depformer_num_layers is not None:
+        cfg["depformer_num_layers"] = depformer_num_layers
+    return cfg
+
+
+def test_counts_equal_a_full_build_of_every_layer() -> None:
+    from reference_model.config import load_lm_config
+    from reference_model.lm.model import LMModel
+
+    cfg = _config(5, 3)
+    with torch.device("meta"):
+        full = LMModel(load_lm_config(cfg))
+    info = model_info(cfg)
+    assert info == model_info(full)  # the one-layer stand-in counts what every layer built would
+    assert info["kv_cache"]["layers"] == 5
+
+
+def test_a_million_layers_are_described_without_building_them(monkeypatch) -> None:
+    # `model info` on num_layers = 1,000,000 built a million modules (minutes); it builds one of each
+    from reference_model.lm import transformer
+
+    built = []
+    init = transformer.TransformerLayer.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        if len(built) > 10:
+            raise AssertionError("model_info builds every layer of the config")
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformer.TransformerLayer, "__init__", counting)
+    one, two, big = (model_info(_config(n))["total_parameters"] for n in (1, 2, 1_000_000))
+    assert big == one + (1_000_000 - 1) * (two - one)
+    assert model_info(_config(1_000_000))["kv_cache"]["layers"] == 1_000_000

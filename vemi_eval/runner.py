@@ -111,7 +111,24 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
         if not torch.cuda.is_available():
             raise OptionsError(f"device {dev!r} asked but CUDA is not available on this machine")
     m["weights"] = weights_provenance(m)
+    _check_checkpoints(m)
     return m
+
+
+def _check_checkpoints(m: dict[str, Any]) -> None:
+    """A checkpoint that cannot load (a pickle, a wrong key, shape or dtype) is bad input, found from the
+    file's header before any work, not when the first variant is built."""
+    from reference_model import DuplexSpec, check_weights
+
+    if m.get("lm_checkpoint") or m.get("codec_checkpoint"):
+        check_weights(
+            DuplexSpec(
+                lm=m["lm"],
+                codec=m["codec"],
+                lm_checkpoint=m.get("lm_checkpoint"),
+                codec_checkpoint=m.get("codec_checkpoint"),
+            )
+        )
 
 
 def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
@@ -738,9 +755,7 @@ def _append_history(results: rs.RunResults, out: Path, path: Path | None) -> Non
     try:
         run_id = append_run(results.to_dict(), out_dir=out.resolve(), path=path)
     except (sqlite3.Error, OSError) as exc:
-        raise StorageError(
-            f"the run is complete in {out} but was not added to the history: {exc}"
-        ) from None
+        raise StorageError(f"the run is complete in {out} but was not added to the history: {exc}") from None
     log.info("history: run %d appended", run_id)
 
 
