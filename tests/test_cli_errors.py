@@ -150,3 +150,18 @@ def test_checkpoint_of_the_wrong_dtype_or_a_pickle_is_refused_before_any_work(tm
         "--no-report",
     )
     assert code == 0, err
+
+
+def test_run_and_sweep_answer_the_same_option_mistakes_alike(tmp_path, capsys) -> None:
+    # one check serves both commands: a sweep took --resume --overwrite and silently ignored --overwrite
+    p = str(write_suite(tmp_path))
+    out = str(tmp_path / "o")
+    for command in ("run", "sweep"):
+        code, _, err = _run(capsys, command, p, "--resume")
+        assert code == 2 and "--resume needs --out" in err, (command, err)
+        code, _, err = _run(capsys, command, p, "--resume", "--overwrite", "--out", out)
+        assert code == 2 and "--resume and --overwrite exclude each other" in err, (command, err)
+    code, _, err = _run(capsys, "sweep", p, "--threads", "0")
+    assert code == 2 and "--threads" in err and "must be >= 1" in err, err
+    code, _, err = _run(capsys, "sweep", p, "--retries", "-1")
+    assert code == 2 and "--retries" in err and "must be >= 0" in err, err

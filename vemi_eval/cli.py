@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from .cli_options import OutputSettings, check_at_least, model_options, output_options
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
@@ -135,10 +136,7 @@ Variants: the suite's [[variants]] (the first is the baseline).
 
 @cli.command("run", help=RUN_HELP, epilog=EXIT_CODES_HELP)
 @click.argument("suite")
-@click.option("--preset", help="Model preset: tiny (default), moshi-7b, moshi-2b (LM + its codec).")
-@click.option("--config", type=click.Path(dir_okay=False), help="LM config JSON (Moshi format).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="LM weights (safetensors).")
-@click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec weights (safetensors).")
+@model_options()
 @click.option(
     "--flags", "flags", multiple=True, help="Comma-separated flags: one variant beside the baseline."
 )
@@ -153,19 +151,7 @@ Variants: the suite's [[variants]] (the first is the baseline).
 @click.option("--threads", type=int, help="torch threads (default: the suite's, else 1); recorded.")
 @click.option("--quick", is_flag=True, help="The suite's quick settings (fewer frames, utterances).")
 @click.option("--data", type=click.Path(), help="Data directory handed to the quality measurements.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/SUITE-TIME).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out, skipping finished measurements.")
-@click.option(
-    "--overwrite", is_flag=True, help="Replace an earlier run in --out (without it, one is never touched)."
-)
-@click.option("--no-report", is_flag=True, help="Do not build report.html.")
-@click.option("--no-history", is_flag=True, help="Do not append to the SQLite history.")
-@click.option(
-    "--history",
-    "history_path",
-    type=click.Path(dir_okay=False),
-    help="History database (default $VEMI_HISTORY or ~/.cache/vemi-eval/history.sqlite).",
-)
+@output_options("run", default_out="runs/SUITE-TIME")
 def run_cmd(
     suite: str,
     preset: str | None,
@@ -180,19 +166,10 @@ def run_cmd(
     threads: int | None,
     quick: bool,
     data: str | None,
-    out: str | None,
-    resume: bool,
-    overwrite: bool,
-    no_report: bool,
-    no_history: bool,
-    history_path: str | None,
+    output: OutputSettings,
 ) -> int:
     from .runner import RunOptions, run_suite
 
-    if resume and not out:
-        raise click.UsageError("--resume needs --out (the run directory to continue)")
-    if resume and overwrite:
-        raise click.UsageError("--resume and --overwrite exclude each other")
     opts = RunOptions(
         suite=suite,
         preset=preset,
@@ -207,12 +184,7 @@ def run_cmd(
         threads=threads,
         quick=quick,
         data=data,
-        out=out,
-        resume=resume,
-        overwrite=overwrite,
-        report=not no_report,
-        history=not no_history,
-        history_path=Path(history_path) if history_path else None,
+        **output.fields(),
         progress=sys.stderr.isatty(),
     )
     outcome = run_suite(opts, echo=lambda m: click.echo(m, err=True))
@@ -468,8 +440,7 @@ def train_codec_cmd(
     --out every 5 minutes; the same command after a kill resumes from it."""
     if minutes <= 0:
         raise click.BadParameter("must be > 0", param_hint="--minutes")
-    if threads < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--threads")
+    check_at_least(1, threads=threads)
     import dataclasses
 
     from .training.codec import named_recipes, train_codec

@@ -15,10 +15,14 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class EvaluatorError(Exception):
@@ -50,6 +54,22 @@ class EvaluatorSpec:
             return {"version": self.version(), "weights_sha256": None, "error": str(e), **how}
         digests = {p.name: file_sha256(p) for p in files} or None
         return {"version": self.version(), "weights_sha256": digests, **how}
+
+
+def load_once(load: Callable[..., T]) -> Callable[..., T]:
+    """``load`` run once per distinct arguments (loading a scorer takes seconds), under a lock since
+    measurements may score from several threads; a load that raises is not cached."""
+    loaded: dict[tuple[Any, ...], T] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(load)
+    def cached(*args: Any) -> T:
+        with lock:
+            if args not in loaded:
+                loaded[args] = load(*args)
+            return loaded[args]
+
+    return cached
 
 
 @functools.cache

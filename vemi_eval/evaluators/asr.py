@@ -11,13 +11,12 @@ Decoding is deterministic: temperature 0 only (faster-whisper's default temperat
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..data.audio import resample
-from . import EvaluatorError, EvaluatorSpec, package_file
+from . import EvaluatorError, EvaluatorSpec, load_once, package_file
 
 SAMPLE_RATE = 16000
 DEFAULT_BEAM = 5
@@ -47,30 +46,24 @@ SPEC = EvaluatorSpec(
     weights=_weights,
 )
 
-_MODELS: dict[tuple, object] = {}
-_LOCK = threading.Lock()
-
 
 def load_model(model_dir: str | Path | None = None, *, threads: int = 1, compute_type: str = "float32"):
     """The faster-whisper model, loaded once per (folder, threads, compute type)."""
     folder = Path(model_dir) if model_dir else default_model_dir()
     if not (folder / "model.bin").exists():
         raise EvaluatorError(f"no faster-whisper model (model.bin) in {folder}")
-    key = (str(folder.resolve()), threads, compute_type)
-    with _LOCK:
-        if key not in _MODELS:
-            try:
-                from faster_whisper import WhisperModel
-            except ImportError as e:
-                raise EvaluatorError(f"faster-whisper is not installed ({e})") from None
-            _MODELS[key] = WhisperModel(
-                str(folder),
-                device="cpu",
-                compute_type=compute_type,
-                cpu_threads=threads,
-                local_files_only=True,
-            )
-        return _MODELS[key]
+    return _load_model(str(folder.resolve()), threads, compute_type)
+
+
+@load_once
+def _load_model(folder: str, threads: int, compute_type: str):
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as e:
+        raise EvaluatorError(f"faster-whisper is not installed ({e})") from None
+    return WhisperModel(
+        folder, device="cpu", compute_type=compute_type, cpu_threads=threads, local_files_only=True
+    )
 
 
 def transcribe(
@@ -82,23 +75,8 @@ def transcribe(
     threads: int = 1,
 ) -> str:
     """Transcript of one mono utterance (any rate; resampled to 16 kHz)."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.size == 0 or not np.all(np.isfinite(audio)):
-        raise EvaluatorError("ASR input is empty or has NaN/inf samples")
-    model = load_model(model_dir, threads=threads)
-    x = resample(audio, sample_rate, SAMPLE_RATE)
-    try:
-        segments, _ = model.transcribe(
-            x,
-            language="en",
-            beam_size=beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        return " ".join(s.text.strip() for s in segments).strip()
-    except Exception as e:  # CTranslate2 errors: report, never score
-        raise EvaluatorError(f"ASR failed: {type(e).__name__}: {e}") from None
+    segments = _decode(audio, sample_rate, model_dir, beam_size, threads, word_timestamps=False)
+    return " ".join(s.text.strip() for s in segments).strip()
 
 
 def transcribe_words(
@@ -110,6 +88,20 @@ def transcribe_words(
     threads: int = 1,
 ) -> list[tuple[str, float, float]]:
     """Words of one mono clip with their start and end times in seconds (faster-whisper word timestamps)."""
+    segments = _decode(audio, sample_rate, model_dir, beam_size, threads, word_timestamps=True)
+    return [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+
+
+def _decode(
+    audio: np.ndarray,
+    sample_rate: int,
+    model_dir: str | Path | None,
+    beam_size: int,
+    threads: int,
+    *,
+    word_timestamps: bool,
+) -> list:
+    """faster-whisper's segments of one clip: greedy-deterministic English decoding, no VAD, no context."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.size == 0 or not np.all(np.isfinite(audio)):
         raise EvaluatorError("ASR input is empty or has NaN/inf samples")
@@ -123,8 +115,8 @@ def transcribe_words(
             temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
-            word_timestamps=True,
+            word_timestamps=word_timestamps,
         )
-        return [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+        return list(segments)  # the decoding runs here, as the generator is consumed
     except Exception as e:  # CTranslate2 errors: report, never score
         raise EvaluatorError(f"ASR failed: {type(e).__name__}: {e}") from None

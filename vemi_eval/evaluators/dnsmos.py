@@ -5,12 +5,10 @@ by speechmos (its DNSMOS window), which is how the reference implementation scor
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..data.audio import resample
-from . import EvaluatorError, EvaluatorSpec, package_file
+from . import EvaluatorError, EvaluatorSpec, load_once, package_file
 
 SAMPLE_RATE = 16000
 
@@ -31,30 +29,28 @@ SPEC = EvaluatorSpec(
     weights=_weights,
 )
 
-_MODEL = None
-_LOCK = threading.Lock()
-
 
 def load_model(threads: int = 1):
     """speechmos' DNSMOS with ONNX sessions limited to ``threads`` (its own would take every core)."""
-    global _MODEL
-    with _LOCK:
-        if _MODEL is None:
-            try:
-                import onnxruntime as ort
-                from speechmos.dnsmos import DNSMOS
-            except ImportError as e:
-                raise EvaluatorError(f"DNSMOS needs speechmos, onnxruntime and librosa ({e})") from None
-            primary, p808 = _weights()
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            model = DNSMOS.__new__(DNSMOS)
-            model.primary_model_path = str(primary)
-            model.onnx_sess = ort.InferenceSession(str(primary), opts, providers=["CPUExecutionProvider"])
-            model.p808_onnx_sess = ort.InferenceSession(str(p808), opts, providers=["CPUExecutionProvider"])
-            _MODEL = model
-        return _MODEL
+    return _load_model(threads)
+
+
+@load_once
+def _load_model(threads: int):
+    try:
+        import onnxruntime as ort
+        from speechmos.dnsmos import DNSMOS
+    except ImportError as e:
+        raise EvaluatorError(f"DNSMOS needs speechmos, onnxruntime and librosa ({e})") from None
+    primary, p808 = _weights()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    model = DNSMOS.__new__(DNSMOS)
+    model.primary_model_path = str(primary)
+    model.onnx_sess = ort.InferenceSession(str(primary), opts, providers=["CPUExecutionProvider"])
+    model.p808_onnx_sess = ort.InferenceSession(str(p808), opts, providers=["CPUExecutionProvider"])
+    return model
 
 
 def dnsmos(audio: np.ndarray, sample_rate: int) -> dict[str, float]:

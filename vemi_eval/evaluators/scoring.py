@@ -186,22 +186,9 @@ class Scorer:
                 try:
                     hyp = self.transcribe(deg)
                     c = wer_mod.error_counts(utt.text, hyp)
-                    if "wer" in want:
-                        add(
-                            "wer",
-                            c["word_errors"] / c["words"],
-                            errors=c["word_errors"],
-                            total=c["words"],
-                            hyp=hyp,
-                        )
-                    if "cer" in want:
-                        add(
-                            "cer",
-                            c["char_errors"] / c["chars"],
-                            errors=c["char_errors"],
-                            total=c["chars"],
-                            hyp=hyp,
-                        )
+                    for m in wm:  # errors and units of each rate: words for WER, characters for CER
+                        errors, total = {"wer": ("word_errors", "words"), "cer": ("char_errors", "chars")}[m]
+                        add(m, c[errors] / c[total], errors=c[errors], total=c[total], hyp=hyp)
                 except EvaluatorError as e:
                     for m in wm:
                         add(m, status=FAILED, reason=str(e))

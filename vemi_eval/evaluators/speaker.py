@@ -7,13 +7,12 @@ silences trimmed as resemblyzer's own preprocessing does); similarity is the cos
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
 
 from ..data.audio import resample
-from . import EvaluatorError, EvaluatorSpec, package_file
+from . import EvaluatorError, EvaluatorSpec, load_once, package_file
 
 SAMPLE_RATE = 16000
 MIN_SPEECH_S = 0.3  # less speech than this after silence trimming gives no usable embedding
@@ -32,9 +31,6 @@ SPEC = EvaluatorSpec(
     weights=_weights,
 )
 
-_ENCODER = None
-_LOCK = threading.Lock()
-
 
 def _import_resemblyzer():
     try:
@@ -48,13 +44,11 @@ def _import_resemblyzer():
     return VoiceEncoder, normalize_volume, trim_long_silences, audio_norm_target_dBFS
 
 
+@load_once
 def load_encoder():
-    global _ENCODER
-    with _LOCK:
-        if _ENCODER is None:
-            VoiceEncoder = _import_resemblyzer()[0]
-            _ENCODER = VoiceEncoder("cpu", verbose=False, weights_fpath=_weights()[0])
-        return _ENCODER
+    """resemblyzer's GE2E encoder on its shipped weights, loaded once."""
+    VoiceEncoder = _import_resemblyzer()[0]
+    return VoiceEncoder("cpu", verbose=False, weights_fpath=_weights()[0])
 
 
 def embed(audio: np.ndarray, sample_rate: int, *, trim: bool = True) -> np.ndarray:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import OutputSettings, check_at_least, model_options, output_options
 from .driver import SweepOptions, SweepOutcome, run_sweep
 from .plan import build_plan, parse_int_list
 from .summary import SWEEP_FILE, comparison_rows
@@ -50,24 +51,13 @@ Exit codes:
 @click.option("--grid", multiple=True, help='Flag sets: "int8=rtn;int8=gptq;int4=awq". Repeatable.')
 @click.option("--seeds", help="Comma-separated seeds; each variant runs once per seed.")
 @click.option("--devices", help="Comma-separated devices (cpu, cuda); each variant runs once per device.")
-@click.option("--preset", help="Model preset: tiny (default), moshi-7b, moshi-2b.")
-@click.option("--config", type=click.Path(dir_okay=False), help="LM config JSON (Moshi format).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="LM weights (same path on every node).")
-@click.option(
-    "--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec weights (same path everywhere)."
-)
+@model_options(where="the same path on every node")
 @click.option("--threads", type=int, help="torch threads per run (default: the suite's, else 1).")
 @click.option("--quick", is_flag=True, help="The suite's quick settings.")
 @click.option(
     "--data", type=click.Path(), help="Data directory for the quality measurements (on every node)."
 )
-@click.option(
-    "--out", type=click.Path(file_okay=False), help="Sweep directory (default runs/sweep-SUITE-TIME)."
-)
-@click.option(
-    "--resume", is_flag=True, help="Continue the sweep in --out: skip finished runs, resume partial ones."
-)
-@click.option("--overwrite", is_flag=True, help="Replace an earlier sweep in --out (never touched without).")
+@output_options("sweep", default_out="runs/sweep-SUITE-TIME")
 @click.option("--address", help="Ray cluster address to join (e.g. ray://head:10001, or auto).")
 @click.option("--local-cpus", type=int, help="CPUs of the local Ray instance (default: this machine's).")
 @click.option("--num-cpus", type=float, help="CPUs reserved per run (default: its threads).")
@@ -79,9 +69,6 @@ Exit codes:
     show_default=True,
     help="Ray retries of a run whose worker died (crash, OOM kill, node lost); a failed run is not retried.",
 )
-@click.option("--no-report", is_flag=True, help="No report.html (per run nor comparison).")
-@click.option("--no-history", is_flag=True, help="Do not append the runs to the SQLite history.")
-@click.option("--history", "history_path", type=click.Path(dir_okay=False), help="History database.")
 def sweep_command(
     target: str,
     grid: tuple[str, ...],
@@ -94,29 +81,15 @@ def sweep_command(
     threads: int | None,
     quick: bool,
     data: str | None,
-    out: str | None,
-    resume: bool,
-    overwrite: bool,
+    output: OutputSettings,
     address: str | None,
     local_cpus: int | None,
     num_cpus: float | None,
     num_gpus: float,
     retries: int,
-    no_report: bool,
-    no_history: bool,
-    history_path: str | None,
 ) -> int:
-    if resume and not out:
-        raise click.UsageError("--resume needs --out (the sweep directory to continue)")
-    for name, value, low in (
-        ("--num-cpus", num_cpus, 0),
-        ("--num-gpus", num_gpus, 0),
-        ("--retries", retries, 0),
-    ):
-        if value is not None and value < low:
-            raise click.BadParameter(f"must be >= {low}", param_hint=name)
-    if threads is not None and threads < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--threads")
+    check_at_least(0, num_cpus=num_cpus, num_gpus=num_gpus, retries=retries)
+    check_at_least(1, threads=threads)
     plan = build_plan(
         target,
         grid=grid,
@@ -133,17 +106,12 @@ def sweep_command(
         quick=quick,
     )
     opts = SweepOptions(
-        out=out,
-        resume=resume,
-        overwrite=overwrite,
+        **output.fields(),
         address=address,
         local_cpus=local_cpus,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         retries=retries,
-        report=not no_report,
-        history=not no_history,
-        history_path=Path(history_path) if history_path else None,
     )
     outcome = run_sweep(plan, opts, echo=lambda m: click.echo(m, err=True))
     print_summary(outcome)
