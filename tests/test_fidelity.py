@@ -17,12 +17,19 @@ FRAMES = 12
 
 @functools.cache
 def _cached(flags: tuple[str, ...], temp: float):
-    return build_duplex(DuplexSpec(lm="tiny", codec="tiny", flags=list(flags), temp=temp, temp_text=temp))
+    # random LM weights: these tests check the measurement's mechanics, whatever the bundled LM learned
+    spec = DuplexSpec(
+        lm="tiny", codec="tiny", lm_checkpoint="random", flags=list(flags), temp=temp, temp_text=temp
+    )
+    return build_duplex(spec)
 
 
 def _ref(name: str, flags: list[str], baseline: bool = False) -> VariantRef:
     def build(batch_size: int = 1, fresh: bool = False, **overrides):
-        spec = DuplexSpec(lm="tiny", codec="tiny", flags=flags, batch_size=batch_size, seed=0, **overrides)
+        spec = DuplexSpec(
+            lm="tiny", codec="tiny", lm_checkpoint="random", flags=flags, batch_size=batch_size, seed=0,
+            **overrides,
+        )
         return build_duplex(spec)
 
     return VariantRef(name=name, flags=flags, build=build, is_baseline=baseline)
