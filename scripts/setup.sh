@@ -9,6 +9,14 @@ PY=${PYTHON:-python3}
 need_apt=()
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+# Speech for the codec and dialogue corpora: festival with its recorded voices, and a word list.
+command -v festival >/dev/null 2>&1 || need_apt+=(festival)
+for v in festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb \
+         festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru \
+         festvox-ca-ona-hts festvox-hi-nsk festvox-mr-nsk festvox-te-nsk; do
+  dpkg -s "$v" >/dev/null 2>&1 || need_apt+=("$v")
+done
+[ -f /usr/share/dict/american-english ] || need_apt+=(wamerican)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -64,3 +64,13 @@ def test_cached_and_deterministic(small, tmp_path, monkeypatch):
 def test_unknown_split_is_refused(tmp_path):
     with pytest.raises(DataError, match="split"):
         codec_corpus("test", size=SMALL, cache_dir=tmp_path, log=None)
+
+
+def test_a_missing_festival_voice_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    """festival answers an unknown voice with SIOD ERROR and goes on in its default voice: that must
+    not put another speaker (maybe a held-out one) into the corpus under the missing voice's name."""
+    import vemi_eval.data.codec_corpus as cc
+
+    monkeypatch.setattr(cc, "FESTIVAL_VOICES", (cc.FestivalVoice("no_such_diphone", "en", "latin", False),))
+    with pytest.raises(DataError, match="no_such_diphone"):
+        codec_corpus("train", size=SMALL, cache_dir=tmp_path, log=None)

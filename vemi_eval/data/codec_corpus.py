@@ -33,7 +33,7 @@ from .audio import resample
 from .corpus import SPEAKERS as EVAL_SPEAKERS
 from .corpus import espeak_version
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: a missing festival voice is an error (v1 silently fell back to the default voice)
 TARGET_RMS_DB = -24.0
 WORDLIST = Path("/usr/share/dict/american-english")
 
@@ -181,9 +181,14 @@ def _festival_batch(
             t = t.replace("\\", " ").replace('"', " ")
             lines.append(f"(Parameter.set 'Duration_Stretch {s:.3f})")
             lines.append(f'(set! u (Utterance Text "{t}")) (utt.synth u) (utt.save.wave u "{tmp}/{i}.wav")')
-        subprocess.run(
+        done = subprocess.run(
             ["festival", "--pipe"], input="\n".join(lines), text=True, capture_output=True, timeout=3600
         )
+        if "SIOD ERROR" in done.stdout + done.stderr:  # e.g. an uninstalled voice: festival goes on with its
+            raise DataError(  # default voice, which would put another (maybe held-out) speaker in this split
+                f"festival failed for voice {voice.name} (is its festvox package installed?): "
+                + (done.stdout + done.stderr).strip().splitlines()[0][:200]
+            )
         out = []
         for i in range(len(texts)):
             path = Path(tmp) / f"{i}.wav"
