@@ -92,11 +92,12 @@ class Enhancement:
     not_implementable: str = ""  # why there is no flag (training-only, needs data we do not have...)
     notes: str = ""
     flag_values: tuple[FlagValues, ...] = ()  # flags of which only some values are the enhancement
+    recipes: tuple[str, ...] = ()  # training recipe options that implement it (vemi_eval/training/recipes.py)
 
 
 _ENTRY_KEYS = {
     "id", "title", "section", "summary", "matrix_name", "impact", "effort", "priority", "phase",
-    "metrics", "kinds", "device", "flags", "not_implementable", "notes", "claim", "flag_values",
+    "metrics", "kinds", "device", "flags", "not_implementable", "notes", "claim", "flag_values", "recipes",
 }  # fmt: skip
 _CLAIM_KEYS = {"metric", "text", "low", "high", "compare", "flags"}
 _FLAG_VALUE_KEYS = {"flag", "values", "default"}
@@ -158,6 +159,7 @@ def load_registry(path: Path = CLAIMS_FILE) -> tuple[tuple[Enhancement, ...], di
                 not_implementable=e.get("not_implementable", ""),
                 notes=e.get("notes", ""),
                 flag_values=tuple(flag_values),
+                recipes=tuple(e.get("recipes", ())),
             )
         )
     return tuple(entries), directions
@@ -174,26 +176,42 @@ BY_ID = {e.id: e for e in ENHANCEMENTS}
 
 # --- status and listing -------------------------------------------------------------------------------
 def status(entry: Enhancement, flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """ "implemented" when one of the entry's flags is registered in the model, else why not."""
+    """ "implemented" when one of the entry's flags is registered in the model or one of its training
+    recipe options is declared (vemi_eval/training/recipes.py), else why not."""
     if flags is None:
         from reference_model.enhancements import available_flags
 
         flags = available_flags()
+    from .training.recipes import available_recipes
+
+    recipes = available_recipes()
     have = [f for f in entry.flags if f in flags]
     missing = [f for f in entry.flags if f not in flags]
-    if have:
-        return {"status": "implemented", "flags_registered": have, "flags_missing": missing, "reason": ""}
+    have_recipes = [r for r in entry.recipes if r in recipes]
+    if have or have_recipes:
+        return {
+            "status": "implemented", "flags_registered": have, "flags_missing": missing,
+            "recipes_registered": have_recipes, "reason": "",
+        }  # fmt: skip
+    if entry.recipes:
+        return {
+            "status": "not implemented", "flags_registered": [], "flags_missing": missing,
+            "recipes_registered": [],
+            "reason": f"recipe option {', '.join(entry.recipes)} not declared in training/recipes.py",
+        }  # fmt: skip
     if not entry.flags:
         return {
             "status": "not implemented",
             "flags_registered": [],
             "flags_missing": [],
+            "recipes_registered": [],
             "reason": entry.not_implementable,
         }
     return {
         "status": "not implemented",
         "flags_registered": [],
         "flags_missing": missing,
+        "recipes_registered": [],
         "reason": f"flag {', '.join(missing)} not registered in reference_model.enhancements",
     }
 

@@ -1,0 +1,39 @@
+"""Training-side enhancements: the recipe options that implement the document's training-only entries.
+
+An inference-time enhancement is a flag of the model (reference_model.enhancements); a training-side one
+is a recipe option of a trainer (``vemi-eval train codec|lm --recipe NAME``). Each option is declared here
+once; the registry (suites/claims/enhancements.toml ``recipes = [...]``) counts an entry as implemented
+when one of its options is declared, and the matrix attributes a measurement to it when the variant's
+checkpoint was trained with the option and the baseline's was not.
+
+How the option reaches a measurement: the trainer writes ``"trained_with": [option names]`` at the top of
+the checkpoint's JSON sidecar; a suite variant that names the checkpoint carries it into results.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RecipeOption:
+    name: str  # what --recipe (or the trainer option) calls it, and what "trained_with" lists
+    enhancement: str  # the registry id it implements ("3.3")
+    trainer: str  # "codec" | "lm"
+    summary: str  # what it changes in training, one line
+    measured_as: str  # what the paired experiment measures: the claim's words, as this scale can read them
+
+
+# One entry per option; the trainer that implements it is named by ``trainer``.
+RECIPE_OPTIONS: tuple[RecipeOption, ...] = ()
+
+
+def available_recipes() -> dict[str, RecipeOption]:
+    """Option name -> its declaration."""
+    return {r.name: r for r in RECIPE_OPTIONS}
+
+
+def trained_with(sidecar: dict) -> tuple[str, ...]:
+    """The recipe options a checkpoint's sidecar says it was trained with (none for older sidecars)."""
+    names = sidecar.get("trained_with") or ()
+    return tuple(str(n) for n in names)
