@@ -171,8 +171,22 @@ def _espeak(voice: str, pitch: int, rate: int, text: str) -> tuple[np.ndarray, i
 
 def _festival_batch(
     voice: FestivalVoice, texts: list[str], stretches: list[float]
+) -> list[tuple[np.ndarray, int] | None]:
+    """All ``texts`` in one festival process (its start-up dominates a single sentence); None for a
+    sentence festival cannot say (a SIOD error stops the process: the rest go to a new one)."""
+    out: list[tuple[np.ndarray, int] | None] = []
+    while len(out) < len(texts):
+        got = _festival_run(voice, texts[len(out) :], stretches[len(out) :])
+        out.extend(got)
+        if len(out) < len(texts):
+            out.append(None)  # the sentence the process stopped on
+    return out
+
+
+def _festival_run(
+    voice: FestivalVoice, texts: list[str], stretches: list[float]
 ) -> list[tuple[np.ndarray, int]]:
-    """All ``texts`` in one festival process (its start-up dominates a single sentence)."""
+    """Say ``texts`` until festival stops; the audio of every sentence before it stopped."""
     import soundfile as sf
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,19 +198,21 @@ def _festival_batch(
         done = subprocess.run(
             ["festival", "--pipe"], input="\n".join(lines), text=True, capture_output=True, timeout=3600
         )
-        if "SIOD ERROR" in done.stdout + done.stderr:  # e.g. an uninstalled voice: festival goes on with its
-            raise DataError(  # default voice, which would put another (maybe held-out) speaker in this split
-                f"festival failed for voice {voice.name} (is its festvox package installed?): "
-                + (done.stdout + done.stderr).strip().splitlines()[0][:200]
+        said = done.stdout + done.stderr
+        if f"unbound variable : voice_{voice.name}" in said:  # festival would go on with its default voice,
+            raise DataError(  # which would put another (maybe held-out) speaker in this split
+                f"festival has no voice {voice.name} (is its festvox package installed? scripts/setup.sh "
+                "installs them)"
             )
         out = []
         for i in range(len(texts)):
             path = Path(tmp) / f"{i}.wav"
-            if path.is_file():
-                a, sr = sf.read(path, dtype="float32")
-                out.append((a if a.ndim == 1 else a.mean(-1), sr))
-            else:
-                out.append((np.zeros(0, np.float32), 16000))
+            if not path.is_file():
+                if "SIOD ERROR" not in said:
+                    raise DataError(f"festival {voice.name} wrote no audio for {texts[i]!r}: {said[-200:]}")
+                break
+            a, sr = sf.read(path, dtype="float32")
+            out.append((a if a.ndim == 1 else a.mean(-1), sr))
     return out
 
 
@@ -216,7 +232,8 @@ def recipe(size: CorpusSize, seed: int) -> dict:
 
 def _build(
     size: CorpusSize, seed: int, sample_rate: int, log
-) -> dict[str, tuple[list[np.ndarray], list[dict]]]:
+) -> tuple[dict[str, tuple[list[np.ndarray], list[dict]]], list[dict]]:
+    """The two splits, and the festival sentences a voice could not say (left out, listed)."""
     rng = np.random.default_rng(seed)
     words = _english_words()
     variants = espeak_variants()
@@ -225,6 +242,7 @@ def _build(
         raise DataError(f"espeak-ng lacks the voice variants {missing}")
     train_variants = [v for v in variants if v not in HELDOUT_VARIANTS]
     splits: dict[str, tuple[list[np.ndarray], list[dict]]] = {"train": ([], []), "heldout": ([], [])}
+    skipped: list[dict] = []
 
     def add(split: str, audio: np.ndarray, sr: int, item: dict) -> None:
         a = _normalise(resample(audio, sr, sample_rate))
@@ -251,13 +269,18 @@ def _build(
         n = size.festival_heldout_per_voice if v.heldout else size.festival_train_per_voice
         texts = [sentence(rng, v.script, words) for _ in range(n)]
         stretches = [float(rng.uniform(0.85, 1.2)) for _ in range(n)]
-        for text, s, (audio, sr) in zip(texts, stretches, _festival_batch(v, texts, stretches)):
+        said = _festival_batch(v, texts, stretches)
+        for text, s, got in zip(texts, stretches, said):
+            if got is None:
+                skipped.append({"voice": v.name, "text": text})
+                continue
+            audio, sr = got
             add("heldout" if v.heldout else "train", audio, sr,
                 {"engine": "festival", "voice": v.name, "speaker": v.name, "language": v.language,
                  "stretch": round(s, 3), "text": text})  # fmt: skip
         if log:
-            log(f"[codec corpus] festival {v.name}: {n} sentences")
-    return splits
+            log(f"[codec corpus] festival {v.name}: {n - said.count(None)} of {n} sentences")
+    return splits, skipped
 
 
 def _corpus_root() -> Path:
@@ -284,7 +307,8 @@ def codec_corpus(
     done = folder / "done.json"
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        for name, (audios, items) in _build(size, seed, sample_rate, log).items():
+        splits, skipped = _build(size, seed, sample_rate, log)
+        for name, (audios, items) in splits.items():
             offsets = np.cumsum([0] + [len(a) for a in audios]).astype(np.int64)
             pcm = np.clip(np.concatenate(audios) * 32767.0, -32767, 32767).astype(np.int16)
             for suffix, arr in (("audio", pcm), ("offsets", offsets)):
@@ -293,7 +317,7 @@ def codec_corpus(
                 os.replace(tmp, folder / f"{name}.{suffix}.npy")
             (folder / f"{name}.items.json").write_text(json.dumps(items))
         (folder / "recipe.json").write_text(json.dumps(rec, indent=1))
-        done.write_text(json.dumps({"digest": digest}))
+        done.write_text(json.dumps({"digest": digest, "festival_sentences_not_said": skipped}))
     audio = np.load(folder / f"{split}.audio.npy", mmap_mode="r")
     offsets = np.load(folder / f"{split}.offsets.npy")
     items = json.loads((folder / f"{split}.items.json").read_text())

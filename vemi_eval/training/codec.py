@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,17 +40,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from reference_model.checkpoint import load_into, save
+from reference_model.checkpoint import load_into
 from reference_model.codec import MimiCodec, codec_config
+
+from .state import git_commit, load_training_state, save_training_state, write_sidecar, write_weights
 
 MEL_SCALES = ((256, 40), (512, 64), (1024, 80), (2048, 128))  # recipe 1's (n_fft, n_mels), hop n_fft / 4
 DAC_MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
 EVAL_CODEBOOKS = (1, 2, 4, 8, 16, 32)
-STATE_VERSION = 1
 
 
 @dataclass
@@ -98,8 +97,14 @@ def named_recipes() -> dict[str, CodecRecipe]:
     return {
         "v2": CodecRecipe(),
         "v1-continue": CodecRecipe(
-            mel="lin+log", mel_scales=SIX_MEL_SCALES, commitment="absolute", commit_weight=1.0,
-            wave_weight=0.1, lr=5e-4, warmup_steps=100, init="default",
+            mel="lin+log",
+            mel_scales=SIX_MEL_SCALES,
+            commitment="absolute",
+            commit_weight=1.0,
+            wave_weight=0.1,
+            lr=5e-4,
+            warmup_steps=100,
+            init="default",
         ),  # fmt: skip
     }
 
@@ -356,61 +361,34 @@ def evaluate_codec(codec: MimiCodec, sets: list[Heldout], codebooks=EVAL_CODEBOO
 
 
 # --- state ----------------------------------------------------------------------------------------
-def _git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.check_output(["git", "-C", str(root), "rev-parse", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _state_paths(out_path: Path) -> tuple[Path, Path]:
-    return out_path.with_suffix(".state.safetensors"), out_path.with_suffix(".state.json")
+def _state_path(out_path: Path) -> Path:
+    return out_path.with_suffix(".state.safetensors")
 
 
 def _save_state(out_path: Path, codec, opt, step: int, elapsed: float, rng, progress, recipe) -> None:
-    """Everything a resume needs, written atomically (safetensors + JSON; never pickle)."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in codec.state_dict().items()}
-    st = opt.state_dict()
-    for pid, s in st["state"].items():
-        for name, v in s.items():
-            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(v).contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    st_path, js_path = _state_paths(out_path)
-    tmp = st_path.with_name(st_path.name + ".tmp")
-    save_file(tensors, str(tmp))
+    """Everything a resume needs (vemi_eval/training/state.py: one safetensors file, never pickle)."""
     meta = {
-        "state_version": STATE_VERSION,
         "recipe_digest": recipe.digest(),
         "step": step,
         "elapsed_s": elapsed,
         "numpy_rng": rng.bit_generator.state,
-        "param_groups": st["param_groups"],
         "progress": progress,
     }
-    tmp_js = js_path.with_name(js_path.name + ".tmp")
-    tmp_js.write_text(json.dumps(meta))
-    os.replace(tmp, st_path)
-    os.replace(tmp_js, js_path)
+    save_training_state(_state_path(out_path), codec, opt, meta, {"rng.torch": torch.get_rng_state()})
 
 
 def _load_state(out_path: Path, codec, opt, rng, recipe) -> tuple[int, float, list]:
-    st_path, js_path = _state_paths(out_path)
-    meta = json.loads(js_path.read_text())
-    if meta.get("recipe_digest") != recipe.digest():
-        raise ValueError(
-            f"{st_path} was written by another recipe ({meta.get('recipe_digest')} != {recipe.digest()}): "
-            "pass the same options, or --fresh to start over"
-        )
-    tensors = load_file(str(st_path))
-    codec.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+    st_path = _state_path(out_path)
+
+    def same_recipe(meta: dict[str, Any]) -> None:
+        if meta.get("recipe_digest") != recipe.digest():
+            raise ValueError(
+                f"{st_path} was written by another recipe ({meta.get('recipe_digest')} != {recipe.digest()})"
+                ": pass the same options, or --fresh to start over"
+            )
+
+    meta, extra = load_training_state(st_path, codec, opt, same_recipe)
+    torch.set_rng_state(extra["rng.torch"])
     rng.bit_generator.state = meta["numpy_rng"]
     return int(meta["step"]), float(meta["elapsed_s"]), list(meta.get("progress", []))
 
@@ -471,8 +449,8 @@ def train_codec(
     length = recipe.segment_frames * cfg.frame_size
     max_q = codec.max_codebooks
     step, elapsed, progress = 0, 0.0, []
-    st_path, js_state = _state_paths(out_path)
-    if js_state.is_file() and st_path.is_file() and not fresh:
+    st_path = _state_path(out_path)
+    if st_path.is_file() and not fresh:
         step, elapsed, progress = _load_state(out_path, codec, opt, rng, recipe)
         log(f"resumed from {st_path} at step {step} ({elapsed:.0f} s done)")
     budget = minutes * 60.0
@@ -481,11 +459,9 @@ def train_codec(
     recent: list[tuple[float, float, float]] = []
     eval_sets = heldout_sets(cfg.sample_rate, per_set=4) if evaluate else []
 
-    def write_weights(final: bool, extra: dict[str, Any]) -> None:
+    def write_outputs(final: bool, extra: dict[str, Any]) -> None:
         plain = plain_copy(codec).to("cpu")
-        tmp = out_path.with_suffix(".tmp.safetensors")
-        save(plain, tmp, metadata={"preset": recipe.preset, "steps": str(step)})
-        os.replace(tmp, out_path)
+        write_weights(out_path, plain.state_dict(), {"preset": recipe.preset, "steps": str(step)})
         tail = np.array(recent[-500:]) if recent else np.zeros((1, 3))
         info = {
             "produced_by": "vemi_eval.training.codec.train_codec",
@@ -508,14 +484,12 @@ def train_codec(
                 "commit": float(tail[:, 2].mean()),
             },  # fmt: skip
             "progress": progress,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "torch": torch.__version__,
             "platform": platform.platform(),
             **extra,
         }
-        tmp_js = json_path.with_name(json_path.name + ".tmp")
-        tmp_js.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp_js, json_path)
+        write_sidecar(json_path, info)
 
     def done() -> bool:
         return (max_steps is not None and step >= max_steps) or (
@@ -555,12 +529,12 @@ def train_codec(
             last_eval = time.time()
         if time.time() - last_ckpt > checkpoint_every_s:
             _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
-            write_weights(False, {})
+            write_outputs(False, {})
             last_ckpt = time.time()
     codec.eval()
     _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
     extra: dict[str, Any] = {}
-    write_weights(False, extra)
+    write_outputs(False, extra)
     if evaluate:
         t_eval = time.time()
         extra["heldout_quality"] = evaluate_codec(plain_copy(codec).to("cpu"), heldout_sets(cfg.sample_rate))
@@ -573,5 +547,5 @@ def train_codec(
             for k, q in extra["heldout_quality"].items()
         }
         log(f"held-out quality ({time.time() - t_eval:.0f}s): {json.dumps(brief)}")
-    write_weights(True, extra)
+    write_outputs(True, extra)
     return json.loads(json_path.read_text())

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -48,8 +47,16 @@ from reference_model.lm import load_lm
 from reference_model.lm.model import LMModel
 from vemi_eval.errors import DataError
 
+from .state import (
+    file_sha256,
+    git_commit,
+    load_training_state,
+    save_training_state,
+    write_sidecar,
+    write_weights,
+)
+
 ZERO = -1  # Moshi's zero token: zero embedding as input, masked as target
-STATE_VERSION = 1
 
 
 class TrainDataError(DataError):
@@ -319,54 +326,6 @@ def lr_at(recipe: LMTrainRecipe, step: int, progress: float) -> float:
     return recipe.lr * warm * (floor + (1 - floor) * cos)
 
 
-def save_state(path: Path, lm: LMModel, opt: torch.optim.Optimizer, info: dict[str, Any]) -> None:
-    """Weights + AdamW moments as tensors, the rest as JSON metadata; written to a temp file and renamed."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in lm.state_dict().items()}
-    osd = opt.state_dict()
-    for idx, st in osd["state"].items():
-        for name, value in st.items():
-            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().clone()
-    meta = {"state": json.dumps({**info, "param_groups": osd["param_groups"], "version": STATE_VERSION})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
-def load_state(path: Path, lm: LMModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        info = json.loads(f.metadata()["state"])
-    tensors = read_safetensors(path)
-    lm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
-    return info
-
-
-def _git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.check_output(["git", "-C", str(root), "rev-parse", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --- the loop ----------------------------------------------------------------------------------------
 def train_lm(
     out_path: str | os.PathLike,
@@ -436,12 +395,15 @@ def train_lm(
     step, elapsed_before, history = 0, 0.0, []
     resumed_from = None
     if state_path.is_file() and not fresh:
-        info = load_state(state_path, lm, opt)
-        if info["recipe_digest"] != recipe.digest():
-            raise TrainDataError(
-                f"{state_path} holds a run with another recipe ({info['recipe_digest']} != {recipe.digest()})"
-                "; pass --fresh to start over or another --state"
-            )
+
+        def same_recipe(meta: dict[str, Any]) -> None:
+            if meta["recipe_digest"] != recipe.digest():
+                raise TrainDataError(
+                    f"{state_path} holds a run with another recipe ({meta['recipe_digest']} != "
+                    f"{recipe.digest()}); pass --fresh to start over or another --state"
+                )
+
+        info, _ = load_training_state(state_path, lm, opt, same_recipe)
         step, elapsed_before, history = info["step"], info["elapsed_s"], info["history"]
         rng.bit_generator.state = info["rng"]
         resumed_from = {"step": step, "elapsed_s": elapsed_before}
@@ -464,7 +426,7 @@ def train_lm(
         return budget_s is not None and elapsed() >= budget_s
 
     def checkpoint() -> None:
-        save_state(
+        save_training_state(
             state_path,
             lm,
             opt,
@@ -518,10 +480,6 @@ def train_lm(
     wall = elapsed()
     run_s = time.time() - t0
     run_steps = step - start_step
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.stem + ".tmp.safetensors")
-    from safetensors.torch import save_file
-
     # The shipped weights are stored in weights_dtype (half the bytes of fp32; loading casts them to the
     # dtype asked for); the resume state keeps exact fp32.
     store = getattr(torch, weights_dtype)
@@ -529,13 +487,12 @@ def train_lm(
         k: (v.detach().to(store) if v.is_floating_point() else v.detach()).contiguous().clone()
         for k, v in lm.state_dict().items()
     }
-    save_file(tensors, str(tmp), metadata={"steps": str(step), "recipe_digest": recipe.digest()})
-    os.replace(tmp, out_path)
+    write_weights(out_path, tensors, {"steps": str(step), "recipe_digest": recipe.digest()})
     tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))
     sidecar: dict[str, Any] = {
         "produced_by": "vemi_eval.training.lm.train_lm",
         "weights": out_path.name,
-        "weights_sha256": _sha256_file(out_path),
+        "weights_sha256": file_sha256(out_path),
         "weights_dtype": weights_dtype,
         "recipe": asdict(recipe),
         "recipe_digest": recipe.digest(),
@@ -556,7 +513,7 @@ def train_lm(
         "resumed_from": resumed_from,
         "final_losses_mean_last_200": {"text": float(tail[:, 0].mean()), "audio": float(tail[:, 1].mean())},
         "loss_history": history[-400:],
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         **(extra_info or {}),
@@ -570,10 +527,7 @@ def train_lm(
             **evaluate(lm, heldout.grids, seq_len, recipe.loss),
         }
         log(f"held-out ({time.time() - t_eval:.0f}s): {json.dumps(sidecar['heldout'])}")
-    json_path = out_path.with_suffix(".json")
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    tmp_json.write_text(json.dumps(sidecar, indent=2, default=float) + "\n")
-    os.replace(tmp_json, json_path)
+    write_sidecar(out_path.with_suffix(".json"), sidecar)
     return sidecar
 
 

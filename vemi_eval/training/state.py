@@ -1,0 +1,103 @@
+"""What every trainer writes: the resumable state, the shipped weights and their JSON sidecar.
+
+One mechanism for the codec and the LM trainers: a training process can be killed at any moment, so each
+file is written whole through a temporary sibling and renamed (vemi_eval/storage.py); the state is one
+safetensors file (model weights + optimiser moments as tensors, everything else as JSON metadata; never
+pickle), so a resume reads back exactly what was saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+from ..environment import git_state
+from ..storage import write_atomic
+
+STATE_VERSION = 2
+
+
+def save_training_state(
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Weights, AdamW moments and ``extra_tensors`` (e.g. the torch RNG state) as tensors; ``meta`` (step,
+    elapsed time, numpy RNG, history...) and the optimiser's param groups as JSON metadata."""
+    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    for idx, st in osd["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().clone()
+    for name, value in (extra_tensors or {}).items():
+        tensors[f"extra.{name}"] = value.detach().contiguous().clone()
+    body = {**meta, "param_groups": osd["param_groups"], "state_version": STATE_VERSION}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, save(tensors, metadata={"state": json.dumps(body)}))
+
+
+def load_training_state(
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore ``model`` and ``opt`` in place; return the metadata and the extra tensors. ``check`` sees
+    the metadata first (a state of another recipe is refused before its tensors are loaded).
+
+    Reads the layout of before (codec trainer, state version 1: the metadata in a ``.json`` sibling and
+    the moments under ``opt.``) too, so a training started by an older checkout resumes."""
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("state")
+    tensors = load_file(str(path))
+    if raw is not None:
+        meta, opt_prefix = json.loads(raw), "optim."
+    else:
+        meta, opt_prefix = json.loads(path.with_suffix("").with_suffix(".state.json").read_text()), "opt."
+        if "rng.torch" in tensors:
+            tensors["extra.rng.torch"] = tensors.pop("rng.torch")
+    if check is not None:
+        check(meta)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith(opt_prefix):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return meta, extra
+
+
+def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The weights a suite loads: one safetensors file, written whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: v.detach().contiguous().clone() for k, v in tensors.items()}  # shared tensors: copies
+    write_atomic(path, save(plain, metadata=metadata))
+
+
+def write_sidecar(path: Path, info: dict[str, Any]) -> None:
+    """The JSON beside the weights: recipe, data hash, steps, held-out figures (see the trainers)."""
+    write_atomic(path, json.dumps(info, indent=2, default=float) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    return git_state().get("git_commit") or "unknown"
