@@ -533,6 +533,15 @@ def _register_sweep() -> None:
 _register_sweep()
 
 
+def _register_experiment() -> None:
+    from .experiments.command import experiment_command
+
+    cli.add_command(experiment_command, "experiment")
+
+
+_register_experiment()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit 2, never a traceback."""
     try:

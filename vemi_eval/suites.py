@@ -60,7 +60,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-RESERVED_TABLES = ("suite", "model", "variants", "data", "validity")
+RESERVED_TABLES = ("suite", "model", "variants", "data", "validity", "experiment")  # see experiments/
 KIND_KEYS = ("variants", "quick")  # keys of a measurement table the runner reads (the rest are params)
 DTYPES = ("float32", "bfloat16", "float16")
 

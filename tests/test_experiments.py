@@ -1,0 +1,129 @@
+"""The experiment runner: the file is validated before any work, the trainings planned equal, the measuring
+suite generated with one variant per arm, finished trainings recognised (resume) and failures reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+
+import pytest
+
+from vemi_eval.errors import SuiteError
+from vemi_eval.experiments import read_experiment
+from vemi_eval.experiments.suite import measuring_suite
+from vemi_eval.experiments.train import TrainingFailed, is_done, plan_trainings, train_all
+from vemi_eval.training import recipes
+
+GOOD = """
+[suite]
+name = "exp-test"
+description = "a test experiment"
+
+[codec]
+limit = 2
+
+[experiment]
+enhancement = "3.3"
+trainer = "codec"
+steps = 7
+seeds = [0, 1]
+train_args = ["--recipe", "v1-continue"]
+
+[[experiment.arm]]
+name = "baseline"
+options = []
+
+[[experiment.arm]]
+name = "enhanced"
+options = ["test-option"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def declared_option(monkeypatch):
+    opt = recipes.RecipeOption("test-option", "3.3", "codec", "a test option", "nothing")
+    monkeypatch.setattr(recipes, "RECIPE_OPTIONS", (*recipes.RECIPE_OPTIONS, opt))
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "exp.toml"
+    p.write_text(text)
+    return p
+
+
+def test_reads_a_good_file(tmp_path):
+    e = read_experiment(_write(tmp_path, GOOD))
+    assert (e.enhancement, e.trainer, e.steps, e.seeds) == ("3.3", "codec", 7, (0, 1))
+    assert [a.name for a in e.arms] == ["baseline", "enhanced"] and e.baseline.options == ()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (('enhancement = "3.3"', 'enhancement = "9.9"'), "not in the registry"),
+        (('trainer = "codec"', 'trainer = "gan"'), "trainer"),
+        (("steps = 7", "steps = 0"), "steps"),
+        (("seeds = [0, 1]", "seeds = [1, 1]"), "distinct"),
+        (('options = ["test-option"]', 'options = ["no-such"]'), "unknown recipe option 'no-such'"),
+        (('options = ["test-option"]', "options = []"), "same options"),
+        (('name = "enhanced"', 'name = "baseline"'), "distinct"),
+    ],
+)
+def test_bad_files_are_one_line_errors(tmp_path, change, message):
+    with pytest.raises(SuiteError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_experiment(_write(tmp_path, GOOD.replace(*change)))
+
+
+def test_a_plain_suite_is_not_an_experiment(tmp_path):
+    with pytest.raises(SuiteError, match=r"no \[experiment\] table"):
+        read_experiment(_write(tmp_path, GOOD[: GOOD.index("[experiment]")]))
+
+
+def test_an_option_of_the_other_trainer_is_refused(tmp_path):
+    with pytest.raises(SuiteError, match="belongs to the codec trainer"):
+        read_experiment(_write(tmp_path, GOOD.replace('trainer = "codec"', 'trainer = "lm"')))
+
+
+def test_trainings_are_planned_equal_and_the_suite_names_each_arms_seeds(tmp_path):
+    e = read_experiment(_write(tmp_path, GOOD))
+    jobs = plan_trainings(e, tmp_path)
+    assert [(j.arm.name, j.seed) for j in jobs] == [
+        ("baseline", 0),
+        ("baseline", 1),
+        ("enhanced", 0),
+        ("enhanced", 1),
+    ]
+    for j in jobs:  # same steps, seeds, common args; only the options differ
+        argv = list(j.argv)
+        assert argv[argv.index("--steps") + 1] == "7" and "v1-continue" in argv
+        assert ("--option" in argv) == (j.arm.name == "enhanced")
+    doc = tomllib.loads(measuring_suite(e, jobs, tmp_path).read_text())
+    assert [v["name"] for v in doc["variants"]] == ["baseline", "enhanced"]
+    assert doc["variants"][1]["codec_checkpoint"] == ["enhanced-s0.safetensors", "enhanced-s1.safetensors"]
+    assert doc["experiment"]["enhancement"] == "3.3"  # the stored suite text says how the arms were made
+
+
+def test_a_training_is_done_only_with_its_steps_and_options(tmp_path):
+    e = read_experiment(_write(tmp_path, GOOD))
+    job = plan_trainings(e, tmp_path)[2]
+    assert not is_done(job, 7)
+    job.out.write_bytes(b"weights")
+    job.sidecar.write_text(json.dumps({"steps": 7, "final": True, "trained_with": ["test-option"]}))
+    assert is_done(job, 7)
+    job.sidecar.write_text(json.dumps({"steps": 5, "final": True, "trained_with": ["test-option"]}))
+    assert not is_done(job, 7)
+    job.sidecar.write_text(json.dumps({"steps": 7, "final": True, "trained_with": []}))
+    assert not is_done(job, 7)
+
+
+def test_a_failed_training_stops_the_experiment_and_keeps_the_others(tmp_path):
+    e = read_experiment(_write(tmp_path, GOOD))
+    jobs = plan_trainings(e, tmp_path)
+    for j in jobs[:2]:  # the baseline's trainings are done
+        j.out.write_bytes(b"w")
+        j.sidecar.write_text(json.dumps({"steps": 7, "final": True, "trained_with": []}))
+    failing = [type(j)(j.arm, j.seed, j.out, (sys.executable, "-c", "raise SystemExit(3)")) for j in jobs]
+    with pytest.raises(TrainingFailed, match="enhanced seed 0 failed .exit 3."):
+        train_all(e, failing, lambda m: None)
+    assert all(j.out.is_file() for j in jobs[:2])

@@ -1,0 +1,138 @@
+"""The arm x seed trainings of an experiment: one trainer process each, local or as Ray tasks.
+
+Each training is the trainer's own CLI (`vemi-eval train codec|lm`), the command a user would type, so an
+experiment's checkpoints are made exactly as a standalone run's. A training whose sidecar already shows
+the planned steps and options is done and skipped; an unfinished one resumes from its state file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..training.recipes import trained_with
+from .spec import Arm, Experiment
+
+MINUTES_CAP = 120.0  # --minutes is an upper bound only: the arms are equal in steps
+
+
+class TrainingFailed(Exception):
+    """A trainer process failed: the experiment is INCOMPLETE (exit 4); the same command resumes."""
+
+
+@dataclass(frozen=True)
+class Training:
+    arm: Arm
+    seed: int
+    out: Path  # the checkpoint; its sidecar is out.with_suffix(".json")
+    argv: tuple[str, ...]
+
+    @property
+    def sidecar(self) -> Path:
+        return self.out.with_suffix(".json")
+
+
+def plan_trainings(exp: Experiment, folder: Path, threads: int = 1, device: str = "cpu") -> list[Training]:
+    """Every arm x seed, in a fixed order (arm by arm, seeds inside)."""
+    jobs = []
+    for arm in exp.arms:
+        for seed in exp.seeds:
+            out = folder / f"{arm.name}-s{seed}.safetensors"
+            argv = [sys.executable, "-m", "vemi_eval.cli", "train", exp.trainer, "--out", str(out)]
+            argv += ["--seed", str(seed), "--steps", str(exp.steps), "--minutes", str(MINUTES_CAP)]
+            argv += ["--threads", str(threads), "--device", device, *exp.train_args]
+            if exp.init_from is not None:
+                argv += ["--init-from", str(exp.init_from)]
+            for opt in arm.options:
+                argv += ["--option", opt]
+            jobs.append(Training(arm, seed, out, tuple(argv)))
+    return jobs
+
+
+def is_done(job: Training, steps: int) -> bool:
+    """The checkpoint and its final sidecar are there, with the planned steps and options."""
+    if not (job.out.is_file() and job.sidecar.is_file()):
+        return False
+    try:
+        info = json.loads(job.sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        info.get("final", True) is True
+        and int(info.get("steps", -1)) >= steps
+        and set(trained_with(info)) == set(job.arm.options)
+    )
+
+
+def run_training(argv: tuple[str, ...], log_path: str) -> int:
+    """One trainer process; its output goes to ``log_path``. Returns its exit code."""
+    with open(log_path, "a", encoding="utf-8") as log:
+        return subprocess.run(list(argv), stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def train_all(
+    exp: Experiment, jobs: list[Training], echo: Callable[[str], None], address: str | None = None,
+    use_ray: bool = False,
+) -> None:  # fmt: skip
+    """Run the trainings not yet done: one after another here, or as Ray tasks (``use_ray``)."""
+    todo = [j for j in jobs if not is_done(j, exp.steps)]
+    echo(f"experiment {exp.name}: {len(jobs) - len(todo)} of {len(jobs)} trainings already done")
+    if not todo:
+        return
+    if use_ray:
+        _train_on_ray(todo, echo, address)
+    else:
+        for j in todo:
+            echo(f"training {j.arm.name} seed {j.seed} ({exp.steps} steps) -> {j.out}")
+            code = run_training(j.argv, str(j.out.with_suffix(".log")))
+            if code != 0:
+                raise TrainingFailed(
+                    f"training {j.arm.name} seed {j.seed} failed (exit {code}): see "
+                    f"{j.out.with_suffix('.log')}; the other trainings are kept, the same command resumes"
+                )
+    missing = [j for j in jobs if not is_done(j, exp.steps)]
+    if missing:
+        raise TrainingFailed(f"trainings did not finish: {', '.join(str(j.out) for j in missing)}")
+
+
+def _train_on_ray(todo: list[Training], echo: Callable[[str], None], address: str | None) -> None:
+    """One Ray task per training, one CPU each. Each node needs the same checkout at the same path (the
+    trainer runs there); the checkpoint and its sidecar come back as bytes and are written here."""
+    from ..sweep.cluster import connect, import_ray
+    from ..sweep.driver import SweepOptions
+
+    ray = import_ray()
+    started = connect(ray, SweepOptions(address=address), echo)
+
+    @ray.remote(num_cpus=1, max_calls=1)
+    def train_remote(argv: tuple[str, ...], out: str) -> dict[str, bytes | int]:
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="vemi-exp-"))
+        local = scratch / Path(out).name
+        argv = tuple(local.as_posix() if a == out else a for a in argv)
+        code = run_training(argv, str(local.with_suffix(".log")))
+        files = {  # the weights, sidecar and log (the resume state stays behind)
+            p.name: p.read_bytes()
+            for p in scratch.iterdir()
+            if p.suffix in (".safetensors", ".json", ".log") and ".state." not in p.name
+        }
+        return {"code": code, **files}
+
+    try:
+        refs = {train_remote.remote(j.argv, str(j.out)): j for j in todo}
+        for ref, job in refs.items():
+            got = ray.get(ref)
+            code = got.pop("code")
+            for name, data in got.items():
+                (job.out.parent / name).write_bytes(data)
+            if code != 0:
+                raise TrainingFailed(f"training {job.arm.name} seed {job.seed} failed on Ray (exit {code})")
+            echo(f"trained {job.arm.name} seed {job.seed} on Ray")
+    finally:
+        if started:
+            ray.shutdown()
