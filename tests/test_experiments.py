@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from vemi_eval.errors import SuiteError
 from vemi_eval.experiments import read_experiment
