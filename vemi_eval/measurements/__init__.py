@@ -19,6 +19,7 @@ hands raw per-sample rows to ``ctx.add_samples`` and returns records.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -93,11 +94,15 @@ def measurement(
     claims: ClaimDecl | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
     clean_heap: bool = False,
+    exact: Sequence[str] = (),
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
     suite loader calls it on the merged parameters (with and without quick) before any work.
     ``clean_heap``: the kind measures peak memory, so the runner collects garbage and trims the heap
-    before it (a second or so; the other kinds do not pay it)."""
+    before it (a second or so; the other kinds do not pay it).
+    ``exact``: globs over the metric names this kind computes deterministically (the same model, data and
+    seed give the same value: bytes, token agreement, quality scores on fixed data). The gate compares
+    those exactly; every other metric (wall-clock timings, peak RSS) through a tolerance and a U test."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
@@ -106,6 +111,7 @@ def measurement(
         if check is not None:
             fn.check_params = check  # type: ignore[attr-defined]
         fn.clean_heap = clean_heap  # type: ignore[attr-defined]
+        fn.exact_metrics = tuple(exact)  # type: ignore[attr-defined]
         CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 
@@ -140,6 +146,15 @@ def claim_rules() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
         for metric, rules in decl.items():
             out.setdefault(metric, []).extend((p, w, kind) for p, w in rules)
     return out
+
+
+def is_exact(kind: str, metric: str) -> bool | None:
+    """Whether ``kind`` declared ``metric`` deterministic (see :func:`measurement`); None for a kind not
+    registered here (a record from an older harness or another plug-in)."""
+    fn = load_all().get(kind)
+    if fn is None:
+        return None
+    return any(fnmatch.fnmatchcase(metric, g) for g in getattr(fn, "exact_metrics", ()))
 
 
 def load_all() -> dict[str, MeasureFn]:

@@ -187,7 +187,7 @@ def _speech(audio: np.ndarray) -> np.ndarray:
     return audio
 
 
-@measurement("dialogue")
+@measurement("dialogue", exact=("*",))  # model time, not wall-clock
 def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     from ..data.noise import make_noise, mix_at_snr
     from ..evaluators import asr as asr_ev

@@ -143,7 +143,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "n_boot", 1)
 
 
-@measurement("fidelity", claims=CLAIMS, check=check)
+@measurement("fidelity", claims=CLAIMS, check=check, exact=("*",))
 def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
     params = _params(ctx)
     frames, n_boot = int(params["frames"]), int(params["n_boot"])
