@@ -12,12 +12,16 @@ from .report import FlagReport
 def check_weights(spec: DuplexSpec) -> None:
     """Check the spec's LM and codec checkpoints against their configs from the files' headers alone
     (models built on ``meta``, no weight read): a missing file, a pickle, a missing, extra, mis-shaped or
-    mis-typed key raises CheckpointError before any work. Random and bundled weights need no check."""
+    mis-typed key raises CheckpointError before any work. Random and bundled weights need no check; the
+    configs always are (an unknown preset, a missing or malformed config JSON: ConfigError)."""
     from .checkpoint import check_checkpoint
     from .codec.config import codec_config
     from .codec.model import MimiCodec
     from .config import load_lm_config
     from .lm.model import LMModel
+
+    load_lm_config(spec.lm)
+    codec_config(spec.codec)
 
     parts = (
         ("LM checkpoint", spec.lm_checkpoint, lambda: LMModel(load_lm_config(spec.lm))),

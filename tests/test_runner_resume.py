@@ -106,10 +106,13 @@ def test_results_json_schema_and_ratios(tmp_path) -> None:
         "packages",
         "hostname",
     }
-    assert doc["variants"] == [
+    assert [{k: v[k] for k in ("name", "flags", "is_baseline")} for v in doc["variants"]] == [
         {"name": "base", "flags": [], "is_baseline": True},
         {"name": "slow", "flags": ["test-slow"], "is_baseline": False},
     ]
+    # each variant's effective model: one checkpoint entry per replicate, what its weights are
+    assert doc["variants"][0]["lm"] == "tiny" and doc["variants"][0]["replicates"] == 1
+    assert doc["variants"][0]["weights"] in ("trained", "random") and doc["variants"][1]["aa"] is False
     assert doc["threads"] == 1 and out.exit_code == EXIT_OK
     by = {(m["variant"], m["metric"]): m for m in doc["metrics"]}
     slow = by[("slow", "step_ms")]

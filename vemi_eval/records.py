@@ -45,6 +45,8 @@ class MetricRecord:
     evaluator: dict[str, Any] | None = None  # {"name": ..., version, weight hashes}
     data: dict[str, str] = field(default_factory=dict)  # data set name -> sha256
     budget_ms: float | None = None  # the frame budget a timing was measured against
+    # a variant measured on several checkpoints (training seeds): each one's figures, pooled into value
+    replicates: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

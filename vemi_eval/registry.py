@@ -343,21 +343,37 @@ def _variant_flags(results: Mapping[str, Any]) -> dict[str, dict[str, str | None
     return out
 
 
+_MODEL_FIELDS = ("lm", "codec", "lm_checkpoint", "codec_checkpoint", "dtype")
+
+
+def _same_model(variant: Mapping[str, Any], baseline: Mapping[str, Any]) -> bool:
+    """Do two variant records run one model (results of before per-variant models: always)?"""
+    return all(variant.get(k) == baseline.get(k) for k in _MODEL_FIELDS)
+
+
 def attributed(
     entry: Enhancement,
     claim: Claim,
     variant_flags: Mapping[str, str | None],
     baseline_flags: Mapping[str, str | None],
+    variant_recipes: Iterable[str] = (),
+    baseline_recipes: Iterable[str] = (),
+    same_model: bool = True,
 ) -> bool:
     """Does a variant, measured against a baseline, stand for the entry's claim?
 
-    It must use one of the claim's flags; where the entry says which values of a flag are the enhancement
-    (``flag_values``), its value must be one of them and differ from the baseline's (the flag's default
-    when the baseline does not set it): attn=eager is the baseline of 2.2, and attn=sdpa against a
-    baseline that already runs sdpa measures nothing of it.
+    By flags: it must use one of the claim's flags on the baseline's model; where the entry says which
+    values of a flag are the enhancement (``flag_values``), its value must be one of them and differ from
+    the baseline's (the flag's default when the baseline does not set it): attn=eager is the baseline of
+    2.2, and attn=sdpa against a baseline that already runs sdpa measures nothing of it.
+    By recipe: its checkpoints were trained with one of the entry's recipe options (``trained_with``) that
+    the baseline's were not, and it runs the baseline's flags (the checkpoint is the only difference).
     """
+    recipes = (set(entry.recipes) & set(variant_recipes)) - set(baseline_recipes)
+    if recipes and dict(variant_flags) == dict(baseline_flags):
+        return True
     used = set(claim.flags or entry.flags) & set(variant_flags)
-    if not used:
+    if not used or not same_model:
         return False
     for rule in entry.flag_values:
         if rule.flag not in used:
@@ -392,13 +408,19 @@ def priority_matrix(
             measured = []
             for res in results:
                 vflags = _variant_flags(res)
+                facts = {v["name"]: v for v in res.get("variants", [])}
                 base = next((v["name"] for v in res.get("variants", []) if v.get("is_baseline")), None)
                 for m in res.get("metrics", []):
                     if m.get("status") not in ("ok", "invalid") or not _matches(m, c, table):
                         continue
-                    if m.get("variant") == base:
+                    v, b = facts.get(m.get("variant"), {}), facts.get(base, {})
+                    if m.get("variant") == base or v.get("aa"):  # an A/A control measures noise only
                         continue
-                    if not attributed(e, c, vflags.get(m.get("variant"), {}), vflags.get(base, {})):
+                    recipes = (v.get("trained_with") or (), b.get("trained_with") or ())
+                    same = _same_model(v, b)
+                    if not attributed(
+                        e, c, vflags.get(m.get("variant"), {}), vflags.get(base, {}), *recipes, same
+                    ):
                         continue
                     if c.compare == "value":
                         val, lo, hi = m.get("value"), m.get("ci_low"), m.get("ci_high")

@@ -50,9 +50,42 @@ class SuiteFacts:
 
 @dataclass
 class VariantFacts:
+    """A variant as it ran: its flags and its effective model (the suite's [model] under the variant's
+    own fields), one checkpoint per replicate, and what those checkpoints were trained with."""
+
     name: str
     flags: list[str]
     is_baseline: bool
+    lm: str | None = None  # LM preset or config path
+    codec: str | None = None
+    lm_checkpoint: list[str | None] = field(default_factory=list)  # per replicate; None: bundled/random
+    codec_checkpoint: list[str | None] = field(default_factory=list)
+    dtype: str | None = None
+    weights: str | None = None  # "trained" | "random"
+    weights_detail: list[dict[str, str]] = field(default_factory=list)  # provenance per replicate
+    trained_with: list[str] = field(default_factory=list)  # recipe options (checkpoints' sidecars)
+    replicates: int = 1
+    aa: bool = False  # an A/A control (the baseline again): the noise floor, never attributed
+
+    @classmethod
+    def of(cls, decl: Any, is_baseline: bool, model: Any) -> VariantFacts:
+        """From a suite's VariantDecl and its VariantModel (vemi_eval/variant_models.py)."""
+        reps = model.replicates
+        return cls(
+            name=decl.name,
+            flags=list(decl.flags),
+            is_baseline=is_baseline,
+            lm=str(reps[0]["lm"]),
+            codec=str(reps[0]["codec"]),
+            lm_checkpoint=[r.get("lm_checkpoint") for r in reps],
+            codec_checkpoint=[r.get("codec_checkpoint") for r in reps],
+            dtype=reps[0].get("dtype"),
+            weights=model.weights,
+            weights_detail=[dict(r["weights"]) for r in reps],
+            trained_with=list(model.trained_with),
+            replicates=len(reps),
+            aa=decl.aa,
+        )
 
 
 @dataclass

@@ -26,8 +26,10 @@ from .environment import environment, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef
 from .records import FAILED, INVALID, OK, SKIPPED, MetricRecord
+from .replicates import pool_replicates
 from .stats import bootstrap_ci, infer_statistic, ratio_ci
 from .suites import Suite, VariantDecl, load_suite
+from .variant_models import VariantModel, variant_models
 
 log = logging.getLogger("vemi_eval.run")
 
@@ -75,7 +77,7 @@ class RunOutcome:
 # --- model spec and variants ------------------------------------------------------------------------
 def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
     """The suite's [model] table with the command line's overrides, checked before any work."""
-    from reference_model import CheckpointError, ConfigError
+    from reference_model import ConfigError
 
     m = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": None, "codec_checkpoint": None}
     m.update({"dtype": None, "device": "cpu"})
@@ -98,9 +100,7 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
         m["dtype"] = default_dtype(str(m["device"]))
     for key in ("lm_checkpoint", "codec_checkpoint"):
         p = m.get(key)
-        if p and p != "random" and not Path(p).is_file():
-            raise CheckpointError(f"checkpoint not found: {p}")
-        if p and p != "random":
+        if p and p != "random" and Path(p).is_file():
             m[key] = str(Path(p).resolve())
     dev = str(m["device"])
     if not (dev == "cpu" or dev == "cuda" or dev.startswith("cuda:")):
@@ -111,16 +111,22 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
         if not torch.cuda.is_available():
             raise OptionsError(f"device {dev!r} asked but CUDA is not available on this machine")
     m["weights"] = weights_provenance(m)
-    _check_checkpoints(m)
+    check_model(m)
     return m
 
 
-def _check_checkpoints(m: dict[str, Any]) -> None:
-    """A checkpoint that cannot load (a pickle, a wrong key, shape or dtype) is bad input, found from the
-    file's header before any work, not when the first variant is built."""
-    from reference_model import DuplexSpec, check_weights
+def check_model(m: dict[str, Any], what: str = "") -> None:
+    """The LM config or preset and the codec preset exist, every checkpoint exists and fits its config
+    (read from the file's header: a pickle, a wrong key, shape or dtype), all before any work: a bad one
+    is a one-line error (exit 2), not a crash when the first variant is built."""
+    from reference_model import CheckpointError, ConfigError, DuplexSpec, check_weights
 
-    if m.get("lm_checkpoint") or m.get("codec_checkpoint"):
+    where = f"{what}: " if what else ""
+    try:
+        for key in ("lm_checkpoint", "codec_checkpoint"):
+            p = m.get(key)
+            if p and p != "random" and not Path(p).is_file():
+                raise CheckpointError(f"checkpoint not found: {p}")
         check_weights(
             DuplexSpec(
                 lm=m["lm"],
@@ -129,6 +135,8 @@ def _check_checkpoints(m: dict[str, Any]) -> None:
                 codec_checkpoint=m.get("codec_checkpoint"),
             )
         )
+    except (ConfigError, CheckpointError) as exc:
+        raise type(exc)(where + str(exc)) from None
 
 
 def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
@@ -366,12 +374,22 @@ def fill_intervals(
 
 # --- the run ----------------------------------------------------------------------------------------
 def _fingerprint(
-    suite: Suite, model: dict[str, Any], variants: list[VariantDecl], seed: int, quick: bool
+    suite: Suite,
+    model: dict[str, Any],
+    variants: list[VariantDecl],
+    seed: int,
+    quick: bool,
+    models: dict[str, VariantModel] | None = None,
 ) -> dict[str, Any]:
+    def variant(v: VariantDecl) -> list[Any]:
+        # a variant with a model of its own: its specs (the files it names) are part of the run
+        own = models is not None and v.own_model
+        return [v.name, list(v.flags)] + ([list(models[v.name].replicates)] if own else [])
+
     return {
         "suite_sha256": suite.sha256,
         "model": model,
-        "variants": [[v.name, list(v.flags)] for v in variants],
+        "variants": [variant(v) for v in variants],
         "seed": seed,
         "quick": quick,
     }
@@ -434,7 +452,7 @@ class RunJob:
     quick: bool
     data: dict[str, Any]
     validity: dict[str, Any]
-    baseline: VariantRef | None = None
+    models: dict[str, VariantModel] = field(default_factory=dict)  # variant -> its model, per replicate
     bar: Any = None
 
     @property
@@ -453,6 +471,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     model = model_spec(suite, opts)
     chosen = select_variants(suite, opts, model["device"])
     variants = [v for v, _ in chosen]
+    models = variant_models(variants, model, PRESETS)
     skip_reason = {v.name: reason for v, reason in chosen}
     seed = opts.seed if opts.seed is not None else (suite.seed if suite.seed is not None else 0)
     if not 0 <= seed <= MAX_SEED:  # torch takes 64 bits, the history's SQLite integers 63
@@ -475,15 +494,15 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
         data["dir"] = str(Path(opts.data).resolve())
 
     out = Path(opts.out) if opts.out else rundir.default_out(suite.name)
-    job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity)
-    fingerprint = _fingerprint(suite, model, variants, seed, opts.quick)
+    job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity, models)
+    fingerprint = _fingerprint(suite, model, variants, seed, opts.quick, models)
     entries, started = _prepare_out(out, fingerprint, opts.resume, opts.overwrite)
     handler = _attach_log(out)
     torch.set_num_threads(threads)
     started = started or now_iso()
     if not entries:
         _append(out, {"type": "header", "started": started, "fingerprint": fingerprint})
-    done = {(e["kind"], e["variant"]) for e in entries if e.get("type") == "result"}
+    done = {_entry_key(e) for e in entries if e.get("type") == "result"}
     log.info(
         "run %s: suite %s, %d variants, seed %d, threads %d, quick %s, resume %s (%d done)",
         out,
@@ -499,28 +518,35 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     build_fn = opts.build_fn
     if build_fn is None:
         from reference_model import build_duplex as build_fn
-    builders = {v.name: _VariantBuilder(v, model, seed, build_fn) for v in variants}
-    refs = {
-        v.name: VariantRef(v.name, list(v.flags), builders[v.name], is_baseline=(i == 0))
-        for i, v in enumerate(variants)
-    }
-    job.baseline = refs[variants[0].name]
+    # one builder and one ref per (variant, replicate); the variant's name is the records' variant
+    builders: dict[tuple[str, int], _VariantBuilder] = {}
+    refs: dict[tuple[str, int], VariantRef] = {}
+    for i, v in enumerate(variants):
+        for r, spec in enumerate(models[v.name].replicates):
+            builders[(v.name, r)] = _VariantBuilder(v, spec, seed, build_fn)
+            refs[(v.name, r)] = VariantRef(v.name, list(v.flags), builders[(v.name, r)], is_baseline=(i == 0))
+    base_name = variants[0].name
     todo = plan(suite, variants)
     interrupted = False
-    job.bar = _progress(len(todo), opts.progress)
+    job.bar = _progress(sum(len(models[v.name].replicates) for v, _ in todo), opts.progress)
     try:
         for v in variants:
-            for vv, kind in todo:
-                if vv is not v:
-                    continue
-                job.bar.set_description(f"{kind} / {v.name}")
-                if (kind, v.name) in done:
-                    log.info("resume: %s/%s already on disk, skipped", kind, v.name)
-                else:
-                    _measure_one(job, kind, kinds[kind], refs[v.name], skip_reason.get(v.name))
-                job.bar.update(1)
-            if v.name != job.baseline.name:
-                builders[v.name].release()
+            for r in range(len(models[v.name].replicates)):
+                # replicate r of a variant is measured against replicate r of the baseline where the
+                # baseline has as many (paired seeds), else against its first
+                base_r = r if (base_name, r) in refs else 0
+                for vv, kind in todo:
+                    if vv is not v:
+                        continue
+                    job.bar.set_description(f"{kind} / {v.name}" + (f" #{r + 1}" if r else ""))
+                    if (kind, v.name, r) in done:
+                        log.info("resume: %s/%s replicate %d already on disk, skipped", kind, v.name, r)
+                    else:
+                        ref, base = refs[(v.name, r)], refs[(base_name, base_r)]
+                        _measure_one(job, kind, kinds[kind], ref, base, r, skip_reason.get(v.name))
+                    job.bar.update(1)
+                if v.name != base_name:
+                    builders[(v.name, r)].release()
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: finished measurements are in %s", rs.PARTIAL_FILE)
@@ -564,14 +590,22 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="measurement", leave=False, dynamic_ncols=True)
 
 
-def _result_entry(kind: str, variant: str, records: list[MetricRecord], samples: list) -> dict[str, Any]:
+def _result_entry(
+    kind: str, variant: str, records: list[MetricRecord], samples: list, replicate: int = 0
+) -> dict[str, Any]:
     return {
         "type": "result",
         "kind": kind,
         "variant": variant,
+        "replicate": replicate,
         "records": [r.to_dict() for r in records],
         "samples": samples,
     }
+
+
+def _entry_key(e: dict[str, Any]) -> tuple[str, str, int]:
+    """(kind, variant, replicate) of a partial entry (entries written before replicates: replicate 0)."""
+    return (e["kind"], e["variant"], int(e.get("replicate") or 0))
 
 
 def _measure_one(
@@ -579,6 +613,8 @@ def _measure_one(
     kind: str,
     fn: Callable[[MeasureContext], Any],
     variant: VariantRef,
+    baseline: VariantRef,
+    replicate: int,
     skip_reason: str | None,
 ) -> None:
     suite, out = job.suite, job.out
@@ -586,17 +622,16 @@ def _measure_one(
         rec = MetricRecord(
             suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=skip_reason, kind=kind
         )
-        entry = _result_entry(kind, variant.name, [rec], [])
+        entry = _result_entry(kind, variant.name, [rec], [], replicate)
         entry["skipped_variant"] = skip_reason  # not a kind that scored nothing: the device cannot run it
         _append(out, entry)
         log.info("%s/%s skipped: %s", kind, variant.name, skip_reason)
         return
-    assert job.baseline is not None
     ctx = MeasureContext(
         suite=suite.name,
         kind=kind,
         variant=variant,
-        baseline=job.baseline,
+        baseline=baseline,
         params=suite.params_for(kind, job.quick),
         seed=job.seed,
         quick=job.quick,
@@ -621,7 +656,13 @@ def _measure_one(
         log.error("%s/%s crashed:\n%s", kind, variant.name, traceback.format_exc())
         _append(
             out,
-            {"type": "error", "kind": kind, "variant": variant.name, "error": f"{type(exc).__name__}: {exc}"},
+            {
+                "type": "error",
+                "kind": kind,
+                "variant": variant.name,
+                "replicate": replicate,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
         )
         job.bar.write(
             f"error: measurement {kind} on {variant.name} failed: {type(exc).__name__}: {exc}"
@@ -638,7 +679,7 @@ def _measure_one(
         apply_validity(r, job.validity)
     for item in ctx.skipped_inputs:
         log.warning("%s/%s: skipped input %s: %s", kind, variant.name, item["input"], item["reason"])
-    entry = _result_entry(kind, variant.name, records, ctx.samples)
+    entry = _result_entry(kind, variant.name, records, ctx.samples, replicate)
     entry["skipped_inputs"] = ctx.skipped_inputs
     _append(out, entry)
     log.info("%s/%s: %d records", kind, variant.name, len(records))
@@ -683,29 +724,42 @@ def finalize(
     """Gather the partial file into results.json + samples.csv (the last entry per (kind, variant) wins)."""
     out, suite, variants = job.out, job.suite, job.variants
     entries = rs.read_partial(out)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[tuple[str, str, int], dict[str, Any]] = {}
     for e in entries:
         if e.get("type") in ("result", "error"):
-            latest[(e["kind"], e["variant"])] = e
+            latest[_entry_key(e)] = e
     records: list[MetricRecord] = []
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     errors = []
     unscored = []
     skipped_inputs = []
     max_failed = float(job.validity.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE))
-    for key, e in latest.items():
-        if e["type"] == "error":
-            errors.append({"kind": key[0], "variant": key[1], "error": e["error"]})
+    by_pair: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+    for (kind, variant, r), e in latest.items():
+        by_pair.setdefault((kind, variant), []).append((r, e))
+    for key, reps in by_pair.items():
+        n_reps = len(job.models[key[1]].replicates) if key[1] in job.models else 1
+        done_reps: list[tuple[int, list[MetricRecord], list[dict[str, Any]]]] = []
+        for r, e in sorted(reps, key=lambda x: x[0]):
+            where = {"kind": key[0], "variant": key[1]} | ({"replicate": r} if n_reps > 1 else {})
+            if e["type"] == "error":
+                errors.append({**where, "error": e["error"]})
+                continue
+            done_reps.append((r, [rs.record_from_dict(d) for d in e["records"]], e.get("samples", [])))
+            skipped_inputs += [{**where, **s} for s in e.get("skipped_inputs") or []]
+        if not done_reps:
             continue
-        mine = [rs.record_from_dict(d) for d in e["records"]]
+        mine, rows[key] = pool_replicates(done_reps) if n_reps > 1 else done_reps[0][1:]
         records += mine
-        rows[key] = e.get("samples", [])
-        skipped_inputs += [{"kind": key[0], "variant": key[1], **s} for s in e.get("skipped_inputs") or []]
-        if not e.get("skipped_variant"):
+        if not any(e.get("skipped_variant") for _, e in reps):
             unscored += scoring_problems(key[0], key[1], mine, max_failed)
     fill_intervals(records, rows, variants[0].name, job.seed)
 
-    missing = sorted({(k, v.name) for v, k in todo} - set(latest))
+    planned = {(k, v.name, r) for v, k in todo for r in range(len(job.models[v.name].replicates))}
+    missing = sorted(
+        (k, v + (f" replicate {r + 1}" if len(job.models[v].replicates) > 1 else ""))
+        for k, v, r in planned - set(latest)
+    )
     invalid = [f"{r.variant}/{r.metric}: {r.reason or 'invalid'}" for r in records if r.status == INVALID]
     invalid += unscored
     if errors or interrupted or missing:
@@ -726,7 +780,7 @@ def finalize(
     results = rs.RunResults(
         suite=rs.SuiteFacts.of(suite),
         model=job.model,
-        variants=[rs.VariantFacts(v.name, list(v.flags), i == 0) for i, v in enumerate(variants)],
+        variants=[rs.VariantFacts.of(v, i == 0, job.models[v.name]) for i, v in enumerate(variants)],
         seed=job.seed,
         quick=job.quick,
         threads=job.threads,

@@ -20,6 +20,15 @@ Schema (every table but [suite] is optional; unknown keys are errors)::
     [[variants]]                       # the first one is the baseline; default: one variant, no flags
     name = "baseline"
     flags = []                         # list of "name[=value]" or one comma-separated string
+    # a variant may also differ by model; what it leaves unset is the [model] above (with the command
+    # line's overrides):
+    preset = "moshi-2b"                # an LM preset (and the codec it goes with), or
+    config = "student.json"            # a Moshi-format LM config JSON (relative to the suite file)
+    lm_checkpoint = "a.safetensors"    # or "random", or a list: one checkpoint per training seed
+    codec_checkpoint = "c.safetensors" # (replicates, measured each and pooled into the variant's records)
+    dtype = "bfloat16"
+    aa = true                          # an A/A control: the baseline's configuration again (the noise
+                                       # floor); it declares no model fields and the baseline's flags
 
     [data]                             # handed to the quality measurements as ctx.data
     corpus = "espeak"                  # dir, path, corpus, split: strings; limit: an integer >= 1;
@@ -79,15 +88,43 @@ _MODEL_KEYS = {
 }
 _DATA_KEYS = {"dir": str, "path": str, "limit": int, "corpus": str, "split": str}  # typed; others free
 _NON_NEGATIVE_MODEL_KEYS = ("temp", "temp_text", "top_k", "top_k_text")
-_VARIANT_KEYS = {"name": str, "flags": (list, str), "description": str}
+_VARIANT_KEYS = {
+    "name": str,
+    "flags": (list, str),
+    "description": str,
+    "preset": str,
+    "config": str,
+    "lm_checkpoint": (list, str),
+    "codec_checkpoint": (list, str),
+    "dtype": str,
+    "aa": bool,
+}
+VARIANT_MODEL_KEYS = ("preset", "config", "lm_checkpoint", "codec_checkpoint", "dtype")
 _VALIDITY_KEYS = {"min_frames": int, "min_duration_s": float, "min_samples": int, "max_failed_share": float}
 
 
 @dataclass(frozen=True)
 class VariantDecl:
+    """One [[variants]] table. The model fields are None / empty where the variant inherits [model]."""
+
     name: str
     flags: tuple[str, ...]
     description: str = ""
+    preset: str | None = None
+    config: str | None = None  # an LM config JSON, absolute
+    lm_checkpoint: tuple[str, ...] = ()  # one per replicate (training seed); absolute paths or "random"
+    codec_checkpoint: tuple[str, ...] = ()
+    dtype: str | None = None
+    aa: bool = False  # an A/A control: the baseline again, never attributed to an enhancement
+
+    @property
+    def own_model(self) -> bool:
+        """Does the variant name a model of its own (else it runs the suite's [model])?"""
+        return any(getattr(self, k) for k in VARIANT_MODEL_KEYS)
+
+    @property
+    def replicates(self) -> int:
+        return max(len(self.lm_checkpoint), len(self.codec_checkpoint), 1)
 
 
 @dataclass
@@ -226,7 +263,7 @@ def parse_suite(
             if isinstance(v, str) and (v.endswith((".json", ".safetensors")) or "/" in v):
                 model[key] = str((path.parent / v).resolve()) if not Path(v).is_absolute() else v
 
-    variants = _variants(doc.get("variants"), where)
+    variants = _variants(doc.get("variants"), where, path)
     data = _table(doc, "data", where)
     _check_keys(data, {**_DATA_KEYS, **{k: object for k in data if k not in _DATA_KEYS}}, f"{where}: [data]")
     if "limit" in data and data["limit"] < 1:
@@ -324,7 +361,7 @@ def _check_keys(table: Mapping[str, Any], schema: Mapping[str, Any], where: str)
             raise SuiteError(f"{where}: {k!r} must be {_a(schema[k])}, got {v!r}")
 
 
-def _variants(raw: Any, where: str) -> list[VariantDecl]:
+def _variants(raw: Any, where: str, path: Path | None = None) -> list[VariantDecl]:
     if raw is None:
         return [VariantDecl("baseline", ())]
     if not isinstance(raw, list) or not raw:
@@ -341,11 +378,65 @@ def _variants(raw: Any, where: str) -> list[VariantDecl]:
             flags = [f.strip() for f in flags.split(",") if f.strip()]
         if not all(isinstance(f, str) for f in flags):
             raise SuiteError(f"{where}: variant {v['name']!r}: flags must be strings")
-        out.append(VariantDecl(v["name"].strip(), tuple(flags), v.get("description", "")))
+        name = v["name"].strip()
+        model = _variant_model(v, f"{where}: variant {name!r}", path)
+        out.append(VariantDecl(name, tuple(flags), v.get("description", ""), aa=v.get("aa", False), **model))
     names = [v.name for v in out]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         raise SuiteError(f"{where}: two variants are named {dup!r}")
+    return _check_aa(out, where)
+
+
+def _variant_model(v: Mapping[str, Any], where: str, path: Path | None) -> dict[str, Any]:
+    """A variant's own model fields, paths made absolute (relative to the suite file); checkpoints as
+    tuples, one per replicate. Whether the files exist and load is the runner's check, before any work."""
+
+    def resolve(p: str) -> str:
+        if p == "random" or Path(p).is_absolute() or path is None:
+            return p
+        return str((path.parent / p).resolve())
+
+    out: dict[str, Any] = {"preset": v.get("preset"), "dtype": v.get("dtype")}
+    if out["dtype"] is not None and out["dtype"] not in DTYPES:
+        raise SuiteError(f"{where}: dtype {out['dtype']!r} is not one of {', '.join(DTYPES)}")
+    if "preset" in v and "config" in v:
+        raise SuiteError(f"{where}: give a preset or a config, not both")
+    out["config"] = resolve(v["config"]) if "config" in v else None
+    for key in ("lm_checkpoint", "codec_checkpoint"):
+        raw = v.get(key, [])
+        paths = [raw] if isinstance(raw, str) else list(raw)
+        if key in v and (not paths or not all(isinstance(p, str) and p.strip() for p in paths)):
+            raise SuiteError(f"{where}: {key} must be a path or a non-empty list of paths, got {raw!r}")
+        out[key] = tuple(resolve(p) for p in paths)
+    n_lm, n_codec = len(out["lm_checkpoint"]), len(out["codec_checkpoint"])
+    if n_lm > 1 and n_codec > 1 and n_lm != n_codec:
+        raise SuiteError(
+            f"{where}: {n_lm} LM and {n_codec} codec checkpoints: replicates pair them by position, so give "
+            "as many of each (or one of either)"
+        )
+    return out
+
+
+def _check_aa(variants: list[VariantDecl], where: str) -> list[VariantDecl]:
+    """An A/A variant is the baseline's configuration again (its flags and its model, which the A/A
+    variant takes from the baseline): anything else would not measure the noise floor."""
+    base = variants[0]
+    if base.aa:
+        raise SuiteError(f"{where}: the baseline {base.name!r} cannot be its own A/A control (aa = true)")
+    out = [base]
+    for v in variants[1:]:
+        if v.aa:
+            if v.own_model:
+                raise SuiteError(f"{where}: A/A variant {v.name!r} declares a model; it runs the baseline's")
+            if sorted(v.flags) != sorted(base.flags):
+                raise SuiteError(
+                    f"{where}: A/A variant {v.name!r} has flags {list(v.flags)}, the baseline "
+                    f"{list(base.flags)}: an A/A control runs the baseline's exact configuration"
+                )
+            model = {k: getattr(base, k) for k in VARIANT_MODEL_KEYS}
+            v = VariantDecl(v.name, base.flags, v.description, aa=True, **model)
+        out.append(v)
     return out
 
 

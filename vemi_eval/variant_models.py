@@ -1,0 +1,124 @@
+"""The model each variant runs: the suite's [model] (with the command line's overrides) under the variant's
+own preset, config, checkpoints and dtype, one spec per replicate; checked before any work.
+
+A replicate is one checkpoint of the variant's recipe (one training seed): a variant that lists N LM (or
+codec) checkpoints is measured N times and its records are pooled (vemi_eval/replicates.py), so "recipe A
+with 2 seeds against recipe B with 2 seeds" is one suite. What a checkpoint was trained with is read from
+its JSON sidecar (``<stem>.json`` beside the ``.safetensors``, ``trained_with``): the registry attributes a
+variant to a training-side enhancement by it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .suites import VariantDecl
+
+
+@dataclass(frozen=True)
+class VariantModel:
+    """A variant's effective model: one spec (the runner's model dict) per replicate."""
+
+    replicates: tuple[dict[str, Any], ...]
+    trained_with: tuple[str, ...]  # union over the checkpoints' sidecars, every replicate
+    weights: str  # "trained" (LM and codec both from trained files) | "random"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The first replicate's spec (what a single-replicate variant runs)."""
+        return self.replicates[0]
+
+
+def variant_models(
+    variants: list[VariantDecl], base: dict[str, Any], presets: dict[str, tuple[str, str]]
+) -> dict[str, VariantModel]:
+    """Variant name -> its model; ConfigError / CheckpointError (one line, exit 2) for an unknown preset,
+    a config or checkpoint that is missing or does not fit, or an unreadable sidecar."""
+    from .runner import check_model
+
+    out: dict[str, VariantModel] = {}
+    for v in variants:
+        specs = []
+        for r in range(v.replicates):
+            spec = _replicate_spec(v, r, base, presets)
+            if v.own_model:
+                rep = f" replicate {r + 1}" if v.replicates > 1 else ""
+                check_model(spec, what=f"variant {v.name!r}{rep}")
+            specs.append(spec)
+        recipes: list[str] = []
+        for spec in specs:
+            for name in trained_with_of(spec):
+                if name not in recipes:
+                    recipes.append(name)
+        trained = all(_trained(w) for spec in specs for w in spec["weights"].values())
+        out[v.name] = VariantModel(tuple(specs), tuple(recipes), "trained" if trained else "random")
+    return out
+
+
+def _replicate_spec(
+    v: VariantDecl, r: int, base: dict[str, Any], presets: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    from reference_model import ConfigError
+
+    from .runner import weights_provenance
+
+    spec = {k: val for k, val in base.items() if k != "weights"}
+    if v.preset is not None:  # an LM preset without a codec of its own keeps the suite's (check_model
+        spec["lm"], spec["codec"] = presets.get(v.preset, (v.preset, spec["codec"]))  # refuses unknown ones)
+    if v.config is not None:
+        if not Path(v.config).is_file():
+            raise ConfigError(f"variant {v.name!r}: config file not found: {v.config}")
+        spec["lm"] = v.config
+    for key in ("lm_checkpoint", "codec_checkpoint"):
+        paths = getattr(v, key)
+        if paths:
+            spec[key] = paths[r] if len(paths) > 1 else paths[0]
+    if v.dtype is not None:
+        spec["dtype"] = v.dtype
+    spec["weights"] = weights_provenance(spec)
+    return spec
+
+
+def _trained(provenance: str) -> bool:
+    return not provenance.startswith("random")
+
+
+def sidecar_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's JSON sidecar lives: ``<stem>.json`` beside it."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + ".json")
+
+
+def trained_with_of(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The recipe options the spec's LM and codec weights were trained with (their sidecars' union); a
+    checkpoint without a sidecar, random weights: none. The bundled weights' sidecars count too."""
+    from reference_model import CheckpointError, ConfigError, bundled_codec_weights, bundled_lm_weights
+
+    from .training.recipes import trained_with
+
+    names: list[str] = []
+    for part, bundled in (("lm", bundled_lm_weights), ("codec", bundled_codec_weights)):
+        ckpt = spec.get(f"{part}_checkpoint")
+        if ckpt == "random":
+            continue
+        if not ckpt:
+            try:
+                ckpt = bundled(spec[part]) if isinstance(spec.get(part), str) else None
+            except ConfigError:  # no weights shipped for this preset: random weights
+                ckpt = None
+            if ckpt is None or not Path(ckpt).is_file():
+                continue
+        side = sidecar_path(ckpt)
+        if not side.is_file():
+            continue
+        try:
+            doc = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"sidecar {side} of checkpoint {ckpt} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise CheckpointError(f"sidecar {side} of checkpoint {ckpt} must hold a JSON object")
+        names += [n for n in trained_with(doc) if n not in names]
+    return tuple(names)
