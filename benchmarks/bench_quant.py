@@ -3,13 +3,18 @@ int4 (aten kernels and the readable fallback; torch.ao dynamic int8 as the peer)
 stacks and the tiny LM; output error of RTN / GPTQ / AWQ on the tiny LM's own streaming activations;
 greedy-token agreement (teacher-forced) and KV bytes of the int8 window cache.
 
-``--only kernels``: every kernel of each width with fp32 and with bf16 activations, layer by layer on the
-linear shapes of one temporal and one depth layer of ``--preset`` (default moshi-7b: qkv 4096->12288, out
-4096->4096, gated FFN 4096->22528 and 11264->4096, depformer 1024->3072 ...), batch 1, beside fp32 and
-bf16 ``F.linear``, and the kernel + activation dtype the quantized layers choose ("auto").
+``--only kernels``: per ``--preset`` (repeatable; default tiny and moshi-7b) and per linear shape of one
+temporal and one depth layer (the 7B: qkv 4096->12288, out 4096->4096, gated FFN 4096->22528 and
+11264->4096, depformer 1024->3072 ...), batch 1, one thread: every kernel of every width this torch build
+has (fp32 and bf16 ``F.linear``; int8: ``_weight_int8pack_mm`` and the readable fallback with fp32 and
+bf16 activations, the dynamic int8 W8A8 layer of ``int8=dynamic`` and torch.ao's own as a peer; int4:
+``_weight_int4pack_mm_for_cpu`` and the fallback with fp32 and bf16 activations), ``chosen_by`` marking
+the one each flag value runs here, and a summary per layer: each flag's ratio to fp32 and to the fastest
+kernel of its kind and width.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_quant.py [--quick] [--json out.json]
-    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_quant.py --only kernels --preset moshi-7b-shaped
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_quant.py --only kernels --preset tiny \
+        --preset moshi-7b --json kernels.json
 
 Variants are timed round-robin (each repeat runs every variant once) so that load on a shared machine
 hits them alike; figures are medians, reported as ratios to fp32.
@@ -23,10 +28,12 @@ import json
 import statistics
 import time
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from reference_model.quant.dynamic import Int8DynamicLinear, dynamic_int8_ok
 from reference_model.quant.linear import (
     Int4WeightOnlyLinear,
     Int8WeightOnlyLinear,
@@ -34,7 +41,7 @@ from reference_model.quant.linear import (
     tensor_bytes,
 )
 from reference_model.quant.rtn import rtn_quantize
-from reference_model.quant.swap import pick_group_size
+from reference_model.quant.swap import make_quantized, pick_group_size
 
 # One transformer layer's linears (in, out): the 7B depformer's real shape, the 7B temporal at half width.
 STACKS = {
@@ -153,77 +160,153 @@ def preset_linear_shapes(preset: str) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def _kernel_variants(lin: nn.Linear) -> dict[tuple[int, str, str], nn.Module]:
-    """(bits, kernel, activation dtype) -> a module computing ``lin`` that way. bits 16/32: F.linear."""
-    bf16 = copy.deepcopy(lin).to(torch.bfloat16)
-    out: dict[tuple[int, str, str], nn.Module] = {
-        (32, "F.linear", "float32"): lin,
-        (16, "F.linear", "bfloat16"): bf16,
-    }
+@dataclass
+class KernelVariant:
+    """One way to compute a linear layer: its width, kernel and activation dtype, and the flags that pick
+    it on this device."""
+
+    width: str  # fp32 | bf16 | int8 | int4
+    kernel: str
+    activations: str
+    module: nn.Module
+    chosen_by: list[str] = field(default_factory=list)
+    weight_only: bool = True  # False: W8A8, the activations are quantized too (another arithmetic)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.width, self.kernel, self.activations
+
+
+def _label(layer: nn.Module) -> tuple[str, str]:
+    """(kernel, activations) of a quantized layer, as the bench prints them."""
+    if isinstance(layer, Int8DynamicLinear):
+        return layer.kernel_name(), "int8 per row"
+    return layer.kernel_name(), dtype_name(layer.activation_dtype)
+
+
+# what each flag value picks, by the layers' own rule (quant.swap.make_quantized)
+FLAG_KERNELS = {"int8": (8, "auto"), "int4": (4, "auto"), "int8=dynamic": (8, "dynamic")}
+
+
+def kernel_variants(lin: nn.Linear) -> list[KernelVariant]:
+    """Every way this torch build can compute ``lin`` (batch-1 streaming), each once."""
     w = lin.weight.detach()
-    q8, q4 = rtn_quantize(w, 8), rtn_quantize(w, 4, pick_group_size(w.shape[1]))
+    codes = {8: rtn_quantize(w, 8), 4: rtn_quantize(w, 4, pick_group_size(w.shape[1]))}
+    out = [
+        KernelVariant("fp32", "F.linear", "float32", lin),
+        KernelVariant("bf16", "F.linear", "bfloat16", copy.deepcopy(lin).to(torch.bfloat16)),
+    ]
     for act in ("fp32", "bf16"):
         for force in (False, True):
-            layer = Int8WeightOnlyLinear.from_linear(lin, q8, activation_dtype=act)
+            layer = Int8WeightOnlyLinear.from_linear(lin, codes[8], activation_dtype=act)
             layer.force_reference = force
-            out[(8, layer.kernel_name(), dtype_name(layer.activation_dtype))] = layer
-        for layout in ("auto", "reference"):
-            layer = Int4WeightOnlyLinear.from_linear(lin, q4, layout=layout, activation_dtype=act)
-            out[(4, layer.kernel_name(), dtype_name(layer.activation_dtype))] = layer
-    # W8A8: activations quantized per token at run time, so it changes the arithmetic (named for it).
-    with warnings.catch_warnings():  # torch.ao's deprecation notices, on every call
-        warnings.simplefilter("ignore")
-        ao = torch.ao.quantization.quantize_dynamic(
-            nn.Sequential(copy.deepcopy(lin)), {nn.Linear}, dtype=torch.qint8
+            out.append(KernelVariant("int8", *_label(layer), layer))
+    if dynamic_int8_ok():
+        layer = Int8DynamicLinear.from_linear(lin, codes[8])
+        out.append(KernelVariant("int8", *_label(layer), layer, weight_only=False))
+        # the same fbgemm op as torch.ao builds it (its own per-tensor weight observer, the whole batch
+        # quantized with one scale): a peer that checks our layer's per-row loop costs nothing at batch 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ao = torch.ao.quantization.quantize_dynamic(
+                nn.Sequential(copy.deepcopy(lin)), {nn.Linear}, dtype=torch.qint8
+            )
+        peer = KernelVariant(
+            "int8", "torch.ao quantize_dynamic (peer)", "int8 per tensor", ao, weight_only=False
         )
-    out[(8, "torch.ao dynamic int8 (W8A8, activations quantized per token)", "float32")] = ao
-    return out
+        out.append(peer)
+    for act in ("fp32", "bf16"):
+        for layout in ("auto", "reference"):
+            layer = Int4WeightOnlyLinear.from_linear(lin, codes[4], layout=layout, activation_dtype=act)
+            out.append(KernelVariant("int4", *_label(layer), layer))
+    unique: dict[tuple[str, str, str], KernelVariant] = {}
+    for v in out:
+        unique.setdefault(v.key, v)
+    for flag, (bits, kernel) in FLAG_KERNELS.items():
+        if kernel == "dynamic" and not dynamic_int8_ok():
+            continue
+        key = (f"int{bits}", *_label(make_quantized(lin, codes[bits], kernel)))
+        unique[key].chosen_by.append(flag)
+    return list(unique.values())
 
 
-def bench_kernels(preset: str, repeats: int) -> list[dict]:
-    """Per layer shape: every kernel x activation dtype, ms per call at batch 1, ratios to fp32 and bf16
-    F.linear, and which (kernel, activation dtype) the quantized layers pick ("auto")."""
+def bench_kernels(presets: list[str], repeats: int) -> list[dict]:
+    """Per preset and layer shape: every kernel of every width, ms per call at batch 1 (an fp32 input,
+    as the fp32 model hands it; bf16 F.linear gets bf16, as a bf16 model would), ratios to fp32 and bf16
+    F.linear, which flag picks which kernel, and the fastest kernel of each width (weight-only and any)."""
     torch.set_num_threads(1)
     rows = []
-    for layer_name, (k, n) in preset_linear_shapes(preset).items():
-        torch.manual_seed(0)
-        lin = nn.Linear(k, n, bias=False)
-        variants = _kernel_variants(lin)
-        w = lin.weight.detach()
-        chosen = {
-            8: Int8WeightOnlyLinear.from_linear(lin, rtn_quantize(w, 8)),
-            4: Int4WeightOnlyLinear.from_linear(lin, rtn_quantize(w, 4, pick_group_size(k))),
-        }
-        picked = {(b, m.kernel_name(), dtype_name(m.activation_dtype)) for b, m in chosen.items()}
-        del chosen
-        x = torch.randn(1, k)
-        inputs = {key: x.to(torch.bfloat16) if key[2] == "bfloat16" else x for key in variants}
+    for preset in presets:
+        for layer_name, (k, n) in preset_linear_shapes(preset).items():
+            torch.manual_seed(0)
+            lin = nn.Linear(k, n, bias=False)
+            variants = kernel_variants(lin)
+            x = torch.randn(1, k)
 
-        def call(m, xi):
-            def f():
-                with torch.no_grad():
-                    m(xi)
+            def call(v: KernelVariant, x: torch.Tensor = x):
+                xi = x.to(torch.bfloat16) if v.width == "bf16" else x
 
-            return f
+                def f():
+                    with torch.no_grad():
+                        v.module(xi)
 
-        times = time_round_robin({key: call(m, inputs[key]) for key, m in variants.items()}, repeats, 1)
-        fp32, bf16 = times[(32, "F.linear", "float32")], times[(16, "F.linear", "bfloat16")]
-        for (bits, kernel, act), t in times.items():
-            rows.append(
-                {
-                    "layer": layer_name,
-                    "in->out": f"{k}->{n}",
-                    "width": {32: "fp32", 16: "bf16"}.get(bits, f"int{bits}"),
-                    "kernel": kernel,
-                    "activations": act,
-                    "ms": t * 1e3,
-                    "vs_fp32": t / fp32,
-                    "vs_bf16": t / bf16,
-                    "chosen": (bits, kernel, act) in picked,
-                }
-            )
-        del variants, inputs, lin
+                return f
+
+            times = time_round_robin({v.key: call(v) for v in variants}, repeats, 1)
+            fp32, bf16 = times[("fp32", "F.linear", "float32")], times[("bf16", "F.linear", "bfloat16")]
+            fastest: dict[tuple[str, bool], tuple[str, str, str]] = {}  # (width, weight-only only) -> key
+            for v in variants:
+                for group in {(v.width, False), (v.width, v.weight_only)}:
+                    if group not in fastest or times[v.key] < times[fastest[group]]:
+                        fastest[group] = v.key
+            for v in variants:
+                t = times[v.key]
+                rows.append(
+                    {
+                        "preset": preset,
+                        "layer": layer_name,
+                        "in->out": f"{k}->{n}",
+                        "width": v.width,
+                        "kernel": v.kernel,
+                        "activations": v.activations,
+                        "ms": t * 1e3,
+                        "vs_fp32": t / fp32,
+                        "vs_bf16": t / bf16,
+                        "weight_only": v.weight_only,
+                        "chosen_by": ",".join(v.chosen_by),
+                        "fastest_of_width": fastest[(v.width, False)] == v.key,
+                        "fastest_weight_only": fastest.get((v.width, True)) == v.key,
+                    }
+                )
+            del variants, lin
     return rows
+
+
+def kernel_summary(rows: list[dict]) -> list[dict]:
+    """Per layer: fp32 and bf16 ms, and for each flag the kernel it picks, its ratio to fp32, to the
+    fastest kernel of its kind (weight-only for int8/int4, W8A8 for int8=dynamic; 1.0: the flag runs the
+    fastest there is) and to the fastest of its width whatever the arithmetic."""
+    out = []
+    layers = dict.fromkeys((r["preset"], r["layer"]) for r in rows)
+    for preset, layer in layers:
+        mine = [r for r in rows if (r["preset"], r["layer"]) == (preset, layer)]
+        fp32 = next(r for r in mine if r["width"] == "fp32")
+        bf16 = next(r for r in mine if r["width"] == "bf16")
+        row = {"preset": preset, "layer": layer, "in->out": fp32["in->out"], "fp32_ms": fp32["ms"],
+               "bf16_vs_fp32": bf16["vs_fp32"]}  # fmt: skip
+        for flag in FLAG_KERNELS:
+            chosen = next((r for r in mine if flag in r["chosen_by"].split(",")), None)
+            if chosen is None:
+                continue
+            same = [r for r in mine if r["width"] == chosen["width"]]
+            kind = min((r for r in same if r["weight_only"] == chosen["weight_only"]), key=lambda r: r["ms"])
+            best = next(r for r in same if r["fastest_of_width"])
+            row[f"{flag}_vs_fp32"] = chosen["vs_fp32"]
+            row[f"{flag}_vs_fastest_of_its_kind"] = chosen["ms"] / kind["ms"]
+            row[f"{flag}_vs_fastest_{chosen['width']}"] = chosen["ms"] / best["ms"]
+            row[f"fastest_{chosen['width']}"] = f"{best['kernel']} ({best['activations']})"
+        out.append(row)
+    return out
 
 
 def bench_methods(frames: int) -> list[dict]:
@@ -334,9 +417,14 @@ def main() -> None:
     p.add_argument(
         "--only", choices=["stacks", "kernels", "methods", "lm"], action="append", help="run only these parts"
     )
-    p.add_argument("--preset", default="moshi-7b", help="LM preset whose layer shapes --only kernels times")
+    p.add_argument(
+        "--preset",
+        action="append",
+        help="LM preset whose layer shapes --only kernels times (repeatable; default: tiny and moshi-7b)",
+    )
+    p.add_argument("--repeats", type=int, help="timed rounds per variant (default 7; --quick 3)")
     args = p.parse_args()
-    repeats = 3 if args.quick else 7
+    repeats = args.repeats or (3 if args.quick else 7)
     threads = [1, 2]
     parts = args.only or ["stacks", "kernels", "methods", "lm"]
     out: dict = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
@@ -344,12 +432,16 @@ def main() -> None:
         out["stacks"] = bench_stacks(threads, repeats)
         _print("linear stacks, batch 1 (one streaming step)", out["stacks"])
     if "kernels" in parts:
-        out["kernels"] = bench_kernels(args.preset, repeats)
+        presets = args.preset or ["tiny", "moshi-7b"]
+        out["kernels"] = bench_kernels(presets, repeats)
         _print(
-            f"every kernel per width, fp32 and bf16 activations, {args.preset} layer shapes, batch 1, "
-            "1 thread (chosen: what the quantized layers run)",
+            f"every kernel per width, {', '.join(presets)} layer shapes, batch 1, 1 thread "
+            "(chosen_by: the flag that runs it here)",
             out["kernels"],
         )
+        out["kernel_summary"] = kernel_summary(out["kernels"])
+        _print("per layer: what each flag runs, against fp32 and the fastest kernel of its width",
+               out["kernel_summary"])  # fmt: skip
     if "methods" in parts:
         out["methods"] = bench_methods(frames=16 if args.quick else 64)
         _print("output error on held-out streaming activations, tiny LM temporal layers", out["methods"])

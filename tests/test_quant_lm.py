@@ -26,6 +26,9 @@ def tiny_lm():
         ("int8=foo", "bad value for flag 'int8'"),
         ("int4=gptq4", "bad value for flag 'int4'"),
         ("codec-int8=x", "bad value for flag 'codec-int8'"),
+        ("int4=dynamic", "int8 only"),
+        ("int8=rtn:fast", "kernel must be one of"),
+        ("int8=rtn:bf16:x", "METHOD[:KERNEL]"),
         ("kv-compress=int9", "bad value for flag 'kv-compress'"),
         ("kv-compress=int8:0", "bad value for flag 'kv-compress'"),
         ("int8,int4", "cannot combine"),
@@ -39,9 +42,15 @@ def test_bad_quant_flags_are_one_line(flags: str, needle: str) -> None:
 
 
 def test_quant_flag_values_parse() -> None:
+    from reference_model.enhancements.quantize import QuantChoice
+
     parsed = {f.name: f.value for f in parse_flags("int4=gptq,codec-int8=awq,kv-compress=int8:8")}
-    assert parsed == {"int4": "gptq", "codec-int8": (8, "awq"), "kv-compress": ("int8", 8)}
-    assert parse_flags("int8")[0].value == "rtn"
+    assert parsed == {"int4": QuantChoice(4, "gptq"), "codec-int8": QuantChoice(8, "awq"),
+                      "kv-compress": ("int8", 8)}  # fmt: skip
+    assert parse_flags("int8")[0].value == QuantChoice(8, "rtn", "auto")
+    assert parse_flags("int8=dynamic")[0].value == QuantChoice(8, "rtn", "dynamic")
+    assert parse_flags("int8=gptq:dynamic")[0].value == QuantChoice(8, "gptq", "dynamic")
+    assert parse_flags("int4=awq:fp32")[0].value == QuantChoice(4, "awq", "fp32")
 
 
 def test_int8_lm_keeps_greedy_tokens_and_holds_a_quarter_of_the_bytes(tiny_lm) -> None:
@@ -128,12 +137,13 @@ def test_calibrated_methods_run_on_the_lms_own_streaming(tiny_lm, method: str) -
 
 def test_codec_int8_streams_close_to_the_full_precision_codec() -> None:
     from reference_model.codec import CodecStreamer, load_codec
+    from reference_model.enhancements.quantize import QuantChoice
     from reference_model.enhancements.quantize import apply_codec as apply
 
     torch.manual_seed(0)
     codec = load_codec("tiny")
     qcodec = copy.deepcopy(codec)
-    summary = apply(None, qcodec, (8, "rtn")).summary
+    summary = apply(None, qcodec, QuantChoice(8, "rtn")).summary
     assert summary.quantized and not summary.skipped
     wav = torch.randn(1, 1, 4 * codec.frame_size) * 0.1
     latent, qlatent = codec.encode_latent(wav), qcodec.encode_latent(wav)

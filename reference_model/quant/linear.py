@@ -15,7 +15,8 @@ in and its output back (the model's dtype stays what it is). On CPU both packed 
 with bf16 activations than with fp32 (measured on the 7B's qkv shape, batch 1, one thread:
 ``_weight_int4pack_mm_for_cpu`` 80.6 ms fp32 vs 1.8 ms bf16, ``_weight_int8pack_mm`` 40.2 vs 3.3 ms;
 fp32 ``F.linear`` 11.3 ms), so ``activation_dtype="auto"`` picks bf16 there; CUDA's tinygemm takes bf16 only.
-``benchmarks/bench_quant.py`` shows every kernel with both activation dtypes side by side.
+``benchmarks/bench_quant.py --only kernels`` shows every kernel with both activation dtypes side by side,
+beside the dynamic int8 (W8A8) layer of :mod:`.dynamic` and which one each flag value picks.
 """
 
 from __future__ import annotations
@@ -349,9 +350,11 @@ class Int4WeightOnlyLinear(_WeightOnlyLinear):
 
 
 def tensor_bytes(module: nn.Module) -> int:
-    """Bytes of every parameter and buffer of ``module`` (what the weights cost in memory)."""
+    """Bytes of every parameter and buffer of ``module`` (what the weights cost in memory), and of the
+    packs a kernel library holds outside them (``packed_bytes()`` of a layer: fbgemm's dynamic int8)."""
     tensors = list(module.parameters()) + [b for b in module.buffers() if b is not None]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    packed = sum(m.packed_bytes() for m in module.modules() if hasattr(m, "packed_bytes"))
+    return sum(t.numel() * t.element_size() for t in tensors) + packed
 
 
 def quantized_kernel_of(module: nn.Module) -> str | None:

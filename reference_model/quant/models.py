@@ -42,19 +42,22 @@ def is_codec_quant_target(name: str, module: nn.Module) -> bool:
     return "_transformer." in name and not name.endswith("in_projs.0")
 
 
-def quantize_lm(lm: nn.Module, bits: int, method: str = "rtn", codec=None) -> QuantSummary:
-    """Quantize the LM's transformer linears in place; GPTQ/AWQ calibrate on the LM's own streaming
-    (user codes from ``codec`` on speech when given). Returns what was done (``QuantSummary``)."""
+def quantize_lm(
+    lm: nn.Module, bits: int, method: str = "rtn", codec=None, kernel: str = "auto"
+) -> QuantSummary:
+    """Quantize the LM's transformer linears in place, run by ``kernel`` (:data:`.swap.KERNELS`); GPTQ/AWQ
+    calibrate on the LM's own streaming (user codes from ``codec`` on speech when given). Returns what was
+    done (``QuantSummary``)."""
     recipe = {"kind": "lm", **LM_CALIBRATION, "codec": None if codec is None else _codec_id(codec)}
 
     def calibrate() -> dict[str, LinearInputStats]:
         needs = METHOD_NEEDS[method]
         return lm_calibration(lm, codec, include=is_lm_quant_target, needs=needs, **LM_CALIBRATION)
 
-    return quantize_cached(lm, bits, method, is_lm_quant_target, recipe, calibrate)
+    return quantize_cached(lm, bits, method, is_lm_quant_target, recipe, calibrate, kernel)
 
 
-def quantize_codec(codec: nn.Module, bits: int, method: str = "rtn") -> QuantSummary:
+def quantize_codec(codec: nn.Module, bits: int, method: str = "rtn", kernel: str = "auto") -> QuantSummary:
     """Quantize the codec's transformer linears and quantizer projections in place."""
 
     def calibrate() -> dict[str, LinearInputStats]:
@@ -62,7 +65,7 @@ def quantize_codec(codec: nn.Module, bits: int, method: str = "rtn") -> QuantSum
         return codec_calibration(codec, include=is_codec_quant_target, needs=needs, **CODEC_CALIBRATION)
 
     recipe = {"kind": "codec", **CODEC_CALIBRATION}
-    return quantize_cached(codec, bits, method, is_codec_quant_target, recipe, calibrate)
+    return quantize_cached(codec, bits, method, is_codec_quant_target, recipe, calibrate, kernel)
 
 
 def quantize_cached(
@@ -72,11 +75,13 @@ def quantize_cached(
     include: Callable[[str, nn.Module], bool],
     recipe: dict,
     calibrate: Callable[[], dict[str, LinearInputStats]],
+    kernel: str = "auto",
 ) -> QuantSummary:
     """RTN directly; GPTQ/AWQ from the quantized-weights cache when this model (by the hash of its weights)
-    was quantized with this method and recipe before, else calibrate, quantize and store the codes."""
+    was quantized with this method and recipe before, else calibrate, quantize and store the codes (the
+    codes do not depend on the kernel that runs them)."""
     if method == "rtn":
-        return quantize_model(model, bits, method, include=include)
+        return quantize_model(model, bits, method, include=include, kernel=kernel)
     root = cache_root()
     path = None
     if root is not None:
@@ -84,11 +89,15 @@ def quantize_cached(
         full["damp"] = GPTQ_DAMP
         path = root / f"qweights-{cache_key(model, full)}.safetensors"  # keyed on the fp weights
     if path is not None and path.is_file():
-        summary = quantize_model(model, bits, method, include=include, precomputed=load_codes(path))
+        summary = quantize_model(
+            model, bits, method, include=include, precomputed=load_codes(path), kernel=kernel
+        )
         summary.cache = "hit"
         return summary
     produced: dict[str, QuantizedWeight] = {}
-    summary = quantize_model(model, bits, method, include=include, stats=calibrate(), produced=produced)
+    summary = quantize_model(
+        model, bits, method, include=include, stats=calibrate(), produced=produced, kernel=kernel
+    )
     if path is not None:
         save_codes(path, produced)
         summary.cache = "miss"
@@ -122,7 +131,11 @@ def load_codes(path: Path) -> dict[str, QuantizedWeight]:
     for name in {k.rsplit("/", 1)[0] for k in flat}:
         bits, group = (int(v) for v in flat[f"{name}/format"])
         out[name] = QuantizedWeight(
-            bits, group, flat[f"{name}/q"], flat[f"{name}/scales"], flat.get(f"{name}/zeros"),
+            bits,
+            group,
+            flat[f"{name}/q"],
+            flat[f"{name}/scales"],
+            flat.get(f"{name}/zeros"),
             flat.get(f"{name}/input_scale"),
         )
     return out

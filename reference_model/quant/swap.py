@@ -16,12 +16,17 @@ from torch import nn
 
 from .awq import awq_quantize
 from .calibrate import LinearInputStats, is_linear_like
+from .dynamic import Int8DynamicLinear
 from .gptq import gptq_quantize
 from .linear import Int4WeightOnlyLinear, Int8WeightOnlyLinear, tensor_bytes
 from .packing import QuantizedWeight
 from .rtn import rtn_quantize
 
 METHODS = ("rtn", "gptq", "awq")
+# How the codes run. auto: the weight-only kernel in the activation dtype it is fastest in on this device
+# (linear.fast_activation_dtype); fp32 / bf16: that weight-only kernel in that activation dtype; dynamic:
+# int8 only, fbgemm's W8A8 kernel (activations quantized at run time, CPU).
+KERNELS = ("auto", "fp32", "bf16", "dynamic")
 DEFAULT_GROUP_SIZE = 128
 # GPTQ's damping. The paper's 0.01 assumes ~260k calibration rows; we calibrate on ~1000 streamed frames,
 # where more damping keeps GPTQ from fitting the calibration subspace. Measured on the tiny LM (one
@@ -54,6 +59,7 @@ class QuantSummary:
     bytes_before: int = 0
     bytes_after: int = 0
     cache: str = "off"  # quantized-weight cache: "hit", "miss" (computed, then stored) or "off"
+    kernel: str = "auto"  # what was asked (KERNELS); ``quantized`` says what each layer runs
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +71,7 @@ class QuantSummary:
             "bytes_before": self.bytes_before,
             "bytes_after": self.bytes_after,
             "cache": self.cache,
+            "kernel": self.kernel,
         }
 
 
@@ -101,11 +108,22 @@ def _as_linear_weight(module: nn.Module) -> torch.Tensor:
     return w[:, :, 0] if isinstance(module, nn.Conv1d) else w
 
 
-def make_quantized(module: nn.Module, qw: QuantizedWeight) -> nn.Module:
-    """The quantized replacement for a linear-like ``module`` holding ``qw``."""
+def check_kernel(bits: int, kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "dynamic" and bits != 8:
+        raise ValueError("the dynamic kernel is int8 only (fbgemm has no int4 W4A8)")
+
+
+def make_quantized(module: nn.Module, qw: QuantizedWeight, kernel: str = "auto") -> nn.Module:
+    """The quantized replacement for a linear-like ``module`` holding ``qw``, run by ``kernel``."""
+    check_kernel(qw.bits, kernel)
     w = module.weight
-    cls = Int8WeightOnlyLinear if qw.bits == 8 else Int4WeightOnlyLinear
-    layer = cls(qw, module.bias, dtype=w.dtype, device=w.device)
+    if kernel == "dynamic":
+        layer: nn.Module = Int8DynamicLinear(qw, module.bias, dtype=w.dtype, device=w.device)
+    else:
+        cls = Int8WeightOnlyLinear if qw.bits == 8 else Int4WeightOnlyLinear
+        layer = cls(qw, module.bias, dtype=w.dtype, device=w.device, activation_dtype=kernel)
     return QuantizedConv1x1(layer) if isinstance(module, nn.Conv1d) else layer
 
 
@@ -119,8 +137,10 @@ def quantize_model(
     group_size: int = DEFAULT_GROUP_SIZE,
     precomputed: dict[str, QuantizedWeight] | None = None,
     produced: dict[str, QuantizedWeight] | None = None,
+    kernel: str = "auto",
 ) -> QuantSummary:
-    """Swap every linear-like layer of ``model`` that ``include`` accepts for a quantized one, in place.
+    """Swap every linear-like layer of ``model`` that ``include`` accepts for a quantized one run by
+    ``kernel`` (:data:`KERNELS`), in place.
 
     ``precomputed``: codes already computed for this model and method (the on-disk cache), used instead of
     quantizing; ``produced``: filled with the codes computed here (what the cache stores)."""
@@ -128,7 +148,10 @@ def quantize_model(
         raise ValueError(f"bits must be 4 or 8, got {bits}")
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r} (known: {', '.join(METHODS)})")
-    summary = QuantSummary(bits, method, None if bits == 8 else group_size, bytes_before=tensor_bytes(model))
+    check_kernel(bits, kernel)
+    summary = QuantSummary(
+        bits, method, None if bits == 8 else group_size, bytes_before=tensor_bytes(model), kernel=kernel
+    )
     targets = [(n, m) for n, m in model.named_modules() if is_linear_like(m) and include(n, m)]
     for name, module in targets:
         weight = _as_linear_weight(module)
@@ -152,7 +175,7 @@ def quantize_model(
             qw = quantize_weight_by(method, weight, bits, g, layer_stats)
         if produced is not None:
             produced[name] = qw
-        new = make_quantized(module, qw)
+        new = make_quantized(module, qw, kernel)
         _set_submodule(model, name, new)
         inner = new.linear if isinstance(new, QuantizedConv1x1) else new
         summary.quantized[name] = inner.kernel_label()
