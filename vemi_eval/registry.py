@@ -116,6 +116,9 @@ def load_registry(path: Path = CLAIMS_FILE) -> tuple[tuple[Enhancement, ...], di
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SuiteError(f"cannot read the enhancement registry {path}: {exc}") from None
     directions = dict(doc.get("metrics") or {})
+    unknown_top = sorted(set(doc) - {"metrics", "enhancement", "matrix_order"})
+    if unknown_top:
+        raise SuiteError(f"{path}: unknown top-level key(s) {', '.join(unknown_top)}")
     for name, better in directions.items():
         if better not in DIRECTIONS:
             raise SuiteError(f"{path}: [metrics] {name} = {better!r} (one of {', '.join(DIRECTIONS)})")
@@ -172,6 +175,13 @@ def _load() -> tuple[tuple[Enhancement, ...], dict[str, str]]:
 
 ENHANCEMENTS: tuple[Enhancement, ...] = _load()[0]
 BY_ID = {e.id: e for e in ENHANCEMENTS}
+
+
+def priority_order() -> list[str]:
+    """Entry ids in the document's priority-matrix row order, then those it does not list (by id)."""
+    doc = tomllib.loads(CLAIMS_FILE.read_text(encoding="utf-8"))
+    listed = [i for i in doc.get("matrix_order", []) if i in BY_ID]
+    return listed + [e.id for e in ENHANCEMENTS if e.id not in listed]
 
 
 # --- status and listing -------------------------------------------------------------------------------
@@ -384,6 +394,32 @@ def attributed(
     return True
 
 
+def runs_reference(
+    entry: Enhancement,
+    claim: Claim,
+    variant_flags: Mapping[str, str | None],
+    baseline_flags: Mapping[str, str | None],
+) -> bool:
+    """Does the variant differ from the baseline only by running the reference value of a flag the
+    entry's ``flag_values`` name (attn=eager) where the baseline runs the enhancement (sdpa, the default)?
+    Then the baseline stands for the claim, measured against the variant: its ratio is the inverse."""
+    rules = [r for r in entry.flag_values if r.flag in set(claim.flags or entry.flags)]
+    names = {r.flag for r in rules}
+    if not rules or {k: x for k, x in variant_flags.items() if k not in names} != {
+        k: x for k, x in baseline_flags.items() if k not in names
+    }:
+        return False
+    differs = False
+    for r in rules:
+        mine, theirs = variant_flags.get(r.flag, r.default), baseline_flags.get(r.flag, r.default)
+        if mine == theirs:
+            continue
+        if mine in r.values or theirs not in r.values:
+            return False
+        differs = True
+    return differs
+
+
 def priority_matrix(
     results: Iterable[Mapping[str, Any]], flags: Mapping[str, Any] | None = None
 ) -> list[dict]:
@@ -417,11 +453,15 @@ def priority_matrix(
                     if m.get("variant") == base or v.get("aa"):  # an A/A control measures noise only
                         continue
                     recipes = (v.get("trained_with") or (), b.get("trained_with") or ())
+                    flags_vb = (vflags.get(m.get("variant"), {}), vflags.get(base, {}))
                     same = _same_model(v, b)
-                    if not attributed(
-                        e, c, vflags.get(m.get("variant"), {}), vflags.get(base, {}), *recipes, same
-                    ):
-                        continue
+                    inverted = False
+                    if not attributed(e, c, *flags_vb, *recipes, same_model=same):
+                        # the variant runs the reference (attn=eager) against a baseline that runs the
+                        # enhancement (sdpa): the claim's ratio is baseline / variant
+                        inverted = c.compare == "ratio" and same and runs_reference(e, c, *flags_vb)
+                        if not inverted:
+                            continue
                     if c.compare == "value":
                         val, lo, hi = m.get("value"), m.get("ci_low"), m.get("ci_high")
                     else:
@@ -430,6 +470,8 @@ def priority_matrix(
                             m.get("ratio_ci_low"),
                             m.get("ratio_ci_high"),
                         )
+                    if inverted and val:
+                        val, lo, hi = 1 / val, (1 / hi if hi else None), (1 / lo if lo else None)
                     if val is None:
                         continue
                     measured.append(
@@ -443,6 +485,7 @@ def priority_matrix(
                             "ci_low": lo,
                             "ci_high": hi,
                             "status": m.get("status"),
+                            "inverted": inverted,
                             "verdict": verdict(c, val, lo, hi),
                         }
                     )

@@ -526,7 +526,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
             builders[(v.name, r)] = _VariantBuilder(v, spec, seed, build_fn)
             refs[(v.name, r)] = VariantRef(v.name, list(v.flags), builders[(v.name, r)], is_baseline=(i == 0))
     base_name = variants[0].name
-    todo = plan(suite, variants)
+    todo = plan(suite, variants, opts.quick)
     interrupted = False
     job.bar = _progress(sum(len(models[v.name].replicates) for v, _ in todo), opts.progress)
     try:
@@ -573,12 +573,12 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     return RunOutcome(results.status, out, code, results.to_dict(), report)
 
 
-def plan(suite: Suite, variants: list[VariantDecl]) -> list[tuple[VariantDecl, str]]:
+def plan(suite: Suite, variants: list[VariantDecl], quick: bool = False) -> list[tuple[VariantDecl, str]]:
     """(variant, kind) pairs in run order. A --flags variant runs every kind its baseline runs."""
     pairs = []
     for v in variants:
         for kind in suite.kinds:
-            runs_on = suite.variants_for(kind)
+            runs_on = suite.variants_for(kind, quick)
             if v in runs_on or (v not in suite.variants and variants[0] in runs_on):
                 pairs.append((v, kind))
     return pairs

@@ -46,6 +46,7 @@ Schema (every table but [suite] is optional; unknown keys are errors)::
     variants = ["baseline", "int8"]    # optional: run this kind on these variants only
     [latency.quick]                    # optional: overrides under --quick
     frames = 40
+    variants = ["baseline"]            # (variants too: --quick may leave the slow ones out)
 
 A measurement kind declares its parameters as a dict of defaults: the function's ``params`` attribute,
 else its module's ``PARAMS`` or ``DEFAULTS``; unknown keys and wrong types in its table are then rejected
@@ -154,8 +155,12 @@ class Suite:
         """The kind's parameters (runner keys removed), with its [kind.quick] overrides under --quick."""
         return with_quick(self.kinds[kind], quick)
 
-    def variants_for(self, kind: str) -> list[VariantDecl]:
-        names = self.kinds[kind].get("variants")
+    def variants_for(self, kind: str, quick: bool = False) -> list[VariantDecl]:
+        """The variants a kind runs on: its ``variants`` (under --quick, its quick table's if it names
+        some), else every variant."""
+        table = self.kinds[kind]
+        names = (table.get("quick") or {}).get("variants") if quick else None
+        names = names if names is not None else table.get("variants")
         if names is None:
             return list(self.variants)
         return [v for v in self.variants if v.name in names]
@@ -166,7 +171,7 @@ def with_quick(table: Mapping[str, Any], quick: bool) -> dict[str, Any]:
     place where quick overrides are merged."""
     params = {k: v for k, v in table.items() if k not in KIND_KEYS}
     if quick:
-        params.update(table.get("quick") or {})
+        params.update({k: v for k, v in (table.get("quick") or {}).items() if k not in KIND_KEYS})
     return params
 
 
@@ -444,18 +449,20 @@ def _check_kind_table(
     kind: str, table: dict[str, Any], variants: list[VariantDecl], fn: Any, where: str
 ) -> dict[str, Any]:
     table = dict(table)
-    names = table.get("variants")
-    if names is not None:
+    quick = table.get("quick", {})
+    if not isinstance(quick, dict):
+        raise SuiteError(f"{where}: [{kind}.quick] must be a table")
+    for label, names in ((kind, table.get("variants")), (f"{kind}.quick", quick.get("variants"))):
+        if names is None:
+            continue
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
-            raise SuiteError(f"{where}: [{kind}] variants must be a non-empty array of variant names")
+            raise SuiteError(f"{where}: [{label}] variants must be a non-empty array of variant names")
         known = [v.name for v in variants]
         for n in names:
             if n not in known:
                 listed = ", ".join(known)
-                raise SuiteError(f"{where}: [{kind}] names variant {n!r}, not in [[variants]] ({listed})")
-    quick = table.get("quick", {})
-    if not isinstance(quick, dict):
-        raise SuiteError(f"{where}: [{kind}.quick] must be a table")
+                raise SuiteError(f"{where}: [{label}] names variant {n!r}, not in [[variants]] ({listed})")
+    quick = {k: v for k, v in quick.items() if k != "variants"}
     declared = declared_params(fn)
     params = {k: v for k, v in table.items() if k not in KIND_KEYS}
     if isinstance(declared, Mapping):

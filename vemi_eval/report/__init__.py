@@ -85,17 +85,20 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
         table["sweeps"] = [view.figure(u, c) for u, c in view.sweep_figures(suite_runs)]
         table["latency"] = [view.figure(u, c) for u, c in view.latency_figures(suite_runs)]
         sections.append(table)
-    matrix_rows, why = None, ""
+    matrix_rows, lead, why = None, None, ""
     try:
         from .. import registry
 
-        matrix_rows = view.matrix(registry.priority_matrix([r["doc"] for r in runs]))
+        measured = registry.priority_matrix([r["doc"] for r in runs])
+        matrix_rows = view.matrix(measured)
+        lead = view.matrix_lead(measured, registry.priority_order(), runs)
     except ImportError as exc:
         why = f"the enhancement registry is not available: {exc}"
-    toc = [("runs", "Runs"), ("summary", "Summary")]
+    toc = [("lead", "The priority matrix, measured"), ("runs", "Runs"), ("noise", "A/A noise floor")]
+    toc += [("summary", "Summary")]
     toc += [(s["anchor"], f"Suite: {s['name']}") for s in sections]
     toc += [
-        ("matrix", "Enhancements: claims against measurements (empirical priority matrix)"),
+        ("matrix", "Every claim and measurement"),
         ("problems", "Failures, skips and invalid records"),
         ("environment", "Environment"),
     ]
@@ -103,6 +106,8 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
         "report.html.j2",
         title=title,
         toc=toc,
+        lead=lead,
+        noise=view.noise_floor(runs),
         runs=view.header(runs),
         summary=view.summary(runs),
         suites=sections,

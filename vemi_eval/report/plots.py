@@ -55,41 +55,136 @@ def color_of(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
-def forest(rows: Sequence[dict[str, Any]], title: str) -> str:
-    """Ratios variant / baseline with their intervals, one row each (log x axis, line at 1).
+def ratio_ticks(lo: float, hi: float, min_gap: float = 0.085) -> list[float]:
+    """Ticks of a log ratio axis from RATIO_TICKS, none closer than ``min_gap`` of the axis's log span
+    (so their labels never overlap), 1 always kept."""
+    span = math.log10(hi) - math.log10(lo)
+    inside = [t for t in RATIO_TICKS if lo <= t <= hi]
+    kept: list[float] = [1.0] if lo <= 1.0 <= hi else []
+    # from 1 outwards, so that the ticks nearest "no change" survive the thinning
+    for t in sorted(inside, key=lambda t: abs(math.log10(t))):
+        if all(abs(math.log10(t) - math.log10(k)) >= min_gap * span for k in kept):
+            kept.append(t)
+    return sorted(kept)
 
-    rows: {label, ratio, lo, hi, higher_is_better, series} (series picks the colour: the variant).
-    Points are green when the whole interval is on the better side of 1, red when on the worse side.
-    """
-    series = list(dict.fromkeys(r["series"] for r in rows))
-    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.24 * len(rows)))
-    ys = np.arange(len(rows))[::-1]
-    for y, r in zip(ys, rows, strict=True):
-        lo = r["lo"] if r["lo"] is not None else r["ratio"]
-        hi = r["hi"] if r["hi"] is not None else r["ratio"]
-        better = r["higher_is_better"]
-        if better is None or lo <= 1.0 <= hi:
-            verdict = NEUTRAL
-        else:
-            verdict = GOOD if (lo > 1.0) == bool(better) else BAD
-        c = color_of(series.index(r["series"]))
-        ax.plot([lo, hi], [y, y], color=c, lw=2, solid_capstyle="butt")
-        ax.plot([r["ratio"]], [y], marker="o", color=verdict, markeredgecolor=c, markersize=7, mew=1.5)
-    ax.axvline(1.0, color="black", lw=0.8)
-    ax.set_yticks(ys, [r["label"] for r in rows], fontsize=8)
+
+def _ratio_axis(ax: Any, values: Sequence[float]) -> None:
+    """Log x axis around the values (1 always inside), thinned ticks labelled 0.5x, 2x..."""
     ax.set_xscale("log")
+    lo, hi = min(min(values), 0.9), max(max(values), 1.1)
+    lo, hi = lo / 1.15, hi * 1.15
+    ax.set_xlim(lo, hi)
+    ticks = ratio_ticks(lo, hi)
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
+def _fill(lo: float, hi: float, higher_is_better: bool | None) -> str:
+    if higher_is_better is None or lo <= 1.0 <= hi:
+        return NEUTRAL
+    return GOOD if (lo > 1.0) == bool(higher_is_better) else BAD
+
+
+def forest(rows: Sequence[dict[str, Any]], title: str, max_per_panel: int = 16, width: float = 9.0) -> str:
+    """Ratios variant / baseline with their intervals: one panel per variant (``series``), one row per
+    record (label: metric and condition), log x axis shared by the panels, line at 1.
+
+    rows: {label, ratio, lo, hi, higher_is_better, series}. A point is green when the whole interval is on
+    the better side of 1, red when on the worse side, grey otherwise. A panel with more rows than
+    ``max_per_panel`` keeps the largest effects (its title says how many are left out).
+    """
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        panels.setdefault(r["series"], []).append(r)
+    left_out = {}
+    for name, items in panels.items():
+        if len(items) > max_per_panel:
+            items.sort(key=lambda x: -abs(math.log(x["ratio"])))
+            left_out[name] = len(items) - max_per_panel
+            panels[name] = items[:max_per_panel]
+        panels[name].sort(key=lambda x: x["label"])
+    heights = [0.45 + 0.26 * len(items) for items in panels.values()]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(width, 0.7 + sum(heights)), sharex=True, squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )  # fmt: skip
     values = [v for r in rows for v in (r["ratio"], r["lo"], r["hi"]) if v is not None and v > 0]
+    for ax, (name, items) in zip(axes[:, 0], panels.items(), strict=True):
+        ys = np.arange(len(items))[::-1]
+        for y, r in zip(ys, items, strict=True):
+            lo = r["lo"] if r["lo"] is not None else r["ratio"]
+            hi = r["hi"] if r["hi"] is not None else r["ratio"]
+            c = _fill(lo, hi, r["higher_is_better"])
+            ax.plot([lo, hi], [y, y], color=c, lw=2.2, solid_capstyle="butt")
+            ax.plot([r["ratio"]], [y], marker="o", color=c, markersize=6)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_yticks(ys, [r["label"] for r in items], fontsize=8)
+        ax.set_ylim(-0.7, len(items) - 0.3)
+        more = f" ({left_out[name]} smaller effects not shown)" if name in left_out else ""
+        ax.set_title(f"{name}{more}", fontsize=9, loc="left")
+        ax.grid(axis="x", which="major", alpha=0.3)
     if values:
-        lo, hi = min(min(values), 0.9), max(max(values), 1.1)
-        ax.set_xlim(lo / 1.15, hi * 1.15)
-        ticks = [t for t in RATIO_TICKS if lo / 1.15 <= t <= hi * 1.15]
-        ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("variant / baseline (95% bootstrap CI); fill: green better, red worse, grey not resolved")
-    ax.set_title(title, fontsize=10)
-    handles = [plt.Line2D([], [], color=color_of(i), lw=2) for i in range(len(series))]
-    ax.legend(handles, series, fontsize=8, loc="best")
-    ax.grid(axis="x", which="both", alpha=0.3)
+        _ratio_axis(axes[0, 0], values)
+    axes[-1, 0].set_xlabel(
+        "variant / baseline (95% bootstrap CI): green better, red worse, grey not resolved"
+    )
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+VERDICT_COLORS = {"meets": GOOD, "falls short": BAD, "inconclusive": "#c78a00"}
+
+
+def claim_ranges(claims: Sequence[dict[str, Any]], title: str) -> str:
+    """One panel per claim of an enhancement: the claimed range (shaded band, the bar to clear dashed)
+    against every measurement attributed to it (point and interval, coloured by verdict).
+
+    claims: {text, lo, hi, threshold, compare ("ratio" | "value"), better, measurements: [{label, value,
+    lo, hi, verdict}]}. Ratio claims on a log axis with a line at 1 (no change), value claims linear.
+    """
+    heights = [0.55 + 0.24 * max(1, len(c["measurements"])) for c in claims]
+    fig, axes = plt.subplots(
+        len(claims), 1, figsize=(9.0, 0.8 + sum(heights)), squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )  # fmt: skip
+    for ax, c in zip(axes[:, 0], claims, strict=True):
+        ms = c["measurements"]
+        ys = np.arange(len(ms))[::-1]
+        values = [v for m in ms for v in (m["value"], m["lo"], m["hi"]) if v is not None]
+        values += [v for v in (c["lo"], c["hi"]) if v is not None]
+        if c["lo"] is not None and c["hi"] is not None:
+            if c["hi"] > c["lo"]:
+                ax.axvspan(c["lo"], c["hi"], color=GOOD, alpha=0.15, lw=0, label="claimed")
+            if c["threshold"] is not None:
+                ax.axvline(c["threshold"], color=GOOD, ls="--", lw=1.2, label="bar to clear")
+        for y, m in zip(ys, ms, strict=True):
+            color = VERDICT_COLORS.get(m["verdict"].split(" (")[0], NEUTRAL)
+            if m["lo"] is not None and m["hi"] is not None:
+                ax.plot([m["lo"], m["hi"]], [y, y], color=color, lw=2.2, solid_capstyle="butt")
+            ax.plot([m["value"]], [y], marker="o", color=color, markersize=6)
+        ax.set_yticks(ys, [m["label"] for m in ms], fontsize=8)
+        ax.set_ylim(-0.7, max(len(ms), 1) - 0.3)
+        positive = [v for v in values if v > 0]
+        if c["compare"] == "ratio" and positive:
+            ax.axvline(1.0, color="black", lw=0.8)
+            _ratio_axis(ax, positive)
+        elif values:
+            pad = 0.05 * (max(values) - min(values) or 1.0)
+            ax.set_xlim(min(values) - pad, max(values) + pad)
+        what = "variant / baseline" if c["compare"] == "ratio" else "value"
+        ax.set_title(f"{c['text']} ({what}, {c['better']} is better)", fontsize=9, loc="left")
+        ax.grid(axis="x", which="major", alpha=0.3)
+        if not ms:
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color=NEUTRAL)
+    handles = [plt.Line2D([], [], color=col, marker="o", lw=2) for col in VERDICT_COLORS.values()]
+    handles += [matplotlib.patches.Patch(color=GOOD, alpha=0.15)]
+    labels = [*VERDICT_COLORS, "claimed range (dashed: the least claimed)"]
+    top = 1 - 0.3 / (0.5 + sum(heights))  # room for one line of legend above the panels
+    fig.legend(handles, labels, fontsize=7, loc="upper left", ncol=4, frameon=False, title=title,
+               title_fontsize=9, alignment="left")  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, top - 0.25 / (0.5 + sum(heights))))
     return to_data_uri(fig)
 
 

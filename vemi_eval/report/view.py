@@ -290,12 +290,13 @@ def environment(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --- figures ----------------------------------------------------------------------------------------
-def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 40) -> list[tuple[str, str]]:
-    """One forest plot per run of the suite: every record with a ratio and no numeric condition sweep
-    (sweeps get their own line plots), largest effects first when there are too many."""
+def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 14) -> list[tuple[str, str]]:
+    """One forest plot per (run, variant): every record with a ratio and no numeric condition sweep
+    (sweeps get their own line plots), the largest effects first when there are more than ``max_rows``
+    (a figure per variant keeps the labels short and legible however many variants a suite has)."""
     out = []
     for run in runs:
-        rows = []
+        by_variant: dict[str, list[dict[str, Any]]] = {}
         for m in run["metrics"]:
             r = m.get("ratio_to_baseline")
             if r is None or r <= 0 or m.get("status") not in ("ok", "invalid"):
@@ -306,10 +307,9 @@ def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 40) -
             lo, hi = m.get("ratio_ci_low"), m.get("ratio_ci_high")
             if lo is not None and (lo <= 0 or hi is None or hi <= 0):
                 lo = hi = None
-            label = f"{m['metric']} {cond_label(cond)}".strip()
-            rows.append(
+            by_variant.setdefault(m["variant"], []).append(
                 {
-                    "label": label,
+                    "label": f"{m['metric']} {cond_label(cond)}".strip(),
                     "ratio": r,
                     "lo": lo,
                     "hi": hi,
@@ -317,17 +317,10 @@ def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 40) -
                     "series": m["variant"],
                 }
             )
-        if not rows:
-            continue
-        if len({r["series"] for r in rows}) > 1:
-            for r in rows:
-                r["label"] = f"{r['label']} | {r['series']}"
-        if len(rows) > max_rows:
-            rows.sort(key=lambda x: -abs(math.log(x["ratio"])))
-            rows = rows[:max_rows]
-        rows.sort(key=lambda x: (x["label"], x["series"]))
-        caption = f"{run['label']}: variants against the baseline ({len(rows)} ratios, log scale)"
-        out.append((plots.forest(rows, f"{suite}: variant / baseline"), caption))
+        for variant, rows in by_variant.items():
+            title = f"{suite}: {variant} / baseline"
+            caption = f"{run['label']}: {variant} against the baseline ({len(rows)} ratios, log scale)"
+            out.append((plots.forest(rows, title, max_per_panel=max_rows, width=6.4), caption))
     return out
 
 
@@ -403,3 +396,200 @@ def latency_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         (plots.latency_distribution(dist, budget, STAGES), "frame time per stage: histogram and CDF"),
         (plots.frame_series(series, budget), "total frame time along the conversation"),
     ]
+
+
+# --- the lead: the priority matrix, measured ------------------------------------------------------
+def _verdict_class(verdict: str) -> str:
+    return "verdict-" + (verdict.split()[0] if verdict else "not")
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "(no interval)"
+
+
+def _aa_index(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(results path, metric, condition) -> the A/A variant's record there."""
+    out = {}
+    for run in runs:
+        doc = run["doc"]
+        aa = {v["name"] for v in doc.get("variants", []) if v.get("aa")}
+        for m in run["metrics"]:
+            if m["variant"] in aa and m.get("ratio_to_baseline") is not None:
+                key = (doc.get("_path", ""), m["metric"], json.dumps(m.get("condition", {}), sort_keys=True))
+                out[key] = m
+    return out
+
+
+def _why_not_measured(entry: Any, claim: Any, runs: list[dict[str, Any]]) -> str:
+    """Why an implemented enhancement's claim has no measurement in these runs, from what they hold."""
+    wanted = set(claim.flags or entry.flags)
+    reasons = []
+    for run in runs:
+        doc = run["doc"]
+        for v in doc.get("variants", []):
+            names = {f.partition("=")[0] for f in v.get("flags", [])}
+            if v.get("is_baseline") or v.get("aa") or not names & wanted:
+                continue
+            mine = [m for m in run["metrics"] if m["variant"] == v["name"]]
+            skipped = [m for m in mine if m.get("status") == "skipped" and m.get("reason")]
+            if not mine:
+                reasons.append(f"{v['name']}: no measurement kind ran on it in this run")
+            elif len(skipped) == len(mine):
+                reasons.append(f"{v['name']}: skipped: {skipped[0]['reason']}")
+            else:
+                reasons.append(f"{v['name']}: none of its records stands for {claim.metric}")
+    if reasons:
+        return "; ".join(dict.fromkeys(reasons))
+    if entry.recipes and not wanted:
+        return (
+            f"needs a variant with checkpoints trained with {', '.join(entry.recipes)} "
+            "(trained_with in their sidecars) beside a baseline trained without"
+        )
+    return f"no variant of these runs sets {', '.join(sorted(wanted))}"
+
+
+def matrix_lead(
+    rows: list[dict[str, Any]], order: list[str], runs: list[dict[str, Any]], max_shown: int = 5
+) -> dict[str, Any]:
+    """The report's first section: the enhancements in the document's priority order, each claim with
+    its measured ratio and interval, its verdict, the A/A noise floor of the same metric, and one figure
+    per measured enhancement (claimed range against measured intervals)."""
+    from .. import registry
+
+    aa = _aa_index(runs)
+    by_id = {r["id"]: r for r in rows}
+    overview, blocks = [], []
+    for rank, eid in enumerate((i for i in order if i in by_id), start=1):
+        r, entry = by_id[eid], registry.BY_ID[eid]
+        claims, plotted = [], []
+        for c, decl in zip(r.get("claims", []), entry.claims, strict=True):
+            ms = c.get("measurements", [])
+            shown = []
+            for m in ms:
+                key = (m.get("run") or "", m["metric"], json.dumps(m.get("condition", {}), sort_keys=True))
+                floor = aa.get(key)
+                label = f"{m['variant']}: {m['metric']} {cond_label(m.get('condition', {}))}".strip()
+                if m.get("inverted"):
+                    label += " (baseline / variant)"
+                shown.append(
+                    {
+                        "what": label,
+                        "value": f"{m['measured']:.3g}",
+                        "ci": _interval(m.get("ci_low"), m.get("ci_high")),
+                        "verdict": m["verdict"],
+                        "noise": _interval(floor.get("ratio_ci_low"), floor.get("ratio_ci_high"))
+                        if floor and c.get("compare") == "ratio"
+                        else "",
+                    }
+                )
+            claimed = ""
+            if c.get("claimed_low") is not None:
+                lo, hi = c["claimed_low"], c.get("claimed_high")
+                claimed = f"{lo:.3g}" + (f"-{hi:.3g}" if hi is not None and hi != lo else "")
+            verdict = c.get("verdict", "")
+            why = ""
+            if not ms and r.get("status") == "implemented":
+                why = _why_not_measured(entry, decl, runs)
+            item = {
+                "text": c.get("text", ""),
+                "metric": c.get("metric", ""),
+                "better": c.get("better", ""),
+                "compare": c.get("compare", "ratio"),
+                "claimed": claimed,
+                "verdict": verdict,
+                "verdict_class": _verdict_class(verdict),
+                "measured": shown[:max_shown],
+                "more": max(0, len(shown) - max_shown),
+                "first": shown[0] if shown else None,
+                "why": why,
+            }
+            claims.append(item)
+            overview.append({"rank": rank, "id": eid, "title": r.get("title"), "priority": r.get("priority"),
+                             "status": r.get("status"), "reason": r.get("reason") or "",
+                             "first_claim": not plotted,
+                             "span": len(entry.claims), **item})  # fmt: skip
+            plotted.append(
+                {
+                    "text": c.get("text", ""),
+                    "lo": c.get("claimed_low"),
+                    "hi": c.get("claimed_high"),
+                    "threshold": c.get("threshold"),
+                    "compare": c.get("compare", "ratio"),
+                    "better": c.get("better", ""),
+                    "measurements": [
+                        {
+                            "label": s["what"][:70],
+                            "value": m["measured"],
+                            "lo": m.get("ci_low"),
+                            "hi": m.get("ci_high"),
+                            "verdict": m["verdict"],
+                        }
+                        for s, m in zip(shown[:12], ms[:12], strict=True)
+                    ],  # fmt: skip
+                }
+            )
+        figure_uri = None
+        plotted = [p for p in plotted if p["measurements"]]  # the table says which are not measured
+        if plotted:
+            figure_uri = plots.claim_ranges(plotted, f"{eid} {r.get('title')}: claimed against measured")
+        if r.get("status") != "implemented":  # the overview says why; nothing was measured
+            continue
+        blocks.append(
+            {
+                "rank": rank,
+                "id": eid,
+                "anchor": f"enh-{eid}",
+                "title": r.get("title"),
+                "matrix_name": r.get("matrix_name") or "",
+                "impact": r.get("impact"),
+                "effort": r.get("effort"),
+                "priority": r.get("priority"),
+                "status": r.get("status", ""),
+                "flags": ", ".join(r.get("flags_registered") or r.get("recipes_registered") or []),
+                "reason": r.get("reason") or "",
+                "claims": claims,
+                "figure": figure(figure_uri, f"{eid}: claimed range against every measured interval")
+                if figure_uri
+                else None,
+            }
+        )
+    sources = [
+        f"{h['label']} ({h['status']}, suite {h['suite']}, lm {h['model'].get('lm')}, device "
+        f"{h['model'].get('device')}{', quick' if h['quick'] else ''})"
+        for h in header(runs)
+    ]
+    return {"overview": overview, "blocks": blocks, "sources": sources}
+
+
+def noise_floor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per comparison run: the A/A variant's ratio to the baseline per metric (the baseline measured
+    against itself: its interval should contain 1; a change of a variant inside it is noise)."""
+    out = []
+    for run in runs:
+        doc = run["doc"]
+        variants = doc.get("variants", [])
+        if len(variants) < 2:
+            continue  # one variant: nothing is compared
+        aa = [v["name"] for v in variants if v.get("aa")]
+        rows = []
+        for m in run["metrics"]:
+            if m["variant"] not in aa or m.get("ratio_to_baseline") is None:
+                continue
+            lo, hi = m.get("ratio_ci_low"), m.get("ratio_ci_high")
+            contains = None if lo is None or hi is None else lo <= 1.0 <= hi
+            rows.append(
+                {
+                    "variant": m["variant"],
+                    "metric": m["metric"],
+                    "condition": cond_label(m.get("condition", {})),
+                    "ratio": f"{m['ratio_to_baseline']:.4g}",
+                    "ci": _interval(lo, hi),
+                    "width": f"±{(hi - lo) / 2:.3g}" if lo is not None and hi is not None else "",
+                    "contains": {True: "yes", False: "NO", None: "no interval"}[contains],
+                    "cls": "" if contains is not False else "verdict-falls",
+                }
+            )
+        rows.sort(key=lambda x: (x["contains"] != "NO", x["metric"], x["condition"]))
+        failed = sum(1 for x in rows if x["contains"] == "NO")
+        out.append({"label": run["label"], "aa": aa, "rows": rows, "failed": failed})
+    return out
