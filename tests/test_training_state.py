@@ -24,12 +24,11 @@ def _trained_pair(seed: int):
 def test_round_trip_is_exact(tmp_path):
     model, opt = _trained_pair(0)
     path = tmp_path / "x.state.safetensors"
-    save_training_state(
-        path, model, opt, {"step": 3, "recipe_digest": "abc"}, {"rng.torch": torch.get_rng_state()}
-    )
+    rng = torch.get_rng_state()
+    save_training_state(path, model, opt, {"step": 3, "recipe_digest": "abc"}, {"rng.torch": rng})
     other, other_opt = _trained_pair(1)
     meta, extra = load_training_state(path, other, other_opt)
-    assert meta["step"] == 3 and torch.equal(extra["rng.torch"], torch.get_rng_state())
+    assert meta["step"] == 3 and torch.equal(extra["rng.torch"], rng)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     a, b = opt.state_dict()["state"][0], other_opt.state_dict()["state"][0]
     assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
