@@ -121,3 +121,42 @@ def test_tokenised_split_is_the_trainer_format(cache, train2, monkeypatch):
 
     monkeypatch.setattr(codec_pkg, "load_codec", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     assert dialogue.tokenised_split("train", limit=2, cache_dir=cache) == folder
+
+
+def test_sessions_at_another_gap_move_only_the_answers(cache, train2):
+    far = dialogue.dialogue_sessions("train", limit=2, cache_dir=cache, answer_gap_s=0.8)
+    same = dialogue.dialogue_sessions("train", limit=2, cache_dir=cache, answer_gap_s=dialogue.ANSWER_GAP_S)
+    assert dialogue.sessions_sha256(same) == dialogue.sessions_sha256(train2)  # the default corpus
+    gap = int(0.8 * dialogue.SAMPLE_RATE)
+    for s, f in zip(train2, far):
+        assert f.voice == s.voice and f.noise == s.noise and f.gain_db == s.gain_db
+        for a, b in zip(s.turns, f.turns):
+            assert [w.text for w in a.words] == [w.text for w in b.words] and a.number == b.number
+            assert a.pause is None or b.pause[1] - b.pause[0] == a.pause[1] - a.pause[0]
+            assert b.user_end + gap <= b.answer.start < b.user_end + gap + FRAME
+        assert f.n_samples > s.n_samples
+    assert dialogue.gap_suffix(None) == dialogue.gap_suffix(dialogue.ANSWER_GAP_S) == ""
+    assert dialogue.gap_suffix(0.8) == "-gap800ms"
+    with pytest.raises(DataError, match="answer gap"):
+        dialogue.dialogue_sessions("train", limit=1, cache_dir=cache, answer_gap_s=-0.1)
+
+
+def test_user_channel_under_noise_is_tokenised_and_cached(cache, train2, monkeypatch):
+    from vemi_eval.data import dialogue_noise as dn
+
+    clean = load_token_folder(dialogue.tokenised_split("train", limit=2, cache_dir=cache), 17).grids
+    white = dn.fixed(dn.UserCondition("white", snr_db=0.0))
+    codes = dn.user_codes("train", white, {"name": "t-white0"}, limit=2, cache_dir=cache, log=lambda m: None)
+    assert len(codes) == 2
+    for c, g in zip(codes, clean):
+        assert c.shape[0] == 8 and c.shape[1] >= g.shape[1]
+        assert (c[:, : g.shape[1]] != g[9:].numpy()).mean() > 0.3  # the user's codes moved
+    with pytest.raises(DataError, match="RT60"):
+        dn.UserCondition("reverb")
+    with pytest.raises(DataError, match="unknown user-channel condition"):
+        dn.UserCondition("rain", snr_db=3)
+    import reference_model.codec as codec_pkg
+
+    monkeypatch.setattr(codec_pkg, "load_codec", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    again = dn.user_codes("train", white, {"name": "t-white0"}, limit=2, cache_dir=cache)
+    assert all(np.array_equal(a, b) for a, b in zip(codes, again))

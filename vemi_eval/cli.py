@@ -498,8 +498,35 @@ def train_codec_cmd(
     "--out", type=click.Path(dir_okay=False), default="runs/lm/tiny_lm.safetensors", show_default=True
 )
 @click.option("--minutes", type=float, default=10.0, show_default=True, help="Wall-time budget.")
-@click.option("--max-steps", type=int, help="Stop after this many steps instead (LR schedule over steps).")
+@click.option(
+    "--steps",
+    "--max-steps",
+    "max_steps",
+    type=int,
+    help="Train exactly this many steps (LR schedule over steps; --minutes stays an upper bound).",
+)
 @click.option("--config", default="tiny", show_default=True, help="LM preset or Moshi-format config JSON.")
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Warm start from these LM weights (same config; the LR schedule starts over).",
+)
+@click.option(
+    "--option",
+    "option_names",
+    multiple=True,
+    help="A recipe option of the LM trainer (repeatable): distill, latency-curriculum, noise-aug.",
+)
+@click.option(
+    "--option-arg",
+    "option_args",
+    multiple=True,
+    help="OPTION.ARGUMENT=VALUE for an --option (e.g. distill.temperature=2; see training/lm_options).",
+)
+@click.option(
+    "--teacher",
+    help="distill: the teacher LM, CHECKPOINT[:CONFIG] (CONFIG: a preset or Moshi JSON; default --config).",
+)
 @click.option("--data", type=click.Path(file_okay=False), help="Token-grid folder (default: dialogue).")
 @click.option("--heldout-data", type=click.Path(file_okay=False), help="Held-out token-grid folder.")
 @click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec that tokenises the corpus.")
@@ -523,16 +550,34 @@ def train_codec_cmd(
     show_default=True,
     help="dtype of the written weights (the resume state stays float32).",
 )
-def train_lm_cmd(out: str, state: str | None, data: str | None, heldout_data: str | None, **opts: Any) -> int:
+def train_lm_cmd(
+    out: str,
+    state: str | None,
+    data: str | None,
+    heldout_data: str | None,
+    option_names: tuple[str, ...],
+    option_args: tuple[str, ...],
+    teacher: str | None,
+    **opts: Any,
+) -> int:
     """Train an LM with Moshi's objective (delayed teacher forcing; text CE with padding at 0.5; audio CE
     with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.
-    Data: a folder of .safetensors token grids [1 + n_q, T] (see vemi_eval/training/lm.py)."""
+    Data: a folder of .safetensors token grids [1 + n_q, T] (see vemi_eval/training/lm.py).
+    Recipe options (--option) are written to the sidecar's "trained_with" and are part of the recipe."""
     if opts["minutes"] <= 0:
         raise click.BadParameter("must be > 0", param_hint="--minutes")
+    if opts["max_steps"] is not None and opts["max_steps"] < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--steps")
     from .training.lm import train_tiny_dialogue
+    from .training.lm_options import build_options, parse_option_args
 
+    if teacher is not None and "distill" not in option_names:
+        raise click.UsageError("--teacher is an argument of --option distill")
+    options = build_options(list(option_names), parse_option_args(option_args), {"teacher": teacher})
     state_path = Path(state) if state else Path("runs/lm") / (Path(out).stem + ".state.safetensors")
-    info = train_tiny_dialogue(Path(out), data=data, heldout_data=heldout_data, state_path=state_path, **opts)
+    info = train_tiny_dialogue(
+        Path(out), data=data, heldout_data=heldout_data, state_path=state_path, options=options, **opts
+    )
     sidecar = Path(out).with_suffix(".json")
     click.echo(f"LM weights: {out} ({info['steps']} steps; recipe and held-out figures: {sidecar})")
     return EXIT_OK

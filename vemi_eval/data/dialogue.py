@@ -389,7 +389,9 @@ def model_reference_audio(cache_dir: str | Path | None = None) -> np.ndarray:
 
 
 # --- the session plan ---------------------------------------------------------------------------------
-def _plan_session(split: str, index: int, pool: list[UserVoice], folder: Path, rhash: str) -> Session:
+def _plan_session(
+    split: str, index: int, pool: list[UserVoice], folder: Path, rhash: str, gap_s: float = ANSWER_GAP_S
+) -> Session:
     cfg = SPLITS[split]
     seed = _seed_of(rhash, split, index) % (2**31)
     rng = np.random.default_rng(seed)
@@ -419,7 +421,7 @@ def _plan_session(split: str, index: int, pool: list[UserVoice], folder: Path, r
             t += n + s(WORD_GAP_S)
         # The answer starts on the first frame boundary at least the gap after the user's end, as a
         # streaming model's output does (and the same word then always gives the same codes).
-        start = -(-(words[-1].end + int(round(ANSWER_GAP_S * SAMPLE_RATE))) // FRAME_SIZE) * FRAME_SIZE
+        start = -(-(words[-1].end + int(round(gap_s * SAMPLE_RATE))) // FRAME_SIZE) * FRAME_SIZE
         answer_text = NUMBERS[number + 1]
         answer = Word(answer_text, start, start + _model_clip(folder, answer_text).size)
         turns.append(Turn(prompt, number, tuple(words), pause, answer))
@@ -433,16 +435,41 @@ def _plan_session(split: str, index: int, pool: list[UserVoice], folder: Path, r
 
 
 def dialogue_sessions(
-    split: str = "heldout", *, limit: int | None = None, cache_dir: str | Path | None = None
+    split: str = "heldout",
+    *,
+    limit: int | None = None,
+    cache_dir: str | Path | None = None,
+    answer_gap_s: float | None = None,
 ) -> list[Session]:
-    """The sessions of a split (the first ``limit`` of them); words are synthesised on first use."""
+    """The sessions of a split (the first ``limit`` of them); words are synthesised on first use.
+
+    ``answer_gap_s``: the model answers this long after the user ends (default ``ANSWER_GAP_S``). The
+    plan is drawn from the same seeds whatever the gap (same voices, words, pauses, noise): only the
+    answers and what follows them move, so sessions at several gaps differ in the gap alone."""
     if split not in SPLITS:
         raise DataError(f"unknown dialogue split {split!r} (expected one of {', '.join(SPLITS)})")
+    gap = check_gap(answer_gap_s)
     folder = cache_folder(cache_dir)
     rhash = folder.name
     pool = voices(split)
     n = SPLITS[split]["sessions"] if limit is None else min(limit, SPLITS[split]["sessions"])
-    return [_plan_session(split, i, pool, folder, rhash) for i in range(n)]
+    return [_plan_session(split, i, pool, folder, rhash, gap) for i in range(n)]
+
+
+def check_gap(answer_gap_s: float | None) -> float:
+    """The answer gap to use (the corpus's default for None); a negative or absurd gap is an error."""
+    if answer_gap_s is None:
+        return ANSWER_GAP_S
+    gap = float(answer_gap_s)
+    if not 0.0 <= gap <= 5.0:
+        raise DataError(f"answer gap must be within 0..5 s, got {answer_gap_s}")
+    return gap
+
+
+def gap_suffix(answer_gap_s: float | None) -> str:
+    """Cache-folder suffix of a non-default gap ("" for the default: the default corpus is unchanged)."""
+    gap = check_gap(answer_gap_s)
+    return "" if gap == ANSWER_GAP_S else f"-gap{int(round(gap * 1000))}ms"
 
 
 def sessions_sha256(sessions: list[Session]) -> str:
@@ -520,12 +547,13 @@ def tokenised_split(
     codebooks: int = 8,
     cache_dir: str | Path | None = None,
     shard_size: int = 64,
+    answer_gap_s: float | None = None,
     log=print,
 ) -> Path:
     """Tokenise a split with the tiny codec (its bundled weights unless ``codec_checkpoint``); returns the
     folder of safetensors shards (one tensor per session) plus ``manifest.json``. Cached by
-    (recipe hash, codec sha256, split, limit); shards already written are kept, so an interrupted run
-    continues."""
+    (recipe hash, codec sha256, split, limit, answer gap); shards already written are kept, so an
+    interrupted run continues."""
     import torch
     from safetensors.torch import save_file
 
@@ -535,8 +563,9 @@ def tokenised_split(
     if not ckpt.is_file():
         raise DataError(f"codec checkpoint not found: {ckpt}")
     sha = codec_sha256(ckpt)
-    sessions = dialogue_sessions(split, limit=limit, cache_dir=cache_dir)
-    folder = cache_folder(cache_dir) / f"tokens-{sha[:16]}" / (split if limit is None else f"{split}-{limit}")
+    sessions = dialogue_sessions(split, limit=limit, cache_dir=cache_dir, answer_gap_s=answer_gap_s)
+    name = (split if limit is None else f"{split}-{limit}") + gap_suffix(answer_gap_s)
+    folder = cache_folder(cache_dir) / f"tokens-{sha[:16]}" / name
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         return folder
@@ -564,6 +593,7 @@ def tokenised_split(
         "codebooks": codebooks,
         "frame_rate": FRAME_RATE,
         "vocab": list(vocab().tokens),
+        **({"answer_gap_s": check_gap(answer_gap_s)} if gap_suffix(answer_gap_s) else {}),
         **corpus_figures(sessions),
     }
     _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())

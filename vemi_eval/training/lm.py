@@ -47,6 +47,7 @@ from reference_model.lm import load_lm
 from reference_model.lm.model import LMModel
 from vemi_eval.errors import DataError
 
+from .lm_options import CorpusRef, LMOption, OptionContext
 from .state import (
     file_sha256,
     git_commit,
@@ -114,19 +115,32 @@ def check_token_range(data: TokenData, cfg: LMConfig) -> None:
             )
 
 
+def crop_plan(
+    grids: list[torch.Tensor], rng: np.random.Generator, batch_size: int, seq_len: int
+) -> list[tuple[int, int]]:
+    """(grid index, start frame) per batch item: a random grid, a random crop of ``seq_len`` frames."""
+    plan = []
+    for _ in range(batch_size):
+        i = int(rng.integers(len(grids)))
+        T = grids[i].shape[1]
+        plan.append((i, int(rng.integers(0, T - seq_len + 1)) if T > seq_len else 0))
+    return plan
+
+
+def crops(grids: list[torch.Tensor], plan: list[tuple[int, int]], seq_len: int) -> torch.Tensor:
+    """The planned crops as a batch [B, K, seq_len]; shorter grids padded with -1."""
+    out = torch.full((len(plan), grids[0].shape[0], seq_len), ZERO, dtype=torch.long)
+    for b, (i, start) in enumerate(plan):
+        crop = grids[i][:, start : start + seq_len]
+        out[b, :, : crop.shape[1]] = crop
+    return out
+
+
 def sample_batch(
     grids: list[torch.Tensor], rng: np.random.Generator, batch_size: int, seq_len: int
 ) -> torch.Tensor:
     """A random crop of ``seq_len`` frames of a random grid per item; shorter grids padded with -1."""
-    K = grids[0].shape[0]
-    out = torch.full((batch_size, K, seq_len), ZERO, dtype=torch.long)
-    for b in range(batch_size):
-        g = grids[int(rng.integers(len(grids)))]
-        T = g.shape[1]
-        start = int(rng.integers(0, T - seq_len + 1)) if T > seq_len else 0
-        crop = g[:, start : start + seq_len]
-        out[b, :, : crop.shape[1]] = crop
-    return out
+    return crops(grids, crop_plan(grids, rng, batch_size, seq_len), seq_len)
 
 
 def drop_user_tokens(codes: torch.Tensor, dep_q: int, p: float, rng: np.random.Generator) -> None:
@@ -158,12 +172,9 @@ def delay_grid(lm: LMModel, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return inputs, delayed
 
 
-def teacher_forced_logits(
-    lm: LMModel, codes: torch.Tensor, depth_frames: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """codes [B, K, T] -> (text logits [B, T, text_card], audio logits [F, dep_q, card], delayed targets
-    [B, K, T]). Text position t predicts column t of the delayed grid. The depth transformer runs on the
-    flat frames ``depth_frames`` (indices into B * T; every frame when None), in that order."""
+def temporal_forward(lm: LMModel, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """codes [B, K, T] -> (temporal hidden states [B, T, dim], text logits [B, T, text_card], delayed
+    targets [B, K, T]): the teacher-forced temporal transformer alone (what the text stream needs)."""
     inputs, targets = delay_grid(lm, codes)
     B, K, T = codes.shape
     x = lm.embed(inputs)
@@ -171,7 +182,17 @@ def teacher_forced_logits(
     for layer in lm.transformer.layers:
         x = layer.forward_sequence(x, cos, sin)
     hidden = lm.out_norm(x)
-    text_logits = lm.text_linear(hidden)
+    return hidden, lm.text_linear(hidden), targets
+
+
+def teacher_forced_logits(
+    lm: LMModel, codes: torch.Tensor, depth_frames: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """codes [B, K, T] -> (text logits [B, T, text_card], audio logits [F, dep_q, card], delayed targets
+    [B, K, T]). Text position t predicts column t of the delayed grid. The depth transformer runs on the
+    flat frames ``depth_frames`` (indices into B * T; every frame when None), in that order."""
+    hidden, text_logits, targets = temporal_forward(lm, codes)
+    B, K, T = codes.shape
     # Depth stage, per frame: codebook k sees the delayed true token of stream k (text for k = 0).
     depth_in = targets[:, : lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
     flat_hidden = hidden.reshape(B * T, -1)
@@ -181,7 +202,7 @@ def teacher_forced_logits(
     return text_logits, audio_logits, targets
 
 
-def _valid(lm: LMModel, targets: torch.Tensor) -> torch.Tensor:
+def valid_targets(lm: LMModel, targets: torch.Tensor) -> torch.Tensor:
     """Targets that carry a token: not a start-token fill (t < delay) and not the zero token."""
     T = targets.shape[2]
     t = torch.arange(T, device=targets.device).view(1, 1, T)
@@ -203,6 +224,40 @@ class LossParts:
     audio_per_codebook: list[float]
     text_word_correct: int  # argmax hits on targets that are words (not padding), for accuracy
     text_words: int
+    # What the loss was computed from, for the options that add a term to it (distillation): the
+    # logits and each position's weight in the hard-label loss (0 where masked).
+    text_logits: torch.Tensor | None = None  # [B, T, text_card]
+    audio_logits: torch.Tensor | None = None  # [F, dep_q, card]
+    text_weight: torch.Tensor | None = None  # [B, T]
+    audio_weight: torch.Tensor | None = None  # [F, dep_q]
+
+
+@dataclass
+class TextTerms:
+    """The text stream's part of the objective, per position [B, T]."""
+
+    targets: torch.Tensor
+    ok: torch.Tensor  # a real target (not a start-token fill, not the zero token)
+    is_pad: torch.Tensor  # PAD or EPAD target
+    weight: torch.Tensor  # its weight in the loss (padding at text_padding_weight, 0 where not ok)
+    ce: torch.Tensor  # cross-entropy [B * T]
+    loss: torch.Tensor  # the weighted mean
+
+
+def text_terms(
+    lm: LMModel, text_logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, weights: LossWeights
+) -> TextTerms:
+    pad_ids = (lm.text_padding_token_id, lm.end_of_text_padding_id)
+    text_t, text_ok = targets[:, 0], valid[:, 0]
+    is_pad = (text_t == pad_ids[0]) | (text_t == pad_ids[1])
+    w_text = text_ok.float() * torch.where(is_pad, weights.text_padding_weight, 1.0)
+    ce_text = F.cross_entropy(
+        text_logits.reshape(-1, lm.text_card).float(),
+        text_t.masked_fill(~text_ok, 0).reshape(-1),
+        reduction="none",
+    )
+    text_loss = (ce_text * w_text.reshape(-1)).sum() / w_text.sum().clamp(min=1e-9)
+    return TextTerms(text_t, text_ok, is_pad, w_text, ce_text, text_loss)
 
 
 def pick_depth_frames(codes: torch.Tensor, fraction: float, rng: np.random.Generator) -> torch.Tensor | None:
@@ -220,19 +275,10 @@ def moshi_loss(
     lm: LMModel, codes: torch.Tensor, weights: LossWeights, depth_frames: torch.Tensor | None = None
 ) -> LossParts:
     text_logits, audio_logits, targets = teacher_forced_logits(lm, codes, depth_frames)
-    valid = _valid(lm, targets)
-    pad_ids = (lm.text_padding_token_id, lm.end_of_text_padding_id)
+    valid = valid_targets(lm, targets)
     B, K, T = targets.shape
-
-    text_t, text_ok = targets[:, 0], valid[:, 0]
-    is_pad = (text_t == pad_ids[0]) | (text_t == pad_ids[1])
-    w_text = text_ok.float() * torch.where(is_pad, weights.text_padding_weight, 1.0)
-    ce_text = F.cross_entropy(
-        text_logits.reshape(-1, lm.text_card).float(),
-        text_t.masked_fill(~text_ok, 0).reshape(-1),
-        reduction="none",
-    )
-    text_loss = (ce_text * w_text.reshape(-1)).sum() / w_text.sum().clamp(min=1e-9)
+    text = text_terms(lm, text_logits, targets, valid, weights)
+    text_t, text_ok, is_pad, w_text, text_loss = text.targets, text.ok, text.is_pad, text.weight, text.loss
 
     audio_t = targets[:, 1 : 1 + lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
     audio_valid = valid[:, 1 : 1 + lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
@@ -259,6 +305,10 @@ def moshi_loss(
         [float(v) for v in per_cb.detach()],
         int(hits.sum()),
         int(words.sum()),
+        text_logits,
+        audio_logits,
+        w_text,
+        w_audio,
     )
 
 
@@ -314,9 +364,17 @@ class LMTrainRecipe:
     loss: LossWeights = field(default_factory=LossWeights)
     schedule: str = "linear warmup, then cosine over the budget's fraction (time, or steps with max_steps)"
     max_steps: int | None = None
+    options: list[dict[str, Any]] = field(default_factory=list)  # recipe options and their arguments
+    init_from: dict[str, str] | None = None  # warm start: {"path", "sha256"}
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        d = asdict(self)
+        # Absent when unused, so the digest of a plain recipe is the one it had before options existed
+        # (a training started then still resumes).
+        for key in ("options", "init_from"):
+            if not d[key]:
+                del d[key]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def lr_at(recipe: LMTrainRecipe, step: int, progress: float) -> float:
@@ -354,12 +412,17 @@ def train_lm(
     log_every: int = 25,
     log: Callable[[str], None] = print,
     extra_info: dict[str, Any] | None = None,
+    options: list[LMOption] | None = None,
+    init_from: str | os.PathLike | None = None,
+    corpus: CorpusRef | None = None,
 ) -> dict[str, Any]:
     """Train for ``minutes`` of wall time (or exactly ``max_steps`` steps; the LR schedule then follows the
-    steps, so runs are reproducible). Writes ``out_path`` (the LM's safetensors, Moshi keys) and its
-    ``.json`` sidecar; keeps the resumable state in ``state_path`` (default: ``<out stem>.state.safetensors``
-    beside ``out_path``; the CLI puts it under ``runs/``). ``stop_after_steps`` stops early as a kill
-    would (tests). Returns the sidecar."""
+    steps, so runs are reproducible; with both, the minutes are an upper bound). ``options``: recipe
+    options (vemi_eval/training/lm_options; ``corpus``: the dialogue corpus the data came from, for the
+    options that render more of it); ``init_from``: warm start from these LM weights. Writes
+    ``out_path`` (the LM's safetensors, Moshi keys) and its ``.json`` sidecar; keeps the resumable state
+    in ``state_path`` (default: ``<out stem>.state.safetensors`` beside ``out_path``; the CLI puts it
+    under ``runs/``). ``stop_after_steps`` stops early as a kill would (tests). Returns the sidecar."""
     if minutes is None and max_steps is None:
         raise ValueError("give minutes (a time budget) or max_steps")
     torch.set_num_threads(threads)
@@ -371,6 +434,10 @@ def train_lm(
         check_token_range(heldout, cfg)
     if train.grids[0].shape[0] != cfg.n_q + 1:
         raise TrainDataError(f"grids have {train.grids[0].shape[0]} streams; the config needs {cfg.n_q + 1}")
+    options = list(options or [])
+    for o in options:  # before the recipe: what an option loads (a teacher's hash) is part of it
+        o.seed(seed)
+        o.setup(OptionContext(cfg, train, corpus, device, seed, log))
     recipe = LMTrainRecipe(
         config=cfg.to_dict(),
         data_sha256=train.sha256,
@@ -385,9 +452,14 @@ def train_lm(
         seed=seed,
         loss=loss_weights or LossWeights(),
         max_steps=max_steps,
+        options=[o.recipe() for o in options],
+        init_from=None if init_from is None else {"path": str(init_from), "sha256": file_sha256(init_from)},
     )
     torch.manual_seed(seed)
-    lm = load_lm(cfg, device=device).train().requires_grad_(True)
+    if init_from is not None:  # a warm start; load_lm checks every key and shape against the config
+        lm = load_lm(cfg, init_from, device=device).train().requires_grad_(True)
+    else:
+        lm = load_lm(cfg, device=device).train().requires_grad_(True)
     opt = torch.optim.AdamW(
         lm.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False
     )
@@ -406,6 +478,8 @@ def train_lm(
         info, _ = load_training_state(state_path, lm, opt, same_recipe)
         step, elapsed_before, history = info["step"], info["elapsed_s"], info["history"]
         rng.bit_generator.state = info["rng"]
+        for o, st in zip(options, info.get("option_rng", [])):
+            o.rng.bit_generator.state = st
         resumed_from = {"step": step, "elapsed_s": elapsed_before}
         log(f"resuming from {state_path} at step {step} ({elapsed_before:.0f}s done)")
     budget_s = minutes * 60.0 if minutes is not None else None
@@ -436,6 +510,7 @@ def train_lm(
                 "elapsed_s": elapsed(),
                 "rng": rng.bit_generator.state,
                 "history": history[-400:],
+                **({"option_rng": [o.rng.bit_generator.state for o in options]} if options else {}),
             },
         )
 
@@ -443,10 +518,20 @@ def train_lm(
         lr_now = lr_at(recipe, step, progress())
         for group in opt.param_groups:
             group["lr"] = lr_now
-        batch = sample_batch(train.grids, rng, batch_size, seq_len)
+        grids = train.grids
+        for o in options:
+            grids = o.grids(step, progress(), grids)
+        plan = crop_plan(grids, rng, batch_size, seq_len)
+        batch = crops(grids, plan, seq_len)
+        for o in options:
+            batch = o.transform(batch, plan, grids)
         drop_user_tokens(batch, cfg.dep_q, recipe.user_token_dropout, rng)
         frames = pick_depth_frames(batch, recipe.depth_fraction, rng)
-        parts = moshi_loss(lm, batch.to(device), recipe.loss, None if frames is None else frames.to(device))
+        frames = None if frames is None else frames.to(device)
+        batch = batch.to(device)
+        parts = moshi_loss(lm, batch, recipe.loss, frames)
+        for o in options:
+            parts = o.loss(lm, batch, frames, parts)
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"LM training diverged at step {step} (loss {float(parts.total)})")
         opt.zero_grad(set_to_none=True)
@@ -491,6 +576,7 @@ def train_lm(
     tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))
     sidecar: dict[str, Any] = {
         "produced_by": "vemi_eval.training.lm.train_lm",
+        "trained_with": [o.name for o in options],
         "weights": out_path.name,
         "weights_sha256": file_sha256(out_path),
         "weights_dtype": weights_dtype,
@@ -503,6 +589,7 @@ def train_lm(
             "frames": train.frames,
             "manifest": train.manifest,
         },
+        "parameters": sum(p.numel() for p in lm.parameters()),
         "seed": seed,
         "threads": threads,
         "device": device,
@@ -516,6 +603,7 @@ def train_lm(
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        **({"options": {o.name: o.report() for o in options}} if options else {}),
         **(extra_info or {}),
     }
     if heldout is not None:
@@ -541,7 +629,7 @@ def train_tiny_dialogue(
     train_sessions: int | None = None,
     config: str | os.PathLike = "tiny",
     log: Callable[[str], None] = print,
-    **options: Any,
+    **train_args: Any,
 ) -> dict[str, Any]:
     """``train_lm`` on ``data`` (a token-grid folder), or by default on the dialogue corpus's training
     split tokenised with the tiny codec (``codec_checkpoint``, default its bundled weights), evaluated
@@ -562,7 +650,9 @@ def train_tiny_dialogue(
             heldout_data = dialogue.tokenised_split("heldout", codec_checkpoint, log=log)
         extra["corpus"] = "vemi_eval.data.dialogue"
         extra["vocab"] = list(vocab.tokens)
+        ckpt = None if codec_checkpoint is None else str(codec_checkpoint)
+        train_args.setdefault("corpus", CorpusRef(ckpt, train_sessions))
     train = load_token_folder(data, cfg.n_q + 1)
     held = load_token_folder(heldout_data, cfg.n_q + 1) if heldout_data is not None else None
     extra["codec_sha256"] = train.manifest.get("codec_sha256")
-    return train_lm(out_path, train, heldout=held, config=cfg, log=log, extra_info=extra, **options)
+    return train_lm(out_path, train, heldout=held, config=cfg, log=log, extra_info=extra, **train_args)

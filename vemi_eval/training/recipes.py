@@ -27,6 +27,33 @@ class RecipeOption:
 # One entry per option; the trainer that implements it is named by ``trainer``.
 RECIPE_OPTIONS: tuple[RecipeOption, ...] = ()
 
+# LM trainer (vemi_eval/training/lm_options/: one module per option)
+RECIPE_OPTIONS += (
+    RecipeOption(
+        "distill",
+        "4.1",
+        "lm",
+        "KL to a larger teacher's text and audio logits (temperature T, mixed with the hard labels); "
+        "--teacher CHECKPOINT[:CONFIG]",
+        "the distilled student's held-out teacher-forced task accuracy as a share of the teacher's",
+    ),
+    RecipeOption(
+        "latency-curriculum",
+        "4.3",
+        "lm",
+        "the training sessions' response gap shrinks in stages from 0.96 s to the target gap (0.32 s)",
+        "held-out teacher-forced task accuracy at the target gap against training at it from the start",
+    ),
+    RecipeOption(
+        "noise-aug",
+        "6.3",
+        "lm",
+        "the user channel of half the batch items is a tokenised noisy copy (white, babble 0-20 dB; "
+        "reverb RT60 0.3-1 s)",
+        "held-out answer error rate with the user channel under white/babble (20-0 dB) and reverb",
+    ),
+)
+
 
 def available_recipes() -> dict[str, RecipeOption]:
     """Option name -> its declaration."""

@@ -1,0 +1,198 @@
+"""Recipe options of the LM trainer: each a small transform of one plain training step.
+
+An option is a class with the hooks below; every hook's default changes nothing, so a run without
+options is the plain Moshi objective, and an option overrides only the hook it needs:
+
+- ``setup(ctx)``: once, after the student is built (load a teacher, tokenise extra data);
+- ``grids(step, progress, grids)``: which token grids this step samples its crops from (a curriculum);
+- ``transform(batch, plan, grids)``: the batch after cropping (``plan``: which grid and start frame
+  each item came from; augment the user's streams);
+- ``loss(lm, batch, frames, parts)``: the step's loss (a distillation term beside the hard labels);
+- ``recipe()``: its parameters, part of the recipe digest (a resume refuses another set);
+- ``report()``: figures for the sidecar.
+
+An option that draws random numbers uses its own generator (``self.rng``, seeded from the run's seed and
+its name), so the crops every arm of a paired experiment sees are the same; its state is saved with the
+trainer's. Options are declared for the registry in vemi_eval/training/recipes.py and built here by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from vemi_eval.errors import DataError
+
+if TYPE_CHECKING:
+    from reference_model.config import LMConfig
+    from reference_model.lm.model import LMModel
+
+    from ..lm import LossParts, TokenData
+
+
+class OptionError(DataError):
+    """An unknown option, a bad option argument, or options that cannot combine (one line; exit 2)."""
+
+
+@dataclass(frozen=True)
+class CorpusRef:
+    """The dialogue corpus the trainer tokenised (None in the context when a user's --data is used)."""
+
+    codec_checkpoint: str | None
+    train_sessions: int | None
+
+
+@dataclass
+class OptionContext:
+    cfg: LMConfig
+    train: TokenData
+    corpus: CorpusRef | None
+    device: str
+    seed: int
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class LMOption:
+    """Base: no hook changes anything. Subclasses are dataclasses whose fields are their arguments."""
+
+    name: ClassVar[str] = ""
+    rng: np.random.Generator = field(init=False, repr=False, compare=False)
+
+    def seed(self, seed: int) -> None:
+        h = hashlib.sha256(f"{seed}/{self.name}".encode()).digest()
+        self.rng = np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+    def setup(self, ctx: OptionContext) -> None:
+        pass
+
+    def grids(self, step: int, progress: float, grids: list[torch.Tensor]) -> list[torch.Tensor]:
+        return grids
+
+    def transform(
+        self, batch: torch.Tensor, plan: list[tuple[int, int]], grids: list[torch.Tensor]
+    ) -> torch.Tensor:
+        return batch
+
+    def loss(
+        self, lm: LMModel, batch: torch.Tensor, frames: torch.Tensor | None, parts: LossParts
+    ) -> LossParts:
+        return parts
+
+    def recipe(self) -> dict[str, Any]:
+        return {"name": self.name, **{f.name: _plain(getattr(self, f.name)) for f in _args(self)}}
+
+    def report(self) -> dict[str, Any]:
+        return {}
+
+
+def _args(opt: LMOption) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(opt) if f.init]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def option_classes() -> dict[str, type[LMOption]]:
+    """Option name -> class (imported lazily: a teacher or a corpus is only touched when asked for)."""
+    from .curriculum import LatencyCurriculum
+    from .distill import Distill
+    from .noise_aug import NoiseAugmentation
+
+    return {c.name: c for c in (Distill, LatencyCurriculum, NoiseAugmentation)}
+
+
+def parse_value(text: str, like: Any) -> Any:
+    """An option argument from the command line, typed after the field's default."""
+    if isinstance(like, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise OptionError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(like, tuple):
+        parts = [p for p in text.split(",") if p.strip()]
+        inner = like[0] if like else ""
+        return tuple(parse_value(p.strip(), inner) for p in parts)
+    try:
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+    except ValueError:
+        raise OptionError(f"expected a number, got {text!r}") from None
+    return text
+
+
+def build_options(
+    names: Sequence[str],
+    args: dict[str, dict[str, str]] | None = None,
+    trainer_args: dict[str, Any] | None = None,
+) -> list[LMOption]:
+    """Options by name with their arguments (``args[name][field] = text`` from ``--option-arg
+    name.field=value``; ``trainer_args`` are typed values of named trainer flags such as ``teacher``)."""
+    classes = option_classes()
+    args = {k: dict(v) for k, v in (args or {}).items()}
+    unknown = [n for n in list(names) + list(args) if n not in classes]
+    if unknown:
+        raise OptionError(f"unknown LM recipe option {unknown[0]!r} (known: {', '.join(sorted(classes))})")
+    extra = [n for n in args if n not in names]
+    if extra:
+        raise OptionError(f"--option-arg for {extra[0]!r}, which is not among the --option names")
+    if len(set(names)) != len(names):
+        raise OptionError("an --option is given twice")
+    out = []
+    for name in names:
+        cls = classes[name]
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+        kwargs: dict[str, Any] = {}
+        for key, text in args.get(name, {}).items():
+            if key not in defaults:
+                raise OptionError(f"option {name!r} has no argument {key!r} (known: {', '.join(defaults)})")
+            try:
+                kwargs[key] = parse_value(text, defaults[key])
+            except OptionError as e:
+                raise OptionError(f"--option-arg {name}.{key}: {e}") from None
+        for key, value in (trainer_args or {}).items():
+            if key in defaults and value is not None:
+                kwargs[key] = value
+        try:
+            out.append(cls(**kwargs))
+        except (TypeError, ValueError) as e:
+            raise OptionError(f"option {name!r}: {e}") from None
+    _check_combination(out)
+    return out
+
+
+def _check_combination(options: list[LMOption]) -> None:
+    # Two options that both choose the grids a step samples would silently override each other.
+    choosers = [o.name for o in options if type(o).grids is not LMOption.grids]
+    if len(choosers) > 1:
+        raise OptionError(f"options {' and '.join(choosers)} both choose the training data; use one")
+    needs_base = [o.name for o in options if getattr(o, "needs_base_grids", False)]
+    if choosers and needs_base:
+        raise OptionError(
+            f"option {needs_base[0]} augments the plain training grids; {choosers[0]} replaces them"
+        )
+
+
+def parse_option_args(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["distill.temperature=2", ...]`` -> ``{"distill": {"temperature": "2"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for p in pairs:
+        key, eq, value = p.partition("=")
+        name, dot, fieldname = key.partition(".")
+        if not eq or not dot or not name or not fieldname:
+            raise OptionError(f"--option-arg {p!r}: expected OPTION.ARGUMENT=VALUE")
+        out.setdefault(name.strip(), {})[fieldname.strip()] = value.strip()
+    return out
