@@ -451,6 +451,18 @@ def train_group() -> None:
     show_default=True,
     help="v2: from scratch; v1-continue: recipe 1's losses, to continue --init-from on the codec corpus.",
 )
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    help="Codec recipe option (repeatable; vemi_eval/training/recipes.py): an enhancement's training change.",
+)
+@click.option("--steps", type=int, help="Train exactly this many steps (--minutes stays an upper bound).")
+@click.option(
+    "--no-heldout-eval",
+    is_flag=True,
+    help="Skip the sidecar's held-out PESQ/STOI table (minutes; an experiment's suite measures instead).",
+)
 def train_codec_cmd(
     out: str,
     minutes: float,
@@ -464,6 +476,9 @@ def train_codec_cmd(
     data: str | None,
     fresh: bool,
     recipe_name: str,
+    options: tuple[str, ...],
+    steps: int | None,
+    no_heldout_eval: bool,
 ) -> int:
     """Train the tiny preset's codec (recipe: vemi_eval/training/codec.py) for a wall-time budget.
 
@@ -472,20 +487,26 @@ def train_codec_cmd(
     --out every 5 minutes; the same command after a kill resumes from it."""
     if minutes <= 0:
         raise click.BadParameter("must be > 0", param_hint="--minutes")
-    check_at_least(1, threads=threads)
+    check_at_least(1, threads=threads, steps=steps)
     import dataclasses
 
-    from .training.codec import named_recipes, train_codec
+    from .training.codec import named_recipes, train_codec, with_options
+    from .training.recipes import check_options
 
+    try:
+        check_options(options, "codec")
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--option") from e
     changes: dict[str, Any] = {"lr": lr, "wave_weight": wave_weight, "bypass_rate": bypass_rate, "data": data}
     recipe = dataclasses.replace(
         named_recipes()[recipe_name], **{k: v for k, v in changes.items() if v is not None}
     )
+    recipe = with_options(recipe, options)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
         train_codec(
             Path(out), minutes=minutes, recipe=recipe, seed=seed, threads=threads, device=device,
-            init_from=init_from, fresh=fresh,
+            init_from=init_from, fresh=fresh, max_steps=steps, evaluate=not no_heldout_eval,
         )  # fmt: skip
     except ValueError as e:  # a resume state from another recipe
         raise click.UsageError(str(e)) from e

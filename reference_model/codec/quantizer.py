@@ -130,6 +130,22 @@ class EuclideanCodebook(nn.Module):
         self._clear_cache()
         return replaced
 
+    @torch.no_grad()
+    def reanchor(self, x: torch.Tensor, sharpness: float = 10.0) -> float:
+        """ERVQ's online clustering (CVQ-VAE's anchors): every code moves toward the vector of ``x`` [N, D]
+        nearest to it by ``alpha = exp(-sharpness * usage / uniform usage)``, so a rarely used code is pulled
+        onto the data before it dies, a busy one stays put (the dead-code restart above jumps codes under a
+        hard threshold onto random vectors instead). Returns the mean alpha."""
+        flat = x.reshape(-1, self.dim).float()
+        emb = self.embedding
+        anchors = flat[torch.cdist(emb[None], flat[None])[0].argmin(dim=-1)]
+        share = self.cluster_usage / self.cluster_usage.sum().clamp_min(self.epsilon)
+        alpha = torch.exp(-sharpness * share * self.codebook_size)[:, None]
+        moved = (1 - alpha) * emb + alpha * anchors
+        self.embedding_sum.copy_(moved * self.cluster_usage.clamp(min=self.epsilon)[:, None])
+        self._clear_cache()
+        return float(alpha.mean())
+
 
 class VectorQuantization(nn.Module):
     """One codebook (moshi keeps it under ``_codebook``; no codebook projection in Mimi)."""

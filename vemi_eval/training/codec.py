@@ -28,6 +28,7 @@ per engine and number of codebooks) are written at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -80,9 +81,50 @@ class CodecRecipe:
     quantizer_dropout: str = "n_q=8 with p=0.5, else uniform in [1, max]"
     codebooks: str = "EMA decay 0.99, k-means init, dead codes (<10% of uniform usage) re-initialised"
     schedule: str = "linear warmup, then cosine over the fraction of the wall-time budget, floor 5%"
+    # Recipe options (vemi_eval/training/recipes.py, ``--option``) and the settings they turn on.
+    options: tuple[str, ...] = ()
+    balance_weight: float = 0.0  # ervq: code-balancing (usage entropy) loss
+    decorrelation_weight: float = 0.0  # ervq: inter-codebook decorrelation loss
+    soft_temperature: float = 1.0  # ervq: soft assignments' temperature (x mean nearest squared distance)
+    reanchor_sharpness: float = 0.0  # ervq: online re-anchoring of rarely used codes (0: off)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        d = asdict(self)
+        for key, off in _OPTION_FIELDS.items():  # absent while unused: states of before still resume
+            if d.get(key) == off:
+                d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Fields added with the recipe options, at their "off" values.
+_OPTION_FIELDS: dict[str, Any] = {
+    "options": (),
+    "balance_weight": 0.0,
+    "decorrelation_weight": 0.0,
+    "soft_temperature": 1.0,
+    "reanchor_sharpness": 0.0,
+}
+
+# What each codec recipe option sets (declared for the registry in vemi_eval/training/recipes.py).
+CODEC_OPTIONS: dict[str, dict[str, Any]] = {
+    # ERVQ's weights are its paper's order of magnitude beside a mel loss of ~1; sharpness 10: a code at a
+    # tenth of the uniform usage moves 37% of the way to its nearest feature per step, a uniform one 0.005%.
+    "ervq": {"balance_weight": 0.1, "decorrelation_weight": 0.1, "soft_temperature": 1.0,
+             "reanchor_sharpness": 10.0},
+}  # fmt: skip
+
+
+def with_options(recipe: CodecRecipe, names: list[str] | tuple[str, ...]) -> CodecRecipe:
+    """``recipe`` with the named recipe options turned on (unknown name: ValueError, one line)."""
+    unknown = [n for n in names if n not in CODEC_OPTIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown codec recipe option {unknown[0]!r} (known: {', '.join(sorted(CODEC_OPTIONS))})"
+        )
+    changes: dict[str, Any] = {}
+    for n in names:
+        changes.update(CODEC_OPTIONS[n])
+    return dataclasses.replace(recipe, options=tuple(sorted(set(recipe.options) | set(names))), **changes)
 
 
 SIX_MEL_SCALES = ((64, 16), (128, 32), (256, 40), (512, 64), (1024, 80), (2048, 128))
@@ -393,6 +435,54 @@ def _load_state(out_path: Path, codec, opt, rng, recipe) -> tuple[int, float, li
     return int(meta["step"]), float(meta["elapsed_s"]), list(meta.get("progress", []))
 
 
+# --- recipe options' losses ------------------------------------------------------------------------
+class QuantizerTaps:
+    """What each RVQ (``rvq_first``, ``rvq_rest``) got and chose in the last training pass, caught by forward
+    hooks so the codec's forward stays the plain one: {name: (latent [B, C, T], codes [B, n, T])}."""
+
+    def __init__(self, codec: MimiCodec) -> None:
+        self.seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rvqs = {"rvq_first": codec.quantizer.rvq_first, "rvq_rest": codec.quantizer.rvq_rest}
+        self._handles = [
+            rvq.register_forward_hook(
+                lambda _m, args, out, name=name: self.seen.__setitem__(name, (args[0], out[1]))
+            )
+            for name, rvq in self.rvqs.items()
+        ]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def option_losses(recipe: CodecRecipe, taps: QuantizerTaps) -> dict[str, torch.Tensor]:
+    """The recipe options' loss terms on the last pass (weighted later), each named; re-anchoring (ERVQ)
+    happens here too, after the pass's EMA update."""
+    from .ervq import balance_loss, decorrelation_loss, level_inputs, reanchor_all
+
+    terms: dict[str, torch.Tensor] = {}
+    if recipe.balance_weight or recipe.decorrelation_weight or recipe.reanchor_sharpness:
+        bal, dec = [], []
+        for name, (latent, codes) in taps.seen.items():
+            rvq = taps.rvqs[name]
+            levels = level_inputs(rvq, latent, codes)
+            if recipe.balance_weight:
+                bal.append(balance_loss(levels, rvq, recipe.soft_temperature))
+            if recipe.decorrelation_weight and len(levels) > 1:
+                dec.append(decorrelation_loss(levels, rvq, recipe.soft_temperature))
+            if recipe.reanchor_sharpness:
+                reanchor_all(levels, rvq, recipe.reanchor_sharpness)
+        if bal:
+            terms["balance"] = torch.stack(bal).mean()
+        if dec:
+            terms["decorrelation"] = torch.stack(dec).mean()
+    return terms
+
+
+def option_weight(recipe: CodecRecipe, term: str) -> float:
+    return {"balance": recipe.balance_weight, "decorrelation": recipe.decorrelation_weight}[term]
+
+
 # --- the loop -----------------------------------------------------------------------------------
 def train_codec(
     out_path: str | os.PathLike,
@@ -457,6 +547,8 @@ def train_codec(
     t_start = time.time() - elapsed
     last_ckpt = last_eval = time.time()
     recent: list[tuple[float, float, float]] = []
+    recent_options: dict[str, list[float]] = {}
+    taps = QuantizerTaps(codec) if recipe.options else None
     eval_sets = heldout_sets(cfg.sample_rate, per_set=4) if evaluate else []
 
     def write_outputs(final: bool, extra: dict[str, Any]) -> None:
@@ -465,6 +557,7 @@ def train_codec(
         tail = np.array(recent[-500:]) if recent else np.zeros((1, 3))
         info = {
             "produced_by": "vemi_eval.training.codec.train_codec",
+            "trained_with": list(recipe.options),
             "trained": True,
             "recipe": {**asdict(recipe), "digest": recipe.digest(), "config": cfg.to_dict()},
             "data": audio.summary,
@@ -477,11 +570,14 @@ def train_codec(
             "steps": step,
             "samples_seen_hours": round(step * recipe.batch_size * length / cfg.sample_rate / 3600, 2),
             "wall_time_s": round(time.time() - t_start, 1),
+            "train_time_s": round(train_time_s, 1),
+            "train_s_per_step": round(train_time_s / max(step - first_step, 1), 3),
             "final": final,
             "final_losses_mean_last_500": {
                 "mel": float(tail[:, 0].mean()),
                 "wave_l1": float(tail[:, 1].mean()),
                 "commit": float(tail[:, 2].mean()),
+                **{k: float(np.mean(v[-500:])) for k, v in recent_options.items()},
             },  # fmt: skip
             "progress": progress,
             "git_commit": git_commit(),
@@ -491,11 +587,10 @@ def train_codec(
         }
         write_sidecar(json_path, info)
 
-    def done() -> bool:
-        return (max_steps is not None and step >= max_steps) or (
-            max_steps is None and time.time() - t_start >= budget
-        )
+    def done() -> bool:  # max_steps: equal steps per arm; the wall-time budget stays an upper bound
+        return (max_steps is not None and step >= max_steps) or time.time() - t_start >= budget
 
+    first_step, train_time_s, t_loop = step, 0.0, time.time()
     while not done():
         frac = (time.time() - t_start) / budget if max_steps is None else step / max_steps
         for group in opt.param_groups:
@@ -508,6 +603,10 @@ def train_codec(
         l_mel = mel_loss(y, x)
         l_wave = F.l1_loss(y, x)
         loss = recipe.mel_weight * l_mel + recipe.wave_weight * l_wave + recipe.commit_weight * commit
+        if taps is not None:
+            for term, value in option_losses(recipe, taps).items():
+                loss = loss + option_weight(recipe, term) * value
+                recent_options.setdefault(term, []).append(value.item())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"codec training diverged at step {step} (loss {float(loss)})")
         opt.zero_grad(set_to_none=True)
@@ -516,11 +615,13 @@ def train_codec(
         opt.step()
         recent.append((l_mel.item(), l_wave.item(), commit.item()))
         step += 1
+        train_time_s = time.time() - t_loop  # this process's steps (a resume counts its own)
         if step % log_every == 0:
             r = np.array(recent[-log_every:])
+            extra_terms = "".join(f" {k}={np.mean(v[-log_every:]):.4f}" for k, v in recent_options.items())
             log(
                 f"step {step} t={time.time() - t_start:.0f}s lr={opt.param_groups[0]['lr']:.2e} "
-                f"mel={r[:, 0].mean():.4f} wave={r[:, 1].mean():.5f} commit={r[:, 2].mean():.4f}"
+                f"mel={r[:, 0].mean():.4f} wave={r[:, 1].mean():.5f} commit={r[:, 2].mean():.4f}{extra_terms}"
             )
         if eval_sets and time.time() - last_eval > eval_every_s:
             q = evaluate_codec(codec, eval_sets, (8, max_q))
@@ -531,6 +632,8 @@ def train_codec(
             _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
             write_outputs(False, {})
             last_ckpt = time.time()
+    if taps is not None:
+        taps.remove()
     codec.eval()
     _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
     extra: dict[str, Any] = {}

@@ -54,6 +54,19 @@ RECIPE_OPTIONS += (
     ),
 )
 
+# Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).
+RECIPE_OPTIONS += (
+    RecipeOption(
+        name="ervq",
+        enhancement="3.3",
+        trainer="codec",
+        summary="ERVQ: codes re-anchored toward their nearest encoder features the less they are used, a "
+        "code-balancing (usage entropy) loss per codebook and a decorrelation loss between adjacent levels",
+        measured_as="round-trip PESQ-WB/STOI at equal bitrate (8 codebooks) on held-out voices, beside "
+        "per-level codebook usage entropy and perplexity (kind codebook_usage)",
+    ),
+)
+
 
 def available_recipes() -> dict[str, RecipeOption]:
     """Option name -> its declaration."""
@@ -64,3 +77,11 @@ def trained_with(sidecar: dict) -> tuple[str, ...]:
     """The recipe options a checkpoint's sidecar says it was trained with (none for older sidecars)."""
     names = sidecar.get("trained_with") or ()
     return tuple(str(n) for n in names)
+
+
+def check_options(names: tuple[str, ...] | list[str], trainer: str) -> None:
+    """Every name is a declared option of ``trainer``; else ValueError naming the first that is not."""
+    known = sorted(r.name for r in RECIPE_OPTIONS if r.trainer == trainer)
+    for n in names:
+        if n not in known:
+            raise ValueError(f"unknown {trainer} recipe option {n!r} (known: {', '.join(known) or 'none'})")

@@ -1,0 +1,153 @@
+"""Codec recipe options (issue 13): each loss or transform changes what it should and nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reference_model.codec import MimiCodec, codec_config
+from reference_model.codec.quantizer import EuclideanCodebook, ResidualVectorQuantizer
+from tests.test_codec_training import _FakeAudio
+from vemi_eval.training.codec import CodecRecipe, named_recipes, train_codec, with_options
+from vemi_eval.training.ervq import LevelInputs, balance_loss, decorrelation_loss, level_inputs
+
+
+def _rvq(bins: int = 8, dim: int = 4, n_q: int = 2) -> ResidualVectorQuantizer:
+    torch.manual_seed(0)
+    return ResidualVectorQuantizer(
+        dimension=dim, input_dimension=dim, output_dimension=dim, n_q=n_q, bins=bins
+    )
+
+
+# --- recipes and options ------------------------------------------------------------------------------
+def test_default_recipes_keep_their_digest_and_options_change_it():
+    # the bundled tiny codec's sidecar records 2b7f6c60ab35af2f: adding option fields must not move it
+    assert named_recipes()["v1-continue"].digest() == "2b7f6c60ab35af2f"
+    assert named_recipes()["v2"].digest() == "4fc1b4fb2cf68560"
+    ervq = with_options(named_recipes()["v1-continue"], ["ervq"])
+    assert ervq.options == ("ervq",) and ervq.balance_weight > 0 and ervq.reanchor_sharpness > 0
+    assert ervq.digest() != named_recipes()["v1-continue"].digest()
+    with pytest.raises(ValueError, match="unknown codec recipe option 'nope'"):
+        with_options(CodecRecipe(), ["nope"])
+
+
+def test_every_codec_option_is_declared_for_the_registry():
+    from vemi_eval.training.codec import CODEC_OPTIONS
+    from vemi_eval.training.recipes import available_recipes, check_options
+
+    declared = {n for n, r in available_recipes().items() if r.trainer == "codec"}
+    assert declared == set(CODEC_OPTIONS)
+    check_options(sorted(declared), "codec")
+    with pytest.raises(ValueError, match="unknown codec recipe option"):
+        check_options(["ervq", "nope"], "codec")
+
+
+def test_cli_refuses_an_unknown_option(capsys):
+    from vemi_eval.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "codec", "--option", "nope", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown codec recipe option 'nope'" in err
+
+
+# --- ERVQ ---------------------------------------------------------------------------------------------
+def test_balance_loss_is_zero_for_uniform_confident_usage_and_one_for_collapse():
+    rvq = _rvq(bins=8)
+    cb = rvq.codebooks(1)[0]
+    cb.embedding_sum.copy_(torch.eye(8, 4).repeat(1, 1) * 0 + torch.randn(8, 4) * 10)
+    cb._clear_cache()
+    emb = cb.embedding
+    uniform = LevelInputs(emb.repeat(4, 1), torch.arange(8).repeat(4))
+    collapsed = LevelInputs(emb[:1].repeat(32, 1), torch.zeros(32, dtype=torch.long))
+    low = balance_loss([uniform], rvq, temperature=0.05).item()
+    high = balance_loss([collapsed], rvq, temperature=0.05).item()
+    assert low < 0.02 and high > 0.98
+
+
+def test_decorrelation_loss_reads_the_cosine_of_adjacent_levels():
+    rvq = _rvq(bins=2, dim=2)
+    for cb, rows in zip(rvq.codebooks(2), ([[1.0, 0.0], [-1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]), strict=True):
+        cb.embedding_sum.copy_(torch.tensor(rows))
+        cb.cluster_usage.fill_(1.0)
+        cb._clear_cache()
+    r = torch.tensor([[1.0, 0.0]])
+    first = LevelInputs(r, torch.tensor([0]))
+    orthogonal = decorrelation_loss([first, LevelInputs(r, torch.tensor([0]))], rvq, 1.0)
+    parallel = decorrelation_loss([first, LevelInputs(r, torch.tensor([1]))], rvq, 1.0)
+    assert orthogonal.item() < 1e-6 and abs(parallel.item() - 1.0) < 1e-6
+
+
+def test_reanchor_pulls_a_rarely_used_code_onto_the_data_and_leaves_busy_ones():
+    cb = EuclideanCodebook(2, 4)
+    centroids = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [50.0, 50.0]])
+    cb.cluster_usage.copy_(torch.tensor([1.0, 1.0, 1.0, 1e-4]))
+    cb.embedding_sum.copy_(centroids * cb.cluster_usage[:, None])
+    cb._clear_cache()
+    before = cb.embedding.clone()
+    data = torch.tensor([[0.1, 0.0], [1.0, 0.1], [0.0, 0.9], [5.0, 5.0]])
+    cb.reanchor(data, sharpness=10.0)
+    after = cb.embedding
+    assert torch.allclose(after[:3], before[:3], atol=1e-3)  # busy codes: alpha = exp(-13)
+    assert torch.allclose(after[3], torch.tensor([5.0, 5.0]), atol=0.1)  # nearly unused: onto its feature
+
+
+def test_level_inputs_retrace_the_quantizer_and_carry_gradient_to_the_latent():
+    rvq = _rvq(bins=8, dim=4, n_q=3).train()
+    latent = torch.randn(2, 4, 5, requires_grad=True)
+    _, codes, _ = rvq(latent, n_q=3)
+    rvq.eval()
+    levels = level_inputs(rvq, latent, codes)
+    assert [lv.codes.numel() for lv in levels] == [10, 10, 10]
+    # each level's codes are the nearest centroid to its retraced residual (what the pass chose)
+    for lv, cb in zip(levels, rvq.codebooks(3), strict=True):
+        assert torch.equal(cb.encode(lv.residual.detach()), lv.codes)
+    (balance_loss(levels, rvq, 1.0) + decorrelation_loss(levels, rvq, 1.0)).backward()
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
+
+
+def _train_fake(tmp_path, name: str, options: tuple[str, ...], steps: int = 2):
+    fake = _FakeAudio(batch_size=2)
+    recipe = with_options(fake.recipe, options)
+    fake.inner.recipe = recipe
+    out = tmp_path / f"{name}.safetensors"
+    info = train_codec(out, minutes=1, recipe=recipe, max_steps=steps, evaluate=False, audio=fake.inner,
+                       log=lambda *_: None, log_every=1)  # fmt: skip
+    return out, info
+
+
+def test_ervq_training_records_its_terms_and_trained_with(tmp_path):
+    _, base = _train_fake(tmp_path, "base", ())
+    out, info = _train_fake(tmp_path, "ervq", ("ervq",))
+    assert base["trained_with"] == [] and info["trained_with"] == ["ervq"]
+    losses = info["final_losses_mean_last_500"]
+    assert 0 <= losses["balance"] <= 1 and 0 <= losses["decorrelation"] <= 1
+    assert "balance" not in base["final_losses_mean_last_500"]
+    # a resume with another option set is refused
+    fake = _FakeAudio(batch_size=2)
+    with pytest.raises(ValueError, match="another recipe"):
+        train_codec(out, minutes=1, recipe=fake.recipe, max_steps=3, evaluate=False, audio=fake.inner,
+                    log=lambda *_: None)  # fmt: skip
+
+
+def test_codebook_usage_figures():
+    from vemi_eval.measurements.codebook_usage import usage_figures
+
+    h, ppl, share = usage_figures(np.arange(8).repeat(3), 16)
+    assert abs(h - 3.0) < 1e-9 and abs(ppl - 8.0) < 1e-9 and share == 0.5
+    assert usage_figures(np.zeros(50, dtype=int), 16) == (0.0, 1.0, 1 / 16)
+
+
+def test_plain_codec_forward_is_untouched_by_the_taps():
+    from vemi_eval.training.codec import QuantizerTaps
+
+    torch.manual_seed(0)
+    codec = MimiCodec(codec_config("tiny")).eval()
+    x = torch.randn(1, 1, 1920 * 2) * 0.1
+    with torch.no_grad():
+        ref = codec(x, 8)[0]
+        taps = QuantizerTaps(codec)
+        out = codec(x, 8)[0]
+        taps.remove()
+    assert torch.equal(ref, out) and set(taps.seen) == {"rvq_first", "rvq_rest"}
