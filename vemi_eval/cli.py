@@ -560,6 +560,7 @@ def train_codec_cmd(
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--seq-len", type=int, default=256, show_default=True, help="Frames per training crop.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear LR warmup steps.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay.")
 @click.option(
     "--user-token-dropout", type=float, default=0.0, show_default=True, help="Share of user tokens zeroed."

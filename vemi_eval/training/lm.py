@@ -172,12 +172,18 @@ def delay_grid(lm: LMModel, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return inputs, delayed
 
 
-def temporal_forward(lm: LMModel, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def temporal_forward(
+    lm: LMModel, codes: torch.Tensor, input_offset: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """codes [B, K, T] -> (temporal hidden states [B, T, dim], text logits [B, T, text_card], delayed
-    targets [B, K, T]): the teacher-forced temporal transformer alone (what the text stream needs)."""
+    targets [B, K, T]): the teacher-forced temporal transformer alone (what the text stream needs).
+    ``input_offset`` (broadcastable to [B, T, dim]) is added to the summed input embeddings (a recipe
+    option's conditioning)."""
     inputs, targets = delay_grid(lm, codes)
     B, K, T = codes.shape
     x = lm.embed(inputs)
+    if input_offset is not None:
+        x = x + input_offset
     cos, sin = lm.transformer.rope_angles(torch.arange(T, device=codes.device).expand(B, T))
     for layer in lm.transformer.layers:
         x = layer.forward_sequence(x, cos, sin)
@@ -186,12 +192,15 @@ def temporal_forward(lm: LMModel, codes: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def teacher_forced_logits(
-    lm: LMModel, codes: torch.Tensor, depth_frames: torch.Tensor | None = None
+    lm: LMModel,
+    codes: torch.Tensor,
+    depth_frames: torch.Tensor | None = None,
+    input_offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """codes [B, K, T] -> (text logits [B, T, text_card], audio logits [F, dep_q, card], delayed targets
     [B, K, T]). Text position t predicts column t of the delayed grid. The depth transformer runs on the
     flat frames ``depth_frames`` (indices into B * T; every frame when None), in that order."""
-    hidden, text_logits, targets = temporal_forward(lm, codes)
+    hidden, text_logits, targets = temporal_forward(lm, codes, input_offset)
     B, K, T = codes.shape
     # Depth stage, per frame: codebook k sees the delayed true token of stream k (text for k = 0).
     depth_in = targets[:, : lm.dep_q].transpose(1, 2).reshape(B * T, lm.dep_q)
@@ -272,9 +281,13 @@ def pick_depth_frames(codes: torch.Tensor, fraction: float, rng: np.random.Gener
 
 
 def moshi_loss(
-    lm: LMModel, codes: torch.Tensor, weights: LossWeights, depth_frames: torch.Tensor | None = None
+    lm: LMModel,
+    codes: torch.Tensor,
+    weights: LossWeights,
+    depth_frames: torch.Tensor | None = None,
+    input_offset: torch.Tensor | None = None,
 ) -> LossParts:
-    text_logits, audio_logits, targets = teacher_forced_logits(lm, codes, depth_frames)
+    text_logits, audio_logits, targets = teacher_forced_logits(lm, codes, depth_frames, input_offset)
     valid = valid_targets(lm, targets)
     B, K, T = targets.shape
     text = text_terms(lm, text_logits, targets, valid, weights)
@@ -437,7 +450,11 @@ def train_lm(
     options = list(options or [])
     for o in options:  # before the recipe: what an option loads (a teacher's hash) is part of it
         o.seed(seed)
-        o.setup(OptionContext(cfg, train, corpus, device, seed, log))
+        o.setup(
+            OptionContext(
+                cfg, train, corpus, device, seed, log, None if init_from is None else Path(init_from)
+            )
+        )
     recipe = LMTrainRecipe(
         config=cfg.to_dict(),
         data_sha256=train.sha256,
@@ -460,8 +477,11 @@ def train_lm(
         lm = load_lm(cfg, init_from, device=device).train().requires_grad_(True)
     else:
         lm = load_lm(cfg, device=device).train().requires_grad_(True)
+    # an option's own parameters (a conditioning) train beside the model's and resume with them
+    option_modules = {o.name: m.to(device) for o in options if (m := o.trainable()) is not None}
+    params = list(lm.parameters()) + [p for m in option_modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(
-        lm.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False
+        params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False
     )
     rng = np.random.default_rng(seed)
     step, elapsed_before, history = 0, 0.0, []
@@ -475,7 +495,12 @@ def train_lm(
                     f"{recipe.digest()}); pass --fresh to start over or another --state"
                 )
 
-        info, _ = load_training_state(state_path, lm, opt, same_recipe)
+        info, extra_state = load_training_state(state_path, lm, opt, same_recipe)
+        for name, module in option_modules.items():
+            prefix = f"option.{name}."
+            module.load_state_dict(
+                {k[len(prefix) :]: v for k, v in extra_state.items() if k.startswith(prefix)}
+            )
         step, elapsed_before, history = info["step"], info["elapsed_s"], info["history"]
         rng.bit_generator.state = info["rng"]
         for o, st in zip(options, info.get("option_rng", [])):
@@ -512,6 +537,7 @@ def train_lm(
                 "history": history[-400:],
                 **({"option_rng": [o.rng.bit_generator.state for o in options]} if options else {}),
             },
+            {f"option.{n}.{k}": v for n, m in option_modules.items() for k, v in m.state_dict().items()},
         )
 
     while not done():
@@ -529,14 +555,17 @@ def train_lm(
         frames = pick_depth_frames(batch, recipe.depth_fraction, rng)
         frames = None if frames is None else frames.to(device)
         batch = batch.to(device)
-        parts = moshi_loss(lm, batch, recipe.loss, frames)
-        for o in options:
-            parts = o.loss(lm, batch, frames, parts)
+        parts = next((p for o in options if (p := o.objective(lm, batch, frames)) is not None), None)
+        if parts is None:
+            offsets = [x for o in options if (x := o.input_offset(lm, batch)) is not None]
+            parts = moshi_loss(lm, batch, recipe.loss, frames, sum(offsets) if offsets else None)
+            for o in options:
+                parts = o.loss(lm, batch, frames, parts)
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"LM training diverged at step {step} (loss {float(parts.total)})")
         opt.zero_grad(set_to_none=True)
         parts.total.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), recipe.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
         opt.step()
         step += 1
         recent.append((parts.text, parts.audio))
@@ -568,9 +597,13 @@ def train_lm(
     # The shipped weights are stored in weights_dtype (half the bytes of fp32; loading casts them to the
     # dtype asked for); the resume state keeps exact fp32.
     store = getattr(torch, weights_dtype)
+    final = {k: v.detach().clone() for k, v in lm.state_dict().items()}
+    if any(type(o).export is not LMOption.export for o in options):
+        for o in options:  # e.g. a conditioning folded into the plain model's weights
+            final = o.export(lm, final)
+        lm.load_state_dict(final, strict=True)  # the held-out figures below are the shipped model's
     tensors = {
-        k: (v.detach().to(store) if v.is_floating_point() else v.detach()).contiguous().clone()
-        for k, v in lm.state_dict().items()
+        k: (v.to(store) if v.is_floating_point() else v).contiguous().clone() for k, v in final.items()
     }
     write_weights(out_path, tensors, {"steps": str(step), "recipe_digest": recipe.digest()})
     tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))

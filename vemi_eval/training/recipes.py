@@ -52,6 +52,30 @@ RECIPE_OPTIONS += (
         "reverb RT60 0.3-1 s)",
         "held-out answer error rate with the user channel under white/babble (20-0 dB) and reverb",
     ),
+    RecipeOption(
+        "speaker-cond",
+        "6.2",
+        "lm",
+        "speaker-embedding conditioning (the model voice's fixed d-vector through a learned projection, "
+        "added to the input; exported folded into the text embedding) + a speaker-consistency loss "
+        "(KL of the voice's acoustic-codebook usage histogram to the model's mean prediction on speech "
+        "frames); vemi_eval/training/lm_options/speaker.py",
+        "resemblyzer similarity of the model's decoded answers to a reference recording of its voice "
+        "(dialogue kind: speaker_similarity), its drift along a session",
+    ),
+)
+
+# Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).
+RECIPE_OPTIONS += (
+    RecipeOption(
+        name="ervq",
+        enhancement="3.3",
+        trainer="codec",
+        summary="ERVQ: codes re-anchored toward their nearest encoder features the less they are used, a "
+        "code-balancing (usage entropy) loss per codebook and a decorrelation loss between adjacent levels",
+        measured_as="round-trip PESQ-WB/STOI at equal bitrate (8 codebooks) on held-out voices, beside "
+        "per-level codebook usage entropy and perplexity (kind codebook_usage)",
+    ),
 )
 
 # Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).

@@ -8,6 +8,12 @@ options is the plain Moshi objective, and an option overrides only the hook it n
 - ``transform(batch, plan, grids)``: the batch after cropping (``plan``: which grid and start frame
   each item came from; augment the user's streams);
 - ``loss(lm, batch, frames, parts)``: the step's loss (a distillation term beside the hard labels);
+- ``objective(lm, batch, frames)``: a loss that replaces Moshi's for the step (preference optimisation;
+  None keeps Moshi's);
+- ``trainable()``: parameters of the option's own (a conditioning's projection), trained with the model
+  and kept in the resume state; ``input_offset(lm, batch)``: added to the summed input embeddings, as
+  Moshi's conditioners add theirs; ``export(lm, tensors)``: the shipped weights (a conditioning folded
+  into the plain model, so the checkpoint stays a Moshi-format one);
 - ``recipe()``: its parameters, part of the recipe digest (a resume refuses another set);
 - ``report()``: figures for the sidecar.
 
@@ -57,6 +63,7 @@ class OptionContext:
     device: str
     seed: int
     log: Callable[[str], None] = print
+    init_from: Path | None = None  # the warm start's weights (a preference option's reference model)
 
 
 @dataclass
@@ -86,6 +93,18 @@ class LMOption:
     ) -> LossParts:
         return parts
 
+    def objective(self, lm: LMModel, batch: torch.Tensor, frames: torch.Tensor | None) -> LossParts | None:
+        return None
+
+    def trainable(self) -> torch.nn.Module | None:
+        return None
+
+    def input_offset(self, lm: LMModel, batch: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def export(self, lm: LMModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return tensors
+
     def recipe(self) -> dict[str, Any]:
         return {"name": self.name, **{f.name: _plain(getattr(self, f.name)) for f in _args(self)}}
 
@@ -110,8 +129,9 @@ def option_classes() -> dict[str, type[LMOption]]:
     from .curriculum import LatencyCurriculum
     from .distill import Distill
     from .noise_aug import NoiseAugmentation
+    from .speaker import SpeakerCond
 
-    return {c.name: c for c in (Distill, LatencyCurriculum, NoiseAugmentation)}
+    return {c.name: c for c in (Distill, LatencyCurriculum, NoiseAugmentation, SpeakerCond)}
 
 
 def parse_value(text: str, like: Any) -> Any:
