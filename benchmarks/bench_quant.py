@@ -364,6 +364,10 @@ def bench_lm(threads: list[int], repeats: int, agreement_steps: int, methods: li
             m = copy.deepcopy(base)
             quantize_lm(m, bits, method)
             variants[f"int{bits}-{method}"] = m
+    if dynamic_int8_ok():  # the W8A8 peer of int8 on the same RTN codes
+        m = copy.deepcopy(base)
+        quantize_lm(m, 8, "rtn", kernel="dynamic")
+        variants["int8-rtn:dynamic"] = m
     kv = copy.deepcopy(base)
     for a in kv.transformer.attentions():
         a.cache_factory = int8_window_cache_factory(16)
@@ -422,10 +426,11 @@ def main() -> None:
         action="append",
         help="LM preset whose layer shapes --only kernels times (repeatable; default: tiny and moshi-7b)",
     )
+    p.add_argument("--threads", default="1,2", help="torch threads of the stacks and lm parts (e.g. 1)")
     p.add_argument("--repeats", type=int, help="timed rounds per variant (default 7; --quick 3)")
     args = p.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
-    threads = [1, 2]
+    threads = [int(t) for t in args.threads.split(",")]
     parts = args.only or ["stacks", "kernels", "methods", "lm"]
     out: dict = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if "stacks" in parts:
