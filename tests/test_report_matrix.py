@@ -118,6 +118,9 @@ def test_noise_floor_is_published_and_a_failing_one_flagged(tmp_path: Path) -> N
     bad = build_report([bad_run], tmp_path / "bad.html").read_text(encoding="utf-8")
     floor = bad[bad.index('id="noise"') : bad.index('id="summary"')]
     assert "1 of 1 intervals exclude 1" in floor and ">NO<" in floor
+    # the matrix says so on the claim whose metric drifted (5.1 int4, frame_time_p50_ms stage=lm)
+    assert "A/A excludes 1: drift larger than the interval" in _lead(bad)
+    assert "A/A excludes 1" not in _lead(ok)
     none = build_report([write_matrix_run(tmp_path / "none", with_aa=False)], tmp_path / "n.html")
     assert "No A/A variant in this run" in none.read_text(encoding="utf-8")
 

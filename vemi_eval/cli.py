@@ -281,10 +281,12 @@ def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool) -> int:
     """The document's priority matrix beside what the runs measured (claims met, short, inconclusive)."""
-    from .registry import priority_matrix
+    from .registry import priority_matrix, priority_order
     from .results import read_results
 
     rows = priority_matrix([read_results(d) for d in run_dirs])
+    order = priority_order()  # the document's priority-matrix order, as the report leads with it
+    rows.sort(key=lambda r: order.index(r["id"]))
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return EXIT_OK

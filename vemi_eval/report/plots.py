@@ -142,7 +142,8 @@ def claim_ranges(claims: Sequence[dict[str, Any]], title: str) -> str:
     against every measurement attributed to it (point and interval, coloured by verdict).
 
     claims: {text, lo, hi, threshold, compare ("ratio" | "value"), better, measurements: [{label, value,
-    lo, hi, verdict}]}. Ratio claims on a log axis with a line at 1 (no change), value claims linear.
+    lo, hi, verdict, aa_lo, aa_hi}]}. Ratio claims on a log axis with a line at 1 (no change), value
+    claims linear; a grey line under a point is the A/A interval of its metric (the noise floor).
     """
     heights = [0.55 + 0.24 * max(1, len(c["measurements"])) for c in claims]
     fig, axes = plt.subplots(
@@ -160,6 +161,9 @@ def claim_ranges(claims: Sequence[dict[str, Any]], title: str) -> str:
             if c["threshold"] is not None:
                 ax.axvline(c["threshold"], color=GOOD, ls="--", lw=1.2, label="bar to clear")
         for y, m in zip(ys, ms, strict=True):
+            if m.get("aa_lo") is not None and m.get("aa_hi") is not None:  # the noise floor, under the point
+                ax.plot([m["aa_lo"], m["aa_hi"]], [y - 0.28, y - 0.28], color=NEUTRAL, lw=1.2, alpha=0.8)
+                values += [m["aa_lo"], m["aa_hi"]]
             color = VERDICT_COLORS.get(m["verdict"].split(" (")[0], NEUTRAL)
             if m["lo"] is not None and m["hi"] is not None:
                 ax.plot([m["lo"], m["hi"]], [y, y], color=color, lw=2.2, solid_capstyle="butt")
@@ -179,10 +183,10 @@ def claim_ranges(claims: Sequence[dict[str, Any]], title: str) -> str:
         if not ms:
             ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color=NEUTRAL)
     handles = [plt.Line2D([], [], color=col, marker="o", lw=2) for col in VERDICT_COLORS.values()]
-    handles += [matplotlib.patches.Patch(color=GOOD, alpha=0.15)]
-    labels = [*VERDICT_COLORS, "claimed range (dashed: the least claimed)"]
+    handles += [matplotlib.patches.Patch(color=GOOD, alpha=0.15), plt.Line2D([], [], color=NEUTRAL, lw=1.2)]
+    labels = [*VERDICT_COLORS, "claimed range (dashed: the least claimed)", "A/A interval (noise floor)"]
     top = 1 - 0.3 / (0.5 + sum(heights))  # room for one line of legend above the panels
-    fig.legend(handles, labels, fontsize=7, loc="upper left", ncol=4, frameon=False, title=title,
+    fig.legend(handles, labels, fontsize=7, loc="upper left", ncol=5, frameon=False, title=title,
                title_fontsize=9, alignment="left")  # fmt: skip
     fig.tight_layout(rect=(0, 0, 1, top - 0.25 / (0.5 + sum(heights))))
     return to_data_uri(fig)

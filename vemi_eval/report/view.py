@@ -420,6 +420,22 @@ def _aa_index(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str
     return out
 
 
+def _shorten(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _floor(rec: dict[str, Any] | None, inverted: bool) -> dict[str, Any] | None:
+    """The A/A record of a measurement's metric as the measurement reads it (inverted with it)."""
+    if rec is None:
+        return None
+    r, lo, hi = rec.get("ratio_to_baseline"), rec.get("ratio_ci_low"), rec.get("ratio_ci_high")
+    if inverted and r:
+        r, lo, hi = 1 / r, (1 / hi if hi else None), (1 / lo if lo else None)
+    if lo is None or hi is None:
+        return {"text": f"x{r:.3g}", "lo": None, "hi": None, "exceeded": False}
+    return {"text": _interval(lo, hi), "lo": lo, "hi": hi, "exceeded": not lo <= 1.0 <= hi}
+
+
 def _why_not_measured(entry: Any, claim: Any, runs: list[dict[str, Any]]) -> str:
     """Why an implemented enhancement's claim has no measurement in these runs, from what they hold."""
     wanted = set(claim.flags or entry.flags)
@@ -433,7 +449,8 @@ def _why_not_measured(entry: Any, claim: Any, runs: list[dict[str, Any]]) -> str
             mine = [m for m in run["metrics"] if m["variant"] == v["name"]]
             skipped = [m for m in mine if m.get("status") == "skipped" and m.get("reason")]
             if not mine:
-                reasons.append(f"{v['name']}: no measurement kind ran on it in this run")
+                quick = " (the suite's --quick tables leave it out)" if doc.get("quick") else ""
+                reasons.append(f"{v['name']}: no measurement kind ran on it in this run{quick}")
             elif len(skipped) == len(mine):
                 reasons.append(f"{v['name']}: skipped: {skipped[0]['reason']}")
             else:
@@ -467,19 +484,18 @@ def matrix_lead(
             shown = []
             for m in ms:
                 key = (m.get("run") or "", m["metric"], json.dumps(m.get("condition", {}), sort_keys=True))
-                floor = aa.get(key)
+                floor = _floor(aa.get(key), bool(m.get("inverted"))) if c.get("compare") == "ratio" else None
                 label = f"{m['variant']}: {m['metric']} {cond_label(m.get('condition', {}))}".strip()
-                if m.get("inverted"):
-                    label += " (baseline / variant)"
                 shown.append(
                     {
-                        "what": label,
+                        "what": label + (" (baseline / variant)" if m.get("inverted") else ""),
+                        "short": ("1/ " if m.get("inverted") else "") + label,
                         "value": f"{m['measured']:.3g}",
                         "ci": _interval(m.get("ci_low"), m.get("ci_high")),
                         "verdict": m["verdict"],
-                        "noise": _interval(floor.get("ratio_ci_low"), floor.get("ratio_ci_high"))
-                        if floor and c.get("compare") == "ratio"
-                        else "",
+                        "noise": floor["text"] if floor else "",
+                        "noise_exceeded": bool(floor and floor["exceeded"]),
+                        "aa": floor,
                     }
                 )
             claimed = ""
@@ -487,6 +503,7 @@ def matrix_lead(
                 lo, hi = c["claimed_low"], c.get("claimed_high")
                 claimed = f"{lo:.3g}" + (f"-{hi:.3g}" if hi is not None and hi != lo else "")
             verdict = c.get("verdict", "")
+            drift = any(x["noise_exceeded"] for x in shown)
             why = ""
             if not ms and r.get("status") == "implemented":
                 why = _why_not_measured(entry, decl, runs)
@@ -502,6 +519,7 @@ def matrix_lead(
                 "more": max(0, len(shown) - max_shown),
                 "first": shown[0] if shown else None,
                 "why": why,
+                "drift": drift,  # the A/A interval of a measured metric excludes 1: its timings drifted
             }
             claims.append(item)
             overview.append({"rank": rank, "id": eid, "title": r.get("title"), "priority": r.get("priority"),
@@ -518,14 +536,16 @@ def matrix_lead(
                     "better": c.get("better", ""),
                     "measurements": [
                         {
-                            "label": s["what"][:70],
+                            "label": _shorten(s["short"], 64),
                             "value": m["measured"],
                             "lo": m.get("ci_low"),
                             "hi": m.get("ci_high"),
                             "verdict": m["verdict"],
+                            "aa_lo": (s["aa"] or {}).get("lo"),
+                            "aa_hi": (s["aa"] or {}).get("hi"),
                         }
                         for s, m in zip(shown[:12], ms[:12], strict=True)
-                    ],  # fmt: skip
+                    ],
                 }
             )
         figure_uri = None
