@@ -151,3 +151,65 @@ def test_plain_codec_forward_is_untouched_by_the_taps():
         out = codec(x, 8)[0]
         taps.remove()
     assert torch.equal(ref, out) and set(taps.seen) == {"rvq_first", "rvq_rest"}
+
+
+# --- semantic distillation ------------------------------------------------------------------------------
+def test_distillation_gradient_reaches_only_the_first_codebook_path_and_the_head():
+    from vemi_eval.training.codec import QuantizerTaps
+    from vemi_eval.training.semantic import SemanticHead, distill_loss
+
+    torch.manual_seed(0)
+    codec = MimiCodec(codec_config("tiny")).train()
+    taps = QuantizerTaps(codec)
+    x = torch.randn(2, 1, 1920 * 3) * 0.1
+    codec(x, 8)
+    head = SemanticHead(128, 384)
+    loss = distill_loss(head, taps.take()["rvq_first"][1], torch.randn(2, 384, 3))
+    loss.backward()
+    taps.remove()
+
+    def moved(prefix: str) -> bool:
+        grads = [p.grad for n, p in codec.named_parameters() if n.startswith(prefix)]
+        return any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    assert head.proj.weight.grad.abs().sum() > 0
+    for path in ("quantizer.rvq_first.", "encoder.", "encoder_transformer.", "downsample."):
+        assert moved(path), path
+    for other in ("quantizer.rvq_rest.", "decoder.", "decoder_transformer.", "upsample."):
+        assert not moved(other), other
+
+
+def test_whisper_teacher_gives_codec_rate_features():
+    from vemi_eval.training.semantic import WhisperTeacher
+
+    teacher = WhisperTeacher(24000, 1920)
+    t = torch.arange(1920 * 3) / 24000
+    x = torch.stack([0.1 * torch.sin(2 * torch.pi * 200 * t), 0.05 * torch.randn(t.numel())]).view(2, 1, -1)
+    f = teacher.features(x)
+    assert f.shape == (2, teacher.info.dim, 3) and torch.isfinite(f).all()
+    assert torch.equal(f, teacher.features(x))  # deterministic
+    assert not torch.allclose(f[0], f[1])
+    assert teacher.info.weights_sha256
+
+
+def test_semantic_distill_training_keeps_its_head_in_the_state_not_the_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    out, info = _train_fake(tmp_path, "sem", ("semantic-distill",), steps=2)
+    assert (
+        info["trained_with"] == ["semantic-distill"]
+        and 0 <= info["final_losses_mean_last_500"]["semantic"] <= 2
+    )
+    assert info["semantic_teacher"]["dim"] == 384
+    state = load_file(str(out.with_suffix(".state.safetensors")))
+    assert "extra.semantic_head.proj.weight" in state
+    assert set(load_file(str(out))) == set(MimiCodec(codec_config("tiny")).state_dict())
+    _, resumed = _train_fake(tmp_path, "sem", ("semantic-distill",), steps=3)  # resumes with its head
+    assert resumed["steps"] == 3
+
+
+def test_frame_cosine_of_the_semantic_content_kind():
+    from vemi_eval.measurements.semantic_content import frame_cosine
+
+    a = np.random.default_rng(0).normal(size=(10, 4))
+    assert abs(frame_cosine(a, a) - 1.0) < 1e-12 and abs(frame_cosine(a, -a[:7]) + 1.0) < 1e-12

@@ -87,6 +87,7 @@ class CodecRecipe:
     decorrelation_weight: float = 0.0  # ervq: inter-codebook decorrelation loss
     soft_temperature: float = 1.0  # ervq: soft assignments' temperature (x mean nearest squared distance)
     reanchor_sharpness: float = 0.0  # ervq: online re-anchoring of rarely used codes (0: off)
+    semantic_weight: float = 0.0  # semantic-distill: first codebook -> whisper encoder, cosine distance
 
     def digest(self) -> str:
         d = asdict(self)
@@ -103,6 +104,7 @@ _OPTION_FIELDS: dict[str, Any] = {
     "decorrelation_weight": 0.0,
     "soft_temperature": 1.0,
     "reanchor_sharpness": 0.0,
+    "semantic_weight": 0.0,
 }
 
 # What each codec recipe option sets (declared for the registry in vemi_eval/training/recipes.py).
@@ -111,6 +113,8 @@ CODEC_OPTIONS: dict[str, dict[str, Any]] = {
     # tenth of the uniform usage moves 37% of the way to its nearest feature per step, a uniform one 0.005%.
     "ervq": {"balance_weight": 0.1, "decorrelation_weight": 0.1, "soft_temperature": 1.0,
              "reanchor_sharpness": 10.0},
+    # Mimi weighs its WavLM distillation like its other terms; beside a mel loss of ~1.5, 1.0 here.
+    "semantic-distill": {"semantic_weight": 1.0},
 }  # fmt: skip
 
 
@@ -407,7 +411,9 @@ def _state_path(out_path: Path) -> Path:
     return out_path.with_suffix(".state.safetensors")
 
 
-def _save_state(out_path: Path, codec, opt, step: int, elapsed: float, rng, progress, recipe) -> None:
+def _save_state(
+    out_path: Path, codec, opt, step: int, elapsed: float, rng, progress, recipe, parts=None
+) -> None:
     """Everything a resume needs (vemi_eval/training/state.py: one safetensors file, never pickle)."""
     meta = {
         "recipe_digest": recipe.digest(),
@@ -416,10 +422,11 @@ def _save_state(out_path: Path, codec, opt, step: int, elapsed: float, rng, prog
         "numpy_rng": rng.bit_generator.state,
         "progress": progress,
     }
-    save_training_state(_state_path(out_path), codec, opt, meta, {"rng.torch": torch.get_rng_state()})
+    extra = {"rng.torch": torch.get_rng_state(), **(parts.state_tensors() if parts is not None else {})}
+    save_training_state(_state_path(out_path), codec, opt, meta, extra)
 
 
-def _load_state(out_path: Path, codec, opt, rng, recipe) -> tuple[int, float, list]:
+def _load_state(out_path: Path, codec, opt, rng, recipe, parts=None) -> tuple[int, float, list]:
     st_path = _state_path(out_path)
 
     def same_recipe(meta: dict[str, Any]) -> None:
@@ -431,56 +438,107 @@ def _load_state(out_path: Path, codec, opt, rng, recipe) -> tuple[int, float, li
 
     meta, extra = load_training_state(st_path, codec, opt, same_recipe)
     torch.set_rng_state(extra["rng.torch"])
+    if parts is not None:
+        parts.load_state_tensors(extra)
     rng.bit_generator.state = meta["numpy_rng"]
     return int(meta["step"]), float(meta["elapsed_s"]), list(meta.get("progress", []))
 
 
 # --- recipe options' losses ------------------------------------------------------------------------
 class QuantizerTaps:
-    """What each RVQ (``rvq_first``, ``rvq_rest``) got and chose in the last training pass, caught by forward
-    hooks so the codec's forward stays the plain one: {name: (latent [B, C, T], codes [B, n, T])}."""
+    """What each RVQ (``rvq_first``, ``rvq_rest``) got and gave in the last training pass, caught by forward
+    hooks so the codec's forward stays the plain one: {name: (latent [B, C, T], output [B, C, T], codes
+    [B, n, T])}. ``take()`` hands them over and forgets them (a pass with one codebook skips rvq_rest)."""
 
     def __init__(self, codec: MimiCodec) -> None:
-        self.seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.seen: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.rvqs = {"rvq_first": codec.quantizer.rvq_first, "rvq_rest": codec.quantizer.rvq_rest}
         self._handles = [
             rvq.register_forward_hook(
-                lambda _m, args, out, name=name: self.seen.__setitem__(name, (args[0], out[1]))
+                lambda _m, args, out, name=name: self.seen.__setitem__(name, (args[0], out[0], out[1]))
             )
             for name, rvq in self.rvqs.items()
         ]
+
+    def take(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        seen, self.seen = self.seen, {}
+        return seen
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
 
 
-def option_losses(recipe: CodecRecipe, taps: QuantizerTaps) -> dict[str, torch.Tensor]:
-    """The recipe options' loss terms on the last pass (weighted later), each named; re-anchoring (ERVQ)
-    happens here too, after the pass's EMA update."""
-    from .ervq import balance_loss, decorrelation_loss, level_inputs, reanchor_all
+class OptionParts:
+    """The recipe options' training-only parts beside the codec: the quantizer taps, and for
+    semantic-distill the teacher and the projection head (its weights go into the training state, not
+    into the codec's weights)."""
 
-    terms: dict[str, torch.Tensor] = {}
-    if recipe.balance_weight or recipe.decorrelation_weight or recipe.reanchor_sharpness:
-        bal, dec = [], []
-        for name, (latent, codes) in taps.seen.items():
-            rvq = taps.rvqs[name]
-            levels = level_inputs(rvq, latent, codes)
-            if recipe.balance_weight:
-                bal.append(balance_loss(levels, rvq, recipe.soft_temperature))
-            if recipe.decorrelation_weight and len(levels) > 1:
-                dec.append(decorrelation_loss(levels, rvq, recipe.soft_temperature))
-            if recipe.reanchor_sharpness:
-                reanchor_all(levels, rvq, recipe.reanchor_sharpness)
-        if bal:
-            terms["balance"] = torch.stack(bal).mean()
-        if dec:
-            terms["decorrelation"] = torch.stack(dec).mean()
-    return terms
+    def __init__(self, recipe: CodecRecipe, codec: MimiCodec, threads: int, device: str) -> None:
+        self.recipe = recipe
+        self.taps = QuantizerTaps(codec)
+        self.teacher = self.head = None
+        if recipe.semantic_weight:
+            from .semantic import SemanticHead, WhisperTeacher
 
+            self.teacher = WhisperTeacher(codec.sample_rate, codec.frame_size, threads=threads)
+            dim = int(codec.config.quantizer.get("output_dimension") or codec.config.quantizer["dimension"])
+            self.head = SemanticHead(dim, self.teacher.info.dim).to(device)
 
-def option_weight(recipe: CodecRecipe, term: str) -> float:
-    return {"balance": recipe.balance_weight, "decorrelation": recipe.decorrelation_weight}[term]
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.head.parameters()) if self.head is not None else []
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"semantic_head.{k}": v for k, v in self.head.state_dict().items()} if self.head else {}
+
+    def load_state_tensors(self, extra: dict[str, torch.Tensor]) -> None:
+        if self.head is not None:
+            self.head.load_state_dict({k[len("semantic_head.") :]: v for k, v in extra.items()
+                                       if k.startswith("semantic_head.")})  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        if self.teacher is None:
+            return {}
+        return {"semantic_teacher": asdict(self.teacher.info)}
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The options' loss terms on the last pass over ``x`` (weighted by ``weights``), each named;
+        re-anchoring (ERVQ) happens here too, after the pass's EMA update."""
+        from .ervq import balance_loss, decorrelation_loss, level_inputs, reanchor_all
+
+        r, seen = self.recipe, self.taps.take()
+        terms: dict[str, torch.Tensor] = {}
+        if r.balance_weight or r.decorrelation_weight or r.reanchor_sharpness:
+            bal, dec = [], []
+            for name, (latent, _, codes) in seen.items():
+                rvq = self.taps.rvqs[name]
+                levels = level_inputs(rvq, latent, codes)
+                if r.balance_weight:
+                    bal.append(balance_loss(levels, rvq, r.soft_temperature))
+                if r.decorrelation_weight and len(levels) > 1:
+                    dec.append(decorrelation_loss(levels, rvq, r.soft_temperature))
+                if r.reanchor_sharpness:
+                    reanchor_all(levels, rvq, r.reanchor_sharpness)
+            if bal:
+                terms["balance"] = torch.stack(bal).mean()
+            if dec:
+                terms["decorrelation"] = torch.stack(dec).mean()
+        if self.head is not None:
+            from .semantic import distill_loss
+
+            terms["semantic"] = distill_loss(self.head, seen["rvq_first"][1], self.teacher.features(x))
+        return terms
+
+    def weights(self) -> dict[str, float]:
+        r = self.recipe
+        return {
+            "balance": r.balance_weight,
+            "decorrelation": r.decorrelation_weight,
+            "semantic": r.semantic_weight,
+        }
+
+    def remove(self) -> None:
+        self.taps.remove()
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -535,20 +593,21 @@ def train_codec(
         rvq.commitment = recipe.commitment
     codec.to(device).train()
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, recipe.mel_scales, recipe.mel).to(device)
-    opt = torch.optim.AdamW(codec.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=0.0)
+    parts = OptionParts(recipe, codec, threads, device) if recipe.options else None
+    trained = list(codec.parameters()) + (parts.parameters() if parts is not None else [])
+    opt = torch.optim.AdamW(trained, lr=recipe.lr, betas=recipe.betas, weight_decay=0.0)
     length = recipe.segment_frames * cfg.frame_size
     max_q = codec.max_codebooks
     step, elapsed, progress = 0, 0.0, []
     st_path = _state_path(out_path)
     if st_path.is_file() and not fresh:
-        step, elapsed, progress = _load_state(out_path, codec, opt, rng, recipe)
+        step, elapsed, progress = _load_state(out_path, codec, opt, rng, recipe, parts)
         log(f"resumed from {st_path} at step {step} ({elapsed:.0f} s done)")
     budget = minutes * 60.0
     t_start = time.time() - elapsed
     last_ckpt = last_eval = time.time()
     recent: list[tuple[float, float, float]] = []
     recent_options: dict[str, list[float]] = {}
-    taps = QuantizerTaps(codec) if recipe.options else None
     eval_sets = heldout_sets(cfg.sample_rate, per_set=4) if evaluate else []
 
     def write_outputs(final: bool, extra: dict[str, Any]) -> None:
@@ -562,6 +621,7 @@ def train_codec(
             "recipe": {**asdict(recipe), "digest": recipe.digest(), "config": cfg.to_dict()},
             "data": audio.summary,
             "warm_start": warm_start,
+            **(parts.summary() if parts is not None else {}),
             "init_scales": init_scales,
             "seed": seed,
             "threads": threads,
@@ -603,15 +663,15 @@ def train_codec(
         l_mel = mel_loss(y, x)
         l_wave = F.l1_loss(y, x)
         loss = recipe.mel_weight * l_mel + recipe.wave_weight * l_wave + recipe.commit_weight * commit
-        if taps is not None:
-            for term, value in option_losses(recipe, taps).items():
-                loss = loss + option_weight(recipe, term) * value
+        if parts is not None:
+            for term, value in parts.losses(x).items():
+                loss = loss + parts.weights()[term] * value
                 recent_options.setdefault(term, []).append(value.item())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"codec training diverged at step {step} (loss {float(loss)})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), recipe.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trained, recipe.grad_clip)
         opt.step()
         recent.append((l_mel.item(), l_wave.item(), commit.item()))
         step += 1
@@ -629,13 +689,13 @@ def train_codec(
             log(f"step {step} held-out subset: " + json.dumps({k: v["8"] for k, v in q.items()})[:400])
             last_eval = time.time()
         if time.time() - last_ckpt > checkpoint_every_s:
-            _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
+            _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts)
             write_outputs(False, {})
             last_ckpt = time.time()
-    if taps is not None:
-        taps.remove()
+    if parts is not None:
+        parts.remove()
     codec.eval()
-    _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe)
+    _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts)
     extra: dict[str, Any] = {}
     write_outputs(False, extra)
     if evaluate:
