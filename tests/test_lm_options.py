@@ -268,3 +268,35 @@ def test_noise_aug_conditions_are_fixed_by_the_recipe_not_the_seed():
     assert all(0 <= c.snr_db <= 20 for c in conds if c.kind != "reverb")
     assert all(0.3 <= c.rt60_s <= 1.0 for c in conds if c.kind == "reverb")
     assert conds != [a.conditions(1)(S(k)) for k in range(40)]  # the second copy draws others
+
+
+def test_cli_steps_init_from_and_options_reach_the_sidecar(tmp_path, capsys):
+    from vemi_eval.cli import main
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(SMALL))
+    train = _task_data(4)
+    data = _folder(tmp_path, "grids", train.grids)
+    noisy = [g.clone() for g in train.grids]
+    for g in noisy:
+        g[3:] = (g[3:] + 1) % 20
+    aug = _folder(tmp_path, "aug", noisy)
+    _, init = _save_lm(tmp_path, "init", 5)
+    out = tmp_path / "run" / "lm.safetensors"
+    args = ["train", "lm", "--config", str(cfg), "--data", data, "--steps", "2", "--batch-size", "2"]
+    args += ["--seq-len", "16", "--init-from", str(init), "--out", str(out), "--option", "noise-aug"]
+    args += ["--option-arg", f"noise-aug.copy_data={aug}", "--option-arg", "noise-aug.copies=1"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0, capsys.readouterr().err
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["trained_with"] == ["noise-aug"] and side["steps"] == 2
+    assert (
+        side["recipe"]["init_from"]["path"] == str(init) and len(side["recipe"]["init_from"]["sha256"]) == 64
+    )
+    assert side["recipe"]["options"][0]["name"] == "noise-aug" and side["recipe"]["options"][0]["copies"] == 1
+    assert (out.parent / "lm.state.safetensors").is_file()  # the state lives beside --out
+    plain = args[: args.index("--option")]
+    with pytest.raises(SystemExit) as again:  # the state beside --out holds a run with the option
+        main(plain)
+    assert again.value.code == 2 and "another recipe" in capsys.readouterr().err

@@ -554,7 +554,7 @@ def train_codec_cmd(
 @click.option("--heldout-data", type=click.Path(file_okay=False), help="Held-out token-grid folder.")
 @click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec that tokenises the corpus.")
 @click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
-@click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default runs/lm/…).")
+@click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default: beside --out).")
 @click.option("--fresh", is_flag=True, help="Ignore an existing resume state and start over.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
@@ -598,7 +598,9 @@ def train_lm_cmd(
     if teacher is not None and "distill" not in option_names:
         raise click.UsageError("--teacher is an argument of --option distill")
     options = build_options(list(option_names), parse_option_args(option_args), {"teacher": teacher})
-    state_path = Path(state) if state else Path("runs/lm") / (Path(out).stem + ".state.safetensors")
+    # beside --out (the default --out keeps its state where it always was): two runs with their own --out
+    # never share a state file
+    state_path = Path(state) if state else Path(out).with_name(Path(out).stem + ".state.safetensors")
     info = train_tiny_dialogue(
         Path(out), data=data, heldout_data=heldout_data, state_path=state_path, options=options, **opts
     )

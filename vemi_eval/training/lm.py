@@ -19,6 +19,11 @@ starts), rows 1..dep_q the model's audio codebooks, rows dep_q+1..n_q the user's
 frame rate and *not* delayed (the trainer applies the config's delays). -1 marks a frame to ignore.
 An optional ``manifest.json`` beside them is recorded in the sidecar (e.g. the codec's sha256).
 
+Recipe options (``--option NAME``; vemi_eval/training/lm_options, one module each: distill,
+latency-curriculum, noise-aug) change one step through hooks that default to nothing: which grids a step
+crops from, the batch after cropping, the loss. Without options the batches, the loss and the recipe
+digest are the plain recipe's; with them, their names go into the sidecar's ``trained_with``.
+
 Time-budgeted and resumable: the state (weights, AdamW moments, step, the data sampler's RNG state,
 elapsed time) is written atomically every ``checkpoint_every_s`` into one safetensors file (the small
 JSON state in its metadata, nothing pickled); a new run with the same recipe continues from it.
