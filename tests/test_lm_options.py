@@ -198,6 +198,11 @@ def test_gap_schedule_is_monotone_and_ends_at_the_target():
         assert all(a >= b for a, b in zip(gaps, gaps[1:]))
         if n > 1:
             assert gaps[0] == pytest.approx(start)
+    # the default schedule: the last stage is the corpus's own gap, so it reuses its cached tokens
+    from vemi_eval.data import dialogue
+
+    assert stage_gaps(0.96, 0.32, 3) == [0.96, 0.64, 0.32]
+    assert dialogue.gap_suffix(0.96 - 0.64) == "" and dialogue.gap_suffix(0.64) == "-gap640ms"
     stages = [stage_at(p, 3) for p in np.linspace(0, 1, 31)]
     assert stages[0] == 0 and stages[-1] == 2 and stages == sorted(stages)
 

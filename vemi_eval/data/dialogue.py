@@ -457,10 +457,11 @@ def dialogue_sessions(
 
 
 def check_gap(answer_gap_s: float | None) -> float:
-    """The answer gap to use (the corpus's default for None); a negative or absurd gap is an error."""
+    """The answer gap to use, to the millisecond (what its cache folder is named by; the corpus's default
+    for None); a negative or absurd gap is an error."""
     if answer_gap_s is None:
         return ANSWER_GAP_S
-    gap = float(answer_gap_s)
+    gap = round(float(answer_gap_s), 3)
     if not 0.0 <= gap <= 5.0:
         raise DataError(f"answer gap must be within 0..5 s, got {answer_gap_s}")
     return gap
@@ -468,8 +469,8 @@ def check_gap(answer_gap_s: float | None) -> float:
 
 def gap_suffix(answer_gap_s: float | None) -> str:
     """Cache-folder suffix of a non-default gap ("" for the default: the default corpus is unchanged)."""
-    gap = check_gap(answer_gap_s)
-    return "" if gap == ANSWER_GAP_S else f"-gap{int(round(gap * 1000))}ms"
+    ms = int(round(check_gap(answer_gap_s) * 1000))
+    return "" if ms == int(round(ANSWER_GAP_S * 1000)) else f"-gap{ms}ms"
 
 
 def sessions_sha256(sessions: list[Session]) -> str:

@@ -30,7 +30,9 @@ def stage_gaps(start_gap_s: float, target_gap_s: float, stages: int) -> list[flo
     """The gap of every stage, largest first, the last one the target (monotone non-increasing)."""
     if stages == 1:
         return [target_gap_s]
-    return [start_gap_s - (start_gap_s - target_gap_s) * k / (stages - 1) for k in range(stages)]
+    # to the millisecond (the corpus caches a gap by its milliseconds); the last one exactly the target
+    gaps = [round(start_gap_s - (start_gap_s - target_gap_s) * k / (stages - 1), 3) for k in range(stages)]
+    return gaps[:-1] + [target_gap_s]
 
 
 def stage_at(progress: float, stages: int) -> int:
