@@ -35,7 +35,7 @@ class NoiseAugmentation(LMOption):
     kinds: tuple[str, ...] = ("white", "babble", "reverb")
     snr_db: tuple[float, ...] = (0.0, 20.0)  # uniform range
     rt60_s: tuple[float, ...] = (0.3, 1.0)  # uniform range
-    copies: int = 2
+    copies: int = 1  # noisy versions per session (at 50 steps x 8 items x p, a session is drawn ~2 times)
     p: float = 0.5  # share of batch items whose user channel is an augmented copy
     copy_data: tuple[str, ...] = ()  # a user's augmented token folders (instead of the corpus)
 
