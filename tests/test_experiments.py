@@ -115,6 +115,8 @@ def test_a_training_is_done_only_with_its_steps_and_options(tmp_path):
     assert not is_done(job, 7)
     job.sidecar.write_text(json.dumps({"steps": 7, "final": True, "trained_with": []}))
     assert not is_done(job, 7)
+    job.sidecar.write_text(json.dumps({"steps": 9, "final": True, "trained_with": ["test-option"]}))
+    assert not is_done(job, 7)  # a longer run is not this experiment's: the arms are equal in steps
 
 
 def test_a_failed_training_stops_the_experiment_and_keeps_the_others(tmp_path):

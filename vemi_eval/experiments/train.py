@@ -63,7 +63,7 @@ def is_done(job: Training, steps: int) -> bool:
         return False
     return (
         info.get("final", True) is True
-        and int(info.get("steps", -1)) >= steps
+        and int(info.get("steps", -1)) == steps  # equal steps per arm: a longer run is not this one
         and set(trained_with(info)) == set(job.arm.options)
     )
 
