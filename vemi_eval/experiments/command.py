@@ -46,7 +46,7 @@ def list_cmd() -> int:
     "--ray", "use_ray", is_flag=True, help="Each arm x seed as a Ray task (a local instance or --address)."
 )
 @click.option("--address", help="A Ray cluster to join (implies --ray).")
-@click.option("--resume", is_flag=True, help="Continue an unfinished measuring run in --out.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (automatic when unfinished).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier measuring run in --out.")
 def run_cmd(
     file: str, checkpoints: str | None, out: str | None, train_only: bool, quick: bool, threads: int,
@@ -54,6 +54,7 @@ def run_cmd(
 ) -> int:  # fmt: skip
     """Train every arm x seed of FILE (a name in suites/experiments/ or a path), then measure the arms
     side by side: one variant per arm, its seeds pooled as replicates."""
+    from .. import results as rs
     from ..runner import RunOptions, run_suite
     from .spec import read_experiment
     from .suite import measuring_suite
@@ -75,9 +76,11 @@ def run_cmd(
     click.echo(f"measuring suite: {suite}")
     if train_only:
         return EXIT_OK
-    opts = RunOptions(
-        suite=str(suite), out=out or str(Path("reports") / "experiments" / exp.name), quick=quick,
-        threads=threads, resume=resume, overwrite=overwrite,
+    run_dir = Path(out) if out else Path("reports") / "experiments" / exp.name
+    unfinished = (run_dir / rs.PARTIAL_FILE).is_file() and not (run_dir / rs.RESULTS_FILE).is_file()
+    opts = RunOptions(  # like the trainings, an unfinished measuring run continues where it stopped
+        suite=str(suite), out=str(run_dir), quick=quick, threads=threads,
+        resume=resume or (unfinished and not overwrite), overwrite=overwrite,
     )  # fmt: skip
     outcome = run_suite(opts, echo=click.echo)
     return outcome.exit_code
