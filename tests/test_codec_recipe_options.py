@@ -213,3 +213,89 @@ def test_frame_cosine_of_the_semantic_content_kind():
 
     a = np.random.default_rng(0).normal(size=(10, 4))
     assert abs(frame_cosine(a, a) - 1.0) < 1e-12 and abs(frame_cosine(a, -a[:7]) + 1.0) < 1e-12
+
+
+# --- multi-rate -------------------------------------------------------------------------------------------
+def _multi_rate_codec(strides):
+    cfg = codec_config("tiny")
+    if strides is not None:
+        cfg.quantizer["multi_rate_strides"] = list(strides)
+    torch.manual_seed(0)
+    return MimiCodec(cfg).eval()
+
+
+def test_multi_rate_with_strides_all_one_is_the_plain_rvq_exactly():
+    plain, ones = _multi_rate_codec(None), _multi_rate_codec([1, 1, 1])
+    x = torch.randn(2, 1, 1920 * 5) * 0.1
+    with torch.no_grad():
+        codes = plain.encode(x)
+        assert torch.equal(ones.encode(x), codes)
+        assert torch.equal(ones.decode(codes), plain.decode(codes))
+    plain.train(), ones.train()
+    torch.manual_seed(1)
+    a = plain(x, 8)
+    torch.manual_seed(1)
+    b = ones(x, 8)
+    for u, v in zip(a, b, strict=True):
+        assert torch.equal(u, v)
+
+
+def test_pool_and_repeat_frames():
+    from reference_model.codec.quantizer import pool_frames, repeat_frames
+
+    x = torch.arange(5.0).view(1, 5, 1)
+    assert pool_frames(x, 2).view(-1).tolist() == [0.5, 2.5, 4.0]  # the last window has one frame
+    assert repeat_frames(pool_frames(x, 2), 2, 5).view(-1).tolist() == [0.5, 0.5, 2.5, 2.5, 4.0]
+
+
+def test_multi_rate_codes_repeat_over_their_windows_and_stream_as_offline():
+    from reference_model import CodecStreamer
+
+    codec = _multi_rate_codec([4, 2])
+    codec.set_num_codebooks(8)
+    assert codec.quantizer.level_strides[:4] == (1, 4, 2, 1) and codec.quantizer.code_window == 4
+    x = torch.randn(1, 1, 1920 * 10) * 0.1
+    with torch.no_grad():
+        codes = codec.encode(x)
+        coarse = codes[0, 1]
+        assert all(len(set(coarse[k : k + 4].tolist())) == 1 for k in range(0, 10, 4))
+        assert all(len(set(codes[0, 2, k : k + 2].tolist())) == 1 for k in range(0, 10, 2))
+        streamer = CodecStreamer(codec)
+        parts = [streamer.encode(x[..., f * 1920 : (f + 1) * 1920]) for f in range(10)]
+        assert [p.shape[-1] for p in parts] == [0, 0, 0, 4, 0, 0, 0, 4, 0, 0]
+        streamed = torch.cat(parts + [streamer.flush()], dim=-1)
+        assert torch.equal(streamed, codes)
+        out = torch.cat([streamer.decode(streamed[..., f : f + 1]) for f in range(10)], -1)
+        torch.testing.assert_close(out, codec.decode(codes), atol=1e-5, rtol=1e-4)
+
+
+def test_bitrate_counts_each_level_at_its_rate_and_first_audio_waits_for_the_window():
+    from vemi_eval.measurements.codec import bitrate_kbps, sent_kbps
+    from vemi_eval.measurements.first_audio import first_audio
+
+    plain, multi = _multi_rate_codec(None), _multi_rate_codec([4, 2])
+    assert bitrate_kbps(plain, 8) == 1.1
+    assert bitrate_kbps(multi, 8) == round((1 + 0.25 + 0.5 + 5) * 11 * 12.5 / 1000, 4)
+    x = torch.randn(1, 1, 1920 * 8) * 0.1
+    with torch.no_grad():
+        assert abs(sent_kbps(multi, multi.encode(x)[:, :8]) - bitrate_kbps(multi, 8)) < 1e-4  # rounded
+    audio = x[0, 0].numpy()
+    assert first_audio(plain, audio, 8)[0] == 1 and first_audio(multi, audio, 8)[0] == 4
+
+
+def test_multi_rate_training_records_its_strides_and_load_codec_reads_them(tmp_path):
+    from reference_model.codec import load_codec
+    from reference_model.errors import CheckpointError
+
+    with pytest.raises(ValueError, match="cannot be combined"):
+        with_options(CodecRecipe(), ["ervq", "multi-rate"])
+    out, info = _train_fake(tmp_path, "mr", ("multi-rate",))
+    assert info["trained_with"] == ["multi-rate"]
+    assert info["recipe"]["config"]["quantizer"]["multi_rate_strides"] == [4, 2]
+    codec = load_codec("tiny", out)
+    assert codec.quantizer.level_strides[1:3] == (4, 2)
+    cfg = codec_config("tiny")
+    cfg.quantizer["multi_rate_strides"] = [2]
+    with pytest.raises(CheckpointError, match="multi_rate_strides"):
+        load_codec(cfg, out)
+    assert load_codec("tiny", "random").quantizer.level_strides == (1,) * 32  # the default stays single-rate

@@ -170,6 +170,15 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
         )
     if int(cfg.quantizer.get("n_q", 8)) <= cfg.n_q_semantic:
         raise ConfigError(f"codec config {name!r}: quantizer.n_q must exceed {cfg.n_q_semantic}")
+    strides = cfg.quantizer.get("multi_rate_strides")
+    if strides is not None:
+        ok = isinstance(strides, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
+                                               for x in strides)  # fmt: skip
+        if not ok or len(strides) > int(cfg.quantizer.get("n_q", 8)) - cfg.n_q_semantic:
+            raise ConfigError(
+                f"codec config {name!r}: quantizer.multi_rate_strides must be a list of integers >= 1, one "
+                f"at most per acoustic codebook, got {strides!r}"
+            )
     return cfg
 
 

@@ -35,6 +35,8 @@ def load_codec(
     cfg = codec_config(config)
     if checkpoint is None and cfg.name in BUNDLED and BUNDLED[cfg.name].is_file():
         checkpoint = BUNDLED[cfg.name]
+    if checkpoint is not None and str(checkpoint) != "random" and Path(checkpoint).is_file():
+        cfg = with_checkpoint_structure(cfg, checkpoint)
     if checkpoint is None or str(checkpoint) == "random":
         codec = MimiCodec(cfg).to(device=device, dtype=dtype)
         codec.checkpoint = None
@@ -48,3 +50,35 @@ def load_codec(
     codec.eval()
     codec.set_num_codebooks(codec.max_codebooks if num_codebooks is None else num_codebooks)
     return codec
+
+
+# Quantizer fields that change what the weights compute without changing their keys: a checkpoint trained
+# with one records it in its safetensors metadata, so that loading it needs no separate config.
+STRUCTURE_FIELDS = ("multi_rate_strides",)
+
+
+def with_checkpoint_structure(cfg: CodecConfig, checkpoint: str | os.PathLike) -> CodecConfig:
+    """``cfg`` with the structure fields the checkpoint's metadata records; a config that says otherwise
+    is refused (CheckpointError), a checkpoint that records none leaves ``cfg`` as it is."""
+    import copy
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(checkpoint), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not safetensors: load_into names the problem
+        return cfg
+    recorded = {k: json.loads(meta[k]) for k in STRUCTURE_FIELDS if k in meta}
+    if not recorded:
+        return cfg
+    out = copy.deepcopy(cfg)
+    for key, value in recorded.items():
+        mine = out.quantizer.get(key)
+        if mine is not None and list(mine) != list(value):
+            raise CheckpointError(
+                f"codec checkpoint {checkpoint} was trained with {key}={value}, the config says {mine}"
+            )
+        out.quantizer[key] = value
+    return out

@@ -8,9 +8,32 @@ mode) updates them by EMA, re-initialises dead codes and returns a commitment lo
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+# --- multi-rate levels (SNAC-style; opt-in by the config's quantizer.multi_rate_strides) ----------------
+def pool_frames(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, T, D] -> [B, ceil(T / stride), D]: the mean over each window of ``stride`` frames, windows from
+    frame 0 (a last partial window averages the frames it has). Causal across windows: window k's mean
+    needs frames up to (k + 1) * stride - 1, so its code is known at the end of its window."""
+    if stride == 1:
+        return x
+    b, t, d = x.shape
+    pad = (-t) % stride
+    summed = F.pad(x, (0, 0, 0, pad)).view(b, (t + pad) // stride, stride, d).sum(2)
+    counts = torch.full((summed.shape[1], 1), float(stride), device=x.device, dtype=x.dtype)
+    if pad:
+        counts[-1] = stride - pad
+    return summed / counts
+
+
+def repeat_frames(x: torch.Tensor, stride: int, length: int) -> torch.Tensor:
+    """[B, W, ...] -> [B, length, ...]: each window's entry repeated over its frames (nearest upsampling)."""
+    return x if stride == 1 else x.repeat_interleave(stride, dim=1)[:, :length]
 
 
 class EuclideanCodebook(nn.Module):
@@ -176,10 +199,17 @@ class ResidualVectorQuantizer(nn.Module):
         decay: float = 0.99,
         threshold_usage_ratio: float = 0.1,
         replaced_usage_ratio: float = 1.0,
+        strides: list[int] | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         self.max_n_q = n_q
         self.n_q = n_q
+        # Frames per code of each level (1: every frame). A level of stride s quantizes the residual's mean
+        # over windows of s frames and its code repeats over the window (the codes stay one per frame).
+        strides = list(strides or [])
+        if len(strides) > n_q or any(int(x) < 1 for x in strides):
+            raise ValueError(f"strides {strides} must be >= 1, at most one per codebook ({n_q})")
+        self.strides = tuple(int(x) for x in strides) + (1,) * (n_q - len(strides))
         # "relative": the commitment loss divided by the latent's energy, so that shrinking the latent (and
         # the EMA codebooks with it) cannot lower it; with "absolute" a weight-normalised encoder learns to
         # do exactly that (the latent's std fell from ~0.9 to 0.006 in 1,000 steps; README "Findings").
@@ -205,8 +235,8 @@ class ResidualVectorQuantizer(nn.Module):
         n_q = self.n_q if n_q is None else n_q
         residual = self.input_proj(x).transpose(1, 2)  # [B, T, D]
         codes = []
-        for cb in self.codebooks(n_q):
-            c = cb.encode(residual)
+        for cb, stride in zip(self.codebooks(n_q), self.strides):
+            c = repeat_frames(cb.encode(pool_frames(residual, stride)), stride, residual.shape[1])
             residual = residual - cb.decode(c)
             codes.append(c)
         if not codes:
@@ -236,14 +266,16 @@ class ResidualVectorQuantizer(nn.Module):
         out = torch.zeros_like(z)
         commit = z.new_zeros(())
         codes = []
-        for cb in self.codebooks(n_q):
+        for cb, stride in zip(self.codebooks(n_q), self.strides):
+            pooled = pool_frames(residual, stride)  # the residual itself at stride 1
             if self.training and not bool(cb._initialized.item()):
-                cb.kmeans_init(residual.detach())
-            c = cb.encode(residual.detach())
+                cb.kmeans_init(pooled.detach())
+            c = cb.encode(pooled.detach())
             q = cb.decode(c).detach()
             if self.training:
-                commit = commit + F.mse_loss(residual, q)
-                cb.ema_update(residual.detach(), c, replace_dead=True)
+                commit = commit + F.mse_loss(pooled, q)
+                cb.ema_update(pooled.detach(), c, replace_dead=True)
+            q, c = repeat_frames(q, stride, z.shape[1]), repeat_frames(c, stride, z.shape[1])
             residual = residual - q
             out = out + q
             codes.append(c)
@@ -291,7 +323,21 @@ class SplitResidualVectorQuantizer(nn.Module):
             }
         )
         self.rvq_first = ResidualVectorQuantizer(n_q=n_q_semantic, **kw)
-        self.rvq_rest = ResidualVectorQuantizer(n_q=n_q - n_q_semantic, **kw)
+        # multi_rate_strides: the acoustic levels' strides, coarse first (the semantic codebook stays at
+        # the frame rate); absent in Mimi's configs, whose codes stay exactly moshi's.
+        strides = kwargs.get("multi_rate_strides")
+        self.rvq_rest = ResidualVectorQuantizer(n_q=n_q - n_q_semantic, strides=strides, **kw)
+
+    @property
+    def level_strides(self) -> tuple[int, ...]:
+        """Frames per code of every codebook, in order (all 1 for a single-rate codec)."""
+        return self.rvq_first.strides + self.rvq_rest.strides
+
+    @property
+    def code_window(self) -> int:
+        """Frames after which every level's window closes together (1 for a single-rate codec): a streamed
+        encoder emits the codes of that many frames at once, at the end of each such window."""
+        return math.lcm(*self.level_strides)
 
     @property
     def num_codebooks(self) -> int:

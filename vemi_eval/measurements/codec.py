@@ -87,13 +87,24 @@ def codec_of(model) -> Any:
     return model.codec
 
 
+def level_strides(codec, n: int) -> tuple[int, ...]:
+    """Frames per code of the first n codebooks: a multi-rate codec's coarse levels send one code per
+    window of frames (its codes repeat over the window); 1 for every level of a single-rate codec."""
+    strides = tuple(getattr(getattr(codec, "quantizer", None), "level_strides", ()) or ())
+    return (strides + (1,) * n)[:n]
+
+
 def bitrate_kbps(codec, n: int) -> float:
-    return round(n * math.log2(int(codec.cardinality)) * float(codec.frame_rate) / 1000, 4)
+    """Bits per second of the first n codebooks, each level counted at its own rate."""
+    codes_per_frame = sum(1.0 / s for s in level_strides(codec, n))
+    return round(codes_per_frame * math.log2(int(codec.cardinality)) * float(codec.frame_rate) / 1000, 4)
 
 
 def sent_kbps(codec, codes: torch.Tensor) -> float:
-    """Bitrate actually carried by ``codes``: codebooks marked -1 (not sent, dynamic bitrate) cost nothing."""
-    sent = int((codes >= 0).sum())
+    """Bitrate actually carried by ``codes``: codebooks marked -1 (not sent, dynamic bitrate) cost nothing;
+    a multi-rate level's code is sent once per window of its stride."""
+    weights = torch.tensor([1.0 / s for s in level_strides(codec, codes.shape[1])], device=codes.device)
+    sent = float(((codes >= 0).float().sum(dim=(0, 2)) * weights).sum())
     seconds = codes.shape[-1] / float(codec.frame_rate)
     return sent * math.log2(int(codec.cardinality)) / seconds / 1000
 
@@ -127,7 +138,8 @@ def encode(codec, audio: np.ndarray) -> torch.Tensor:
     fs = int(codec.frame_size)
     wav = torch.nn.functional.pad(wav, (0, (-wav.shape[-1]) % fs))  # whole frames, as offline
     streamer = CodecStreamer(codec)
-    return torch.cat([streamer.encode(wav[..., i : i + fs]) for i in range(0, wav.shape[-1], fs)], dim=-1)
+    codes = [streamer.encode(wav[..., i : i + fs]) for i in range(0, wav.shape[-1], fs)]
+    return torch.cat(codes + [streamer.flush()], dim=-1)  # flush: a multi-rate codec's last window
 
 
 @torch.no_grad()
