@@ -6,7 +6,8 @@ used codes it is worth) and the share of the codebook's codes that occur at all.
 a mean of per-utterance ones (a 3 s utterance has 37 frames, far fewer than a codebook has codes), and it
 carries no interval: resampling utterances repeats some, which lowers a plug-in entropy so much that a
 bootstrap interval lies beside the figure, not around it; the spread across training seeds is the
-interval an experiment reads. ``codebook_perplexity_mean`` averages the levels 1..``levels``.
+interval an experiment reads (no record here carries samples, so the replicates' values become them).
+``codebook_perplexity_mean`` averages the levels 1..``levels``.
 
 What ERVQ (3.3) claims to raise; the round-trip quality at equal bitrate is the ``codec`` kind's.
 """
@@ -87,7 +88,7 @@ def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
         MetricRecord(
             ctx.suite, ctx.variant.name, "codebook_perplexity_mean", float(np.mean(perplexities)), "codes",
             levels, condition={"levels": levels, "bins": bins}, higher_is_better=True, statistic="mean",
-            samples=perplexities, data=data, extra={"utterances": len(ds.utterances)},
+            data=data, extra={"utterances": len(ds.utterances), "per_level": perplexities},
         )
     )  # fmt: skip
     return records
