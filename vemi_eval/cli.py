@@ -538,7 +538,8 @@ def train_codec_cmd(
     "--option",
     "option_names",
     multiple=True,
-    help="A recipe option of the LM trainer (repeatable): distill, latency-curriculum, noise-aug.",
+    help="A recipe option of the LM trainer (repeatable): distill, latency-curriculum, noise-aug, "
+    "speaker-cond, dpo.",
 )
 @click.option(
     "--option-arg",

@@ -63,6 +63,16 @@ RECIPE_OPTIONS += (
         "resemblyzer similarity of the model's decoded answers to a reference recording of its voice "
         "(dialogue kind: speaker_similarity), its drift along a session",
     ),
+    RecipeOption(
+        "dpo",
+        "4.2",
+        "lm",
+        "automated preference optimisation: DPO (reference = the frozen warm start) on pairs the model "
+        "samples itself on training prompts, ranked by an automatic reward (answer correctness, latency, "
+        "speaker similarity); vemi_eval/training/lm_options/dpo.py",
+        "the same automatic reward of the model's live conversations on held-out voices and phrasings, "
+        "and the paired win rate against the baseline (preference kind)",
+    ),
 )
 
 # Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).

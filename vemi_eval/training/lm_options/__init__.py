@@ -128,10 +128,11 @@ def option_classes() -> dict[str, type[LMOption]]:
     """Option name -> class (imported lazily: a teacher or a corpus is only touched when asked for)."""
     from .curriculum import LatencyCurriculum
     from .distill import Distill
+    from .dpo import Dpo
     from .noise_aug import NoiseAugmentation
     from .speaker import SpeakerCond
 
-    return {c.name: c for c in (Distill, LatencyCurriculum, NoiseAugmentation, SpeakerCond)}
+    return {c.name: c for c in (Distill, LatencyCurriculum, NoiseAugmentation, SpeakerCond, Dpo)}
 
 
 def parse_value(text: str, like: Any) -> Any:
