@@ -131,12 +131,12 @@ def check(p: dict[str, Any]) -> None:
 
 def heldout_user_codes(sessions: list[dlg.Session], codec_checkpoint, n_user: int) -> list[torch.Tensor]:
     """The held-out sessions' user codes [n_user, T] as the corpus tokenised them (cached)."""
-    from reference_model.checkpoint import read_safetensors
+    from safetensors.torch import load_file
 
     folder = dlg.tokenised_split("heldout", codec_checkpoint, log=lambda m: None)
     by_id: dict[str, torch.Tensor] = {}
     for f in sorted(folder.glob("*.safetensors")):
-        by_id.update(read_safetensors(f))
+        by_id.update(load_file(str(f)))
     missing = [s.id for s in sessions if s.id not in by_id]
     if missing:
         raise ValueError(f"held-out session {missing[0]} is not in the tokenised split {folder}")
