@@ -228,3 +228,14 @@ def test_attribution_by_trained_with() -> None:
     assert not registry.attributed(entry, claim, {}, {}, ["other"], [])
     # a checkpoint trained otherwise AND a flag: the ratio measures both, so neither
     assert not registry.attributed(entry, claim, {"int8": "rtn"}, {}, ["noise-aug"], [])
+
+
+def test_flags_on_the_command_line_keep_the_aa_control() -> None:
+    from vemi_eval.runner import RunOptions, select_variants
+
+    text = suite_text(
+        '[[variants]]\nname = "int8"\nflags = ["int8=rtn"]\n[[variants]]\nname = "again"\naa = true\n'
+    )
+    suite = parse_suite(text, known_kinds={"weights": weight_stats})
+    chosen = select_variants(suite, RunOptions(suite="x", flags=["kv-compress=int8"]), "cpu")
+    assert [v.name for v, _ in chosen] == ["baseline", "kv-compress=int8", "again"]

@@ -185,14 +185,18 @@ def select_variants(suite: Suite, opts: RunOptions, device: str) -> list[tuple[V
                 raise OptionsError(f"--variants: suite {suite.name!r} has no variant {n!r} ({listed})")
         variants = [variants[0]] + [v for v in variants[1:] if v.name in opts.variants]
     if opts.flags:
+        controls = [
+            v for v in variants[1:] if v.aa
+        ]  # the A/A control stays: the noise floor of the comparison
         variants = [variants[0]]
         for raw in opts.flags:
             flags = tuple(f.strip() for f in raw.split(",") if f.strip())
             parse_flags(list(flags), device=device)  # a flag this device cannot run is a usage error here
             name = ",".join(flags) or "no-flags"
-            if any(v.name == name for v in variants):
+            if any(v.name == name for v in variants + controls):
                 raise OptionsError(f"--flags {raw!r} gives a variant named like an existing one ({name!r})")
             variants.append(VariantDecl(name, flags, "from --flags"))
+        variants += controls
     out: list[tuple[VariantDecl, str | None]] = []
     for v in variants:
         reason = None
