@@ -5,6 +5,11 @@ Order of work: variant by variant (each built lazily, once per batch size, freed
 done), and inside a variant the suite's measurement tables in file order. Every (kind, variant) result is
 appended to results.partial.jsonl as soon as it exists; ``resume=True`` skips what is there. Every
 measurement starts from the same seeds, so a resumed run gives what an uninterrupted one would have.
+
+Each variant runs its own model (vemi_eval/variant_models.py: the suite's [model] under the variant's own
+preset, config, checkpoints, dtype). A variant with several checkpoints (one per training seed) is measured
+once per replicate, against the baseline's replicate of the same index where it has one; finalize pools
+the replicates into the variant's records (vemi_eval/replicates.py) before intervals and ratios.
 """
 
 from __future__ import annotations
