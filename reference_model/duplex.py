@@ -73,6 +73,11 @@ class DuplexModel:
         """[B, 1, frame_size] float PCM (any float dtype: cast to the codec's) -> user codes
         [B, n_user_codebooks, 1]."""
         codes = self.codec_encode(pcm.to(self.codec_dtype))
+        if codes.shape[-1] != 1:  # a multi-rate codec emits codes once its window closes
+            raise ValueError(
+                f"the codec gave {codes.shape[-1]} frames of codes for one of audio (a multi-rate codec, "
+                "code window > 1): the duplex loop feeds the LM one frame a step"
+            )
         return codes[:, : self.n_user_codebooks]
 
     def lm_step(self, user_codes: torch.Tensor) -> torch.Tensor | None:

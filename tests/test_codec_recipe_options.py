@@ -299,3 +299,12 @@ def test_multi_rate_training_records_its_strides_and_load_codec_reads_them(tmp_p
     with pytest.raises(CheckpointError, match="multi_rate_strides"):
         load_codec(cfg, out)
     assert load_codec("tiny", "random").quantizer.level_strides == (1,) * 32  # the default stays single-rate
+
+
+def test_the_duplex_loop_refuses_a_multi_rate_codec_in_one_line():
+    from reference_model import DuplexSpec, build_duplex
+
+    model = build_duplex(DuplexSpec(lm_checkpoint="random", codec_checkpoint="random"))
+    model.codec_encode = lambda pcm: torch.zeros(1, 8, 0, dtype=torch.long)  # a window's first frame
+    with pytest.raises(ValueError, match="multi-rate codec"):
+        model.encode_user(torch.zeros(1, 1, model.frame_size))

@@ -2,11 +2,10 @@
 
 Held-out speech goes through the variant's codec frame by frame, as a live input would (``CodecStreamer``:
 encode one 80 ms frame, decode whatever codes it gives). The first audio is the first decoded frame: it
-needs ``first_audio_frames`` frames of input to have arrived (1 for a single-rate codec; a multi-rate
-codec's coarse codes are known only when their window closes, so its code window W: the input must have
-arrived up to the window's end) and then the compute of the frame that completes it (encode, and the
-decode of the first frame). ``first_audio_latency_ms`` = first_audio_frames x frame duration + that
-compute, measured per utterance.
+needs ``input_frames_to_first_audio`` frames of input to have arrived (1 for a single-rate codec; W for a
+multi-rate codec of code window W, whose coarse codes are known only when their window closes) and then
+the compute of the frame that completes it (encode, and the decode of the first frame).
+``first_audio_latency_ms`` = input frames x frame duration + that compute, measured per utterance.
 
 What this is not: the latency of a *generating* model's speech. A model that emits codes itself can emit
 a coarse code at the start of its window, so its first frame needs one token per level either way; a
@@ -75,8 +74,10 @@ def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
             frames.append(f)
             compute.append(ms)
         latency = [f * frame_ms + ms for f, ms in zip(frames, compute, strict=True)]
-        ctx.add_samples([{"utterance": u.id, "n_codebooks": n, "first_audio_frames": f, "compute_ms": ms}
-                         for u, f, ms in zip(ds.utterances, frames, compute, strict=True)])  # fmt: skip
+        ctx.add_samples(
+            {"utterance": u.id, "n_codebooks": n, "input_frames_to_first_audio": f, "compute_ms": ms}
+            for u, f, ms in zip(ds.utterances, frames, compute, strict=True)
+        )
         strides = level_strides(codec, n)
         # bitrate out of the condition: the single-rate baseline's differs at the same n, and the ratio
         # pairs records by condition
@@ -91,7 +92,7 @@ def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
                        "level_strides": list(strides), "bitrate_kbps": bitrate_kbps(codec, n)}, **common,
             ),
             MetricRecord(
-                ctx.suite, ctx.variant.name, "first_audio_frames", float(np.mean(frames)), "frames",
+                ctx.suite, ctx.variant.name, "input_frames_to_first_audio", float(np.mean(frames)), "frames",
                 len(frames), samples=[float(f) for f in frames], statistic="mean", **common,
             ),
         ]  # fmt: skip
