@@ -168,3 +168,21 @@ def test_history_is_appended_not_overwritten(tmp_path) -> None:
     assert len(rows) == 2 and rows[0]["value"] == rows[1]["value"]  # same seed, same draws
     doc = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert history.append_run(doc, path=db) == 3
+
+
+def test_a_flag_that_cannot_run_here_found_at_build_is_skipped_with_the_reason(tmp_path) -> None:
+    """A kernel this device lacks (found only when the variant is built, e.g. a CPU-only int8 kernel on
+    CUDA) skips that variant with the reason; the other variants are measured and the run stays VALID."""
+    from reference_model import FlagError
+
+    def build(spec):
+        if "test-slow" in (spec.flags or []):
+            raise FlagError("the test kernel needs another device")
+        return fake_build(spec)
+
+    out = run_suite(_opts(tmp_path, write_suite(tmp_path), build_fn=build), echo=lambda m: None)
+    assert out.status == "VALID" and out.exit_code == EXIT_OK
+    slow = [m for m in out.results["metrics"] if m["variant"] == "slow"]
+    assert slow and all(m["status"] == "skipped" for m in slow)
+    assert slow[0]["reason"] == "cannot run here: the test kernel needs another device"
+    assert {m["variant"] for m in out.results["metrics"] if m["status"] == "ok"} == {"base"}

@@ -628,13 +628,7 @@ def _measure_one(
 ) -> None:
     suite, out = job.suite, job.out
     if skip_reason:
-        rec = MetricRecord(
-            suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=skip_reason, kind=kind
-        )
-        entry = _result_entry(kind, variant.name, [rec], [], replicate)
-        entry["skipped_variant"] = skip_reason  # not a kind that scored nothing: the device cannot run it
-        _append(out, entry)
-        log.info("%s/%s skipped: %s", kind, variant.name, skip_reason)
+        _skip_variant(job, kind, variant, replicate, skip_reason)
         return
     ctx = MeasureContext(
         suite=suite.name,
@@ -657,7 +651,15 @@ def _measure_one(
         for r in records:
             if not isinstance(r, MetricRecord):
                 raise TypeError(f"measurement {kind!r} returned {type(r).__name__}, not a MetricRecord")
-    except user_error_types():
+    except user_error_types() as exc:
+        from reference_model import FlagError
+
+        if isinstance(exc, FlagError) and not variant.is_baseline:
+            # a flag this device or dtype cannot run, found only when the variant is built (a CPU-only
+            # kernel on CUDA): skipped with the reason like a CUDA-only flag on a CPU, the run goes on;
+            # the baseline's own failure stays fatal
+            _skip_variant(job, kind, variant, replicate, f"cannot run here: {exc}")
+            return
         raise
     except KeyboardInterrupt:
         raise
@@ -692,6 +694,17 @@ def _measure_one(
     entry["skipped_inputs"] = ctx.skipped_inputs
     _append(out, entry)
     log.info("%s/%s: %d records", kind, variant.name, len(records))
+
+
+def _skip_variant(job: RunJob, kind: str, variant: VariantRef, replicate: int, reason: str) -> None:
+    """One skipped record for (kind, variant): the device cannot run it (not a kind that scored nothing)."""
+    rec = MetricRecord(
+        job.suite.name, variant.name, kind, None, "", 0, status=SKIPPED, reason=reason, kind=kind
+    )
+    entry = _result_entry(kind, variant.name, [rec], [], replicate)
+    entry["skipped_variant"] = reason
+    _append(job.out, entry)
+    log.info("%s/%s skipped: %s", kind, variant.name, reason)
 
 
 def _append(out: Path, entry: dict[str, Any]) -> None:
