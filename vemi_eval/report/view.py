@@ -603,6 +603,7 @@ def noise_floor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "metric": m["metric"],
                     "condition": cond_label(m.get("condition", {})),
                     "ratio": f"{m['ratio_to_baseline']:.4g}",
+                    "exact": m["ratio_to_baseline"] == 1.0,
                     "ci": _interval(lo, hi),
                     "width": f"±{(hi - lo) / 2:.3g}" if lo is not None and hi is not None else "",
                     "contains": {True: "yes", False: "NO", None: "no interval"}[contains],
@@ -611,5 +612,12 @@ def noise_floor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             )
         rows.sort(key=lambda x: (x["contains"] != "NO", x["metric"], x["condition"]))
         failed = sum(1 for x in rows if x["contains"] == "NO")
-        out.append({"label": run["label"], "aa": aa, "rows": rows, "failed": failed})
+        # single values (no interval): exact ones (bytes, counts, token agreement) equal 1 or do not
+        single = [x for x in rows if x["contains"] == "no interval"]
+        names = {id(x): f"{x['metric']} {x['condition']}".strip() for x in single}
+        exact = [names[id(x)] for x in single if x["exact"]]
+        moved = [f"{names[id(x)]}: x{x['ratio']}" for x in single if not x["exact"]]
+        rows = [x for x in rows if x["contains"] != "no interval"]
+        out.append({"label": run["label"], "aa": aa, "rows": rows, "failed": failed, "exact": exact,
+                    "moved": moved})  # fmt: skip
     return out
