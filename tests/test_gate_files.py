@@ -264,3 +264,5 @@ def test_the_example_workflow_calls_real_commands_and_options() -> None:
     ctx = gate_cmd.make_context("gate", list(by_name["gate"]))
     assert ctx.params["junit"] and ctx.params["benchmark_json"] and ctx.params["benchmark_json_bigger"]
     assert ctx.params["baseline"] == "reports/matrix-tiny-quick/results.json"
+    rules = load_rules(Path(__file__).parents[1] / ctx.params["rules"])  # the shipped rules file loads
+    assert rules.for_metric("int8", "peak_rss_increase_bytes").tolerance == 0.5
