@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -80,7 +81,7 @@ def run_cmd(
     unfinished = (run_dir / rs.PARTIAL_FILE).is_file() and not (run_dir / rs.RESULTS_FILE).is_file()
     opts = RunOptions(  # like the trainings, an unfinished measuring run continues where it stopped
         suite=str(suite), out=str(run_dir), quick=quick, threads=threads,
-        resume=resume or (unfinished and not overwrite), overwrite=overwrite,
+        resume=resume or (unfinished and not overwrite), overwrite=overwrite, progress=sys.stderr.isatty(),
     )  # fmt: skip
     outcome = run_suite(opts, echo=click.echo)
     return outcome.exit_code
