@@ -100,8 +100,19 @@ def test_trainings_are_planned_equal_and_the_suite_names_each_arms_seeds(tmp_pat
         assert ("--option" in argv) == (j.arm.name == "enhanced")
     doc = tomllib.loads(measuring_suite(e, jobs, tmp_path).read_text())
     assert [v["name"] for v in doc["variants"]] == ["baseline", "enhanced"]
-    assert doc["variants"][1]["codec_checkpoint"] == ["enhanced-s0.safetensors", "enhanced-s1.safetensors"]
+    names = [n.split("-")[:3] for n in doc["variants"][1]["codec_checkpoint"]]
+    assert names == [["codec", "test", "option"]] * 2 and all(j.out.parent == tmp_path for j in jobs)
     assert doc["experiment"]["enhancement"] == "3.3"  # the stored suite text says how the arms were made
+
+
+def test_the_same_training_has_the_same_path_in_every_experiment(tmp_path):
+    e = read_experiment(_write(tmp_path, GOOD))
+    other = read_experiment(_write(tmp_path, GOOD.replace('name = "enhanced"', 'name = "renamed"')))
+    assert [j.out for j in plan_trainings(e, tmp_path)] == [j.out for j in plan_trainings(other, tmp_path)]
+    longer = read_experiment(_write(tmp_path, GOOD.replace("steps = 7", "steps = 8")))
+    assert not set(j.out for j in plan_trainings(e, tmp_path)) & set(
+        j.out for j in plan_trainings(longer, tmp_path)
+    )
 
 
 def test_a_training_is_done_only_with_its_steps_and_options(tmp_path):

@@ -36,7 +36,9 @@ def list_cmd() -> int:
 @experiment_command.command("run", epilog=EXIT_CODES_HELP)
 @click.argument("file")
 @click.option(
-    "--checkpoints", type=click.Path(), help="Where the arms' checkpoints go (default runs/experiments/NAME)."
+    "--checkpoints",
+    type=click.Path(),
+    help="Where the trainings go (default runs/experiments/trainings: shared by all).",
 )
 @click.option("--out", type=click.Path(), help="The measuring run (default reports/experiments/NAME).")
 @click.option("--train-only", is_flag=True, help="Train the arms, do not measure.")
@@ -65,15 +67,17 @@ def run_cmd(
     if not path.is_file() and (EXPERIMENTS_DIR / f"{file}.toml").is_file():
         path = EXPERIMENTS_DIR / f"{file}.toml"
     exp = read_experiment(path)
-    folder = Path(checkpoints) if checkpoints else Path("runs") / "experiments" / exp.name
+    folder = Path("runs") / "experiments" / exp.name  # the generated measuring suite
+    trainings = Path(checkpoints) if checkpoints else Path("runs") / "experiments" / "trainings"
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = plan_trainings(exp, folder.resolve(), threads, device)
+    trainings.mkdir(parents=True, exist_ok=True)
+    jobs = plan_trainings(exp, trainings.resolve(), threads, device)
     try:
         train_all(exp, jobs, click.echo, address, use_ray or address is not None)
     except TrainingFailed as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_INCOMPLETE
-    suite = measuring_suite(exp, jobs, folder)
+    suite = measuring_suite(exp, jobs, folder.resolve())
     click.echo(f"measuring suite: {suite}")
     if train_only:
         return EXIT_OK

@@ -7,6 +7,7 @@ the planned steps and options is done and skipped; an unfinished one resumes fro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..training.recipes import trained_with
+from ..training.state import file_sha256
 from .spec import Arm, Experiment
 
 MINUTES_CAP = 120.0  # --minutes is an upper bound only: the arms are equal in steps
@@ -36,12 +38,22 @@ class Training:
         return self.out.with_suffix(".json")
 
 
+def training_key(exp: Experiment, arm: Arm, seed: int, device: str) -> str:
+    """What decides a training's result: the same key is the same training, whichever experiment asks
+    (the three codec experiments share one baseline: trained once, the very same checkpoint each time)."""
+    init = file_sha256(exp.init_from) if exp.init_from is not None else None
+    facts = [exp.trainer, init, exp.steps, seed, list(exp.train_args), sorted(arm.options), device]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:12]
+
+
 def plan_trainings(exp: Experiment, folder: Path, threads: int = 1, device: str = "cpu") -> list[Training]:
-    """Every arm x seed, in a fixed order (arm by arm, seeds inside)."""
+    """Every arm x seed, in a fixed order (arm by arm, seeds inside), each at its key's path in
+    ``folder`` (the trainings of every experiment)."""
     jobs = []
     for arm in exp.arms:
         for seed in exp.seeds:
-            out = folder / f"{arm.name}-s{seed}.safetensors"
+            what = "+".join(arm.options) or "baseline"
+            out = folder / f"{exp.trainer}-{what}-s{seed}-{training_key(exp, arm, seed, device)}.safetensors"
             argv = [sys.executable, "-m", "vemi_eval.cli", "train", exp.trainer, "--out", str(out)]
             argv += ["--seed", str(seed), "--steps", str(exp.steps), "--minutes", str(MINUTES_CAP)]
             argv += ["--threads", str(threads), "--device", device, *exp.train_args]
