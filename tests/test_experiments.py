@@ -140,3 +140,8 @@ def test_a_failed_training_stops_the_experiment_and_keeps_the_others(tmp_path):
     with pytest.raises(TrainingFailed, match="enhanced seed 0 failed .exit 3."):
         train_all(e, failing, lambda m: None)
     assert all(j.out.is_file() for j in jobs[:2])
+
+
+def test_every_recipe_option_is_declared_once():
+    names = [r.name for r in recipes.RECIPE_OPTIONS]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -86,19 +86,6 @@ RECIPE_OPTIONS += (
         measured_as="round-trip PESQ-WB/STOI at equal bitrate (8 codebooks) on held-out voices, beside "
         "per-level codebook usage entropy and perplexity (kind codebook_usage)",
     ),
-)
-
-# Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).
-RECIPE_OPTIONS += (
-    RecipeOption(
-        name="ervq",
-        enhancement="3.3",
-        trainer="codec",
-        summary="ERVQ: codes re-anchored toward their nearest encoder features the less they are used, a "
-        "code-balancing (usage entropy) loss per codebook and a decorrelation loss between adjacent levels",
-        measured_as="round-trip PESQ-WB/STOI at equal bitrate (8 codebooks) on held-out voices, beside "
-        "per-level codebook usage entropy and perplexity (kind codebook_usage)",
-    ),
     RecipeOption(
         name="semantic-distill",
         enhancement="3.1",
