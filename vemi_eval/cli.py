@@ -539,7 +539,7 @@ def train_codec_cmd(
     "option_names",
     multiple=True,
     help="A recipe option of the LM trainer (repeatable): distill, latency-curriculum, noise-aug, "
-    "speaker-cond, dpo.",
+    "speaker-cond, dpo, prosody-cond.",
 )
 @click.option(
     "--option-arg",

@@ -457,7 +457,14 @@ def train_lm(
         o.seed(seed)
         o.setup(
             OptionContext(
-                cfg, train, corpus, device, seed, log, None if init_from is None else Path(init_from)
+                cfg,
+                train,
+                corpus,
+                device,
+                seed,
+                log,
+                None if init_from is None else Path(init_from),
+                out_path,
             )
         )
     recipe = LMTrainRecipe(

@@ -73,6 +73,16 @@ RECIPE_OPTIONS += (
         "the same automatic reward of the model's live conversations on held-out voices and phrasings, "
         "and the paired win rate against the baseline (preference kind)",
     ),
+    RecipeOption(
+        "prosody-cond",
+        "6.1",
+        "lm",
+        "prosody conditioning: a requested pitch offset and level through a learned projection added to the "
+        "input, learned from pitch-shifted, re-levelled renditions of the model voice's answers (tokenised "
+        "once); the projection ships beside the plain LM; vemi_eval/training/lm_options/prosody.py",
+        "DNSMOS of the model's decoded answers (naturalness), and how closely their F0 follows the "
+        "requested offset (F0 error in semitones, slope), prosody kind",
+    ),
 )
 
 # Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).

@@ -64,6 +64,7 @@ class OptionContext:
     seed: int
     log: Callable[[str], None] = print
     init_from: Path | None = None  # the warm start's weights (a preference option's reference model)
+    out_path: Path | None = None  # where the LM goes (an option that ships a file beside it)
 
 
 @dataclass
@@ -130,9 +131,11 @@ def option_classes() -> dict[str, type[LMOption]]:
     from .distill import Distill
     from .dpo import Dpo
     from .noise_aug import NoiseAugmentation
+    from .prosody import ProsodyCond
     from .speaker import SpeakerCond
 
-    return {c.name: c for c in (Distill, LatencyCurriculum, NoiseAugmentation, SpeakerCond, Dpo)}
+    classes = (Distill, LatencyCurriculum, NoiseAugmentation, SpeakerCond, Dpo, ProsodyCond)
+    return {c.name: c for c in classes}
 
 
 def parse_value(text: str, like: Any) -> Any:

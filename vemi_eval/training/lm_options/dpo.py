@@ -63,18 +63,27 @@ def sequence_logp(lm, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 @torch.no_grad()
 def sample_conversations(
-    lm, user: torch.Tensor, draws: int, temp: float, temp_text: float, seed: int
+    lm,
+    user: torch.Tensor,
+    draws: int,
+    temp: float,
+    temp_text: float,
+    seed: int,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """user [P, n_user, T] (undelayed user codes) -> sampled grids [P * draws, 1 + n_q, T]: the model's text
     and audio streams generated live against each user (draws per user), the user's codes as given.
     The user code of grid frame t is fed at step t + 1 (the trainer's alignment: teacher forcing these
-    grids reproduces the logits the streamer sampled from)."""
+    grids reproduces the logits the streamer sampled from). ``condition`` [P * draws, 1, dim]: an offset
+    added to every step's input (a conditioning)."""
     from reference_model.lm import Streamer
 
     P, n_user, T = user.shape
     B = P * draws
     torch.manual_seed(seed)
     streamer = Streamer(lm, temp=temp, temp_text=temp_text, batch_size=B)
+    if condition is not None:  # [B, 1, dim] added to every step's input (a conditioning's offset)
+        streamer.condition = condition.to(device=lm.device, dtype=lm.dtype)
     fed = user.repeat_interleave(draws, dim=0).to(lm.device)
     outputs = []
     for s in range(T + 1 + lm.max_delay):
