@@ -3,16 +3,18 @@
 
 For each held-out session and each requested pitch offset of ``requests`` (semitones; the level request
 is 0 dB), the variant's LM samples the conversation from the session's user codes (the dpo option's
-generator; same seed for every request and variant) with the request fed as the ``prosody-cond``
-option's conditioning (``streamer.condition = W [st / 4, 0]``, W from ``<checkpoint>.prosody.safetensors``;
-a checkpoint without that file has no prosody input and is measured ignoring the request, which is what
-the plain model does). The model's decoded answers of the session are concatenated and their F0 (YIN,
-librosa; frames above the clip's median RMS) compared with the model voice's own reference recording:
-produced offset = 12 log2(median F0 / reference median F0).
+generator; the same seed for every request and variant: common random numbers) with the request
+fed as the ``prosody-cond`` option's conditioning (``streamer.condition = W [st / 4, 0]``, W from
+``<checkpoint>.prosody.safetensors``; a checkpoint without that file has no prosody input and is
+measured ignoring the request, which is what the plain model does). The model's decoded answers of the
+session are concatenated and their F0 (YIN, librosa; frames above the clip's median RMS) compared with
+the model voice's own reference recording: produced offset = 12 log2(median F0 / reference median F0).
 
-- ``prosody_f0_error_st``: |produced - requested| per (session, request), mean; lower is better.
-- ``prosody_f0_slope``: least-squares slope of produced on requested offset over all samples (1 = follows
-  the request exactly, 0 = ignores it), with a bootstrap interval over sessions.
+- ``prosody_f0_error_st``: per session and request r != 0, |(produced(r) - produced(0)) - r|: the pitch
+  change against the change asked for (the session's own request-0 answers are the anchor, so the
+  codec's and the voice's own offset from the reference cancel); mean; lower is better.
+- ``prosody_f0_slope``: least-squares slope of that change on the requested one (1 = follows the request
+  exactly, 0 = ignores it), with a bootstrap interval over sessions.
 - ``dnsmos_ovrl`` / ``dnsmos_sig``: DNSMOS of the answers at request 0 (the claim's "naturalness").
 """
 
@@ -97,42 +99,52 @@ def measure_prosody(ctx: MeasureContext) -> list[MetricRecord]:
     for i, u in enumerate(users):
         user[i, :, : u.shape[1]] = u
     requests = [float(r) for r in params["requests"]]
-    per_session: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(sessions))}
-    errors, failures, mos, rows = [], [], {"ovrl": [], "sig": []}, []
-    for req in requests:
-        ctx.progress(f"prosody: request {req:+g} st ({len(sessions)} sessions)")
+    S = len(sessions)
+    # one batch of the sessions per request, each with the same seed (common random numbers: what
+    # changes between requests is the request alone)
+    grids_by_request = []
+    for r in requests:
+        ctx.progress(f"prosody: request {r:+g} st x {S} sessions")
         cond = None
         if W is not None:
-            f = torch.tensor(features(req, 0.0), dtype=torch.float32)
-            cond = (W @ f).view(1, 1, -1).expand(len(sessions), 1, -1)
-        grids = sample_conversations(
-            lm, user, 1, model.spec.temp, model.spec.temp_text, ctx.seed * 7919 + 3, cond
-        )
-        for i, (sess, g) in enumerate(zip(sessions, grids)):
-            n = users[i].shape[1]
-            with torch.no_grad():
-                audio = model.codec.decode(g[None, 1 : 1 + lm.dep_q, :n].clamp(min=0).to(model.device))
-            speech = answers_audio(sess, audio[0, 0].float().cpu().numpy(), sr)
+            cond = (torch.tensor(features(r, 0.0)) @ W.T).view(1, 1, -1).expand(S, 1, -1)
+        temps = (model.spec.temp, model.spec.temp_text)
+        grids_by_request.append(sample_conversations(lm, user, 1, *temps, ctx.seed * 7919 + 3, cond))
+    grids = torch.cat(grids_by_request)
+    produced: dict[tuple[int, float], float] = {}
+    failures, mos, rows = [], {"ovrl": [], "sig": []}, []
+    for j, g in enumerate(grids):
+        req, i = requests[j // S], j % S
+        sess, n = sessions[i], users[i].shape[1]
+        with torch.no_grad():
+            audio = model.codec.decode(g[None, 1 : 1 + lm.dep_q, :n].clamp(min=0).to(model.device))
+        speech = answers_audio(sess, audio[0, 0].float().cpu().numpy(), sr)
+        try:
+            produced[(i, req)] = float(12 * np.log2(median_f0(speech, sr) / ref_f0))
+        except EvaluatorError as e:
+            failures.append(f"{sess.id} request {req:+g}: {e}")
+            continue
+        rows.append({"session": sess.id, "requested_st": req, "produced_st": produced[(i, req)]})
+        if req == 0:
             try:
-                produced = 12 * np.log2(median_f0(speech, sr) / ref_f0)
+                m = dnsmos_ev.dnsmos(speech, sr)
+                mos["ovrl"].append(float(m["ovrl"]))
+                mos["sig"].append(float(m["sig"]))
             except EvaluatorError as e:
-                failures.append(f"{sess.id} request {req:+g}: {e}")
-                continue
-            per_session[i].append((req, produced))
-            errors.append(abs(produced - req))
-            rows.append({"session": sess.id, "requested_st": req, "produced_st": float(produced)})
-            if req == 0:
-                try:
-                    m = dnsmos_ev.dnsmos(speech, sr)
-                    mos["ovrl"].append(float(m["ovrl"]))
-                    mos["sig"].append(float(m["sig"]))
-                except EvaluatorError as e:
-                    failures.append(f"{sess.id}: DNSMOS: {e}")
+                failures.append(f"{sess.id}: DNSMOS: {e}")
+    # the change from the session's own request-0 pitch against the change asked for
+    per_session: dict[int, list[tuple[float, float]]] = {i: [] for i in range(S)}
+    errors = []
+    for (i, req), st in produced.items():
+        if req != 0 and (i, 0.0) in produced:
+            change = st - produced[(i, 0.0)]
+            per_session[i].append((req, change))
+            errors.append(abs(change - req))
     ctx.add_samples(rows)
     data = {"dialogue_heldout": dlg.sessions_sha256(sessions), "recipe_hash": sessions[0].folder.name}
     extra = {"conditioned": W is not None, "requests_st": requests, "reference_f0_hz": ref_f0,
              "failures": failures[:5]}  # fmt: skip
-    of = len(sessions) * len(requests)
+    of = S * (len(requests) - 1)
     pairs = [p for ps in per_session.values() for p in ps]
     out = [_record(ctx, "prosody_f0_error_st", "semitones", errors, of, hib=False, extra=extra, data=data)]
     if len(pairs) >= 3:
