@@ -50,6 +50,12 @@ def test_cli_refuses_an_unknown_option(capsys):
         main(["train", "codec", "--option", "nope", "--steps", "1"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "unknown codec recipe option 'nope'" in err
+    from vemi_eval.training.codec import CODEC_OPTIONS
+
+    with pytest.raises(SystemExit):
+        main(["train", "codec", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in CODEC_OPTIONS)  # the help names every option
 
 
 # --- ERVQ ---------------------------------------------------------------------------------------------

@@ -457,7 +457,8 @@ def train_group() -> None:
     "--option",
     "options",
     multiple=True,
-    help="Codec recipe option (repeatable; vemi_eval/training/recipes.py): an enhancement's training change.",
+    help="Codec recipe option, repeatable: ervq (3.3), semantic-distill (3.1), multi-rate (1.1); "
+    "vemi_eval/training/recipes.py.",
 )
 @click.option("--steps", type=int, help="Train exactly this many steps (--minutes stays an upper bound).")
 @click.option(
