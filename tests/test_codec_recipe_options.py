@@ -314,3 +314,42 @@ def test_the_duplex_loop_refuses_a_multi_rate_codec_in_one_line():
     model.codec_encode = lambda pcm: torch.zeros(1, 8, 0, dtype=torch.long)  # a window's first frame
     with pytest.raises(ValueError, match="multi-rate codec"):
         model.encode_user(torch.zeros(1, 1, model.frame_size))
+
+
+def _kind_context(kind: str, codec, params: dict, monkeypatch, module):
+    from types import SimpleNamespace
+
+    from vemi_eval.data.byo import Dataset
+    from vemi_eval.data.corpus import Utterance
+    from vemi_eval.measurements import MeasureContext, VariantRef
+
+    rng = np.random.default_rng(0)
+    utts = [Utterance(f"u{i}", "s", None, (0.1 * rng.standard_normal(1920 * 6)).astype(np.float32), 24000)
+            for i in range(2)]  # fmt: skip
+    monkeypatch.setattr(module, "load_data", lambda ctx, sr, p: Dataset("fake", utts))
+    ref = VariantRef("v", [], build=lambda **_: SimpleNamespace(codec=codec))
+    return MeasureContext("s", kind, ref, ref, params, seed=0, quick=False, device="cpu")
+
+
+def test_codebook_usage_counts_a_multi_rate_level_once_per_window(monkeypatch):
+    import vemi_eval.measurements.codebook_usage as kind
+
+    codec = _multi_rate_codec([4, 2])
+    codec.set_num_codebooks(8)
+    records = kind.measure_codebook_usage(
+        _kind_context("codebook_usage", codec, {"levels": 3}, monkeypatch, kind)
+    )
+    frames = {r.condition["level"]: r.n for r in records if r.metric == "codebook_perplexity"}
+    assert frames == {1: 12, 2: 4, 3: 6}  # 2 utterances x 6 frames: every frame, every 4th, every 2nd
+    assert all(0 < r.value <= 1 for r in records if r.metric == "codes_used_share")
+
+
+def test_first_audio_kind_reads_one_frame_for_the_single_rate_codec(monkeypatch):
+    import vemi_eval.measurements.first_audio as kind
+
+    codec = _multi_rate_codec(None)
+    codec.set_num_codebooks(8)
+    records = kind.measure_first_audio(_kind_context("first_audio", codec, {}, monkeypatch, kind))
+    by = {r.metric: r for r in records}
+    assert by["input_frames_to_first_audio"].value == 1.0
+    assert by["first_audio_latency_ms"].value >= 80.0 and by["first_audio_latency_ms"].n == 2

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..records import MetricRecord
 from . import MeasureContext, at_least, measurement, merged_params
-from .codec import codec_of, encode, load_data
+from .codec import codec_of, encode, level_strides, load_data
 
 PARAMS: dict[str, Any] = {
     "levels": 8,  # codebooks 1..levels (capped at the codec's number in use)
@@ -51,12 +51,13 @@ def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
     ds = load_data(ctx, int(codec.sample_rate), params)
     bins = int(codec.cardinality)
     levels = min(int(params["levels"]), int(codec.num_codebooks))
+    strides = level_strides(codec, levels)
     per_level: list[list[np.ndarray]] = [[] for _ in range(levels)]
     for i, utt in enumerate(ds.utterances):
         ctx.progress(f"codebook_usage: {utt.id} ({i + 1}/{len(ds.utterances)})")
         codes = encode(codec, utt.audio)[0].cpu().numpy()
-        for k in range(levels):
-            per_level[k].append(codes[k])
+        for k, stride in enumerate(strides):
+            per_level[k].append(codes[k, ::stride])  # a multi-rate level's code once per window
     data = {ds.name: ds.sha256}
     records: list[MetricRecord] = []
     perplexities = []

@@ -577,9 +577,8 @@ def train_codec(
     out_path = Path(out_path)
     json_path = out_path.with_suffix(".json")
     cfg = codec_config(recipe.preset)
-    if (
-        recipe.multi_rate_strides
-    ):  # a structure field: recorded in the weights' metadata (load_codec reads it)
+    # multi-rate: a structure field, recorded in the weights' metadata too (load_codec reads it there)
+    if recipe.multi_rate_strides:
         cfg.quantizer["multi_rate_strides"] = list(recipe.multi_rate_strides)
     codec = MimiCodec(cfg)
     warm_start: dict[str, Any] | None = None
