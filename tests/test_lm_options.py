@@ -305,3 +305,16 @@ def test_cli_steps_init_from_and_options_reach_the_sidecar(tmp_path, capsys):
     with pytest.raises(SystemExit) as again:  # the state beside --out holds a run with the option
         main(plain)
     assert again.value.code == 2 and "another recipe" in capsys.readouterr().err
+
+
+def test_the_7b_teacher_and_its_2b_student_presets_share_token_spaces():
+    from reference_model.config import PRESETS_DIR, load_lm_config
+    from vemi_eval.training.lm_options.distill import check_token_spaces
+
+    teacher = load_lm_config("moshi-7b")
+    student = load_lm_config(PRESETS_DIR / "moshi-2b-student.json")
+    check_token_spaces(teacher, student)
+    assert student.dim < teacher.dim and student.num_layers < teacher.num_layers
+    with pytest.raises(OptionError, match="text_card"):
+        check_token_spaces(teacher, load_lm_config("moshi-2b"))
+    check_token_spaces(load_lm_config("tiny"), load_lm_config(PRESETS_DIR / "tiny_lm_student.json"))

@@ -11,10 +11,13 @@ weighted as it weights them (padding text targets at ``text_padding_weight``, th
 ``first_codebook_weight``). Teacher and student must share the token spaces (text_card, card, n_q,
 dep_q, delays); their sizes may differ.
 
-At full scale: ``vemi-eval train lm --config moshi-2b.json --data DIR --option distill --teacher
-moshi-7b.safetensors:moshi-7b.json`` (a Moshi-format 7B teacher, a 2B student config with the same
-token spaces; the teacher's forward costs about a third of a training step of the 7B, without the
-backward pass, so a GPU with room for both is assumed).
+At full scale: ``vemi-eval train lm --config reference_model/presets/moshi-2b-student.json --data DIR
+--option distill --teacher moshi-7b.safetensors:moshi-7b --device cuda`` (the released 7B as teacher;
+the student preset is the 2B's temporal transformer, dim 2560 x 24 layers, with the 7B's token spaces,
+delays and depth transformer: 2.9B parameters. The ``moshi-2b`` preset itself cannot be distilled from
+the 7B by logits: its text vocabulary is 48000 against 32000 and it models 16 codebooks, not 8). The
+teacher's forward costs about a third of a 7B training step (no backward), so a GPU with room for both
+is assumed.
 """
 
 from __future__ import annotations
@@ -46,6 +49,16 @@ def parse_teacher(spec: str, default_config: Any) -> tuple[Path, Any]:
     if not path.is_file():
         raise OptionError(f"distill: teacher checkpoint not found: {path}")
     return path, config if config else default_config
+
+
+def check_token_spaces(teacher: Any, student: Any) -> None:
+    """Logits can be compared only over the same vocabularies, streams and delays."""
+    for key in SHARED_FIELDS:
+        if getattr(teacher, key) != getattr(student, key):
+            raise OptionError(
+                f"distill: the teacher's {key} ({getattr(teacher, key)}) differs from the student's "
+                f"({getattr(student, key)}); they must share token spaces and delays"
+            )
 
 
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -83,12 +96,7 @@ class Distill(LMOption):
 
         path, config = parse_teacher(self.teacher, ctx.cfg)
         tcfg = load_lm_config(config)
-        for key in SHARED_FIELDS:
-            if getattr(tcfg, key) != getattr(ctx.cfg, key):
-                raise OptionError(
-                    f"distill: the teacher's {key} ({getattr(tcfg, key)}) differs from the student's "
-                    f"({getattr(ctx.cfg, key)}); they must share token spaces and delays"
-                )
+        check_token_spaces(tcfg, ctx.cfg)
         self.teacher_sha256 = file_sha256(path)
         self.model = load_lm(tcfg, path, device=ctx.device).eval().requires_grad_(False)
         self.teacher_params = sum(p.numel() for p in self.model.parameters())
