@@ -213,6 +213,8 @@ def measure_lm_heldout(ctx: MeasureContext) -> list[MetricRecord]:
         "codec_checkpoint": str(ckpt),
         "lm_checkpoint": str(getattr(lm, "checkpoint", None) or "random"),
         "seq_len": int(p["seq_len"]),
+        # one of the 19 answers (two..twenty) at random: what a model that does not listen scores
+        "chance_answer_accuracy": 1.0 / len(dlg.ASKED),
     }
     conditions: list[tuple[dict[str, Any], dn.UserCondition | None]] = [({"user_channel": CLEAN}, None)]
     for c in dn.ladder_conditions(p["noise_types"], p["snr_db"], p["reverb_rt60_s"]):
