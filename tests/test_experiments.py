@@ -66,7 +66,7 @@ def test_reads_a_good_file(tmp_path):
         (("steps = 7", "steps = 0"), "steps"),
         (("seeds = [0, 1]", "seeds = [1, 1]"), "distinct"),
         (('options = ["test-option"]', 'options = ["no-such"]'), "unknown recipe option 'no-such'"),
-        (('options = ["test-option"]', "options = []"), "same options"),
+        (('options = ["test-option"]', "options = []"), "are the same"),
         (('name = "enhanced"', 'name = "baseline"'), "distinct"),
     ],
 )
@@ -81,7 +81,7 @@ def test_a_plain_suite_is_not_an_experiment(tmp_path):
 
 
 def test_an_option_of_the_other_trainer_is_refused(tmp_path):
-    with pytest.raises(SuiteError, match="belongs to the codec trainer"):
+    with pytest.raises(SuiteError, match="is of the codec trainer"):
         read_experiment(_write(tmp_path, GOOD.replace('trainer = "codec"', 'trainer = "lm"')))
 
 
@@ -145,3 +145,26 @@ def test_a_failed_training_stops_the_experiment_and_keeps_the_others(tmp_path):
 def test_every_recipe_option_is_declared_once():
     names = [r.name for r in recipes.RECIPE_OPTIONS]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_an_untrained_arm_and_an_arm_of_another_shape(tmp_path):
+    (tmp_path / "teacher.safetensors").write_bytes(b"t")
+    (tmp_path / "student.json").write_text("{}")
+    text = GOOD.replace(
+        '[[experiment.arm]]\nname = "baseline"\noptions = []',
+        '[[experiment.arm]]\nname = "teacher"\ncheckpoint = "teacher.safetensors"\n\n'
+        '[[experiment.arm]]\nname = "student"\nconfig = "student.json"\ntrain_args = ["--lr", "1"]',
+    )
+    e = read_experiment(_write(tmp_path, text))
+    jobs = plan_trainings(e, tmp_path)
+    assert {j.arm.name for j in jobs} == {"student", "enhanced"}  # the teacher is not trained
+    student = next(j for j in jobs if j.arm.name == "student")
+    assert "--config" in student.argv and list(student.argv[-4:-2]) == ["--lr", "1"]
+    doc = tomllib.loads(measuring_suite(e, jobs, tmp_path).read_text())
+    teacher, student_v = doc["variants"][0], doc["variants"][1]
+    assert teacher["codec_checkpoint"] == "teacher.safetensors" and student_v["config"] == "student.json"
+    trained_teacher = text.replace(
+        'checkpoint = "teacher.safetensors"', 'checkpoint = "teacher.safetensors"\noptions = ["test-option"]'
+    )
+    with pytest.raises(SuiteError, match="not trained"):
+        read_experiment(_write(tmp_path, trained_teacher))

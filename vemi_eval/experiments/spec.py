@@ -15,13 +15,20 @@ else:  # pragma: no cover
 
 TRAINERS = ("codec", "lm")
 _KEYS = {"enhancement", "trainer", "init_from", "steps", "seeds", "train_args", "arm", "description"}
-_ARM_KEYS = {"name", "options"}
+_ARM_KEYS = {"name", "options", "checkpoint", "config", "train_args"}
 
 
 @dataclass(frozen=True)
 class Arm:
     name: str
-    options: tuple[str, ...]  # recipe options (training/recipes.py) of the experiment's trainer
+    options: tuple[str, ...] = ()  # recipe options (training/recipes.py) of the experiment's trainer
+    checkpoint: Path | None = None  # an arm that is not trained: this checkpoint (e.g. 4.1's teacher)
+    config: Path | None = None  # the arm's model config (trainer --config, and the variant's config)
+    train_args: tuple[str, ...] = ()  # trainer arguments of this arm only, after the experiment's
+
+    @property
+    def trained(self) -> bool:
+        return self.checkpoint is None
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,9 @@ def read_experiment(path: str | Path) -> Experiment:
     for i, a in enumerate(table["arm"]):
         unknown = sorted(set(a) - _ARM_KEYS)
         if unknown or "name" not in a:
-            raise SuiteError(f"{where}: [[experiment.arm]] #{i + 1} needs a name (keys: name, options)")
+            raise SuiteError(
+                f"{where}: [[experiment.arm]] #{i + 1} needs a name (keys: {', '.join(sorted(_ARM_KEYS))})"
+            )
         for opt in a.get("options", []):
             r = recipes.get(opt)
             if r is None:
@@ -90,27 +99,41 @@ def read_experiment(path: str | Path) -> Experiment:
                     f"{where}: arm {a['name']!r}: unknown recipe option {opt!r} (known: {known})"
                 )
             if r.trainer != trainer:
-                raise SuiteError(
-                    f"{where}: arm {a['name']!r}: option {opt!r} belongs to the {r.trainer} trainer"
-                )
-        arms.append(Arm(str(a["name"]), tuple(a.get("options", []))))
+                raise SuiteError(f"{where}: arm {a['name']!r}: option {opt!r} is of the {r.trainer} trainer")
+        checkpoint = _existing(path, a.get("checkpoint"), f"{where}: arm {a['name']!r} checkpoint")
+        if checkpoint is not None and (a.get("options") or a.get("train_args")):
+            raise SuiteError(f"{where}: arm {a['name']!r} names a checkpoint: it is not trained (no options)")
+        config = _existing(path, a.get("config"), f"{where}: arm {a['name']!r} config")
+        arms.append(
+            Arm(
+                str(a["name"]),
+                tuple(a.get("options", [])),
+                checkpoint,
+                config,
+                tuple(a.get("train_args", [])),
+            )
+        )
     if len(arms) < 2:
         raise SuiteError(f"{where}: an experiment needs a baseline arm and at least one more")
     if len({a.name for a in arms}) != len(arms):
         raise SuiteError(f"{where}: arm names must be distinct")
-    if len({a.options for a in arms}) != len(arms):
-        raise SuiteError(f"{where}: two arms train with the same options")
-    init = table.get("init_from")
-    init_path = None
-    if init:
-        init_path = Path(init) if Path(init).is_absolute() else _repo_relative(path, init)
-        if not init_path.is_file():
-            raise SuiteError(f"{where}: [experiment] init_from {init!r} does not exist")
+    if len({(a.options, a.checkpoint, a.config, a.train_args) for a in arms}) != len(arms):
+        raise SuiteError(f"{where}: two arms are the same (options, checkpoint, config and arguments)")
+    init_path = _existing(path, table.get("init_from"), f"{where}: [experiment] init_from")
     return Experiment(
         name=path.stem, path=path, content=content, enhancement=table["enhancement"], trainer=trainer,
         init_from=init_path, steps=steps, seeds=tuple(seeds), train_args=tuple(table.get("train_args", [])),
         arms=tuple(arms),
     )  # fmt: skip
+
+
+def _existing(path: Path, value: str | None, what: str) -> Path | None:
+    if not value:
+        return None
+    found = Path(value) if Path(value).is_absolute() else _repo_relative(path, value)
+    if not found.is_file():
+        raise SuiteError(f"{what} {value!r} does not exist")
+    return found
 
 
 def _repo_relative(path: Path, value: str) -> Path:

@@ -42,7 +42,11 @@ def training_key(exp: Experiment, arm: Arm, seed: int, device: str) -> str:
     """What decides a training's result: the same key is the same training, whichever experiment asks
     (the three codec experiments share one baseline: trained once, the very same checkpoint each time)."""
     init = file_sha256(exp.init_from) if exp.init_from is not None else None
-    facts = [exp.trainer, init, exp.steps, seed, list(exp.train_args), sorted(arm.options), device]
+    config = file_sha256(arm.config) if arm.config is not None else None
+    args = [*exp.train_args, *arm.train_args]
+    facts = [exp.trainer, init, exp.steps, seed, args, sorted(arm.options), device]
+    if config is not None:  # (absent from the facts of a plain arm, so its key stays what it was)
+        facts.append(config)
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:12]
 
 
@@ -50,13 +54,15 @@ def plan_trainings(exp: Experiment, folder: Path, threads: int = 1, device: str 
     """Every arm x seed, in a fixed order (arm by arm, seeds inside), each at its key's path in
     ``folder`` (the trainings of every experiment)."""
     jobs = []
-    for arm in exp.arms:
+    for arm in (a for a in exp.arms if a.trained):
         for seed in exp.seeds:
-            what = "+".join(arm.options) or "baseline"
+            what = "+".join(arm.options) or ("baseline" if arm.config is None else arm.config.stem)
             out = folder / f"{exp.trainer}-{what}-s{seed}-{training_key(exp, arm, seed, device)}.safetensors"
             argv = [sys.executable, "-m", "vemi_eval.cli", "train", exp.trainer, "--out", str(out)]
             argv += ["--seed", str(seed), "--steps", str(exp.steps), "--minutes", str(MINUTES_CAP)]
-            argv += ["--threads", str(threads), "--device", device, *exp.train_args]
+            argv += ["--threads", str(threads), "--device", device, *exp.train_args, *arm.train_args]
+            if arm.config is not None:
+                argv += ["--config", str(arm.config)]
             if exp.init_from is not None:
                 argv += ["--init-from", str(exp.init_from)]
             for opt in arm.options:
