@@ -511,7 +511,7 @@ class OptionParts:
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The options' loss terms on the last pass over ``x`` (weighted by ``weights``), each named;
         re-anchoring (ERVQ) happens here too, after the pass's EMA update."""
-        from .ervq import balance_loss, decorrelation_loss, level_inputs, reanchor_all
+        from .ervq import balance_loss, decorrelation_loss, level_inputs, reanchor_all, soft_assignments
 
         r, seen = self.recipe, self.taps.take()
         terms: dict[str, torch.Tensor] = {}
@@ -520,10 +520,15 @@ class OptionParts:
             for name, (latent, _, codes) in seen.items():
                 rvq = self.taps.rvqs[name]
                 levels = level_inputs(rvq, latent, codes)
+                probs = (
+                    soft_assignments(levels, rvq, r.soft_temperature)
+                    if r.balance_weight or r.decorrelation_weight
+                    else None
+                )
                 if r.balance_weight:
-                    bal.append(balance_loss(levels, rvq, r.soft_temperature))
+                    bal.append(balance_loss(levels, rvq, r.soft_temperature, probs))
                 if r.decorrelation_weight and len(levels) > 1:
-                    dec.append(decorrelation_loss(levels, rvq, r.soft_temperature))
+                    dec.append(decorrelation_loss(levels, rvq, r.soft_temperature, probs))
                 if r.reanchor_sharpness:
                     reanchor_all(levels, rvq, r.reanchor_sharpness)
             if bal:

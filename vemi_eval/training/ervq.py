@@ -53,7 +53,8 @@ def level_inputs(
 def _soft_assign(residual: torch.Tensor, embedding: torch.Tensor, temperature: float) -> torch.Tensor:
     """p[n, k] = softmax_k(-|r_n - c_k|^2 / tau), tau = ``temperature`` x the batch's mean squared distance
     to the nearest code (scale-free: the latent's energy changes during training)."""
-    d2 = torch.cdist(residual[None], embedding[None].to(residual))[0].pow(2)
+    emb = embedding.to(residual)  # |r|^2 - 2 r.c + |c|^2: a matmul (cdist's backward cost twice as much)
+    d2 = (residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ emb.T + emb.pow(2).sum(-1)).clamp_min(0)
     tau = temperature * d2.detach().min(dim=-1).values.mean().clamp_min(1e-8)
     return torch.softmax(-d2 / tau, dim=-1)
 
@@ -62,26 +63,46 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
 
 
-def balance_loss(levels: list[LevelInputs], rvq: ResidualVectorQuantizer, temperature: float) -> torch.Tensor:
+def soft_assignments(
+    levels: list[LevelInputs], rvq: ResidualVectorQuantizer, temperature: float
+) -> list[torch.Tensor]:
+    """Each level's soft assignment p [N, K] of its input residuals to its codes (both losses use them)."""
+    return [
+        _soft_assign(lv.residual, cb.embedding, temperature)
+        for lv, cb in zip(levels, rvq.codebooks(len(levels)))
+    ]
+
+
+def balance_loss(
+    levels: list[LevelInputs],
+    rvq: ResidualVectorQuantizer,
+    temperature: float,
+    probs: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Mean over levels of 1 + (E_n[H(p_n)] - H(E_n[p_n])) / log K: 0 when every vector is sure of its code
-    and the batch uses the codebook uniformly, 1 when it uses one code (or when no vector is sure)."""
+    and the batch uses the codebook uniformly, 1 when it uses one code (or when no vector is sure).
+    ``probs``: the levels' soft assignments when already computed."""
+    probs = probs if probs is not None else soft_assignments(levels, rvq, temperature)
     terms = []
-    for lv, cb in zip(levels, rvq.codebooks(len(levels)), strict=True):
-        p = _soft_assign(lv.residual, cb.embedding, temperature)
+    for p, cb in zip(probs, rvq.codebooks(len(levels)), strict=True):
         terms.append(1 + (_entropy(p).mean() - _entropy(p.mean(0))) / math.log(cb.codebook_size))
     return torch.stack(terms).mean() if terms else torch.zeros(())
 
 
 def decorrelation_loss(
-    levels: list[LevelInputs], rvq: ResidualVectorQuantizer, temperature: float
+    levels: list[LevelInputs],
+    rvq: ResidualVectorQuantizer,
+    temperature: float,
+    probs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean over adjacent levels (k, k+1) and vectors of cos^2 between their quantized outputs: the value of
     the codes actually chosen, the gradient of the soft assignment (straight-through)."""
+    probs = probs if probs is not None else soft_assignments(levels, rvq, temperature)
     outputs = []
-    for lv, cb in zip(levels, rvq.codebooks(len(levels)), strict=True):
+    for lv, p, cb in zip(levels, probs, rvq.codebooks(len(levels)), strict=True):
         emb = cb.embedding.to(lv.residual)
         hard = F.embedding(lv.codes, emb)
-        soft = _soft_assign(lv.residual, emb, temperature) @ emb
+        soft = p @ emb
         outputs.append(hard + soft - soft.detach())
     if len(outputs) < 2:
         return levels[0].residual.new_zeros(()) if levels else torch.zeros(())
