@@ -168,3 +168,13 @@ def test_an_untrained_arm_and_an_arm_of_another_shape(tmp_path):
     )
     with pytest.raises(SuiteError, match="not trained"):
         read_experiment(_write(tmp_path, trained_teacher))
+
+
+def test_a_warm_start_replaced_mid_experiment_stops_it(tmp_path):
+    init = tmp_path / "init.safetensors"
+    init.write_bytes(b"one")
+    e = read_experiment(_write(tmp_path, GOOD.replace("steps = 7", f'steps = 7\ninit_from = "{init}"')))
+    jobs = plan_trainings(e, tmp_path)
+    init.write_bytes(b"two")  # the planned keys name trainings from "one"
+    with pytest.raises(TrainingFailed, match="changed during the experiment"):
+        train_all(e, jobs, lambda m: None)

@@ -32,6 +32,8 @@ class Training:
     seed: int
     out: Path  # the checkpoint; its sidecar is out.with_suffix(".json")
     argv: tuple[str, ...]
+    threads: int = 1
+    device: str = "cpu"
 
     @property
     def sidecar(self) -> Path:
@@ -47,6 +49,10 @@ def training_key(exp: Experiment, arm: Arm, seed: int, device: str) -> str:
     facts = [exp.trainer, init, exp.steps, seed, args, sorted(arm.options), device]
     if config is not None:  # (absent from the facts of a plain arm, so its key stays what it was)
         facts.append(config)
+    for a in args:  # a file an argument names (a teacher: --teacher CKPT[:CONFIG]) is part of the training
+        named = Path(a.split(":")[0])
+        if named.is_file():
+            facts.append(file_sha256(named))
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:12]
 
 
@@ -67,7 +73,7 @@ def plan_trainings(exp: Experiment, folder: Path, threads: int = 1, device: str 
                 argv += ["--init-from", str(exp.init_from)]
             for opt in arm.options:
                 argv += ["--option", opt]
-            jobs.append(Training(arm, seed, out, tuple(argv)))
+            jobs.append(Training(arm, seed, out, tuple(argv), threads, device))
     return jobs
 
 
@@ -97,6 +103,7 @@ def train_all(
     use_ray: bool = False,
 ) -> None:  # fmt: skip
     """Run the trainings not yet done: one after another here, or as Ray tasks (``use_ray``)."""
+    planned = [str(j.out) for j in jobs]
     todo = [j for j in jobs if not is_done(j, exp.steps)]
     echo(f"experiment {exp.name}: {len(jobs) - len(todo)} of {len(jobs)} trainings already done")
     if not todo:
@@ -105,6 +112,10 @@ def train_all(
         _train_on_ray(todo, echo, address)
     else:
         for j in todo:
+            if [str(k.out) for k in plan_trainings(exp, j.out.parent, j.threads, j.device)] != planned:
+                raise TrainingFailed(  # a warm start or teacher replaced mid-experiment: keys would lie
+                    "a file the trainings start from changed during the experiment; run it again"
+                )
             echo(f"training {j.arm.name} seed {j.seed} ({exp.steps} steps) -> {j.out}")
             code = run_training(j.argv, str(j.out.with_suffix(".log")))
             if code != 0:
