@@ -92,7 +92,7 @@ def eer_record(
 
 # the records of this kind that stand for the enhancement registry's claim metrics
 CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "speaker_similarity": [("speaker_sim*", {}), ("spk_sim*", {})],
+    "speaker_similarity": [("speaker_similarity", {})],  # not the drift records (speaker_similarity_drift*)
 }
 
 
