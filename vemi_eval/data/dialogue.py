@@ -515,11 +515,9 @@ def corpus_figures(sessions: list[Session]) -> dict[str, Any]:
 
 # --- tokenisation through a codec ---------------------------------------------------------------------
 def codec_sha256(checkpoint: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from ..evaluators import file_sha256
+
+    return file_sha256(checkpoint)
 
 
 def token_grid(session: Session, codec, codebooks: int = 8) -> np.ndarray:

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ def _sha256_cached(path: str, size: int, mtime: float) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    st = path.stat()
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, computed once per (path, size, mtime)."""
+    st = os.stat(path)
     return _sha256_cached(str(path), st.st_size, st.st_mtime)
 
 

@@ -8,9 +8,7 @@ pickle), so a resume reads back exactly what was saved.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from ..environment import git_state
+from ..evaluators import file_sha256  # noqa: F401  (the trainers' weights digests: one cached helper)
 from ..storage import write_atomic
 
 STATE_VERSION = 2
@@ -89,14 +88,6 @@ def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
 def write_sidecar(path: Path, info: dict[str, Any]) -> None:
     """The JSON beside the weights: recipe, data hash, steps, held-out figures (see the trainers)."""
     write_atomic(path, json.dumps(info, indent=2, default=float) + "\n")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit() -> str:
