@@ -185,3 +185,74 @@ def test_synthetic_speech_is_deterministic_and_speech_like():
     assert 20 * np.log10(rms) == pytest.approx(-24.0, abs=0.5)
     frame_rms = np.sqrt(np.mean(a[: 24000 * 3 // 480 * 480].reshape(-1, 480) ** 2, axis=1))
     assert (frame_rms < 0.1 * frame_rms.max()).mean() > 0.05  # pauses / syllable gaps exist
+
+
+# --- interleaved (ABBA) measurement against the baseline -----------------------------------------------
+
+
+def drifting(clock: FakeClock, factor: float = 1.0, log: list | None = None, name: str = "") -> Callable:
+    """A machine that slows down as the run goes on: every stage costs more the later it runs."""
+
+    def cost(stage: str, i: int, b: int) -> float:
+        if log is not None and stage == "lm":
+            log.append(name)
+        return factor * 10.0 * (1.0 + clock.ns / (10_000 * timing.NS_PER_MS))
+
+    return cost
+
+
+def paired_ctx(variant_model, baseline_model, params) -> MeasureContext:
+    base = VariantRef("base", [], lambda batch_size, fresh=False: baseline_model, is_baseline=True)
+    var = VariantRef("var", ["x"], lambda batch_size, fresh=False: variant_model)
+    return MeasureContext(suite="t", kind="latency", variant=var, baseline=base, params=params, seed=0,
+                          quick=False, device="cpu")  # fmt: skip
+
+
+PAIRED = {"frames": 40, "warmup_frames": 2, "min_frames": 40, "min_duration_s": 0.0, "input": "synthetic"}
+
+
+def test_interleaved_blocks_run_in_abba_order(clock):
+    order: list[str] = []
+    v = FakeDuplex(clock, drifting(clock, log=order, name="V"))
+    b = FakeDuplex(clock, drifting(clock, log=order, name="B"))
+    recs = measure_latency(paired_ctx(v, b, {**PAIRED, "interleave": 10}))
+    head = ["V"] * 3 + ["B"] * 3  # first frame + warm-up of each
+    blocks = "VBBVVBBV"  # 4 pairs of 10 frames
+    assert order == head + [m for m in blocks for _ in range(10)]
+    rec = by(recs, "frame_time_p50_ms", stage="total")
+    assert rec.n == 40 and rec.extra["order"] == "ABBA with base, 10-frame blocks, 4 pairs"
+    twin = rec.extra["paired_baseline"]
+    assert twin["variant"] == "base" and len(twin["samples"]) == 40 and twin["statistic"] == "p50"
+
+
+def test_interleaving_removes_drift_from_the_ratio(clock):
+    from vemi_eval.runner import fill_intervals
+
+    def ratio(interleave: int, factor: float) -> float:
+        clock.ns = 0
+        b = FakeDuplex(clock, drifting(clock))
+        v = FakeDuplex(clock, drifting(clock, factor))
+        if interleave:
+            recs = measure_latency(paired_ctx(v, b, {**PAIRED, "interleave": interleave}))
+        else:  # the baseline alone first, then the variant: what a sequential run does
+            base_recs = measure_latency(make_ctx("latency", PAIRED, lambda batch_size, fresh=False: b))
+            recs = measure_latency(paired_ctx(v, b, PAIRED))
+            for r in base_recs:
+                r.variant, r.kind = "base", "latency"
+        for r in recs:
+            r.variant, r.kind = "var", "latency"
+        fill_intervals(recs + ([] if interleave else base_recs), {}, "base", 0)
+        rec = by(recs, "frame_time_p50_ms", stage="lm")
+        assert rec.ratio_ci_low <= rec.ratio_to_baseline <= rec.ratio_ci_high
+        return rec.ratio_to_baseline
+
+    assert ratio(0, 1.0) > 1.05  # A/A measured one after the other: the drift reads as a slow-down
+    assert ratio(5, 1.0) == pytest.approx(1.0, abs=0.02)  # side by side: no difference
+    assert ratio(5, 2.0) == pytest.approx(2.0, rel=0.03)
+
+
+def test_interleave_is_refused_with_pace(clock):
+    from vemi_eval.measurements.latency import DEFAULTS, check
+
+    with pytest.raises(ValueError, match="interleave and pace"):
+        check({**DEFAULTS, "interleave": 5, "pace": True})

@@ -239,3 +239,27 @@ def test_flags_on_the_command_line_keep_the_aa_control() -> None:
     suite = parse_suite(text, known_kinds={"weights": weight_stats})
     chosen = select_variants(suite, RunOptions(suite="x", flags=["kv-compress=int8"]), "cpu")
     assert [v.name for v, _ in chosen] == ["baseline", "kv-compress=int8", "again"]
+
+
+def test_pooling_keeps_the_interleaved_baseline_twin_of_each_replicate() -> None:
+    from vemi_eval.replicates import pool_replicates
+    from vemi_eval.runner import fill_intervals
+
+    def rec(samples, twin):
+        r = MetricRecord(suite="s", variant="v", kind="latency", metric="frame_time_p50_ms", unit="ms",
+                         n=len(samples), value=float(np.median(samples)), samples=samples,
+                         statistic="p50")  # fmt: skip
+        if twin is not None:
+            r.extra["paired_baseline"] = {"variant": "b", "value": float(np.median(twin)), "samples": twin,
+                                          "statistic": "p50", "order": "ABBA"}  # fmt: skip
+        return r
+
+    reps = [(0, [rec([2.0, 2.2], [1.0, 1.1])], []), (1, [rec([2.4, 2.6], [1.2, 1.3])], [])]
+    pooled, _ = pool_replicates(reps)
+    twin = pooled[0].extra["paired_baseline"]
+    assert twin["samples"] == [1.0, 1.1, 1.2, 1.3] and twin["value"] == pytest.approx(1.15)
+    fill_intervals(pooled, {}, "b", 0)
+    assert pooled[0].ratio_to_baseline == pytest.approx(2.3 / 1.15)
+    # a replicate measured without its twin: the pairing is dropped (the baseline's own record is used)
+    pooled, _ = pool_replicates([(0, [rec([2.0], [1.0])], []), (1, [rec([2.4], None)], [])])
+    assert "paired_baseline" not in pooled[0].extra

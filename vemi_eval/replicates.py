@@ -74,6 +74,7 @@ def _pool(items: list[tuple[int, MetricRecord, list[dict[str, Any]]]], n: int) -
     out.statistic = stat
     out.value = summarize(np.asarray(samples), stat)
     out.n = sum(int(rec.n or 0) for _, rec, _ in ok)
+    _pool_paired(out, [rec for _, rec, _ in ok])
     out.status = OK if all(rec.status == OK for _, rec, _ in ok) else INVALID
     if len(ok) < n:
         out.status = INVALID
@@ -82,3 +83,25 @@ def _pool(items: list[tuple[int, MetricRecord, list[dict[str, Any]]]], n: int) -
     elif out.status == INVALID:
         out.reason = "; ".join(sorted({rec.reason for _, rec, _ in ok if rec.reason}))
     return out
+
+
+def _pool_paired(out: MetricRecord, ok: list[MetricRecord]) -> None:
+    """A record measured side by side with the baseline (``paired_baseline`` in extra): its twin's
+    samples are pooled as its own are; a twin missing on some replicate drops the pairing (the ratio is
+    then taken to the baseline's own record)."""
+    twins = [rec.extra.get("paired_baseline") for rec in ok]
+    if not any(twins):
+        return
+    first = out.extra.get("paired_baseline")
+    samples = [t.get("samples") for t in twins if isinstance(t, dict)]
+    if (
+        len(samples) != len(ok)
+        or not all(samples)
+        or not isinstance(first, dict)
+        or not first.get("statistic")
+    ):
+        out.extra.pop("paired_baseline", None)
+        return
+    pooled = [float(x) for s in samples for x in s]
+    value = summarize(np.asarray(pooled), first["statistic"])
+    out.extra["paired_baseline"] = {**first, "samples": pooled, "value": value, "ci": [None, None]}

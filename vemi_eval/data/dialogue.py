@@ -82,7 +82,7 @@ STYLES_PER_VOICE = 3  # (base voice, pitch, rate) drawn per voice from its own s
 BASE_VOICES = ("en-us", "en-gb")  # an accent per style; the variant sets the speaker
 
 SPLITS: dict[str, dict[str, Any]] = {
-    "train": {"sessions": 400, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)},
+    "train": {"sessions": 2000, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)},
     # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
     # added by the measurements, along their SNR ladder).
     "heldout": {"sessions": 48, "turns": (4, 4), "pause_p": 0.5, "noise_p": 0.0, "snr_db": (0.0, 0.0)},

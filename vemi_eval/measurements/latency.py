@@ -13,11 +13,19 @@ compute latency.
 
 Parameters (suite table ``[latency]``; a ``quick`` sub-table overrides them under ``--quick``):
 frames, warmup_frames, min_frames, min_duration_s, max_frames, batch_size, input ("corpus" | "synthetic"),
-pace (sleep to the live 80 ms cadence), n_boot, position_buckets.
+pace (sleep to the live 80 ms cadence), n_boot, position_buckets, interleave.
+
+``interleave = K`` (K > 0) measures a variant side by side with a fresh build of the baseline, in blocks of K
+frames in ABBA order (variant, baseline, baseline, variant, ...), each model carrying its own stream on. The
+variant's ratio to the baseline is then taken against these interleaved baseline frames (``paired_baseline``
+in each record's extra) instead of the baseline's own run earlier: a machine that slows down or speeds up
+during a long run (load, thermal state) moves both sides alike, and the A/A control shows it. The
+baseline's own records are measured alone as before.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "n_boot": 1000,
     "position_buckets": 5,
     "budget_ms": None,  # None: one frame (1000 / frame_rate)
+    "interleave": 0,  # frames per block measured side by side with the baseline (0: the variant alone)
 }
 
 
@@ -118,8 +127,10 @@ def run_frames(
     *,
     stop: Callable[[int, float], bool] | None = None,
     pace_ms: float | None = None,
+    first_index: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run the duplex loop over ``frames`` [N, B, 1, frame_size]; one timing row per frame.
+    """Run the duplex loop over ``frames`` [N, B, 1, frame_size]; one timing row per frame (``frame`` counts
+    from ``first_index``: a block of a longer stream).
 
     ``stop(done, elapsed_s)`` is asked after every frame. ``pace_ms`` sleeps to a live cadence (a frame
     never starts before its audio would have arrived). ``decode_ms`` is None while the LM has no output yet
@@ -150,7 +161,7 @@ def run_frames(
             ms = timing.NS_PER_MS
             rows.append(
                 {
-                    "frame": i,
+                    "frame": first_index + i,
                     "encode_ms": (t1 - t0) / ms,
                     "lm_ms": (t2 - t1) / ms,
                     "decode_ms": (t3 - t2) / ms if tokens is not None else None,
@@ -321,15 +332,124 @@ def check(p: dict[str, Any]) -> None:
     one_of(p, "input", ("corpus", "synthetic"))
     if p["budget_ms"] is not None:
         at_least(p, "budget_ms", 1e-9)
+    at_least(p, "interleave", 0)
+    if p["interleave"] and p["pace"]:
+        raise ValueError("interleave and pace cannot be combined: a paced stream waits for live audio")
+
+
+def run_interleaved(
+    variant: Any,
+    baseline: Any,
+    frames: torch.Tensor,
+    *,
+    warmup: int,
+    block: int,
+    target: int,
+    min_duration_s: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float, int]:
+    """The variant and the baseline over the same stream, side by side: first frame and warm-up of each,
+    then blocks of ``block`` frames in ABBA order (V B, B V, V B, ...) so that a drift of the machine
+    during the run falls on both alike. Each model carries its own streaming state from block to block.
+    Runs pairs of blocks until the variant has ``target`` measured frames and ``min_duration_s`` of
+    measured time (or the frames run out). Returns both sets of rows, the variant's measured seconds and
+    the number of pairs."""
+    head = 1 + warmup
+    rows_v = run_frames(variant, frames[:head])
+    rows_b = run_frames(baseline, frames[:head])
+    pos, measured_s, pairs = head, 0.0, 0
+    while pos < frames.shape[0]:
+        chunk = frames[pos : pos + block]
+        for model in (variant, baseline) if pairs % 2 == 0 else (baseline, variant):
+            t0 = timing.clock_ns()
+            rows = run_frames(model, chunk, first_index=pos)
+            if model is variant:
+                rows_v += rows
+                measured_s += (timing.clock_ns() - t0) / 1e9
+            else:
+                rows_b += rows
+        pos += chunk.shape[0]
+        pairs += 1
+        if pos - head >= target and measured_s >= min_duration_s:
+            break
+    return rows_v, rows_b, measured_s, pairs
+
+
+def _timed_build(variant: Any, batch_size: int) -> tuple[Any, float]:
+    start = timing.clock_ns()
+    model = variant.build(batch_size=batch_size, fresh=True)  # owned by the caller
+    return model, (timing.clock_ns() - start) / 1e9
+
+
+def _label_rows(
+    rows: list[dict[str, Any]], warmup: int, frame_s: float, budget_ms: float, batch: int
+) -> None:
+    for r in rows:
+        r["position_s"] = round(r["frame"] * frame_s, 3)
+        r["phase"] = "first" if r["frame"] == 0 else ("warmup" if r["frame"] <= warmup else "measured")
+        r["over_budget"] = int(r["total_ms"] > budget_ms)
+        r["batch_size"] = batch
+
+
+def _make_records(
+    ctx: MeasureContext,
+    params: dict[str, Any],
+    rows: list[dict[str, Any]],
+    *,
+    build_s: float,
+    warmup_stats: dict[str, Any],
+    budget_ms: float,
+    algorithmic_ms: float,
+    frame_s: float,
+) -> RecordMaker:
+    measured = [r for r in rows if r["phase"] == "measured"]
+    make = RecordMaker(ctx, int(params["n_boot"]))
+    make.plain("build_s", build_s, "s", 1)
+    for key, value in sorted(warmup_stats.items()):
+        if isinstance(value, (int, float)):
+            make.plain(key, float(value), "s" if key.endswith("_s") else "", 1)
+    make.plain("first_frame_ms", rows[0]["total_ms"], "ms", 1, extra={"note": "compilation / graph capture"})
+    warm = [r["total_ms"] for r in rows if r["phase"] == "warmup"]
+    if warm:
+        make.plain("warmup_ms", float(np.sum(warm)), "ms", len(warm))
+    if measured:
+        latency_records(
+            make,
+            measured,
+            budget_ms=budget_ms,
+            algorithmic_ms=algorithmic_ms,
+            frame_s=frame_s,
+            position_buckets=int(params["position_buckets"]),
+        )
+    return make
+
+
+def attach_paired_baseline(
+    records: list[MetricRecord], baseline_records: list[MetricRecord], baseline: str, order: str
+) -> None:
+    """Give each record its interleaved baseline twin (same metric and condition) in extra: the runner
+    takes the ratio to the baseline, and its interval, against it."""
+    twins = {(b.metric, json.dumps(b.condition, sort_keys=True)): b for b in baseline_records}
+    for rec in records:
+        b = twins.get((rec.metric, json.dumps(rec.condition, sort_keys=True)))
+        if b is None or b.value is None:
+            continue
+        rec.extra["paired_baseline"] = {
+            "variant": baseline,
+            "value": b.value,
+            "ci": [b.ci_low, b.ci_high],
+            "samples": b.samples,
+            "statistic": b.statistic,
+            "order": order,
+        }
 
 
 @measurement("latency", claims=CLAIMS, check=check)
 def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, DEFAULTS)
     batch_size = int(params["batch_size"])
-    build_start = timing.clock_ns()
-    model = ctx.variant.build(batch_size=batch_size, fresh=True)  # owned here, freed below
-    build_s = (timing.clock_ns() - build_start) / 1e9
+    block = int(params["interleave"])
+    paired = block > 0 and not ctx.variant.is_baseline
+    model, build_s = _timed_build(ctx.variant, batch_size)
     budget_ms = frame_budget_ms(model, params)
     frame_s = 1.0 / float(model.frame_rate)
     max_delay = int(model.max_delay)
@@ -344,57 +464,60 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     frames = stream_frames(pcm, batch_size, model.frame_size, total_frames, getattr(model, "device", "cpu"))
     ctx.progress(f"latency: {ctx.variant.name}, up to {max_frames} frames at batch {batch_size}")
 
-    measured_start_ns: list[int] = []
+    base_rows: list[dict[str, Any]] = []
+    if paired:
+        base_model, base_build_s = _timed_build(ctx.baseline, batch_size)
+        rows, base_rows, measured_s, pairs = run_interleaved(
+            model,
+            base_model,
+            frames,
+            warmup=warmup,
+            block=block,
+            target=target,
+            min_duration_s=min_duration_s,
+        )
+        base_warmup_stats = base_model.report().build_stats()
+        del base_model
+    else:
+        measured_start_ns: list[int] = []
 
-    def stop(done: int, elapsed_s: float) -> bool:
-        if done == 1 + warmup:
-            measured_start_ns.append(timing.clock_ns())
-        if done <= 1 + warmup:
-            return False
-        measured = done - 1 - warmup
-        measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9
-        return measured >= target and measured_s >= min_duration_s
+        def stop(done: int, elapsed_s: float) -> bool:
+            if done == 1 + warmup:
+                measured_start_ns.append(timing.clock_ns())
+            if done <= 1 + warmup:
+                return False
+            measured = done - 1 - warmup
+            measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9
+            return measured >= target and measured_s >= min_duration_s
 
-    pace_ms = budget_ms if params["pace"] else None
-    rows = run_frames(model, frames, stop=stop, pace_ms=pace_ms)
-    measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9 if measured_start_ns else 0.0
+        pace_ms = budget_ms if params["pace"] else None
+        rows = run_frames(model, frames, stop=stop, pace_ms=pace_ms)
+        measured_s = (timing.clock_ns() - measured_start_ns[0]) / 1e9 if measured_start_ns else 0.0
     # compile / CUDA-graph capture happen while the variant is built: reported apart from steady state.
     warmup_stats = model.report().build_stats()
     del model, frames
 
-    for r in rows:
-        r["position_s"] = round(r["frame"] * frame_s, 3)
-        r["phase"] = "first" if r["frame"] == 0 else ("warmup" if r["frame"] <= warmup else "measured")
-        r["over_budget"] = int(r["total_ms"] > budget_ms)
-        r["batch_size"] = batch_size
+    _label_rows(rows, warmup, frame_s, budget_ms, batch_size)
     ctx.add_samples(rows)
-
-    measured = [r for r in rows if r["phase"] == "measured"]
-    make = RecordMaker(ctx, int(params["n_boot"]))
-    make.plain("build_s", build_s, "s", 1)
-    for key, value in sorted(warmup_stats.items()):
-        if isinstance(value, (int, float)):
-            make.plain(key, float(value), "s" if key.endswith("_s") else "", 1)
-    make.plain("first_frame_ms", rows[0]["total_ms"], "ms", 1, extra={"note": "compilation / graph capture"})
-    warm = [r["total_ms"] for r in rows if r["phase"] == "warmup"]
-    if warm:
-        make.plain("warmup_ms", float(np.sum(warm)), "ms", len(warm))
     # One frame of input buffering, then max_delay frames until the delayed acoustic codebooks exist.
     algorithmic_ms = frame_s * 1000.0 * (1 + max_delay)
+    shared = {"budget_ms": budget_ms, "algorithmic_ms": algorithmic_ms, "frame_s": frame_s}
+    make = _make_records(ctx, params, rows, build_s=build_s, warmup_stats=warmup_stats, **shared)
+    measured = [r for r in rows if r["phase"] == "measured"]
     reasons = validity_reasons(len(measured), measured_s, int(params["min_frames"]), min_duration_s)
-    if measured:
-        latency_records(
-            make,
-            measured,
-            budget_ms=budget_ms,
-            algorithmic_ms=algorithmic_ms,
-            frame_s=frame_s,
-            position_buckets=int(params["position_buckets"]),
+    order: dict[str, Any] = {"order": "alone"}
+    if paired:
+        _label_rows(base_rows, warmup, frame_s, budget_ms, batch_size)
+        base = _make_records(
+            ctx, params, base_rows, build_s=base_build_s, warmup_stats=base_warmup_stats, **shared
         )
+        what = f"ABBA with {ctx.baseline.name}, {block}-frame blocks, {pairs} pairs"
+        attach_paired_baseline(make.records, base.records, ctx.baseline.name, what)
+        order = {"order": what}
     for rec in make.records:
         rec.budget_ms = budget_ms
         rec.data = dict(input_data)
-        rec.extra.update({"batch_size": batch_size, **input_info})
+        rec.extra.update({"batch_size": batch_size, **input_info, **order})
         rec.extra.update({"frames": len(measured), "duration_s": round(measured_s, 3)})
     make.invalidate(reasons)
     return make.records
