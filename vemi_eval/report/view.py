@@ -581,6 +581,10 @@ def matrix_lead(
     return {"overview": overview, "blocks": blocks, "sources": sources}
 
 
+def _paired(m: dict[str, Any]) -> bool:
+    return bool((m.get("extra") or {}).get("paired_baseline"))
+
+
 def noise_floor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per comparison run: the A/A variant's ratio to the baseline per metric (the baseline measured
     against itself: its interval should contain 1; a change of a variant inside it is noise)."""
@@ -607,6 +611,8 @@ def noise_floor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ci": _interval(lo, hi),
                     "width": f"±{(hi - lo) / 2:.3g}" if lo is not None and hi is not None else "",
                     "contains": {True: "yes", False: "NO", None: "no interval"}[contains],
+                    # timed side by side with the baseline (ABBA blocks) or in sequence after it
+                    "order": "side by side" if _paired(m) else "in sequence",
                     "cls": "" if contains is not False else "verdict-falls",
                 }
             )
