@@ -248,6 +248,12 @@ class _VariantBuilder:
         fields["dtype"] = getattr(torch, fields.get("dtype", "float32"))
         fields.update(flags=list(self.decl.flags), batch_size=batch_size, seed=self.seed)
         fields.update(overrides)
+        from .random_weights import random_lm_file
+
+        # a large random LM is drawn once and read back from a file (the same values, seconds not minutes)
+        cached = random_lm_file(fields["lm"], fields.get("lm_checkpoint"), self.seed, fields["dtype"])
+        if cached is not None:
+            fields["lm_checkpoint"] = str(cached)
         log.info("building variant %s (batch_size=%d, overrides=%s)", self.decl.name, batch_size, overrides)
         model = self.build_fn(DuplexSpec(**fields))
         self._note_kernels(model)
