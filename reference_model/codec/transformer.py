@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..slots import write_slots
+
 
 def rope_tables(
     positions: torch.Tensor, head_dim: int, max_period: float
@@ -95,9 +97,8 @@ class StreamingMultiheadAttention(nn.Module):
         qkv = self.in_projs[0](x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = apply_rope(qkv[0], ctx.rope), apply_rope(qkv[1], ctx.rope), qkv[2]
         if state is not None:
-            idx = ctx.slots.view(b, 1, t, 1).expand(b, self.num_heads, t, self.head_dim)
-            state.keys.scatter_(2, idx, k)
-            state.values.scatter_(2, idx, v)
+            write_slots(state.keys, ctx.slots.view(b, t), k)  # not scatter_: see write_slots
+            write_slots(state.values, ctx.slots.view(b, t), v)
             k, v = state.keys, state.values
         out = F.scaled_dot_product_attention(q, k, v, ctx.mask)
         out = out.transpose(1, 2).reshape(b, t, self.embed_dim)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..slots import write_slots
+
 
 @dataclass
 class StepPositions:
@@ -80,9 +82,8 @@ class RingKVCache:
             self.keys[:, :, slots] = k[:, :, 0]
             self.values[:, :, slots] = v[:, :, 0]
         else:
-            index = slots.view(-1, 1, 1, 1).expand(-1, self.num_kv_heads, 1, self.head_dim)
-            self.keys.scatter_(2, index, k)
-            self.values.scatter_(2, index, v)
+            write_slots(self.keys, slots[:, None], k)
+            write_slots(self.values, slots[:, None], v)
 
     def _load(self, span: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.keys[:, :, :span], self.values[:, :, :span]

@@ -20,6 +20,7 @@ import functools
 import torch
 
 from reference_model.lm.kv_cache import RingKVCache, StepPositions
+from reference_model.slots import write_slots
 
 DEFAULT_WINDOW = 16  # frames (1.28 s at 12.5 Hz)
 
@@ -80,16 +81,12 @@ class Int8WindowKVCache(RingKVCache):
             self.recent_slots[:, r], self.recent_positions[:, r] = slots, pos
             return
         assert isinstance(pos, torch.Tensor)
-        b, h, _, d = k.shape
-        slot4 = slots.view(-1, 1, 1, 1).expand(b, h, 1, d)
-        self.keys.scatter_(2, slot4, qk)
-        self.values.scatter_(2, slot4, qv)
-        self.key_scales.scatter_(2, slots.view(-1, 1, 1).expand(b, h, 1), sk)
-        self.value_scales.scatter_(2, slots.view(-1, 1, 1).expand(b, h, 1), sv)
+        # write_slots, not scatter_: see there (scatter_ copies a whole bfloat16 buffer on CPU)
+        for buffer, x in ((self.keys, qk), (self.values, qv), (self.key_scales, sk), (self.value_scales, sv)):
+            write_slots(buffer, slots[:, None], x)
         r = pos % self.window
-        r4 = r.view(-1, 1, 1, 1).expand(b, h, 1, d)
-        self.recent_keys.scatter_(2, r4, k)
-        self.recent_values.scatter_(2, r4, v)
+        write_slots(self.recent_keys, r[:, None], k)
+        write_slots(self.recent_values, r[:, None], v)
         self.recent_slots.scatter_(1, r[:, None], slots[:, None])
         self.recent_positions.scatter_(1, r[:, None], pos[:, None])
 
