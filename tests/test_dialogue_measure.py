@@ -75,7 +75,8 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
             words, delays, talk = [], [], set()
             for k, turn in enumerate(sess.turns):
                 wrong = (snr == 10 and k % 2 == 1) or (si == 0 and k == 3)
-                words.append(dlg.NUMBERS[turn.number + (2 if wrong else 1)])
+                # a wrong answer: another number than N + 1 (wrapping past "twenty")
+                words.append(dlg.NUMBERS[(turn.number + (2 if wrong else 1)) % len(dlg.NUMBERS)])
                 delays.append(2 + k)  # 2..5 frames after the frame holding the user's end
                 if snr == "clean":
                     latencies.append(((turn.user_end // FS + 2 + k) * FS - turn.user_end) / 24000)
