@@ -120,3 +120,17 @@ def _decode(
         return list(segments)  # the decoding runs here, as the generator is consumed
     except Exception as e:  # CTranslate2 errors: report, never score
         raise EvaluatorError(f"ASR failed: {type(e).__name__}: {e}") from None
+
+
+def speech_onset_s(audio: np.ndarray, sample_rate: int) -> float | None:
+    """Start of the first speech in a clip, in seconds, by the Silero VAD that faster-whisper ships (no
+    padding; 32 ms windows), or None when the clip holds no speech. Whisper's own word times cannot stand
+    in: it puts the first word of a short clip at the clip's start whatever the leading silence."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise EvaluatorError("VAD input is empty or has NaN/inf samples")
+    x = resample(audio, sample_rate, SAMPLE_RATE)
+    spans = get_speech_timestamps(x, VadOptions(min_silence_duration_ms=100, speech_pad_ms=0))
+    return spans[0]["start"] / SAMPLE_RATE if spans else None

@@ -10,8 +10,8 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
   expected word (total errors / total words).
 - ``response_latency_s`` (median): start of the model's first word minus the end of the user's turn,
   clipped at 0 as Full-Duplex-Bench; from the text stream (the frame of the first word token, condition
-  {"source": "text"}) and from ASR word times on the model's audio ({"source": "asr"}). The training
-  corpus's own gap is ``ANSWER_GAP_S`` (recorded in extra).
+  {"source": "text"}) and from the speech onset in the model's audio by Silero VAD ({"source": "vad"}).
+  The training corpus's own gap is ``ANSWER_GAP_S`` (recorded in extra).
 - ``pause_turn_over_rate``: over turns with a pause inside them (before the number), the share where
   the model takes the turn during the pause (Full-Duplex-Bench's pause-handling TOR; lower is better).
   The model's answers are one word long, so "takes the turn" means any word token in the text stream
@@ -300,7 +300,7 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     # ASR of the model's speech: WER against the expected word, word times for latency and pauses.
     asr_dir = str(params["asr_model"]) or None
     by_id = {s.id: s for s in sessions}
-    wer_rows, asr_lat, asr_fail, pause_asr = [], [], [], []
+    wer_rows, asr_lat, asr_fail, pause_asr, unaligned = [], [], [], [], []
     for t in first:
         sess = by_id[t.session]
         lo, hi = t.window
@@ -310,8 +310,13 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             )
             hyp = " ".join(w for w, _, _ in words)
             wer_rows.append(error_counts(t.expected, hyp))
-            if words:
-                asr_lat.append(max(0.0, words[0][1]))
+            # the onset by VAD: whisper's word times put a short clip's first word at its start (every
+            # turn read 0 s when they were used)
+            onset = asr_ev.speech_onset_s(clean_audio[t.session][lo:hi], sr)
+            if onset is not None:
+                asr_lat.append(onset)
+            else:
+                unaligned.append(f"{t.session}/{t.turn}: no speech (VAD) in the answer window")
             turn = sess.turns[t.turn]
             if turn.pause is not None:
                 p0, p1 = turn.pause
@@ -344,9 +349,10 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             asr_lat,
             len(first),
             statistic="median",
-            condition={**cond0, "source": "asr"},
+            condition={**cond0, "source": "vad"},
             higher_is_better=False,
-            failures=asr_fail or ["no ASR word in the answer window"] * (len(first) - len(asr_lat)),
+            failures=asr_fail + unaligned
+            or ["no ASR word in the answer window"] * (len(first) - len(asr_lat)),
             extra=asr_extra,
         )
     )
