@@ -378,30 +378,19 @@ def fill_intervals(
         paired = r.extra.get("paired_baseline") if isinstance(r.extra, dict) else None
         if isinstance(paired, dict) and paired.get("value"):
             # measured side by side with the baseline (interleaved blocks): the ratio is to that twin
-            _paired_ratio(r, samples, stat, paired, seed)
-            continue
-        b = by_key.get((r.kind, r.metric, _cond_key(r)))
-        if b is None or not b.value:
-            continue
-        r.ratio_to_baseline = r.value / b.value
-        b_samples = samples_of(b)
-        if samples and b_samples and stat and _statistic(b, b_samples) == stat:
+            b_value, b_samples, b_stat = paired["value"], paired.get("samples"), paired.get("statistic")
+        else:
+            b = by_key.get((r.kind, r.metric, _cond_key(r)))
+            if b is None or not b.value:
+                continue
+            b_value, b_samples = b.value, samples_of(b)
+            b_stat = _statistic(b, b_samples) if b_samples else None
+        r.ratio_to_baseline = r.value / b_value
+        if samples and b_samples and stat and b_stat == stat:
             try:
                 _, r.ratio_ci_low, r.ratio_ci_high = ratio_ci(samples, b_samples, stat, seed=seed)
             except ValueError as exc:  # a zero baseline statistic: the ratio stands without an interval
                 log.info("no ratio interval for %s/%s: %s", r.variant, r.metric, exc)
-
-
-def _paired_ratio(
-    r: MetricRecord, samples: list[float] | None, stat: str | None, paired: dict[str, Any], seed: int
-) -> None:
-    r.ratio_to_baseline = r.value / paired["value"]
-    b_samples = paired.get("samples")
-    if samples and b_samples and stat and paired.get("statistic") == stat:
-        try:
-            _, r.ratio_ci_low, r.ratio_ci_high = ratio_ci(samples, b_samples, stat, seed=seed)
-        except ValueError as exc:
-            log.info("no ratio interval for %s/%s: %s", r.variant, r.metric, exc)
 
 
 # --- the run ----------------------------------------------------------------------------------------
