@@ -22,14 +22,15 @@ import torch
 
 from reference_model import ConfigError, bundled_lm_weights, load_lm
 
+from .storage import cache_home
+
 # a model this small initialises in about a second: a file would save nothing
 MIN_PARAMETERS = 50_000_000
 RANDOM = "random"  # the checkpoint value that asks for random weights
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("VEMI_CACHE") or Path.home() / ".cache" / "vemi-eval")
-    return base / "random-lm"
+    return cache_home() / "random-lm"
 
 
 def _is_random(lm: Any, checkpoint: Any) -> bool:

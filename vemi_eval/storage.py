@@ -10,6 +10,12 @@ from pathlib import Path
 from .errors import StorageError
 
 
+def cache_home() -> Path:
+    """Where the harness keeps what it builds once (corpora, token grids, random weights):
+    ``$VEMI_CACHE``, default ``~/.cache/vemi-eval``."""
+    return Path(os.environ.get("VEMI_CACHE") or Path.home() / ".cache" / "vemi-eval")
+
+
 def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write a whole file through a temporary sibling, fsync it, then rename it over ``path``."""
     path = Path(path)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import cache_home
 from . import DataError
 from .audio import resample
 from .corpus import SPEAKERS as EVAL_SPEAKERS
@@ -284,8 +285,7 @@ def _build(
 
 
 def _corpus_root() -> Path:
-    base = os.environ.get("VEMI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vemi-eval")
-    return Path(base) / "codec_corpus"
+    return cache_home() / "codec_corpus"
 
 
 def codec_corpus(

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import cache_home
 from . import DataError
 from .audio import dither, resample
 
@@ -175,8 +176,7 @@ def recipe_hash(version: str | None = None) -> str:
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    base = os.environ.get("VEMI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vemi-eval")
-    return Path(base) / "corpus"
+    return cache_home() / "corpus"
 
 
 def _synthesize(speaker: Speaker, text: str) -> np.ndarray:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..storage import cache_home
 from . import DataError
 from .audio import dither, resample
 
@@ -296,7 +297,7 @@ def cache_folder(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         base = Path(cache_dir)
     else:
-        base = Path(os.environ.get("VEMI_CACHE") or Path.home() / ".cache" / "vemi-eval") / "dialogue"
+        base = cache_home() / "dialogue"
     rec = recipe()
     folder = base / recipe_hash(rec)
     (folder / "words").mkdir(parents=True, exist_ok=True)
