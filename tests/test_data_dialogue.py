@@ -160,3 +160,32 @@ def test_user_channel_under_noise_is_tokenised_and_cached(cache, train2, monkeyp
     monkeypatch.setattr(codec_pkg, "load_codec", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     again = dn.user_codes("train", white, {"name": "t-white0"}, limit=2, cache_dir=cache)
     assert all(np.array_equal(a, b) for a, b in zip(codes, again))
+
+
+def test_heldout_plan_does_not_depend_on_the_training_split():
+    rec = dialogue.recipe({"espeak": "e", "festival": "f"})
+    grown = json.loads(json.dumps(rec))
+    grown["splits"]["train"]["sessions"] *= 2
+    grown["styles_per_voice"]["train"] += 4
+    grown["train_prompts"].append("and after {n}")
+    assert dialogue.split_hash("heldout", grown) == dialogue.split_hash("heldout", rec)
+    assert dialogue.split_hash("train", grown) != dialogue.split_hash("train", rec)
+    assert dialogue.recipe_hash(grown) != dialogue.recipe_hash(rec)  # the cache folder still moves
+    moved = json.loads(json.dumps(rec))
+    moved["splits"]["heldout"]["sessions"] += 1
+    assert dialogue.split_hash("heldout", moved) != dialogue.split_hash("heldout", rec)
+
+
+def test_tokenising_in_worker_processes_writes_the_same_shards(tmp_path):
+    serial = dialogue.tokenised_split(
+        "train", limit=2, cache_dir=tmp_path / "a", shard_size=1, log=lambda m: None
+    )
+    pooled = dialogue.tokenised_split(
+        "train", limit=2, cache_dir=tmp_path / "b", shard_size=1, workers=2, log=lambda m: None
+    )
+    names = sorted(p.name for p in serial.glob("shard_*.safetensors"))
+    assert names == sorted(p.name for p in pooled.glob("shard_*.safetensors")) and len(names) == 2
+    for n in names:
+        assert (serial / n).read_bytes() == (pooled / n).read_bytes()
+    with pytest.raises(DataError, match="workers"):
+        dialogue.tokenised_split("train", limit=2, cache_dir=tmp_path / "c", workers=0)

@@ -556,6 +556,13 @@ def train_codec_cmd(
 @click.option("--heldout-data", type=click.Path(file_okay=False), help="Held-out token-grid folder.")
 @click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec that tokenises the corpus.")
 @click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
+@click.option(
+    "--corpus-workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes that synthesise and tokenise the dialogue corpus before training (cached after).",
+)
 @click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default: beside --out).")
 @click.option("--fresh", is_flag=True, help="Ignore an existing resume state and start over.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -594,6 +601,7 @@ def train_lm_cmd(
         raise click.BadParameter("must be > 0", param_hint="--minutes")
     if opts["max_steps"] is not None and opts["max_steps"] < 1:
         raise click.BadParameter("must be >= 1", param_hint="--steps")
+    check_at_least(1, corpus_workers=opts["corpus_workers"])
     from .training.lm import train_tiny_dialogue
     from .training.lm_options import build_options, parse_option_args
 

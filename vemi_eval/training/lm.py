@@ -673,12 +673,14 @@ def train_tiny_dialogue(
     codec_checkpoint: str | os.PathLike | None = None,
     train_sessions: int | None = None,
     config: str | os.PathLike = "tiny",
+    corpus_workers: int = 1,
     log: Callable[[str], None] = print,
     **train_args: Any,
 ) -> dict[str, Any]:
     """``train_lm`` on ``data`` (a token-grid folder), or by default on the dialogue corpus's training
     split tokenised with the tiny codec (``codec_checkpoint``, default its bundled weights), evaluated
-    on the held-out split (unseen voices and prompts). Tokenisation is cached."""
+    on the held-out split (unseen voices and prompts). Tokenisation is cached; ``corpus_workers``
+    processes build it (the training itself runs on ``threads``)."""
     cfg = load_lm_config(config)
     extra: dict[str, Any] = {}
     if data is None:
@@ -690,9 +692,13 @@ def train_tiny_dialogue(
                 f"the dialogue corpus needs text_card {vocab.text_card} and padding id {vocab.pad_id}; "
                 f"the config has {cfg.text_card} and {cfg.existing_text_padding_id}"
             )
-        data = dialogue.tokenised_split("train", codec_checkpoint, limit=train_sessions, log=log)
+        data = dialogue.tokenised_split(
+            "train", codec_checkpoint, limit=train_sessions, workers=corpus_workers, log=log
+        )
         if heldout_data is None:
-            heldout_data = dialogue.tokenised_split("heldout", codec_checkpoint, log=log)
+            heldout_data = dialogue.tokenised_split(
+                "heldout", codec_checkpoint, workers=corpus_workers, log=log
+            )
         extra["corpus"] = "vemi_eval.data.dialogue"
         extra["vocab"] = list(vocab.tokens)
         ckpt = None if codec_checkpoint is None else str(codec_checkpoint)
