@@ -467,10 +467,10 @@ def dialogue_sessions(
         raise DataError(f"unknown dialogue split {split!r} (expected one of {', '.join(SPLITS)})")
     gap = check_gap(answer_gap_s)
     folder = cache_folder(cache_dir)
-    rhash = split_hash(split, json.loads((folder / "recipe.json").read_text()))
+    plan_key = split_hash(split, json.loads((folder / "recipe.json").read_text()))
     pool = voices(split)
     n = SPLITS[split]["sessions"] if limit is None else min(limit, SPLITS[split]["sessions"])
-    jobs = [(split, i, pool, folder, rhash, gap) for i in range(n)]
+    jobs = [(split, i, pool, folder, plan_key, gap) for i in range(n)]
     if workers > 1 and n > 1:
         import multiprocessing as mp
 
@@ -588,14 +588,14 @@ def tokenised_split(
     if workers < 1:
         raise DataError(f"workers must be >= 1, got {workers}")
     sha = codec_sha256(ckpt)
-    sessions = dialogue_sessions(
-        split, limit=limit, cache_dir=cache_dir, answer_gap_s=answer_gap_s, workers=workers
-    )
     name = (split if limit is None else f"{split}-{limit}") + gap_suffix(answer_gap_s)
     folder = cache_folder(cache_dir) / f"tokens-{sha[:16]}" / name
     manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():
+    if manifest_path.is_file():  # before planning: a cache hit starts no worker and reads no clip
         return folder
+    sessions = dialogue_sessions(
+        split, limit=limit, cache_dir=cache_dir, answer_gap_s=answer_gap_s, workers=workers
+    )
     folder.mkdir(parents=True, exist_ok=True)
     todo = [
         (folder / f"shard_{start // shard_size:04d}.safetensors", sessions[start : start + shard_size])
