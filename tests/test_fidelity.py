@@ -27,7 +27,12 @@ def _cached(flags: tuple[str, ...], temp: float):
 def _ref(name: str, flags: list[str], baseline: bool = False) -> VariantRef:
     def build(batch_size: int = 1, fresh: bool = False, **overrides):
         spec = DuplexSpec(
-            lm="tiny", codec="tiny", lm_checkpoint="random", flags=flags, batch_size=batch_size, seed=0,
+            lm="tiny",
+            codec="tiny",
+            lm_checkpoint="random",
+            flags=flags,
+            batch_size=batch_size,
+            seed=0,
             **overrides,
         )
         return build_duplex(spec)

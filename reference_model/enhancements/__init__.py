@@ -37,6 +37,7 @@ from typing import Any
 
 STAGES = ("model", "runtime")  # applied in this order
 
+
 class FlagError(ValueError):
     """An unknown flag, a bad value, or flags that cannot combine."""
 

@@ -139,7 +139,6 @@ class Attention(nn.Module):
             return torch.cat([self.out_projs[t](out[:, t : t + 1]) for t in range(T)], dim=1)
         return self.out_projs[0](out)
 
-
     def _count(self, kernel: str) -> None:
         if not torch.compiler.is_compiling():
             self.kernel_calls[kernel] += 1

@@ -40,7 +40,7 @@ def awq_quantize(
     n, k = w.shape
     group_size = k if (bits == 8 or group_size is None) else group_size
     check_format(bits, group_size, k)
-    mag = (x.abs().mean(dim=0) if act_abs_mean is None else act_abs_mean.to(w.device, torch.float32))
+    mag = x.abs().mean(dim=0) if act_abs_mean is None else act_abs_mean.to(w.device, torch.float32)
     mag = mag.clamp(min=1e-8)
 
     best_err, best_s = float("inf"), torch.ones(k, device=w.device)
