@@ -27,3 +27,41 @@ def test_loaded_lm_says_which_weights_it_has():
     assert load_lm("tiny", "random").checkpoint is None
     lm = load_lm("tiny")
     assert lm.checkpoint == (str(BUNDLED["tiny"]) if BUNDLED["tiny"].is_file() else None)
+
+
+def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
+    """weights_files_of: path and sha256 of each part's file, and the sidecar's steps, recipe digest,
+    data hash and starting weights; random weights have none."""
+    import hashlib
+    import json
+
+    from reference_model import bundled_codec_weights
+    from vemi_eval.variant_models import weights_files_of
+
+    spec = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": "random", "codec_checkpoint": None}
+    got = weights_files_of(spec)
+    assert got["lm"] is None
+    codec = bundled_codec_weights("tiny")
+    assert got["codec"]["path"] == str(codec)
+    assert got["codec"]["sha256"] == hashlib.sha256(codec.read_bytes()).hexdigest()
+
+    ckpt = tmp_path / "w.safetensors"
+    ckpt.write_bytes(b"weights")
+    side = {
+        "steps": 12,
+        "recipe_digest": "abc",
+        "recipe": {"data_sha256": "d" * 64, "init_from": {"path": "x", "sha256": "e" * 64}},
+        "heldout": {"text_word_accuracy_teacher_forced": 0.5},
+    }
+    (tmp_path / "w.json").write_text(json.dumps(side))
+    lm = weights_files_of({**spec, "lm_checkpoint": str(ckpt)})["lm"]
+    assert lm["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert lm["sidecar"] == {
+        "steps": 12,
+        "recipe_digest": "abc",
+        "data_sha256": "d" * 64,
+        "init_from_sha256": "e" * 64,
+        "heldout_text_word_accuracy_teacher_forced": 0.5,
+    }
+    (tmp_path / "w.json").unlink()
+    assert weights_files_of({**spec, "lm_checkpoint": str(ckpt)})["lm"]["sidecar"] is None

@@ -279,16 +279,25 @@ def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
 @cli.command("matrix", epilog=EXIT_CODES_HELP)
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool) -> int:
+@click.option(
+    "--markdown", is_flag=True, help="One Markdown table row per measured claim (the README's table)."
+)
+def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool, markdown: bool) -> int:
     """The document's priority matrix beside what the runs measured (claims met, short, inconclusive)."""
     from .registry import priority_matrix, priority_order
+    from .report.matrix_markdown import matrix_markdown
     from .results import read_results
 
+    if as_json and markdown:
+        raise click.UsageError("--json and --markdown exclude each other")
     rows = priority_matrix([read_results(d) for d in run_dirs])
     order = priority_order()  # the document's priority-matrix order, as the report leads with it
     rows.sort(key=lambda r: order.index(r["id"]))
     if as_json:
         click.echo(json.dumps(rows, indent=1))
+        return EXIT_OK
+    if markdown:
+        click.echo(matrix_markdown(rows))
         return EXIT_OK
     out = []
     for r in rows:

@@ -64,12 +64,15 @@ class VariantFacts:
     weights: str | None = None  # "trained" | "random"
     weights_detail: list[dict[str, str]] = field(default_factory=list)  # provenance per replicate
     trained_with: list[str] = field(default_factory=list)  # recipe options (checkpoints' sidecars)
+    weights_files: list[dict[str, Any]] = field(default_factory=list)  # per replicate: path, sha256, sidecar
     replicates: int = 1
     aa: bool = False  # an A/A control (the baseline again): the noise floor, never attributed
 
     @classmethod
     def of(cls, decl: Any, is_baseline: bool, model: Any) -> VariantFacts:
         """From a suite's VariantDecl and its VariantModel (vemi_eval/variant_models.py)."""
+        from .variant_models import weights_files_of
+
         reps = model.replicates
         return cls(
             name=decl.name,
@@ -83,6 +86,7 @@ class VariantFacts:
             weights=model.weights,
             weights_detail=[dict(r["weights"]) for r in reps],
             trained_with=list(model.trained_with),
+            weights_files=[weights_files_of(r) for r in reps],
             replicates=len(reps),
             aa=decl.aa,
         )

@@ -92,33 +92,80 @@ def sidecar_path(checkpoint: str | Path) -> Path:
     return p.with_name(p.stem + ".json")
 
 
+def weights_file(spec: dict[str, Any], part: str) -> Path | None:
+    """The file the spec's ``part`` ("lm" or "codec") loads: its checkpoint, else the preset's bundled
+    weights; None for random weights (asked for, or no file shipped for the preset)."""
+    from reference_model import ConfigError, bundled_codec_weights, bundled_lm_weights
+
+    ckpt = spec.get(f"{part}_checkpoint")
+    if ckpt == "random":
+        return None
+    if ckpt:
+        return Path(ckpt)
+    bundled = {"lm": bundled_lm_weights, "codec": bundled_codec_weights}[part]
+    try:
+        path = bundled(spec[part]) if isinstance(spec.get(part), str) else None
+    except ConfigError:  # no weights shipped for this preset: random weights
+        return None
+    return path if path is not None and path.is_file() else None
+
+
+def read_sidecar(ckpt: Path) -> dict[str, Any] | None:
+    """A checkpoint's JSON sidecar, None without one; CheckpointError (exit 2) for an unreadable one."""
+    from reference_model import CheckpointError
+
+    side = sidecar_path(ckpt)
+    if not side.is_file():
+        return None
+    try:
+        doc = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"sidecar {side} of checkpoint {ckpt} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"sidecar {side} of checkpoint {ckpt} must hold a JSON object")
+    return doc
+
+
 def trained_with_of(spec: dict[str, Any]) -> tuple[str, ...]:
     """The recipe options the spec's LM and codec weights were trained with (their sidecars' union); a
     checkpoint without a sidecar, random weights: none. The bundled weights' sidecars count too."""
-    from reference_model import CheckpointError, ConfigError, bundled_codec_weights, bundled_lm_weights
-
     from .training.recipes import trained_with
 
     names: list[str] = []
-    for part, bundled in (("lm", bundled_lm_weights), ("codec", bundled_codec_weights)):
-        ckpt = spec.get(f"{part}_checkpoint")
-        if ckpt == "random":
-            continue
-        if not ckpt:
-            try:
-                ckpt = bundled(spec[part]) if isinstance(spec.get(part), str) else None
-            except ConfigError:  # no weights shipped for this preset: random weights
-                ckpt = None
-            if ckpt is None or not Path(ckpt).is_file():
-                continue
-        side = sidecar_path(ckpt)
-        if not side.is_file():
-            continue
-        try:
-            doc = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"sidecar {side} of checkpoint {ckpt} is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise CheckpointError(f"sidecar {side} of checkpoint {ckpt} must hold a JSON object")
-        names += [n for n in trained_with(doc) if n not in names]
+    for part in ("lm", "codec"):
+        ckpt = weights_file(spec, part)
+        doc = read_sidecar(ckpt) if ckpt is not None else None
+        if doc is not None:
+            names += [n for n in trained_with(doc) if n not in names]
     return tuple(names)
+
+
+def weights_files_of(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Which bytes the spec's LM and codec ran, for results.json: path, sha256 and, from the sidecar, how
+    the file was trained (steps, recipe digest, data hash, the weights it started from). A path alone
+    does not say which weights ran: a bundled file is replaced by retraining, a run folder is reused."""
+    from .evaluators import file_sha256
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for part in ("lm", "codec"):
+        ckpt = weights_file(spec, part)
+        if ckpt is None or not ckpt.is_file():
+            out[part] = None
+            continue
+        doc = read_sidecar(ckpt) or {}
+        recipe = doc.get("recipe") if isinstance(doc.get("recipe"), dict) else {}
+        init = recipe.get("init_from") if isinstance(recipe.get("init_from"), dict) else {}
+        held = doc.get("heldout") if isinstance(doc.get("heldout"), dict) else {}
+        trained = {
+            "steps": doc.get("steps"),
+            "recipe_digest": doc.get("recipe_digest"),
+            "data_sha256": recipe.get("data_sha256"),
+            "init_from_sha256": init.get("sha256"),
+            "heldout_text_word_accuracy_teacher_forced": held.get("text_word_accuracy_teacher_forced"),
+        }
+        out[part] = {
+            "path": str(ckpt),
+            "sha256": file_sha256(ckpt),
+            "sidecar": {k: v for k, v in trained.items() if v is not None} if doc else None,
+        }
+    return out
