@@ -129,3 +129,37 @@ def test_teacher_forcing_reproduces_own_logits_and_forces_history() -> None:
     text_other, _ = teacher_forced_logits(model, codes, other)
     torch.testing.assert_close(text_other[0], text[0])  # step 0 sees no generated history yet
     assert not torch.allclose(text_other[2:], text[2:])
+
+
+def test_dialogue_input_makes_the_trained_lm_speak_and_names_its_data() -> None:
+    """On held-out dialogue the bundled (trained) LM says words inside the window, so the flags are
+    measured on a model that answers; the records carry the sessions' hash and the word-frame count."""
+    torch.set_num_threads(1)
+
+    def build(batch_size: int = 1, fresh: bool = False, **overrides):
+        return build_duplex(DuplexSpec(lm="tiny", codec="tiny", batch_size=batch_size, seed=0, **overrides))
+
+    base = VariantRef(name="baseline", flags=[], build=build, is_baseline=True)
+    ctx = MeasureContext(
+        suite="fidelity",
+        kind="fidelity",
+        variant=base,
+        baseline=base,
+        params={"frames": 70, "n_boot": 20, "input": "dialogue"},
+        seed=0,
+        quick=False,
+        device="cpu",
+    )
+    records = {r.metric: r for r in measure_fidelity(ctx)}
+    rec = records["text_token_agreement"]
+    assert rec.extra["input"] == "dialogue" and rec.data["dialogue_heldout"]
+    assert rec.extra["baseline_word_frames"] > 0
+    assert records["text_top1_agreement_words"].value == 1.0  # the baseline against itself
+
+
+def test_fidelity_input_is_checked_before_any_work() -> None:
+    from vemi_eval.measurements.fidelity import check
+
+    check({"frames": 10, "n_boot": 10, "input": "random"})
+    with pytest.raises(ValueError, match="input must be one of"):
+        check({"frames": 10, "n_boot": 10, "input": "speech"})

@@ -18,7 +18,15 @@ The flags' own counters are reported beside: speculative decoding's acceptance r
 verification pass, Mixture of Depths' processed share of tokens per layer and the matmul FLOPs of the
 temporal layers per frame.
 
-Parameters (suite table ``[fidelity]``): frames, n_boot; ``[fidelity.quick]`` overrides them.
+The input (``input``): ``"dialogue"`` (default), the user channel of held-out sessions of the dialogue
+corpus (vemi_eval/data/dialogue.py) encoded frame by frame by the baseline's streaming codec, so a
+trained model listens and answers within the window; ``"random"``, seeded random user codes. On random
+codes a trained model is confidently silent and every flag agrees with the baseline (int4 KL ~1e-6
+measured), which says nothing about the flag: the records carry ``baseline_word_frames``, the frames in
+which the baseline's text stream said a word, and ``text_top1_agreement_words`` is the teacher-forced
+top-1 agreement on those frames only.
+
+Parameters (suite table ``[fidelity]``): frames, n_boot, input; ``[fidelity.quick]`` overrides them.
 """
 
 from __future__ import annotations
@@ -34,16 +42,55 @@ from reference_model.report import ModReport, SpeculativeReport
 
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
-from . import MeasureContext, at_least, measurement, merged_params
+from . import MeasureContext, at_least, measurement, merged_params, one_of
 
-DEFAULTS: dict[str, Any] = {"frames": 100, "n_boot": 1000}
+DEFAULTS: dict[str, Any] = {"frames": 100, "n_boot": 1000, "input": "dialogue"}
+INPUTS = ("dialogue", "random")
 
 
 def _params(ctx: MeasureContext) -> dict[str, Any]:
     params = merged_params(ctx, DEFAULTS)
     if int(params["frames"]) < 2:
         raise ValueError(f"[{ctx.kind}] frames must be at least 2, got {params['frames']}")
+    if params["input"] not in INPUTS:
+        raise ValueError(f"[{ctx.kind}] input must be one of {', '.join(INPUTS)}, got {params['input']!r}")
     return params
+
+
+def dialogue_user_codes(model, frames: int) -> tuple[list[torch.Tensor], dict[str, str]]:
+    """The user channel of the first held-out dialogue sessions (as many as ``frames`` needs, end to end),
+    encoded frame by frame by ``model``'s streaming codec: one [1, n_user, 1] tensor per frame. Returns
+    the codes and the data hashes (the sessions' plan and the recipe)."""
+    from ..data import dialogue as dlg
+
+    sr, fs = int(model.sample_rate), int(model.frame_size)
+    if sr != dlg.SAMPLE_RATE:
+        raise ValueError(f"the dialogue corpus is at {dlg.SAMPLE_RATE} Hz; the codec runs at {sr} Hz")
+    # the shortest prefix of the split that fills the window (a prefix plans, and synthesises, no more)
+    k = 1
+    while True:
+        planned = dlg.dialogue_sessions("heldout", limit=k)
+        if sum(-(-s.n_samples // fs) for s in planned) >= frames or len(planned) < k:
+            break
+        k *= 2
+    used, n = [], 0
+    for sess in planned:
+        used.append(sess)
+        n += -(-sess.n_samples // fs)
+        if n >= frames:
+            break
+    audio = np.concatenate([s.user_audio() for s in used]).astype(np.float32)
+    x = np.zeros(max(frames * fs, audio.size), np.float32)
+    x[: audio.size] = audio
+    model.reset()
+    with torch.no_grad():
+        codes = [
+            model.encode_user(torch.from_numpy(x[i * fs : (i + 1) * fs]).view(1, 1, fs).to(model.device))
+            for i in range(frames)
+        ]
+    model.reset()
+    data = {"dialogue_heldout": dlg.sessions_sha256(used), "recipe_hash": used[0].folder.name}
+    return codes, data
 
 
 def user_codes(model, frames: int, seed: int) -> list[torch.Tensor]:
@@ -141,6 +188,7 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 def check(p: dict[str, Any]) -> None:
     at_least(p, "frames", 2)
     at_least(p, "n_boot", 1)
+    one_of(p, "input", INPUTS)
 
 
 @measurement("fidelity", claims=CLAIMS, check=check, exact=("*",))
@@ -150,7 +198,10 @@ def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
     greedy = {"temp": 0.0, "temp_text": 0.0}
 
     baseline = ctx.baseline.build(batch_size=1, **greedy)
-    codes = user_codes(baseline, frames, ctx.seed)
+    if params["input"] == "dialogue":
+        codes, data = dialogue_user_codes(baseline, frames)
+    else:
+        codes, data = user_codes(baseline, frames, ctx.seed), {}
     ctx.progress(f"fidelity: baseline free run, {frames} frames")
     base_tokens = free_run(baseline, codes)
     baseline.reset()
@@ -190,7 +241,17 @@ def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
     )
 
     dep_q = base_tokens.shape[2] - 1
-    extra = {"frames": frames, "protocol": "greedy, same seed and user codes"}
+    lm = baseline.lm
+    base_text_tokens = base_tokens[:, 0, 0].cpu()
+    words = (base_text_tokens >= 0) & (base_text_tokens != lm.text_padding_token_id)
+    words &= base_text_tokens != lm.end_of_text_padding_id
+    word_frames = int(words.sum())
+    extra = {
+        "frames": frames,
+        "protocol": "greedy, same seed and user codes",
+        "input": params["input"],
+        "baseline_word_frames": word_frames,
+    }
 
     def rec(metric: str, samples: np.ndarray, unit: str, higher: bool, n: int, **more: Any) -> MetricRecord:
         lo, hi = bootstrap_ci(samples, "mean", n_boot=n_boot, seed=ctx.seed)
@@ -228,6 +289,11 @@ def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
         rec("text_top1_agreement", text_top1, "share", True, frames, **forced),
         rec("audio_top1_agreement", audio_top1_step, "share", True, frames * dep_q, **forced),
     ]
+    if word_frames:  # the frames where the baseline speaks: what a flag must not change
+        at_words = text_top1[words.numpy()[: text_top1.size]]
+        records.append(rec("text_top1_agreement_words", at_words, "share", True, word_frames, **forced))
+    for r in records:
+        r.data = {**r.data, **data}
     records += _counter_records(ctx, counters, extra)
     return records
 
