@@ -101,6 +101,15 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
         r = rec("answer_accuracy", snr_db=snr, source="text")
         assert r.value == pytest.approx(np.mean(expect[snr])) and r.n == n_turns
         assert r.extra["scored_text"] == f"scored {n_turns} of {n_turns}" and r.ci_low <= r.value <= r.ci_high
+        # per voice: the scripted right answers, counted by the session's user voice
+        want: dict[str, list[int]] = {}
+        flat = iter(expect[snr])
+        for sess in sessions:
+            for _ in sess.turns:
+                w = want.setdefault(sess.voice.variant, [0, 0])
+                w[0] += int(next(flat))
+                w[1] += 1
+        assert r.extra["by_voice"] == {v: {"correct": c, "turns": n} for v, (c, n) in sorted(want.items())}
     lat = rec("response_latency_s", snr_db="clean", source="text")
     assert lat.value == pytest.approx(float(np.median(latencies)))
     tor = rec("pause_turn_over_rate", snr_db="clean", source="text")
