@@ -50,10 +50,10 @@ INPUTS = ("dialogue", "random")
 
 def _params(ctx: MeasureContext) -> dict[str, Any]:
     params = merged_params(ctx, DEFAULTS)
-    if int(params["frames"]) < 2:
-        raise ValueError(f"[{ctx.kind}] frames must be at least 2, got {params['frames']}")
-    if params["input"] not in INPUTS:
-        raise ValueError(f"[{ctx.kind}] input must be one of {', '.join(INPUTS)}, got {params['input']!r}")
+    try:  # the suite loader's rules, also for a caller that did not go through it
+        check(params)
+    except ValueError as exc:
+        raise ValueError(f"[{ctx.kind}] {exc}") from None
     return params
 
 
@@ -70,15 +70,11 @@ def dialogue_user_codes(model, frames: int) -> tuple[list[torch.Tensor], dict[st
     k = 1
     while True:
         planned = dlg.dialogue_sessions("heldout", limit=k)
-        if sum(-(-s.n_samples // fs) for s in planned) >= frames or len(planned) < k:
+        ends = np.cumsum([-(-s.n_samples // fs) for s in planned])  # frames up to each session's end
+        if ends[-1] >= frames or len(planned) < k:
             break
         k *= 2
-    used, n = [], 0
-    for sess in planned:
-        used.append(sess)
-        n += -(-sess.n_samples // fs)
-        if n >= frames:
-            break
+    used = planned[: int(np.searchsorted(ends, frames)) + 1]
     audio = np.concatenate([s.user_audio() for s in used]).astype(np.float32)
     x = np.zeros(max(frames * fs, audio.size), np.float32)
     x[: audio.size] = audio
@@ -290,11 +286,11 @@ def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
         rec("audio_top1_agreement", audio_top1_step, "share", True, frames * dep_q, **forced),
     ]
     if word_frames:  # the frames where the baseline speaks: what a flag must not change
-        at_words = text_top1[words.numpy()[: text_top1.size]]
+        at_words = text_top1[words.numpy()]
         records.append(rec("text_top1_agreement_words", at_words, "share", True, word_frames, **forced))
-    for r in records:
-        r.data = {**r.data, **data}
     records += _counter_records(ctx, counters, extra)
+    for r in records:  # the counters come from the same free run, so from the same data
+        r.data = {**r.data, **data}
     return records
 
 
