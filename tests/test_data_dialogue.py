@@ -3,6 +3,7 @@ prompts, the cache, and tokenisation into the trainer's token-grid format."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -189,3 +190,48 @@ def test_tokenising_in_worker_processes_writes_the_same_shards(tmp_path):
         assert (serial / n).read_bytes() == (pooled / n).read_bytes()
     with pytest.raises(DataError, match="workers"):
         dialogue.tokenised_split("train", limit=2, cache_dir=tmp_path / "c", workers=0)
+
+
+def test_voice_perturbation_resamples_words_and_tilts_the_channel():
+    t = np.arange(2400) / dialogue.SAMPLE_RATE
+    clip = (0.1 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    fast, slow = dialogue.Augment(speed=1.2).word(clip), dialogue.Augment(speed=0.8).word(clip)
+    assert fast.size == 2000 and slow.size == 3000  # 1/speed as long
+
+    def peak_hz(x: np.ndarray) -> float:
+        return float(np.argmax(np.abs(np.fft.rfft(x))) * dialogue.SAMPLE_RATE / x.size)
+
+    assert peak_hz(fast) == pytest.approx(240, abs=13) and peak_hz(slow) == pytest.approx(160, abs=9)
+    noise = np.random.default_rng(0).standard_normal(24000).astype(np.float32)
+
+    def high_share(x: np.ndarray) -> float:
+        p = np.abs(np.fft.rfft(x)) ** 2
+        return float(p[p.size // 2 :].sum() / p.sum())
+
+    bright, dull = dialogue.Augment(tilt=0.5).channel(noise), dialogue.Augment(tilt=-0.5).channel(noise)
+    for x in (bright, dull):
+        assert np.sqrt(np.mean(x**2)) == pytest.approx(np.sqrt(np.mean(noise**2)), rel=1e-4)
+    assert high_share(bright) > high_share(noise) + 0.1 > high_share(dull) + 0.2
+    assert dialogue.NO_AUGMENT.word(clip) is clip and dialogue.NO_AUGMENT.channel(noise) is noise
+
+
+def test_augmented_split_times_the_perturbed_words_and_leaves_the_other_plans(cache, train2):
+    rec = dialogue.recipe({"espeak": "e", "festival": "f"})
+    without = json.loads(json.dumps(rec))
+    del without["splits"]["train_aug"]
+    for split in ("train", "heldout"):
+        assert dialogue.split_hash(split, without) == dialogue.split_hash(split, rec)
+    aug = dialogue.dialogue_sessions("train_aug", limit=6, cache_dir=cache)
+    perturbed = [s for s in aug if not s.augment.identity]
+    assert perturbed and all(s.augment.identity for s in train2)
+    lo, hi = dialogue.SPLITS["train_aug"]["augment"]["speed"]
+    train_voices = {v.id for v in dialogue.voices("train")}
+    for s in aug:
+        assert s.voice.id in train_voices and lo <= s.augment.speed <= hi
+        for t in s.turns:
+            for w in t.words:
+                clip = dialogue._user_clip(s.folder, s.voice, w.text)
+                assert w.end - w.start == s.augment.word(clip).size
+        assert s.user_audio(with_noise=False).size == s.n_samples
+    plain = [dataclasses.replace(s, augment=dialogue.NO_AUGMENT) for s in perturbed]
+    assert dialogue.sessions_sha256(perturbed) != dialogue.sessions_sha256(plain)

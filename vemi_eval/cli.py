@@ -566,6 +566,14 @@ def train_codec_cmd(
 @click.option("--codec-checkpoint", type=click.Path(dir_okay=False), help="Codec that tokenises the corpus.")
 @click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
 @click.option(
+    "--corpus-split",
+    type=click.Choice(["train", "train_aug"]),
+    default="train",
+    show_default=True,
+    help="Dialogue training split: train, or train_aug (the same voices and prompts, each session's "
+    "user voice speed-perturbed and tilted; see vemi_eval/data/dialogue.py).",
+)
+@click.option(
     "--corpus-workers",
     type=int,
     default=1,

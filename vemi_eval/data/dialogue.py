@@ -86,6 +86,17 @@ BASE_VOICES = ("en-us", "en-gb")  # an accent per style; the variant sets the sp
 
 SPLITS: dict[str, dict[str, Any]] = {
     "train": {"sessions": 3200, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)},
+    # The training voices and prompts, with the user's voice perturbed per session (see ``Augment``):
+    # timbres between and beyond the training styles, for held-out speakers the LM fails on. Its own
+    # split, so the plain training split and the held-out split keep their plans (split_hash).
+    "train_aug": {
+        "sessions": 3200,
+        "turns": (3, 5),
+        "pause_p": 0.4,
+        "noise_p": 0.5,
+        "snr_db": (10.0, 40.0),
+        "augment": {"p": 0.8, "speed": (0.85, 1.18), "tilt": (-0.6, 0.6)},
+    },
     # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
     # added by the measurements, along their SNR ladder).
     "heldout": {"sessions": 48, "turns": (4, 4), "pause_p": 0.5, "noise_p": 0.0, "snr_db": (0.0, 0.0)},
@@ -109,6 +120,39 @@ class UserVoice:
     @property
     def espeak_voice(self) -> str:
         return f"{self.base}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class Augment:
+    """A perturbation of the user's voice in one session. ``speed``: every word is resampled as if played
+    that much faster (pitch, formants and tempo together: Kaldi's speed perturbation, Ko et al. 2015; the
+    word timings of the plan are those of the resampled words). ``tilt``: a first-order spectral tilt
+    y[n] = x[n] - tilt * x[n-1] (> 0 brighter, < 0 duller), at the same RMS."""
+
+    speed: float = 1.0
+    tilt: float = 0.0
+
+    @property
+    def identity(self) -> bool:
+        return self.speed == 1.0 and self.tilt == 0.0
+
+    def word(self, clip: np.ndarray) -> np.ndarray:
+        if self.speed == 1.0:
+            return clip
+        # the clip "recorded at" speed x 24 kHz, brought back to 24 kHz: 1/speed as long, speed x higher
+        return resample(clip, int(round(self.speed * 100)) * SAMPLE_RATE // 100, SAMPLE_RATE)
+
+    def channel(self, audio: np.ndarray) -> np.ndarray:
+        if self.tilt == 0.0:
+            return audio
+        from scipy.signal import lfilter
+
+        out = lfilter([1.0, -self.tilt], [1.0], audio.astype(np.float64))
+        rms_in, rms_out = float(np.sqrt(np.mean(audio**2))), float(np.sqrt(np.mean(out**2)))
+        return (out * (rms_in / max(rms_out, 1e-12))).astype(np.float32)
+
+
+NO_AUGMENT = Augment()
 
 
 @dataclass(frozen=True)
@@ -146,6 +190,7 @@ class Session:
     noise: tuple[str, float] | None  # (kind, SNR dB) on the user channel
     seed: int
     folder: Path
+    augment: Augment = NO_AUGMENT
 
     @property
     def duration_s(self) -> float:
@@ -155,8 +200,8 @@ class Session:
         out = np.zeros(self.n_samples, np.float32)
         for turn in self.turns:
             for w in turn.words:
-                out[w.start : w.end] += _user_clip(self.folder, self.voice, w.text)
-        out *= 10 ** (self.gain_db / 20)
+                out[w.start : w.end] += self.augment.word(_user_clip(self.folder, self.voice, w.text))
+        out = self.augment.channel(out) * 10 ** (self.gain_db / 20)
         if with_noise and self.noise is not None:
             from .noise import make_noise, mix_at_snr
 
@@ -232,6 +277,11 @@ def espeak_variants() -> list[str]:
     return sorted({i for i in ids if i.lower() not in _EXCLUDED_VARIANTS}, key=str.lower)
 
 
+def _voice_split(split: str) -> str:
+    """The split whose voices and prompts a split uses (``train_aug``: the training ones)."""
+    return "heldout" if split == "heldout" else "train"
+
+
 def _seed_of(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
@@ -244,7 +294,7 @@ def voices(split: str, variants: list[str] | None = None) -> list[UserVoice]:
     out = []
     for v in chosen:
         rng = np.random.default_rng(_seed_of("voice", v))
-        for s in range(STYLES_PER_VOICE[split]):
+        for s in range(STYLES_PER_VOICE[_voice_split(split)]):
             base = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
             out.append(UserVoice(f"{v}-{s}", v, base, int(rng.integers(25, 76)), int(rng.integers(135, 196))))
     return out
@@ -301,8 +351,8 @@ def split_hash(split: str, rec: dict[str, Any] | None = None) -> str:
     sessions as they were, so LMs trained on different corpora are scored on the same sessions."""
     rec = dict(rec or recipe())
     rec["splits"] = {split: rec["splits"][split]}
-    rec["styles_per_voice"] = rec["styles_per_voice"][split]
-    if split != "train":
+    rec["styles_per_voice"] = rec["styles_per_voice"][_voice_split(split)]
+    if _voice_split(split) != "train":
         rec.pop("train_prompts")
     return recipe_hash(rec)
 
@@ -411,7 +461,8 @@ def _plan_session(
     seed = _seed_of(plan_key, split, index) % (2**31)
     rng = np.random.default_rng(seed)
     voice = pool[int(rng.integers(len(pool)))]
-    prompts = TRAIN_PROMPTS if split == "train" else HELDOUT_PROMPTS
+    prompts = TRAIN_PROMPTS if _voice_split(split) == "train" else HELDOUT_PROMPTS
+    augment = _draw_augment(cfg.get("augment"), plan_key, split, index)
     lo, hi = cfg["turns"]
     n_turns = int(rng.integers(lo, hi + 1))
 
@@ -431,7 +482,7 @@ def _plan_session(
                 gap = s(PAUSE_S)
                 pause = (t, t + gap)
                 t += gap
-            n = _user_clip(folder, voice, text).size
+            n = augment.word(_user_clip(folder, voice, text)).size
             words.append(Word(text, t, t + n))
             t += n + s(WORD_GAP_S)
         # The answer starts on the first frame boundary at least the gap after the user's end, as a
@@ -446,7 +497,20 @@ def _plan_session(
     if rng.random() < cfg["noise_p"]:
         noise = (("white", "pink")[int(rng.integers(2))], float(rng.uniform(*cfg["snr_db"])))
     gain = float(rng.uniform(*GAIN_DB))
-    return Session(f"{split}-{index:05d}", split, voice, tuple(turns), n_samples, gain, noise, seed, folder)
+    return Session(
+        f"{split}-{index:05d}", split, voice, tuple(turns), n_samples, gain, noise, seed, folder, augment
+    )
+
+
+def _draw_augment(cfg: dict[str, Any] | None, plan_key: str, split: str, index: int) -> Augment:
+    """A session's voice perturbation, from its own generator (the rest of the plan draws as without)."""
+    if not cfg:
+        return NO_AUGMENT
+    rng = np.random.default_rng(_seed_of(plan_key, split, index, "augment"))
+    if rng.random() >= cfg["p"]:
+        return NO_AUGMENT
+    speed = round(float(rng.uniform(*cfg["speed"])), 2)  # to the percent: a short resampling filter
+    return Augment(speed, round(float(rng.uniform(*cfg["tilt"])), 3))
 
 
 def dialogue_sessions(
@@ -508,6 +572,8 @@ def sessions_sha256(sessions: list[Session]) -> str:
                     s.n_samples,
                     s.gain_db,
                     s.noise,
+                    # only when perturbed: unaugmented splits keep the hashes they had before it existed
+                    *([] if s.augment.identity else [[s.augment.speed, s.augment.tilt]]),
                     [
                         [
                             t.prompt,

@@ -672,6 +672,7 @@ def train_tiny_dialogue(
     heldout_data: str | os.PathLike | None = None,
     codec_checkpoint: str | os.PathLike | None = None,
     train_sessions: int | None = None,
+    corpus_split: str = "train",
     config: str | os.PathLike = "tiny",
     corpus_workers: int = 1,
     log: Callable[[str], None] = print,
@@ -693,7 +694,7 @@ def train_tiny_dialogue(
                 f"the config has {cfg.text_card} and {cfg.existing_text_padding_id}"
             )
         data = dialogue.tokenised_split(
-            "train", codec_checkpoint, limit=train_sessions, workers=corpus_workers, log=log
+            corpus_split, codec_checkpoint, limit=train_sessions, workers=corpus_workers, log=log
         )
         if heldout_data is None:
             heldout_data = dialogue.tokenised_split(
@@ -702,7 +703,9 @@ def train_tiny_dialogue(
         extra["corpus"] = "vemi_eval.data.dialogue"
         extra["vocab"] = list(vocab.tokens)
         ckpt = None if codec_checkpoint is None else str(codec_checkpoint)
-        train_args.setdefault("corpus", CorpusRef(ckpt, train_sessions))
+        train_args.setdefault("corpus", CorpusRef(ckpt, train_sessions, corpus_split))
+    elif corpus_split != "train":
+        raise TrainDataError("--corpus-split chooses a dialogue corpus split; it has no use with --data")
     train = load_token_folder(data, cfg.n_q + 1)
     held = load_token_folder(heldout_data, cfg.n_q + 1) if heldout_data is not None else None
     extra["codec_sha256"] = train.manifest.get("codec_sha256")

@@ -53,6 +53,7 @@ class CorpusRef:
 
     codec_checkpoint: str | None
     train_sessions: int | None
+    split: str = "train"
 
 
 @dataclass

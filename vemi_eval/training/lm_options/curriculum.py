@@ -74,7 +74,7 @@ class LatencyCurriculum(LMOption):
             folders = [
                 str(
                     dialogue.tokenised_split(
-                        "train",
+                        ctx.corpus.split,
                         ctx.corpus.codec_checkpoint,
                         limit=ctx.corpus.train_sessions,
                         answer_gap_s=g,

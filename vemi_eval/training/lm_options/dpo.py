@@ -181,9 +181,8 @@ class Dpo(LMOption):
         folder = ctx.train.source
         for f in sorted(Path(folder).glob("*.safetensors")):
             by_id.update({k: v.to(torch.long) for k, v in read_safetensors(f).items()})
-        sessions = [
-            s for s in dlg.dialogue_sessions("train", limit=ctx.corpus.train_sessions) if s.id in by_id
-        ]
+        planned = dlg.dialogue_sessions(ctx.corpus.split, limit=ctx.corpus.train_sessions)
+        sessions = [s for s in planned if s.id in by_id]
         if not sessions:
             raise OptionError(f"dpo: no dialogue training session found in {folder}")
         pick = self.rng.choice(len(sessions), size=min(self.prompts, len(sessions)), replace=False)

@@ -95,7 +95,7 @@ class NoiseAugmentation(LMOption):
                 [
                     torch.from_numpy(c)
                     for c in user_codes(
-                        "train",
+                        ctx.corpus.split,
                         self.conditions(k),
                         {**key, "copy": k},
                         ctx.corpus.codec_checkpoint,

@@ -158,7 +158,7 @@ class ProsodyCond(LMOption):
 
             with safe_open(str(f), framework="pt") as h:
                 names += sorted(h.keys())
-        sessions = {s.id: s for s in dlg.dialogue_sessions("train", limit=ctx.corpus.train_sessions)}
+        sessions = {s.id: s for s in dlg.dialogue_sessions(ctx.corpus.split, limit=ctx.corpus.train_sessions)}
         if len(names) != len(ctx.train.grids) or any(n not in sessions for n in names):
             raise OptionError(
                 f"prosody-cond: the token grids of {ctx.train.source} are not the corpus's sessions"
