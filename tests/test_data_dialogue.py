@@ -122,6 +122,23 @@ def test_tokenised_split_is_the_trainer_format(cache, train2, monkeypatch):
 
     monkeypatch.setattr(codec_pkg, "load_codec", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     assert dialogue.tokenised_split("train", limit=2, cache_dir=cache) == folder
+    # each grid's user voice, for the trainer's per-voice held-out accuracy
+    assert data.groups() == ("user voice", [s.voice.variant for s in train2])
+
+
+def test_a_manifest_without_voices_is_rewritten_not_its_shards(cache, train2, monkeypatch):
+    folder = dialogue.tokenised_split("train", limit=2, cache_dir=cache, shard_size=1, log=lambda m: None)
+    path = folder / "manifest.json"
+    new = json.loads(path.read_text())
+    old = {k: v for k, v in new.items() if k != "groups"}  # as caches built before it was recorded
+    path.write_text(json.dumps(old))
+    shards = {f.name: f.read_bytes() for f in folder.glob("*.safetensors")}
+    import reference_model.codec as codec_pkg
+
+    monkeypatch.setattr(codec_pkg, "load_codec", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert dialogue.tokenised_split("train", limit=2, cache_dir=cache, shard_size=1) == folder
+    assert json.loads(path.read_text()) == new
+    assert {f.name: f.read_bytes() for f in folder.glob("*.safetensors")} == shards
 
 
 def test_sessions_at_another_gap_move_only_the_answers(cache, train2):

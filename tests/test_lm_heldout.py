@@ -9,7 +9,7 @@ import torch
 from reference_model.lm import load_lm
 from tests.test_training_lm import SMALL, _task_data
 from vemi_eval.measurements import claim_rules
-from vemi_eval.measurements.lm_heldout import PARAMS, check, score_grids
+from vemi_eval.measurements.lm_heldout import PARAMS, check, hits_by_voice, score_grids
 from vemi_eval.training.lm import LossWeights, evaluate
 
 
@@ -37,6 +37,30 @@ def test_scores_are_the_trainers_held_out_figures(lm):
     assert text_only.audio_ce == [] and text_only.answer_audio_acc == []
     assert len(full.answer_audio_acc) == 2 * len(grids)
     assert all(0.0 <= a <= 1.0 for a in full.answer_audio_acc)
+    # per voice: every answer word counted once, under its grid's voice
+    voices = ["v0", "v1", "v0", "v2", "v1"]
+    by = hits_by_voice(full, voices)
+    assert sum(v["words"] for v in by.values()) == len(full.answer_hits)
+    assert sum(v["correct"] for v in by.values()) == sum(full.answer_hits)
+    alone = score_grids(lm, [grids[1], grids[4]], [spans[1], spans[4]], 24, with_audio=False)
+    assert by["v1"] == {"correct": int(sum(alone.answer_hits)), "words": len(alone.answer_hits)}
+
+
+def test_held_out_accuracy_per_group_adds_up_to_the_pooled_one(lm):
+    grids = _task_data(5, T=50, seed=2).grids
+    labels = ["a", "b", "a", "c", "b"]
+    pooled = evaluate(lm, grids, 24, LossWeights())
+    grouped = evaluate(lm, grids, 24, LossWeights(), ("voice", labels))
+    assert {k: v for k, v in grouped.items() if k != "text_word_accuracy_by_group"} == pooled
+    by = grouped["text_word_accuracy_by_group"]
+    assert by["by"] == "voice" and sorted(by["of"]) == ["a", "b", "c"]
+    for label, tally in by["of"].items():
+        alone = evaluate(lm, [g for g, x in zip(grids, labels) if x == label], 24, LossWeights())
+        assert tally["words"] == alone["text_words"]
+        assert tally["accuracy"] == pytest.approx(alone["text_word_accuracy_teacher_forced"])
+    assert sum(t["correct"] for t in by["of"].values()) == round(
+        pooled["text_word_accuracy_teacher_forced"] * pooled["text_words"]
+    )
 
 
 def test_answer_audio_accuracy_reads_the_semantic_codebook(lm):
@@ -71,3 +95,16 @@ def test_claims_are_declared():
     rules = claim_rules()
     kinds = {m: {k for _, _, k in r} for m, r in rules.items()}
     assert "lm_heldout" in kinds["task_accuracy"] and "lm_heldout" in kinds["wer_noisy"]
+
+
+def test_token_data_groups_need_every_grid_named():
+    from vemi_eval.training.lm import TokenData
+
+    grids = _task_data(2, T=10, seed=1).grids
+    of = {"s0": "v1", "s1": "v2"}
+    assert TokenData(grids, "x", "x", {"groups": {"by": "voice", "of": of}}, ["s0", "s1"]).groups() == (
+        "voice",
+        ["v1", "v2"],
+    )
+    assert TokenData(grids, "x", "x", {}, ["s0", "s1"]).groups() is None
+    assert TokenData(grids, "x", "x", {"groups": {"of": {"s0": "v1"}}}, ["s0", "s1"]).groups() is None

@@ -165,3 +165,37 @@ def test_quick_may_name_its_own_variants() -> None:
 
     with pytest.raises(SuiteError, match=r"\[latency.quick\] names variant 'nope'"):
         parse_suite(text.replace('variants = ["baseline"]', 'variants = ["nope"]'), known_kinds=load_all())
+
+
+def test_accuracy_per_voice_is_tabled_for_the_clean_channel_only(tmp_path: Path) -> None:
+    run = tmp_path / "d"
+    run.mkdir()
+    clean, noisy = {"snr_db": "clean", "source": "text"}, {"snr_db": 10, "source": "text"}
+    by_clean = {"Andy": {"correct": 3, "turns": 8}, "klatt3": {"correct": 4, "turns": 4}}
+    by_noisy = {"Andy": {"correct": 1, "turns": 8}, "zz-only-noisy": {"correct": 0, "turns": 4}}
+    metrics = [
+        record("baseline", "answer_accuracy", 0.58, unit="fraction", condition=clean, suite="dialogue",
+               extra={"by_voice": by_clean}),
+        record("baseline", "answer_accuracy", 0.1, unit="fraction", condition=noisy, suite="dialogue",
+               extra={"by_voice": by_noisy}),
+    ]  # fmt: skip
+    doc = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "suite": {"name": "dialogue", "path": "suites/dialogue.toml", "sha256": "ab" * 32, "content": ""},
+        "model": {"lm": "tiny", "codec": "tiny", "device": "cpu", "dtype": "float32"},
+        "variants": [{"name": "baseline", "flags": [], "is_baseline": True, "lm": "tiny",
+                      "lm_checkpoint": [None]}],
+        "seed": 0, "quick": True, "threads": 1, "status": "VALID", "invalid_reasons": [], "errors": [],
+        "missing": [], "environment": {}, "evaluators": {}, "data": {}, "metrics": metrics,
+    }  # fmt: skip
+    (run / RESULTS_FILE).write_text(json.dumps(doc))
+    text = build_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
+    section = text[text.index("Answer accuracy per held-out user voice") :]
+    section = section[: section.index("</table>")]
+    assert re.search(r"<td>Andy</td><td class=\"num worse\">0.38 \(3/8\)</td>", section)
+    assert re.search(r"<td>klatt3</td><td class=\"num\">1.00 \(4/4\)</td>", section)
+    assert "zz-only-noisy" not in section  # noisy rows are not tabled
+    checker = TagChecker()
+    checker.feed(text)
+    checker.close()
+    assert not checker.errors and not checker.stack

@@ -657,7 +657,9 @@ def tokenised_split(
     name = (split if limit is None else f"{split}-{limit}") + gap_suffix(answer_gap_s)
     folder = cache_folder(cache_dir) / f"tokens-{sha[:16]}" / name
     manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():  # before planning: a cache hit starts no worker and reads no clip
+    # before planning: a cache hit starts no worker and reads no clip. A manifest from before the
+    # per-session voices were recorded is rewritten (its shards are kept: they are the same bytes).
+    if manifest_path.is_file() and "groups" in json.loads(manifest_path.read_text()):
         return folder
     sessions = dialogue_sessions(
         split, limit=limit, cache_dir=cache_dir, answer_gap_s=answer_gap_s, workers=workers
@@ -678,7 +680,7 @@ def tokenised_split(
                 1,
             ):
                 log(f"tokenised shard {done}/{len(todo)} of {split} ({Path(shard).name})")
-    else:
+    elif todo:
         codec = load_codec("tiny", ckpt)
         for shard, part in todo:
             _write_shard(shard, {s.id: torch.from_numpy(token_grid(s, codec, codebooks)) for s in part})
@@ -695,6 +697,8 @@ def tokenised_split(
         "vocab": list(vocab().tokens),
         **({"answer_gap_s": check_gap(answer_gap_s)} if gap_suffix(answer_gap_s) else {}),
         **corpus_figures(sessions),
+        # which user voice each session has, so that the trainer reports held-out accuracy per voice
+        "groups": {"by": "user voice", "of": {s.id: s.voice.variant for s in sessions}},
     }
     _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
     return folder

@@ -83,6 +83,7 @@ class Scores:
     """One condition's samples."""
 
     answer_hits: list[float]  # per answer word
+    answer_grid: list[int]  # which grid each answer word is in
     text_ce: list[float]  # per window
     audio_ce: list[float]  # per window (clean only)
     answer_audio_acc: list[float]  # per answer (clean only)
@@ -110,9 +111,9 @@ def score_grids(
     from ..training.lm import LossWeights, moshi_loss, temporal_forward, text_terms, valid_targets
 
     weights = LossWeights()
-    s = Scores([], [], [], [])
+    s = Scores([], [], [], [], [])
     dev = next(lm.parameters()).device
-    for g, answers in zip(grids, spans):
+    for i, (g, answers) in enumerate(zip(grids, spans)):
         sem = torch.full((g.shape[1],), -1, dtype=torch.long)  # semantic-codebook argmax per frame
         for w0 in range(0, g.shape[1], seq_len):
             w = g[None, :, w0 : w0 + seq_len].to(dev)
@@ -136,6 +137,7 @@ def score_grids(
             # text delay is 0: text position t predicts frame t of the undelayed grid
             hits = (text_logits.argmax(-1) == targets)[words]
             s.answer_hits += [float(h) for h in hits.cpu()]
+            s.answer_grid += [i] * int(hits.numel())
             s.text_ce.append(float(text_ce))
         if with_audio:
             truth = g[1]
@@ -145,6 +147,17 @@ def score_grids(
                 if known.any():
                     s.answer_audio_acc.append(float((sem[seg][known] == truth[seg][known]).float().mean()))
     return s
+
+
+def hits_by_voice(s: Scores, voices: list[str]) -> dict[str, dict[str, int]]:
+    """Answer words right and scored per user voice (``voices``: each grid's): held-out accuracy is set
+    by a few voices the model does not generalise to, which the pooled figure hides."""
+    out: dict[str, dict[str, int]] = {}
+    for hit, i in zip(s.answer_hits, s.answer_grid):
+        v = out.setdefault(voices[i], {"correct": 0, "words": 0})
+        v["correct"] += int(hit)
+        v["words"] += 1
+    return dict(sorted(out.items()))
 
 
 def _record(
@@ -240,8 +253,11 @@ def measure_lm_heldout(ctx: MeasureContext) -> list[MetricRecord]:
         with_audio = c is None and bool(p["audio"])
         s = score_grids(lm, grids, spans, int(p["seq_len"]), with_audio)
         ctx.add_samples({**cond, "metric": "tf_answer_hit", "value": v} for v in s.answer_hits)
+        by_voice = {"by_voice": hits_by_voice(s, [x.voice.variant for x in sessions])}
         records.append(
-            _record(ctx, "tf_answer_accuracy", "fraction", s.answer_hits, cond, True, common, data)
+            _record(
+                ctx, "tf_answer_accuracy", "fraction", s.answer_hits, cond, True, {**common, **by_voice}, data
+            )
         )
         err = [1.0 - v for v in s.answer_hits]
         records.append(_record(ctx, "tf_answer_error_rate", "fraction", err, cond, False, common, data))

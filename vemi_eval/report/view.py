@@ -250,6 +250,48 @@ def suite_table(suite: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _clean(cond: dict[str, Any]) -> bool:
+    """No noise or reverberation on the user channel (the dialogue and lm_heldout kinds' clean rows)."""
+    return "rt60_s" not in cond and all(cond.get(k, "clean") == "clean" for k in ("snr_db", "user_channel"))
+
+
+def by_voice_table(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Answer accuracy per held-out user voice (the records whose ``extra`` holds ``by_voice``), clean
+    user channel only: a row per voice, a column per (run, variant, metric). A pooled accuracy hides the
+    few voices a model does not generalise to; this shows them. None when no record has one."""
+    multi = len(runs) > 1
+    columns: list[tuple[str, dict[str, dict[str, int]]]] = []
+    for run in runs:
+        for m in run["metrics"]:
+            by = (m.get("extra") or {}).get("by_voice")
+            cond = m.get("condition") or {}
+            if not isinstance(by, dict) or not _clean(cond):
+                continue
+            label = f"{m['variant']}: {m['metric']}"
+            columns.append((f"{run['label']}: {label}" if multi else label, by))
+    if not columns:
+        return None
+    voices = sorted({v for _, by in columns for v in by})
+    rows = []
+    for v in voices:
+        cells = []
+        for _, by in columns:
+            t = by.get(v)
+            if not t:
+                cells.append({"text": "-", "low": False})
+                continue
+            n = int(t.get("turns", t.get("words", 0)))
+            acc = t["correct"] / n if n else None
+            cells.append(
+                {
+                    "text": "-" if acc is None else f"{acc:.2f} ({t['correct']}/{n})",
+                    "low": acc is not None and acc < 0.5,
+                }
+            )
+        rows.append({"voice": v, "cells": cells})
+    return {"header": ["user voice"] + [c for c, _ in columns], "rows": rows}
+
+
 def _cond_sort_key(cond: dict[str, Any]) -> tuple:
     return tuple((k, (0, v, "") if is_numeric(v) else (1, 0, str(v))) for k, v in sorted(cond.items()))
 

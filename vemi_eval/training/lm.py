@@ -78,6 +78,18 @@ class TokenData:
     sha256: str
     source: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)  # each grid's tensor name (a session id), or empty
+
+    def groups(self) -> tuple[str, list[str]] | None:
+        """(what the groups are, each grid's group) from the manifest's ``groups`` entry
+        ({"by": "user voice", "of": {name: group}}), or None when it has none or misses a grid."""
+        entry = self.manifest.get("groups")
+        if not isinstance(entry, dict) or len(self.names) != len(self.grids):
+            return None
+        of = entry.get("of") or {}
+        if not all(n in of for n in self.names):
+            return None
+        return str(entry.get("by", "group")), [str(of[n]) for n in self.names]
 
     @property
     def frames(self) -> int:
@@ -91,7 +103,7 @@ def load_token_folder(folder: str | os.PathLike, num_streams: int) -> TokenData:
     if not files:
         raise TrainDataError(f"no .safetensors token grids in {folder}")
     h = hashlib.sha256()
-    grids = []
+    grids, names = [], []
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -102,9 +114,10 @@ def load_token_folder(folder: str | os.PathLike, num_streams: int) -> TokenData:
                     f"[{num_streams}, T] (1 text + n_q audio streams)"
                 )
             grids.append(t.to(torch.long))
+            names.append(name)
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    return TokenData(grids, h.hexdigest(), str(folder), manifest)
+    return TokenData(grids, h.hexdigest(), str(folder), manifest, names)
 
 
 def check_token_range(data: TokenData, cfg: LMConfig) -> None:
@@ -331,28 +344,42 @@ def moshi_loss(
 
 
 @torch.no_grad()
-def evaluate(lm: LMModel, grids: list[torch.Tensor], seq_len: int, weights: LossWeights) -> dict[str, Any]:
+def evaluate(
+    lm: LMModel,
+    grids: list[torch.Tensor],
+    seq_len: int,
+    weights: LossWeights,
+    groups: tuple[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """Teacher-forced figures on held-out grids: losses (mean over windows) and the text stream's word
-    accuracy (argmax at the frames where a word token is the target)."""
+    accuracy (argmax at the frames where a word token is the target). With ``groups`` (what they are,
+    each grid's group: the user voice of each held-out session), the accuracy per group too: a pooled
+    figure hides the few voices the model does not generalise to."""
     was = lm.training
     lm.eval()
     text, audio, per_cb, hits, words, n = 0.0, 0.0, None, 0, 0, 0
-    for w in eval_windows(grids, seq_len):
-        parts = moshi_loss(lm, w.to(lm.device), weights)
-        text += parts.text
-        audio += parts.audio
-        per_cb = (
-            parts.audio_per_codebook
-            if per_cb is None
-            else [a + b for a, b in zip(per_cb, parts.audio_per_codebook)]
-        )
-        hits += parts.text_word_correct
-        words += parts.text_words
-        n += 1
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(grids):
+        for w in eval_windows([g], seq_len):
+            parts = moshi_loss(lm, w.to(lm.device), weights)
+            text += parts.text
+            audio += parts.audio
+            per_cb = (
+                parts.audio_per_codebook
+                if per_cb is None
+                else [a + b for a, b in zip(per_cb, parts.audio_per_codebook)]
+            )
+            hits += parts.text_word_correct
+            words += parts.text_words
+            n += 1
+            if groups is not None:
+                tally = by_group.setdefault(groups[1][i], [0, 0])
+                tally[0] += parts.text_word_correct
+                tally[1] += parts.text_words
     lm.train(was)
     if n == 0:
         return {"windows": 0}
-    return {
+    out: dict[str, Any] = {
         "windows": n,
         "text_loss": text / n,
         "audio_loss": audio / n,
@@ -360,6 +387,15 @@ def evaluate(lm: LMModel, grids: list[torch.Tensor], seq_len: int, weights: Loss
         "text_word_accuracy_teacher_forced": hits / words if words else None,
         "text_words": words,
     }
+    if groups is not None:
+        out["text_word_accuracy_by_group"] = {
+            "by": groups[0],
+            "of": {
+                k: {"correct": c, "words": m, "accuracy": c / m if m else None}
+                for k, (c, m) in sorted(by_group.items())
+            },
+        }
+    return out
 
 
 # --- recipe, state -----------------------------------------------------------------------------------
@@ -657,7 +693,7 @@ def train_lm(
             "source": heldout.source,
             "sha256": heldout.sha256,
             "sequences": len(heldout.grids),
-            **evaluate(lm, heldout.grids, seq_len, recipe.loss),
+            **evaluate(lm, heldout.grids, seq_len, recipe.loss, heldout.groups()),
         }
         log(f"held-out ({time.time() - t_eval:.0f}s): {json.dumps(sidecar['heldout'])}")
     write_sidecar(out_path.with_suffix(".json"), sidecar)
