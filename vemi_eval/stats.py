@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -140,3 +140,15 @@ def infer_statistic(samples: Sequence[float] | np.ndarray, value: float, rel_tol
         if math.isclose(s, float(value), rel_tol=rel_tol, abs_tol=1e-12):
             return name
     return None
+
+
+def counts_by_group(items: Iterable[tuple[str, int, int]], total: str = "n") -> dict[str, dict[str, int]]:
+    """Sum (group, correct, scored) items per group, sorted by group: {group: {"correct": c, total: n}}.
+    A pooled accuracy hides the few held-out voices a model does not generalise to; the per-voice
+    counts of the dialogue and lm_heldout kinds and of the LM trainer's held-out figures come from here."""
+    out: dict[str, dict[str, int]] = {}
+    for group, correct, scored in items:
+        tally = out.setdefault(group, {"correct": 0, total: 0})
+        tally["correct"] += int(correct)
+        tally[total] += int(scored)
+    return dict(sorted(out.items()))

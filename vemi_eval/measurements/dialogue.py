@@ -36,7 +36,7 @@ import torch
 from ..data import dialogue as dlg
 from ..evaluators import EvaluatorError, all_specs
 from ..records import FAILED, MetricRecord
-from ..stats import bootstrap_ci
+from ..stats import bootstrap_ci, counts_by_group
 from . import MeasureContext, measurement, merged_params
 
 PARAMS: dict[str, Any] = {
@@ -196,14 +196,8 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 
 def accuracy_by_voice(turns: list[TurnResult], voice_of: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Correct answers and turns per held-out user voice: held-out accuracy is set by a few voices the
-    model does not generalise to, which a pooled figure hides."""
-    out: dict[str, dict[str, int]] = {}
-    for t in turns:
-        v = out.setdefault(voice_of[t.session], {"correct": 0, "turns": 0})
-        v["correct"] += int(bool(t.correct))
-        v["turns"] += 1
-    return dict(sorted(out.items()))
+    """Correct answers and turns per held-out user voice."""
+    return counts_by_group(((voice_of[t.session], bool(t.correct), 1) for t in turns), total="turns")
 
 
 @measurement("dialogue", claims=CLAIMS, exact=("*",))  # model time, not wall-clock

@@ -34,7 +34,7 @@ import torch
 
 from ..data import dialogue as dlg
 from ..records import FAILED, MetricRecord
-from ..stats import bootstrap_ci
+from ..stats import bootstrap_ci, counts_by_group
 from . import MeasureContext, at_least, measurement, merged_params
 
 PARAMS: dict[str, Any] = {
@@ -150,14 +150,9 @@ def score_grids(
 
 
 def hits_by_voice(s: Scores, voices: list[str]) -> dict[str, dict[str, int]]:
-    """Answer words right and scored per user voice (``voices``: each grid's): held-out accuracy is set
-    by a few voices the model does not generalise to, which the pooled figure hides."""
-    out: dict[str, dict[str, int]] = {}
-    for hit, i in zip(s.answer_hits, s.answer_grid):
-        v = out.setdefault(voices[i], {"correct": 0, "words": 0})
-        v["correct"] += int(hit)
-        v["words"] += 1
-    return dict(sorted(out.items()))
+    """Answer words right and scored per user voice (``voices``: each grid's)."""
+    items = ((voices[i], hit, 1) for hit, i in zip(s.answer_hits, s.answer_grid))
+    return counts_by_group(items, total="words")
 
 
 def _record(

@@ -51,6 +51,7 @@ from reference_model.config import LMConfig, load_lm_config
 from reference_model.lm import load_lm
 from reference_model.lm.model import LMModel
 from vemi_eval.errors import DataError
+from vemi_eval.stats import counts_by_group
 
 from .lm_options import CorpusRef, LMOption, OptionContext
 from .state import (
@@ -358,7 +359,7 @@ def evaluate(
     was = lm.training
     lm.eval()
     text, audio, per_cb, hits, words, n = 0.0, 0.0, None, 0, 0, 0
-    by_group: dict[str, list[int]] = {}
+    tallies: list[tuple[str, int, int]] = []  # (group, word hits, words) per window
     for i, g in enumerate(grids):
         for w in eval_windows([g], seq_len):
             parts = moshi_loss(lm, w.to(lm.device), weights)
@@ -373,9 +374,7 @@ def evaluate(
             words += parts.text_words
             n += 1
             if groups is not None:
-                tally = by_group.setdefault(groups[1][i], [0, 0])
-                tally[0] += parts.text_word_correct
-                tally[1] += parts.text_words
+                tallies.append((groups[1][i], parts.text_word_correct, parts.text_words))
     lm.train(was)
     if n == 0:
         return {"windows": 0}
@@ -391,8 +390,8 @@ def evaluate(
         out["text_word_accuracy_by_group"] = {
             "by": groups[0],
             "of": {
-                k: {"correct": c, "words": m, "accuracy": c / m if m else None}
-                for k, (c, m) in sorted(by_group.items())
+                k: {**t, "accuracy": t["correct"] / t["words"] if t["words"] else None}
+                for k, t in counts_by_group(tallies, total="words").items()
             },
         }
     return out
