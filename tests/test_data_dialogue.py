@@ -232,12 +232,29 @@ def test_voice_perturbation_resamples_words_and_tilts_the_channel():
     assert dialogue.NO_AUGMENT.word(clip) is clip and dialogue.NO_AUGMENT.channel(noise) is noise
 
 
+def test_echo_adds_decaying_copies_at_the_delay_at_the_same_rms():
+    click = np.zeros(24000, np.float32)
+    click[100] = 1.0
+    a = dialogue.Augment(echo_delay_s=0.05, echo_gain=0.5)
+    assert a.has_echo and not a.identity
+    out = a.channel(click)
+    taps = np.nonzero(np.abs(out) > 1e-6)[0]
+    assert list(taps) == [100 + k * 1200 for k in range(dialogue.ECHO_TAPS + 1)]
+    assert out[taps] / out[100] == pytest.approx([0.5**k for k in range(dialogue.ECHO_TAPS + 1)])
+    assert np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(np.mean(click**2)), rel=1e-4)
+    assert not dialogue.Augment(echo_delay_s=0.05).has_echo  # no gain, no echo
+
+
 def test_augmented_split_times_the_perturbed_words_and_leaves_the_other_plans(cache, train2):
     rec = dialogue.recipe({"espeak": "e", "festival": "f"})
     without = json.loads(json.dumps(rec))
-    del without["splits"]["train_aug"]
+    del without["splits"]["train_aug"], without["splits"]["train_aug_echo"]
     for split in ("train", "heldout"):
         assert dialogue.split_hash(split, without) == dialogue.split_hash(split, rec)
+    # the echo arm leaves train_aug's plan as it was
+    no_echo = json.loads(json.dumps(rec))
+    del no_echo["splits"]["train_aug_echo"]
+    assert dialogue.split_hash("train_aug", no_echo) == dialogue.split_hash("train_aug", rec)
     aug = dialogue.dialogue_sessions("train_aug", limit=6, cache_dir=cache)
     perturbed = [s for s in aug if not s.augment.identity]
     assert perturbed and all(s.augment.identity for s in train2)
@@ -252,3 +269,19 @@ def test_augmented_split_times_the_perturbed_words_and_leaves_the_other_plans(ca
         assert s.user_audio(with_noise=False).size == s.n_samples
     plain = [dataclasses.replace(s, augment=dialogue.NO_AUGMENT) for s in perturbed]
     assert dialogue.sessions_sha256(perturbed) != dialogue.sessions_sha256(plain)
+
+
+def test_echo_split_draws_echoes_in_some_perturbed_sessions(cache):
+    cfg = dialogue.SPLITS["train_aug_echo"]["augment"]
+    draws = [dialogue._draw_augment(cfg, "key", "train_aug_echo", i) for i in range(200)]
+    echoed = [a for a in draws if a.has_echo]
+    assert 40 < len(echoed) < 120  # p 0.8 x echo_p 0.5 of 200
+    for a in echoed:
+        assert cfg["echo_delay_s"][0] <= a.echo_delay_s <= cfg["echo_delay_s"][1]
+        assert cfg["echo_gain"][0] <= a.echo_gain <= cfg["echo_gain"][1]
+    # train_aug's draws are what they were: no echo, same speed and tilt
+    plain = [dialogue._draw_augment(dialogue.SPLITS["train_aug"]["augment"], "k", "s", i) for i in range(50)]
+    assert not any(a.has_echo for a in plain)
+    sessions = dialogue.dialogue_sessions("train_aug_echo", limit=4, cache_dir=cache)
+    for s in sessions:
+        assert s.user_audio(with_noise=False).size == s.n_samples

@@ -567,11 +567,12 @@ def train_codec_cmd(
 @click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
 @click.option(
     "--corpus-split",
-    type=click.Choice(["train", "train_aug"]),
+    type=click.Choice(["train", "train_aug", "train_aug_echo"]),
     default="train",
     show_default=True,
-    help="Dialogue training split: train, or train_aug (the same voices and prompts, each session's "
-    "user voice speed-perturbed and tilted; see vemi_eval/data/dialogue.py).",
+    help="Dialogue training split: train, train_aug (the same voices and prompts, each session's "
+    "user voice speed-perturbed and tilted) or train_aug_echo (train_aug's perturbations, half of them "
+    "with an echo); see vemi_eval/data/dialogue.py.",
 )
 @click.option(
     "--corpus-workers",

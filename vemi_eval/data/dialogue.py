@@ -97,6 +97,24 @@ SPLITS: dict[str, dict[str, Any]] = {
         "snr_db": (10.0, 40.0),
         "augment": {"p": 0.8, "speed": (0.85, 1.18), "tilt": (-0.6, 0.6)},
     },
+    # train_aug's perturbations plus, in half of the perturbed sessions, an echo (a room's first
+    # reflections): several espeak variants carry one (``echo`` in their voice files) at gains the
+    # training variants rarely reach. An experiment arm beside train_aug, from other seeds.
+    "train_aug_echo": {
+        "sessions": 3200,
+        "turns": (3, 5),
+        "pause_p": 0.4,
+        "noise_p": 0.5,
+        "snr_db": (10.0, 40.0),
+        "augment": {
+            "p": 0.8,
+            "speed": (0.85, 1.18),
+            "tilt": (-0.6, 0.6),
+            "echo_p": 0.5,
+            "echo_delay_s": (0.02, 0.16),
+            "echo_gain": (0.2, 0.7),
+        },
+    },
     # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
     # added by the measurements, along their SNR ladder).
     "heldout": {"sessions": 48, "turns": (4, 4), "pause_p": 0.5, "noise_p": 0.0, "snr_db": (0.0, 0.0)},
@@ -131,10 +149,16 @@ class Augment:
 
     speed: float = 1.0
     tilt: float = 0.0
+    echo_delay_s: float = 0.0  # an echo: ECHO_TAPS copies, each echo_delay_s later and echo_gain quieter
+    echo_gain: float = 0.0
 
     @property
     def identity(self) -> bool:
-        return self.speed == 1.0 and self.tilt == 0.0
+        return self.speed == 1.0 and self.tilt == 0.0 and not self.has_echo
+
+    @property
+    def has_echo(self) -> bool:
+        return self.echo_gain > 0.0 and self.echo_delay_s > 0.0
 
     def word(self, clip: np.ndarray) -> np.ndarray:
         if self.speed == 1.0:
@@ -143,16 +167,25 @@ class Augment:
         return resample(clip, int(round(self.speed * 100)) * SAMPLE_RATE // 100, SAMPLE_RATE)
 
     def channel(self, audio: np.ndarray) -> np.ndarray:
-        if self.tilt == 0.0:
+        if self.tilt == 0.0 and not self.has_echo:
             return audio
         from scipy.signal import lfilter
 
-        out = lfilter([1.0, -self.tilt], [1.0], audio.astype(np.float64))
+        out = audio.astype(np.float64)
+        if self.tilt != 0.0:
+            out = lfilter([1.0, -self.tilt], [1.0], out)
+        if self.has_echo:
+            # feed-forward taps (a feedback comb at a 4k-sample delay would be an O(N x delay) lfilter)
+            delay, direct = int(round(self.echo_delay_s * SAMPLE_RATE)), out
+            out = direct.copy()
+            for k in range(1, ECHO_TAPS + 1):
+                out[k * delay :] += self.echo_gain**k * direct[: direct.size - k * delay]
         rms_in, rms_out = float(np.sqrt(np.mean(audio**2))), float(np.sqrt(np.mean(out**2)))
         return (out * (rms_in / max(rms_out, 1e-12))).astype(np.float32)
 
 
 NO_AUGMENT = Augment()
+ECHO_TAPS = 3
 
 
 @dataclass(frozen=True)
@@ -510,7 +543,11 @@ def _draw_augment(cfg: dict[str, Any] | None, plan_key: str, split: str, index: 
     if rng.random() >= cfg["p"]:
         return NO_AUGMENT
     speed = round(float(rng.uniform(*cfg["speed"])), 2)  # to the percent: a short resampling filter
-    return Augment(speed, round(float(rng.uniform(*cfg["tilt"])), 3))
+    tilt = round(float(rng.uniform(*cfg["tilt"])), 3)
+    if "echo_p" not in cfg or rng.random() >= cfg["echo_p"]:  # drawn after: train_aug's plan is unchanged
+        return Augment(speed, tilt)
+    delay = round(float(rng.uniform(*cfg["echo_delay_s"])), 3)
+    return Augment(speed, tilt, delay, round(float(rng.uniform(*cfg["echo_gain"])), 3))
 
 
 def dialogue_sessions(
@@ -573,7 +610,7 @@ def sessions_sha256(sessions: list[Session]) -> str:
                     s.gain_db,
                     s.noise,
                     # only when perturbed: unaugmented splits keep the hashes they had before it existed
-                    *([] if s.augment.identity else [[s.augment.speed, s.augment.tilt]]),
+                    *([] if s.augment.identity else [_augment_key(s.augment)]),
                     [
                         [
                             t.prompt,
@@ -588,6 +625,11 @@ def sessions_sha256(sessions: list[Session]) -> str:
             ).encode()
         )
     return h.hexdigest()
+
+
+def _augment_key(a: Augment) -> list[float]:
+    """What a perturbation adds to the plan hash (no echo: what train_aug's hash was before echoes)."""
+    return [a.speed, a.tilt, *([a.echo_delay_s, a.echo_gain] if a.has_echo else [])]
 
 
 def corpus_figures(sessions: list[Session]) -> dict[str, Any]:
