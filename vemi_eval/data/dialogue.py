@@ -84,32 +84,23 @@ HELDOUT_EVERY = 5  # every 5th variant (sorted by id) is a held-out voice
 STYLES_PER_VOICE = {"train": 8, "heldout": 3}
 BASE_VOICES = ("en-us", "en-gb")  # an accent per style; the variant sets the speaker
 
+# The training splits' shape; the augmented splits differ only in their user-voice perturbation.
+_TRAIN = {"sessions": 3200, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)}
+_VOICE_PERTURBATION = {"p": 0.8, "speed": (0.85, 1.18), "tilt": (-0.6, 0.6)}
+
 SPLITS: dict[str, dict[str, Any]] = {
-    "train": {"sessions": 3200, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)},
+    "train": _TRAIN,
     # The training voices and prompts, with the user's voice perturbed per session (see ``Augment``):
     # timbres between and beyond the training styles, for held-out speakers the LM fails on. Its own
     # split, so the plain training split and the held-out split keep their plans (split_hash).
-    "train_aug": {
-        "sessions": 3200,
-        "turns": (3, 5),
-        "pause_p": 0.4,
-        "noise_p": 0.5,
-        "snr_db": (10.0, 40.0),
-        "augment": {"p": 0.8, "speed": (0.85, 1.18), "tilt": (-0.6, 0.6)},
-    },
+    "train_aug": {**_TRAIN, "augment": _VOICE_PERTURBATION},
     # train_aug's perturbations plus, in half of the perturbed sessions, an echo (a room's first
     # reflections): several espeak variants carry one (``echo`` in their voice files) at gains the
     # training variants rarely reach. An experiment arm beside train_aug, from other seeds.
     "train_aug_echo": {
-        "sessions": 3200,
-        "turns": (3, 5),
-        "pause_p": 0.4,
-        "noise_p": 0.5,
-        "snr_db": (10.0, 40.0),
+        **_TRAIN,
         "augment": {
-            "p": 0.8,
-            "speed": (0.85, 1.18),
-            "tilt": (-0.6, 0.6),
+            **_VOICE_PERTURBATION,
             "echo_p": 0.5,
             "echo_delay_s": (0.02, 0.16),
             "echo_gain": (0.2, 0.7),
