@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from vemi_eval.data import DataError, dialogue
+from vemi_eval.data import DataError, dialogue, espeak_mix
 from vemi_eval.training.lm import load_token_folder
 
 FRAME = 1920
@@ -248,12 +248,13 @@ def test_echo_adds_decaying_copies_at_the_delay_at_the_same_rms():
 def test_augmented_split_times_the_perturbed_words_and_leaves_the_other_plans(cache, train2):
     rec = dialogue.recipe({"espeak": "e", "festival": "f"})
     without = json.loads(json.dumps(rec))
-    del without["splits"]["train_aug"], without["splits"]["train_aug_echo"]
+    for extra in ("train_aug", "train_aug_echo", "train_aug_mix"):
+        del without["splits"][extra]
     for split in ("train", "heldout"):
         assert dialogue.split_hash(split, without) == dialogue.split_hash(split, rec)
     # the echo arm leaves train_aug's plan as it was
     no_echo = json.loads(json.dumps(rec))
-    del no_echo["splits"]["train_aug_echo"]
+    del no_echo["splits"]["train_aug_echo"], no_echo["splits"]["train_aug_mix"]
     assert dialogue.split_hash("train_aug", no_echo) == dialogue.split_hash("train_aug", rec)
     aug = dialogue.dialogue_sessions("train_aug", limit=6, cache_dir=cache)
     perturbed = [s for s in aug if not s.augment.identity]
@@ -285,3 +286,69 @@ def test_echo_split_draws_echoes_in_some_perturbed_sessions(cache):
     sessions = dialogue.dialogue_sessions("train_aug_echo", limit=4, cache_dir=cache)
     for s in sessions:
         assert s.user_audio(with_noise=False).size == s.n_samples
+
+
+def test_crossovers_take_every_setting_from_one_parent_and_jitter_the_formants():
+    parents = {
+        "a": {"pitch": "pitch 80 120", "formant 1": "formant 1 100 100 100", "echo": "echo 50 80"},
+        "b": {"pitch": "pitch 150 220", "formant 1": "formant 1 120 80 90", "tone": "tone 600 70"},
+        "c": {"pitch": "pitch 100 150", "formant 1": "formant 1 0 90 100", "klatt": "klatt 3"},
+    }
+    mixes = espeak_mix.crossovers(parents, 40, 0.1)
+    assert mixes == espeak_mix.crossovers(parents, 40, 0.1)  # each from its own seed
+    assert [m.id for m in mixes[:2]] == ["mix0000", "mix0001"] and all(
+        espeak_mix.is_mixed(m.id) for m in mixes
+    )
+    assert len({m.settings for m in mixes}) > 20
+    for m in mixes:
+        a, b = m.parents
+        assert a != b and m.text().startswith(f"language variant\nname {m.id}\n")
+        for line in m.settings:
+            key = line.split()[0]
+            if key != "formant":
+                assert line in (parents[a].get(key), parents[b].get(key))
+                continue
+            options = [parents[p]["formant 1"].split() for p in (a, b)]
+            freq, height = (int(w) for w in line.split()[2:4])
+            assert any(
+                (freq == 0 if int(o[2]) == 0 else 0.9 * int(o[2]) - 1 <= freq <= 1.1 * int(o[2]) + 1)
+                and 0.9 * int(o[3]) - 1 <= height <= 1.1 * int(o[3]) + 1
+                and line.split()[4] == o[4]
+                for o in options
+            )
+    with pytest.raises(DataError, match="two parent"):
+        espeak_mix.crossovers({"a": parents["a"]}, 1, 0.1)
+
+
+def test_mixed_split_adds_crossover_speakers_bred_from_training_voices_only(cache, tmp_path):
+    cfg = dialogue.SPLITS["train_aug_mix"]["mixed_voices"]
+    mixes = dialogue.mixed_variants("train_aug_mix")
+    held = {v.variant for v in dialogue.voices("heldout")}
+    assert len(mixes) == cfg["count"] and not held & {p for m in mixes for p in m.parents}
+    pool = dialogue.voices("train_aug_mix")
+    assert pool[: len(dialogue.voices("train"))] == dialogue.voices(
+        "train"
+    )  # the training voices, then one style per mix
+    assert sorted(v.variant for v in pool if espeak_mix.is_mixed(v.variant)) == [m.id for m in mixes]
+    assert dialogue.mixed_variants("train") == [] and dialogue.mixed_variants("heldout") == []
+    sessions = dialogue.dialogue_sessions("train_aug_mix", limit=6, cache_dir=cache)
+    mixed = [s for s in sessions if espeak_mix.is_mixed(s.voice.variant)]
+    assert mixed and all(s.voice in pool for s in sessions)
+    s = mixed[0]
+    word = s.turns[0].words[0].text
+    said = dialogue._user_clip(s.folder, s.voice, word)
+    for parent in mixes[int(s.voice.variant[3:])].parents:
+        other = dataclasses.replace(s.voice, id=f"{parent}-x", variant=parent)
+        assert not np.array_equal(said, dialogue._espeak_word(other, word, s.folder))
+    # a data folder built by other crossovers is refused, not reused with its word clips
+    espeak_mix.data_dir(tmp_path, mixes[:2])
+    with pytest.raises(DataError, match="other crossover voices"):
+        espeak_mix.data_dir(tmp_path, mixes[:3])
+
+
+def test_every_base_voice_keeps_its_variant(monkeypatch):
+    dialogue.check_bases_take_variants(["m3", "f2"])  # the recipe's bases: each variant is its own speaker
+    # espeak-ng 1.51 says "en-gb+m3" exactly as "en-gb" (recipe v2's British styles were one speaker)
+    monkeypatch.setattr(dialogue, "BASE_VOICES", ("en-us", "en-gb"))
+    with pytest.raises(DataError, match="ignores variant 'm3' of base voice 'en-gb'"):
+        dialogue.check_bases_take_variants(["m3"])

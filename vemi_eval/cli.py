@@ -567,7 +567,7 @@ def train_codec_cmd(
 @click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
 @click.option(
     "--corpus-split",
-    type=click.Choice(["train", "train_aug", "train_aug_echo"]),
+    type=click.Choice(["train", "train_aug", "train_aug_echo", "train_aug_mix"]),
     default="train",
     show_default=True,
     help="Dialogue training split: train, train_aug (the same voices and prompts, each session's "

@@ -36,10 +36,13 @@ from typing import Any
 import numpy as np
 
 from ..storage import cache_home
-from . import DataError
+from . import DataError, espeak_mix
 from .audio import dither, resample
 
-RECIPE_VERSION = 2  # 2: per-split styles; the plan's seeds come from split_hash
+# 2: per-split styles; the plan's seeds come from split_hash. 3: the British base voice is espeak's "en":
+# with "en-gb" espeak-ng 1.51 drops the variant ("en-gb+m3" says exactly what "en-gb" says), so in v2 every
+# en-gb style, held-out ones included, was the one plain en-gb speaker at another pitch and rate.
+RECIPE_VERSION = 3
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
 FRAME_SIZE = 1920  # samples per codec frame at 24 kHz
@@ -82,7 +85,7 @@ HELDOUT_EVERY = 5  # every 5th variant (sorted by id) is a held-out voice
 # (base voice, pitch, rate) styles drawn per voice from its own seed. Training has 8 per voice: with 3
 # (237 styles) the LM still memorised its speakers (train text loss 0.001 against 0.074 held-out).
 STYLES_PER_VOICE = {"train": 8, "heldout": 3}
-BASE_VOICES = ("en-us", "en-gb")  # an accent per style; the variant sets the speaker
+BASE_VOICES = ("en-us", "en")  # an accent per style (American, British); the variant sets the speaker
 
 # The training splits' shape; the augmented splits differ only in their user-voice perturbation.
 _TRAIN = {"sessions": 3200, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)}
@@ -105,6 +108,15 @@ SPLITS: dict[str, dict[str, Any]] = {
             "echo_delay_s": (0.02, 0.16),
             "echo_gain": (0.2, 0.7),
         },
+    },
+    # train_aug with more speakers: beside the training voices, ``mixed_voices.count`` new espeak variants,
+    # each a crossover of two training variants' voice files (every setting from one of the two, the
+    # formants' frequencies and heights jittered by up to ``jitter``). Only training variants are
+    # parents, so no held-out voice file is read. See ``MixedVariant``.
+    "train_aug_mix": {
+        **_TRAIN,
+        "augment": _VOICE_PERTURBATION,
+        "mixed_voices": {"count": 1024, "jitter": 0.1},
     },
     # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
     # added by the measurements, along their SNR ladder).
@@ -315,13 +327,25 @@ def voices(split: str, variants: list[str] | None = None) -> list[UserVoice]:
     variants = variants if variants is not None else espeak_variants()
     held = set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
     chosen = [v for v in variants if (v in held) == (split == "heldout")]
+    styles = {v: STYLES_PER_VOICE[_voice_split(split)] for v in chosen}
+    styles.update({m.id: 1 for m in mixed_variants(split, variants)})  # one style: the mix is the speaker
     out = []
-    for v in chosen:
+    for v, n_styles in styles.items():
         rng = np.random.default_rng(_seed_of("voice", v))
-        for s in range(STYLES_PER_VOICE[_voice_split(split)]):
+        for s in range(n_styles):
             base = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
             out.append(UserVoice(f"{v}-{s}", v, base, int(rng.integers(25, 76)), int(rng.integers(135, 196))))
     return out
+
+
+def mixed_variants(split: str, variants: list[str] | None = None) -> list[espeak_mix.MixedVariant]:
+    """A split's crossover speakers (``mixed_voices`` in its settings), bred from training variants only."""
+    cfg = SPLITS[split].get("mixed_voices")
+    if not cfg:
+        return []
+    variants = variants if variants is not None else espeak_variants()
+    held = set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
+    return espeak_mix.mixed_variants([v for v in variants if v not in held], cfg["count"], cfg["jitter"])
 
 
 # --- recipe, cache ------------------------------------------------------------------------------------
@@ -391,8 +415,22 @@ def cache_folder(cache_dir: str | Path | None = None) -> Path:
     (folder / "words").mkdir(parents=True, exist_ok=True)
     manifest = folder / "recipe.json"
     if not manifest.exists():
+        check_bases_take_variants(rec["variants"][:2])
         _atomic_write(manifest, json.dumps(rec, indent=1).encode())
     return folder
+
+
+def check_bases_take_variants(variants: list[str]) -> None:
+    """Each base voice with a variant says a word unlike the base alone: espeak-ng ignores the variant of
+    some base names silently (1.51: "en-gb"), which makes every style of that base one speaker."""
+    for base in BASE_VOICES:
+        plain = _espeak_say(base, 50, 160, "seven")
+        for v in variants:
+            said = _espeak_say(f"{base}+{v}", 50, 160, "seven")
+            if said.shape == plain.shape and np.array_equal(said, plain):
+                raise DataError(
+                    f"espeak-ng ignores variant {v!r} of base voice {base!r} (says the plain voice)"
+                )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -429,15 +467,23 @@ def _cached_clip(path: Path, make) -> np.ndarray:
     return audio
 
 
-def _espeak_word(voice: UserVoice, word: str) -> np.ndarray:
+def _espeak_say(voice: str, pitch: int, rate: int, word: str, path: Path | None = None) -> np.ndarray:
     import soundfile as sf
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = os.path.join(tmp, "w.wav")
-        cmd = ["espeak-ng", "-v", voice.espeak_voice, "-p", str(voice.pitch), "-s", str(voice.rate)]
+        cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate)]
+        if path is not None:
+            cmd.append(f"--path={path}")
         subprocess.run([*cmd, "-w", wav, word], check=True, capture_output=True)
         audio, rate = sf.read(wav, dtype="float32")
     return _trim_and_level(audio, rate)
+
+
+def _espeak_word(voice: UserVoice, word: str, folder: Path) -> np.ndarray:
+    # a crossover lives in its own espeak data folder, built by dialogue_sessions before any word is said
+    path = espeak_mix.espeak_path(folder, voice.variant) if espeak_mix.is_mixed(voice.variant) else None
+    return _espeak_say(voice.espeak_voice, voice.pitch, voice.rate, word, path)
 
 
 def festival_say(text: str, voice: str = MODEL_VOICE) -> tuple[np.ndarray, int]:
@@ -458,7 +504,9 @@ def festival_say(text: str, voice: str = MODEL_VOICE) -> tuple[np.ndarray, int]:
 
 
 def _user_clip(folder: Path, voice: UserVoice, word: str) -> np.ndarray:
-    return _cached_clip(folder / "words" / f"user_{voice.id}_{word}.npy", lambda: _espeak_word(voice, word))
+    return _cached_clip(
+        folder / "words" / f"user_{voice.id}_{word}.npy", lambda: _espeak_word(voice, word, folder)
+    )
 
 
 def _model_clip(folder: Path, word: str) -> np.ndarray:
@@ -560,7 +608,11 @@ def dialogue_sessions(
     gap = check_gap(answer_gap_s)
     folder = cache_folder(cache_dir)
     plan_key = split_hash(split, json.loads((folder / "recipe.json").read_text()))
-    pool = voices(split)
+    variants = espeak_variants()
+    pool = voices(split, variants)
+    mixed = mixed_variants(split, variants)
+    if mixed:
+        espeak_mix.data_dir(folder, mixed)
     n = SPLITS[split]["sessions"] if limit is None else min(limit, SPLITS[split]["sessions"])
     jobs = [(split, i, pool, folder, plan_key, gap) for i in range(n)]
     if workers > 1 and n > 1:

@@ -1,0 +1,166 @@
+"""New espeak-ng speakers for training: crossovers of the installed variants' voice files.
+
+An espeak-ng variant (``voices/!v/<id>``) is a list of settings: formant frequency/height/width scales,
+pitch range, echo, tone, flutter, roughness, breath, a klatt synthesiser... A crossover of two parents
+takes each setting from one of them, at random, and jitters the formants' frequency and height scales:
+a speaker neither parent is. The files are written into a private copy of espeak-ng's data folder
+(every other entry a link to the installed one) that ``espeak-ng --path`` points at, so the system's
+data is never touched. Only the variants a caller passes are parents: the held-out ones never are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import DataError
+
+PREFIX = "mix"  # a crossover's id: "mix0042"; espeak's own variant ids never start so
+_SKIPPED = {"language", "name"}
+PER_FOLDER = 128  # identity lines; a crossover names itself
+
+
+@dataclass(frozen=True)
+class MixedVariant:
+    id: str
+    parents: tuple[str, str]
+    settings: tuple[str, ...]  # the voice file's lines after its header
+
+    def text(self) -> str:
+        return "\n".join(["language variant", f"name {self.id}", *self.settings]) + "\n"
+
+
+def is_mixed(variant: str) -> bool:
+    return re.fullmatch(rf"{PREFIX}\d+", variant) is not None
+
+
+def installed_data_dir() -> Path:
+    """espeak-ng's data folder, as the installed binary reports it ("Data at: ...")."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise DataError("espeak-ng is not installed (needed for the dialogue corpus; apt install espeak-ng)")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Data at:\s*(\S+)", out)
+    if m is None or not Path(m.group(1)).is_dir():
+        raise DataError(f"espeak-ng did not report a data folder: {out.strip()[:200]}")
+    return Path(m.group(1))
+
+
+def read_settings(path: Path) -> dict[str, str]:
+    """A voice file's settings by key ("formant 3" for a formant line, else the line's first word)."""
+    out: dict[str, str] = {}
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.split("//")[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        if words[0] in _SKIPPED:
+            continue
+        key = f"formant {words[1]}" if words[0] == "formant" and len(words) > 1 else words[0]
+        out[key] = " ".join(words)
+    return out
+
+
+def _jitter_formant(line: str, rng: np.random.Generator, jitter: float) -> str:
+    # "formant N freq height width [freqadd]": frequency and height are percent scales (0 = off)
+    words = line.split()
+    for i in (2, 3):
+        if i < len(words) and re.fullmatch(r"-?\d+", words[i]) and int(words[i]) != 0:
+            words[i] = str(max(1, int(round(int(words[i]) * rng.uniform(1 - jitter, 1 + jitter)))))
+    return " ".join(words)
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def crossovers(parents: dict[str, dict[str, str]], count: int, jitter: float) -> list[MixedVariant]:
+    """``count`` crossovers of two distinct ``parents`` each (id -> settings); each from its own seed."""
+    names = sorted(parents)
+    if len(names) < 2:
+        raise DataError("a crossover needs at least two parent variants")
+    out = []
+    for k in range(count):
+        rng = np.random.default_rng(_seed("espeak-mix", k, jitter))
+        a, b = (names[int(i)] for i in rng.choice(len(names), size=2, replace=False))
+        lines = []
+        for key in sorted(set(parents[a]) | set(parents[b])):
+            line = (parents[a] if rng.random() < 0.5 else parents[b]).get(key)
+            if line is not None:
+                lines.append(_jitter_formant(line, rng, jitter) if key.startswith("formant ") else line)
+        out.append(MixedVariant(f"{PREFIX}{k:04d}", (a, b), tuple(lines)))
+    return out
+
+
+def mixed_variants(train_variants: list[str], count: int, jitter: float) -> list[MixedVariant]:
+    """The crossovers of the installed training variants (their voice files read from espeak-ng)."""
+    folder = installed_data_dir() / "voices" / "!v"
+    parents = {v: read_settings(folder / v) for v in train_variants if (folder / v).is_file()}
+    return crossovers(parents, count, jitter)
+
+
+def espeak_path(folder: Path, variant: str) -> Path:
+    """The ``espeak-ng --path`` folder that holds crossover ``variant`` (built by ``data_dir``)."""
+    return folder / "espeak_mixed" / f"{int(variant[len(PREFIX) :]) // PER_FOLDER:03d}"
+
+
+def data_dir(folder: Path, variants: list[MixedVariant]) -> Path:
+    """Private espeak-ng data folders holding ``variants`` (for ``espeak-ng --path``), built once under
+    ``folder``: links to every installed entry, with ``voices/!v`` holding ``PER_FOLDER`` crossovers (espeak
+    lists at most 349 voices, and a variant that falls off its list is replaced, silently, by the plain
+    base voice: so the folders leave out the mbrola voices and each is checked to speak its variants)."""
+    root = folder / "espeak_mixed"
+    digest = hashlib.sha256("".join(v.text() for v in variants).encode()).hexdigest()
+    if root.exists():
+        built = (root / "crossovers.sha256").read_text().strip()
+        if built != digest:  # the word clips cached beside it were said by other voices
+            raise DataError(f"{root} holds other crossover voices than this code makes; delete {folder}")
+        return root
+    installed = installed_data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix="espeak_mixed."))
+    for v in variants:
+        data = tmp / espeak_path(Path(), v.id).name / "espeak-ng-data"
+        if not data.exists():
+            (data / "voices" / "!v").mkdir(parents=True)
+            for entry in installed.iterdir():
+                if entry.name != "voices":
+                    os.symlink(entry, data / entry.name)
+        (data / "voices" / "!v" / v.id).write_text(v.text())
+    for sub in sorted(p for p in tmp.iterdir() if p.is_dir()):
+        _check_speaks_its_variants(sub)
+    (tmp / "crossovers.sha256").write_text(digest + "\n")
+    try:
+        os.rename(tmp, root)  # atomic; another process may have built it first
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _check_speaks_its_variants(path: Path) -> None:
+    """espeak-ng under ``--path=path`` says a word in its last variant unlike in the plain base voice."""
+    last = sorted((path / "espeak-ng-data" / "voices" / "!v").iterdir())[-1].name
+    with tempfile.TemporaryDirectory() as tmp:
+        said = []
+        for voice in (f"en-us+{last}", "en-us"):
+            wav = os.path.join(tmp, f"{len(said)}.wav")
+            done = subprocess.run(
+                ["espeak-ng", f"--path={path}", "-v", voice, "-w", wav, "seven"],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0 or "maximum number" in done.stderr:
+                raise DataError(
+                    f"espeak-ng cannot use the crossover voices in {path}: {done.stderr.strip()[:200]}"
+                )
+            said.append(Path(wav).read_bytes())
+    if said[0] == said[1]:
+        raise DataError(f"espeak-ng speaks crossover {last} as its plain base voice (under {path})")
