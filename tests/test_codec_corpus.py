@@ -74,3 +74,10 @@ def test_a_missing_festival_voice_is_an_error_not_a_fallback(tmp_path, monkeypat
     monkeypatch.setattr(cc, "FESTIVAL_VOICES", (cc.FestivalVoice("no_such_diphone", "en", "latin", False),))
     with pytest.raises(DataError, match="no_such_diphone"):
         codec_corpus("train", size=SMALL, cache_dir=tmp_path, log=None)
+
+
+def test_every_espeak_base_keeps_its_variant():
+    from vemi_eval.data.codec_corpus import ESPEAK_BASES
+    from vemi_eval.data.dialogue import check_bases_take_variants
+
+    check_bases_take_variants(["m3", "f2"], ESPEAK_BASES)  # raises for a base like en-gb

@@ -316,6 +316,12 @@ def test_crossovers_take_every_setting_from_one_parent_and_jitter_the_formants()
                 and line.split()[4] == o[4]
                 for o in options
             )
+    # the voice source travels whole: a whisper's "voicing 0" never without its parent's klatt breath
+    whisper = {"klatt": "klatt 6", "breath": "breath 100", "voicing": "voicing 0", "pitch": "pitch 90 130"}
+    voiced = {"pitch": "pitch 150 220", "formant 1": "formant 1 120 80 90"}
+    for m in espeak_mix.crossovers({"w": whisper, "v": voiced}, 30, 0.1):
+        source = [line.split()[0] for line in m.settings if line.split()[0] in espeak_mix.SOURCE_KEYS]
+        assert source in ([], ["breath", "klatt", "voicing"])
     with pytest.raises(DataError, match="two parent"):
         espeak_mix.crossovers({"a": parents["a"]}, 1, 0.1)
 

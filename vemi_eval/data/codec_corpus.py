@@ -33,13 +33,17 @@ from . import DataError
 from .audio import resample
 from .corpus import SPEAKERS as EVAL_SPEAKERS
 from .corpus import espeak_version
+from .dialogue import check_bases_take_variants
 
-RECIPE_VERSION = 2  # 2: a missing festival voice is an error (v1 silently fell back to the default voice)
+# 2: a missing festival voice is an error (v1 silently fell back to the default voice). 3: the British base
+# is "en": espeak-ng 1.51 drops the variant of "en-gb", so v2's en-gb utterances (1 in 8), held-out ones
+# included, were all the one plain en-gb speaker.
+RECIPE_VERSION = 3
 TARGET_RMS_DB = -24.0
 WORDLIST = Path("/usr/share/dict/american-english")
 
 ESPEAK_BASES = (
-    "en-us", "en-gb", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp",
+    "en-us", "en", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp",
     "en-us-nyc",
 )  # fmt: skip
 # Variants never used for training: the espeak evaluation corpus's held-out speakers, and four more.
@@ -242,6 +246,7 @@ def _build(
     if missing:
         raise DataError(f"espeak-ng lacks the voice variants {missing}")
     train_variants = [v for v in variants if v not in HELDOUT_VARIANTS]
+    check_bases_take_variants(train_variants[:2], ESPEAK_BASES)
     splits: dict[str, tuple[list[np.ndarray], list[dict]]] = {"train": ([], []), "heldout": ([], [])}
     skipped: list[dict] = []
 

@@ -420,10 +420,10 @@ def cache_folder(cache_dir: str | Path | None = None) -> Path:
     return folder
 
 
-def check_bases_take_variants(variants: list[str]) -> None:
-    """Each base voice with a variant says a word unlike the base alone: espeak-ng ignores the variant of
-    some base names silently (1.51: "en-gb"), which makes every style of that base one speaker."""
-    for base in BASE_VOICES:
+def check_bases_take_variants(variants: list[str], bases: tuple[str, ...] | None = None) -> None:
+    """Each base voice (default ``BASE_VOICES``) with a variant says a word unlike the base alone: espeak-ng
+    ignores the variant of some base names silently (1.51: "en-gb"), making every style of it one speaker."""
+    for base in BASE_VOICES if bases is None else bases:
         plain = _espeak_say(base, 50, 160, "seven")
         for v in variants:
             said = _espeak_say(f"{base}+{v}", 50, 160, "seven")
@@ -476,8 +476,11 @@ def _espeak_say(voice: str, pitch: int, rate: int, word: str, path: Path | None 
         if path is not None:
             cmd.append(f"--path={path}")
         subprocess.run([*cmd, "-w", wav, word], check=True, capture_output=True)
-        audio, rate = sf.read(wav, dtype="float32")
-    return _trim_and_level(audio, rate)
+        audio, sr = sf.read(wav, dtype="float32")
+    try:
+        return _trim_and_level(audio, sr)
+    except DataError as e:
+        raise DataError(f"espeak-ng {voice} (pitch {pitch}, rate {rate}) said {word!r}: {e}") from None
 
 
 def _espeak_word(voice: UserVoice, word: str, folder: Path) -> np.ndarray:

@@ -2,10 +2,11 @@
 
 An espeak-ng variant (``voices/!v/<id>``) is a list of settings: formant frequency/height/width scales,
 pitch range, echo, tone, flutter, roughness, breath, a klatt synthesiser... A crossover of two parents
-takes each setting from one of them, at random, and jitters the formants' frequency and height scales:
-a speaker neither parent is. The files are written into a private copy of espeak-ng's data folder
-(every other entry a link to the installed one) that ``espeak-ng --path`` points at, so the system's
-data is never touched. Only the variants a caller passes are parents: the held-out ones never are.
+takes each setting from one of them at random (the voice source's settings together) and jitters the
+formants' frequency and height scales: a speaker neither parent is. The files are written into private
+copies of espeak-ng's data folder (every other entry a link to the installed one) that ``espeak-ng
+--path`` points at, so the system's data is never touched. Only the variants a caller passes are
+parents: the held-out ones never are.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from . import DataError
 
 PREFIX = "mix"  # a crossover's id: "mix0042"; espeak's own variant ids never start so
 _SKIPPED = {"language", "name"}
-PER_FOLDER = 128  # identity lines; a crossover names itself
+PER_FOLDER = 128
+# The voice source's settings, inherited together from one parent: apart, a parent's "voicing 0" (a
+# whisper made by its klatt source's "breath 100") says nothing at all.
+SOURCE_KEYS = ("klatt", "voicing", "breath", "breathw")  # identity lines; a crossover names itself
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def read_settings(path: Path) -> dict[str, str]:
     """A voice file's settings by key ("formant 3" for a formant line, else the line's first word)."""
     out: dict[str, str] = {}
     for raw in path.read_text(errors="replace").splitlines():
-        line = raw.split("//")[0].strip()
+        line = raw.split("//")[0].split("#")[0].strip()
         if not line:
             continue
         words = line.split()
@@ -92,8 +96,12 @@ def crossovers(parents: dict[str, dict[str, str]], count: int, jitter: float) ->
         rng = np.random.default_rng(_seed("espeak-mix", k, jitter))
         a, b = (names[int(i)] for i in rng.choice(len(names), size=2, replace=False))
         lines = []
+        source = parents[a] if rng.random() < 0.5 else parents[b]
         for key in sorted(set(parents[a]) | set(parents[b])):
-            line = (parents[a] if rng.random() < 0.5 else parents[b]).get(key)
+            if key in SOURCE_KEYS:
+                line = source.get(key)
+            else:
+                line = (parents[a] if rng.random() < 0.5 else parents[b]).get(key)
             if line is not None:
                 lines.append(_jitter_formant(line, rng, jitter) if key.startswith("formant ") else line)
         out.append(MixedVariant(f"{PREFIX}{k:04d}", (a, b), tuple(lines)))
@@ -146,21 +154,27 @@ def data_dir(folder: Path, variants: list[MixedVariant]) -> Path:
 
 
 def _check_speaks_its_variants(path: Path) -> None:
-    """espeak-ng under ``--path=path`` says a word in its last variant unlike in the plain base voice."""
-    last = sorted((path / "espeak-ng-data" / "voices" / "!v").iterdir())[-1].name
+    """espeak-ng under ``--path=path`` says a word in its last variant unlike in the plain base voice, and
+    every variant says a vowel-only word aloud (a crossover can be mute)."""
+    import soundfile as sf
+
+    names = sorted(p.name for p in (path / "espeak-ng-data" / "voices" / "!v").iterdir())
     with tempfile.TemporaryDirectory() as tmp:
-        said = []
-        for voice in (f"en-us+{last}", "en-us"):
-            wav = os.path.join(tmp, f"{len(said)}.wav")
+
+        def say(voice: str) -> bytes:
+            wav = os.path.join(tmp, "w.wav")
             done = subprocess.run(
-                ["espeak-ng", f"--path={path}", "-v", voice, "-w", wav, "seven"],
-                capture_output=True,
-                text=True,
+                ["espeak-ng", f"--path={path}", "-v", voice, "-w", wav, "one"], capture_output=True, text=True
             )
             if done.returncode != 0 or "maximum number" in done.stderr:
                 raise DataError(
                     f"espeak-ng cannot use the crossover voices in {path}: {done.stderr.strip()[:200]}"
                 )
-            said.append(Path(wav).read_bytes())
-    if said[0] == said[1]:
-        raise DataError(f"espeak-ng speaks crossover {last} as its plain base voice (under {path})")
+            if float(np.abs(sf.read(wav, dtype="float32")[0]).max(initial=0.0)) < 1e-3:
+                raise DataError(f"crossover voice {voice} (under {path}) is mute")
+            return Path(wav).read_bytes()
+
+        if say(f"en-us+{names[-1]}") == say("en-us"):
+            raise DataError(f"espeak-ng speaks crossover {names[-1]} as its plain base voice (under {path})")
+        for name in names[:-1]:
+            say(f"en-us+{name}")
