@@ -49,7 +49,8 @@ def _measure(flags: list[str]) -> dict[str, object]:
         kind="fidelity",
         variant=variant,
         baseline=base,
-        params={"frames": FRAMES, "n_boot": 50},
+        # seeded random user codes: the mechanics, not what a corpus's voices happen to route
+        params={"frames": FRAMES, "n_boot": 50, "input": "random"},
         seed=0,
         quick=False,
         device="cpu",
