@@ -331,10 +331,8 @@ def test_mixed_split_adds_crossover_speakers_bred_from_training_voices_only(cach
     mixes = dialogue.mixed_variants("train_aug_mix")
     held = {v.variant for v in dialogue.voices("heldout")}
     assert len(mixes) == cfg["count"] and not held & {p for m in mixes for p in m.parents}
-    pool = dialogue.voices("train_aug_mix")
-    assert pool[: len(dialogue.voices("train"))] == dialogue.voices(
-        "train"
-    )  # the training voices, then one style per mix
+    pool, train = dialogue.voices("train_aug_mix"), dialogue.voices("train")
+    assert pool[: len(train)] == train  # the training voices, then one style per mix
     assert sorted(v.variant for v in pool if espeak_mix.is_mixed(v.variant)) == [m.id for m in mixes]
     assert dialogue.mixed_variants("train") == [] and dialogue.mixed_variants("heldout") == []
     sessions = dialogue.dialogue_sessions("train_aug_mix", limit=6, cache_dir=cache)

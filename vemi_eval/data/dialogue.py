@@ -38,6 +38,7 @@ import numpy as np
 from ..storage import cache_home
 from . import DataError, espeak_mix
 from .audio import dither, resample
+from .seeds import seed_of
 
 # 2: per-split styles; the plan's seeds come from split_hash. 3: the British base voice is espeak's "en":
 # with "en-gb" espeak-ng 1.51 drops the variant ("en-gb+m3" says exactly what "en-gb" says), so in v2 every
@@ -318,20 +319,20 @@ def _voice_split(split: str) -> str:
     return "heldout" if split == "heldout" else "train"
 
 
-def _seed_of(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+def _heldout_variants(variants: list[str]) -> set[str]:
+    return set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
 
 
 def voices(split: str, variants: list[str] | None = None) -> list[UserVoice]:
     """The (variant, style) voices of a split; held-out variants never appear in training."""
     variants = variants if variants is not None else espeak_variants()
-    held = set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
+    held = _heldout_variants(variants)
     chosen = [v for v in variants if (v in held) == (split == "heldout")]
     styles = {v: STYLES_PER_VOICE[_voice_split(split)] for v in chosen}
     styles.update({m.id: 1 for m in mixed_variants(split, variants)})  # one style: the mix is the speaker
     out = []
     for v, n_styles in styles.items():
-        rng = np.random.default_rng(_seed_of("voice", v))
+        rng = np.random.default_rng(seed_of("voice", v))
         for s in range(n_styles):
             base = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
             out.append(UserVoice(f"{v}-{s}", v, base, int(rng.integers(25, 76)), int(rng.integers(135, 196))))
@@ -344,7 +345,7 @@ def mixed_variants(split: str, variants: list[str] | None = None) -> list[espeak
     if not cfg:
         return []
     variants = variants if variants is not None else espeak_variants()
-    held = set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
+    held = _heldout_variants(variants)
     return espeak_mix.mixed_variants([v for v in variants if v not in held], cfg["count"], cfg["jitter"])
 
 
@@ -427,7 +428,7 @@ def check_bases_take_variants(variants: list[str], bases: tuple[str, ...] | None
         plain = _espeak_say(base, 50, 160, "seven")
         for v in variants:
             said = _espeak_say(f"{base}+{v}", 50, 160, "seven")
-            if said.shape == plain.shape and np.array_equal(said, plain):
+            if np.array_equal(said, plain):
                 raise DataError(
                     f"espeak-ng ignores variant {v!r} of base voice {base!r} (says the plain voice)"
                 )
@@ -468,15 +469,7 @@ def _cached_clip(path: Path, make) -> np.ndarray:
 
 
 def _espeak_say(voice: str, pitch: int, rate: int, word: str, path: Path | None = None) -> np.ndarray:
-    import soundfile as sf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = os.path.join(tmp, "w.wav")
-        cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate)]
-        if path is not None:
-            cmd.append(f"--path={path}")
-        subprocess.run([*cmd, "-w", wav, word], check=True, capture_output=True)
-        audio, sr = sf.read(wav, dtype="float32")
+    audio, sr = espeak_mix.say(voice, pitch, rate, word, path)
     try:
         return _trim_and_level(audio, sr)
     except DataError as e:
@@ -533,7 +526,7 @@ def _plan_session(
     split: str, index: int, pool: list[UserVoice], folder: Path, plan_key: str, gap_s: float = ANSWER_GAP_S
 ) -> Session:
     cfg = SPLITS[split]
-    seed = _seed_of(plan_key, split, index) % (2**31)
+    seed = seed_of(plan_key, split, index) % (2**31)
     rng = np.random.default_rng(seed)
     voice = pool[int(rng.integers(len(pool)))]
     prompts = TRAIN_PROMPTS if _voice_split(split) == "train" else HELDOUT_PROMPTS
@@ -581,7 +574,7 @@ def _draw_augment(cfg: dict[str, Any] | None, plan_key: str, split: str, index: 
     """A session's voice perturbation, from its own generator (the rest of the plan draws as without)."""
     if not cfg:
         return NO_AUGMENT
-    rng = np.random.default_rng(_seed_of(plan_key, split, index, "augment"))
+    rng = np.random.default_rng(seed_of(plan_key, split, index, "augment"))
     if rng.random() >= cfg["p"]:
         return NO_AUGMENT
     speed = round(float(rng.uniform(*cfg["speed"])), 2)  # to the percent: a short resampling filter

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import DataError
 from . import dialogue as dlg
+from .seeds import seed_of
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "reverb")
 BABBLE_TALKERS = 4
@@ -50,7 +51,7 @@ class UserCondition:
 
 
 def condition_seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:4], "little")
+    return seed_of(*parts, nbytes=4)
 
 
 def babble_talkers(sample_rate: int, offset: int, n: int = BABBLE_TALKERS) -> list[np.ndarray]:

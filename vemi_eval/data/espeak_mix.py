@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from . import DataError
+from .seeds import seed_of
 
 PREFIX = "mix"  # a crossover's id: "mix0042"; espeak's own variant ids never start so
-_SKIPPED = {"language", "name"}
+_SKIPPED = {"language", "name"}  # identity lines; a crossover names itself
 PER_FOLDER = 128
 # The voice source's settings, inherited together from one parent: apart, a parent's "voicing 0" (a
 # whisper made by its klatt source's "breath 100") says nothing at all.
-SOURCE_KEYS = ("klatt", "voicing", "breath", "breathw")  # identity lines; a crossover names itself
+SOURCE_KEYS = ("klatt", "voicing", "breath", "breathw")
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,6 @@ def _jitter_formant(line: str, rng: np.random.Generator, jitter: float) -> str:
     return " ".join(words)
 
 
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
-
-
 def crossovers(parents: dict[str, dict[str, str]], count: int, jitter: float) -> list[MixedVariant]:
     """``count`` crossovers of two distinct ``parents`` each (id -> settings); each from its own seed."""
     names = sorted(parents)
@@ -93,7 +90,7 @@ def crossovers(parents: dict[str, dict[str, str]], count: int, jitter: float) ->
         raise DataError("a crossover needs at least two parent variants")
     out = []
     for k in range(count):
-        rng = np.random.default_rng(_seed("espeak-mix", k, jitter))
+        rng = np.random.default_rng(seed_of("espeak-mix", k, jitter))
         a, b = (names[int(i)] for i in rng.choice(len(names), size=2, replace=False))
         lines = []
         source = parents[a] if rng.random() < 0.5 else parents[b]
@@ -115,9 +112,13 @@ def mixed_variants(train_variants: list[str], count: int, jitter: float) -> list
     return crossovers(parents, count, jitter)
 
 
+def _subfolder(variant: str) -> str:
+    return f"{int(variant[len(PREFIX) :]) // PER_FOLDER:03d}"
+
+
 def espeak_path(folder: Path, variant: str) -> Path:
     """The ``espeak-ng --path`` folder that holds crossover ``variant`` (built by ``data_dir``)."""
-    return folder / "espeak_mixed" / f"{int(variant[len(PREFIX) :]) // PER_FOLDER:03d}"
+    return folder / "espeak_mixed" / _subfolder(variant)
 
 
 def data_dir(folder: Path, variants: list[MixedVariant]) -> Path:
@@ -136,7 +137,7 @@ def data_dir(folder: Path, variants: list[MixedVariant]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix="espeak_mixed."))
     for v in variants:
-        data = tmp / espeak_path(Path(), v.id).name / "espeak-ng-data"
+        data = tmp / _subfolder(v.id) / "espeak-ng-data"
         if not data.exists():
             (data / "voices" / "!v").mkdir(parents=True)
             for entry in installed.iterdir():
@@ -153,28 +154,35 @@ def data_dir(folder: Path, variants: list[MixedVariant]) -> Path:
     return root
 
 
+def say(voice: str, pitch: int, rate: int, word: str, path: Path | None = None) -> tuple[np.ndarray, int]:
+    """espeak-ng says ``word`` (``path``: an ``--path`` data folder); (audio, sample rate). An error when
+    espeak's voice list overflowed: it then speaks the plain base voice for the variants it dropped."""
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = os.path.join(tmp, "w.wav")
+        cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", wav]
+        if path is not None:
+            cmd.append(f"--path={path}")
+        done = subprocess.run([*cmd, word], capture_output=True, text=True)
+        if done.returncode != 0 or "maximum number" in done.stderr:
+            raise DataError(f"espeak-ng -v {voice} failed on {word!r}: {done.stderr.strip()[:200]}")
+        audio, sr = sf.read(wav, dtype="float32")
+    return audio, sr
+
+
 def _check_speaks_its_variants(path: Path) -> None:
     """espeak-ng under ``--path=path`` says a word in its last variant unlike in the plain base voice, and
     every variant says a vowel-only word aloud (a crossover can be mute)."""
-    import soundfile as sf
-
     names = sorted(p.name for p in (path / "espeak-ng-data" / "voices" / "!v").iterdir())
-    with tempfile.TemporaryDirectory() as tmp:
 
-        def say(voice: str) -> bytes:
-            wav = os.path.join(tmp, "w.wav")
-            done = subprocess.run(
-                ["espeak-ng", f"--path={path}", "-v", voice, "-w", wav, "one"], capture_output=True, text=True
-            )
-            if done.returncode != 0 or "maximum number" in done.stderr:
-                raise DataError(
-                    f"espeak-ng cannot use the crossover voices in {path}: {done.stderr.strip()[:200]}"
-                )
-            if float(np.abs(sf.read(wav, dtype="float32")[0]).max(initial=0.0)) < 1e-3:
-                raise DataError(f"crossover voice {voice} (under {path}) is mute")
-            return Path(wav).read_bytes()
+    def said(voice: str) -> np.ndarray:
+        audio = say(voice, 50, 175, "one", path)[0]  # espeak's default pitch and rate
+        if float(np.abs(audio).max(initial=0.0)) < 1e-3:
+            raise DataError(f"crossover voice {voice} (under {path}) is mute")
+        return audio
 
-        if say(f"en-us+{names[-1]}") == say("en-us"):
-            raise DataError(f"espeak-ng speaks crossover {names[-1]} as its plain base voice (under {path})")
-        for name in names[:-1]:
-            say(f"en-us+{name}")
+    if np.array_equal(said(f"en-us+{names[-1]}"), said("en-us")):
+        raise DataError(f"espeak-ng speaks crossover {names[-1]} as its plain base voice (under {path})")
+    for name in names[:-1]:
+        said(f"en-us+{name}")
