@@ -16,6 +16,16 @@ SESSIONS = 2
 LADDER = ["clean", 10]
 
 
+class LosslessCodec:
+    """A stand-in codec whose "codes" are the waveform itself: its round trip changes nothing."""
+
+    def encode(self, wav):
+        return wav.clone()
+
+    def decode(self, codes):
+        return codes.clone()
+
+
 class ScriptedModel:
     """Plays a script per (session, SNR) stream: the answer token (right or wrong) ``delay`` frames after
     the frame in which the user's turn ends, the model voice's clip of that word from the same frame, and
@@ -87,6 +97,7 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
                 expect[str(snr)].append(not wrong)
             schedule.append((sess, {"words": words, "delays": delays, "pause_talk": talk}))
     model = ScriptedModel(schedule)
+    model.codec = LosslessCodec()
     ref = VariantRef("scripted", [], build=lambda **k: model, is_baseline=True)
     ctx = MeasureContext(
         "dialogue", "dialogue", ref, ref, {"sessions": SESSIONS, "snr_db": LADDER}, 0, True, "cpu"
@@ -120,6 +131,12 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
     # the onset of the scripted speech by VAD: after the user's end (whisper's word times read 0 here)
     vad_lat = rec("response_latency_s", snr_db="clean", source="vad")
     assert vad_lat.n > 0 and vad_lat.value > 0.1 and abs(vad_lat.value - lat.value) < 0.3
+    # the ceilings: the corpus's own answers (the words the script plays, at the corpus's gap), as
+    # synthesised and through a lossless codec, scored on every turn alike
+    speech = rec("corpus_answer_wer", snr_db="clean", source="corpus_speech")
+    through = rec("corpus_answer_wer", snr_db="clean", source="corpus_codec")
+    assert speech.n == through.n == n_turns and speech.samples == through.samples
+    assert 0 <= speech.value <= 1
     sim = rec("speaker_similarity", snr_db="clean")
     assert sim.n == SESSIONS and sim.value > 0.6
     assert rec("dnsmos_ovrl", snr_db="clean").n == SESSIONS
@@ -145,6 +162,9 @@ def test_silent_model_is_never_scored_as_a_value(cache, monkeypatch):
     assert lat.value is None and lat.status == "failed" and lat.extra["scored_text"] == "scored 0 of 4"
     assert records[("speaker_similarity", None)].value is None
     assert records[("dnsmos_ovrl", None)].value is None and records[("answer_wer", "asr")].value == 1.0
+    # no codec on this stand-in: the speech ceiling only, scored on every turn whatever the model says
+    assert records[("corpus_answer_wer", "corpus_speech")].n == 4
+    assert ("corpus_answer_wer", "corpus_codec") not in records
 
 
 def test_answer_windows_cover_the_gaps(cache):

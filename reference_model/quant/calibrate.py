@@ -211,19 +211,34 @@ def _synthetic_voiced(sample_rate: int, seconds: float, seed: int) -> np.ndarray
 # --- drivers -----------------------------------------------------------------------------------------
 
 
-def _speech_batch(codec, batch: int, seconds: float, seed: int) -> torch.Tensor:
-    audio, _ = calibration_speech(codec.sample_rate, seconds * batch, seed)
+def _speech_batch(codec, batch: int, seconds: float, seed: int) -> tuple[torch.Tensor, str]:
+    """[batch, 1, n] calibration speech in the codec's device and dtype, and its source."""
+    audio, source = calibration_speech(codec.sample_rate, seconds * batch, seed)
     frames = int(seconds * codec.frame_rate)
     n = frames * codec.frame_size
     wav = torch.from_numpy(audio[: batch * n].copy()).view(batch, 1, n)
     p = next(codec.parameters())
-    return wav.to(p.device, p.dtype)
+    return wav.to(p.device, p.dtype), source
 
 
 def random_user_codes(lm, batch: int, frames: int, seed: int) -> torch.Tensor:
     """Seeded random user codes [batch, n_user, frames] on the LM's device."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, lm.card, (batch, lm.n_q - lm.dep_q, frames), generator=g).to(lm.device)
+
+
+def calibration_user_codes(lm, codec, batch: int, frames: int, seed: int) -> tuple[torch.Tensor, str]:
+    """User codes [batch, n_user, frames] to calibrate on, and what they are: the codec's codes of
+    calibration speech when a codec is given, else seeded random codes (a bare LM)."""
+    if codec is None:
+        return random_user_codes(lm, batch, frames, seed), "random user codes"
+    n_user = lm.n_q - lm.dep_q
+    audio, source = _speech_batch(codec, batch, frames / codec.frame_rate, seed)
+    with torch.no_grad():
+        codes = codec.encode(audio)
+    if codes.shape[1] < n_user or codes.shape[2] < frames:
+        raise ValueError(f"codec gave codes {list(codes.shape)}; the LM needs {n_user} codebooks")
+    return codes[:, :n_user, :frames].to(lm.device), f"the codec's codes of {source} speech"
 
 
 @torch.no_grad()
@@ -252,15 +267,7 @@ def lm_calibration(
 ) -> dict[str, LinearInputStats]:
     """Stream ``lm`` for ``frames`` steps on ``batch`` streams of user codes (from the codec on speech when
     a codec is given, else seeded random codes); sampling seeded. Returns stats for the LM's linears."""
-    n_user = lm.n_q - lm.dep_q
-    if codec is not None:
-        with torch.no_grad():
-            codes = codec.encode(_speech_batch(codec, batch, frames / codec.frame_rate, seed))
-        if codes.shape[1] < n_user or codes.shape[2] < frames:
-            raise ValueError(f"codec gave codes {list(codes.shape)}; the LM needs {n_user} codebooks")
-        codes = codes[:, :n_user, :frames].to(lm.device)
-    else:
-        codes = random_user_codes(lm, batch, frames, seed)
+    codes, _ = calibration_user_codes(lm, codec, batch, frames, seed)
     return collect_linear_inputs(
         lm,
         lambda: stream_codes(lm, codes, seed),
@@ -282,7 +289,7 @@ def codec_calibration(
     needs: frozenset[str] = NEEDS,
 ) -> dict[str, LinearInputStats]:
     """Encode then decode speech with ``codec`` (offline, which equals streaming); stats of its linears."""
-    wav = _speech_batch(codec, batch, seconds, seed)
+    wav, _ = _speech_batch(codec, batch, seconds, seed)
 
     def run() -> None:
         codec.decode(codec.encode(wav))

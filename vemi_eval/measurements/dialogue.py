@@ -8,6 +8,9 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
   turn starts) is the expected number; along an SNR ladder on the user channel (condition {"snr_db"}).
 - ``answer_wer``: faster-whisper's transcript of the model's decoded speech in that window against the
   expected word (total errors / total words).
+- ``corpus_answer_wer``: the ceilings of ``answer_wer``, the same ASR in the same windows on the corpus's
+  own answers as synthesised ({"source": "corpus_speech"}) and through the variant's codec with the LM's
+  codebooks ({"source": "corpus_codec"}): an LM that said every answer as the corpus does scores the latter.
 - ``response_latency_s`` (median): start of the model's first word minus the end of the user's turn,
   clipped at 0 as Full-Duplex-Bench; from the text stream (the frame of the first word token, condition
   {"source": "text"}) and from the speech onset in the model's audio by Silero VAD ({"source": "vad"}).
@@ -375,6 +378,8 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
         )
     )
 
+    records += corpus_answer_wer(ctx, model, sessions, first, params, cond0, asr_extra)
+
     # The model's voice: similarity to its reference, drift over the session, DNSMOS.
     spk_extra = {**common, "evaluator": {"name": "speaker", **specs["speaker"].info()}}
     mos_extra = {**common, "evaluator": {"name": "dnsmos", **specs["dnsmos"].info()}}
@@ -444,6 +449,76 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )
     return records
+
+
+def codec_roundtrip(codec, audio: np.ndarray, codebooks: int) -> np.ndarray:
+    """``audio`` through ``codec`` offline, keeping its first ``codebooks`` codebooks (those the LM emits)."""
+    param = next(iter(codec.parameters()), None) if hasattr(codec, "parameters") else None
+    dtype, dev = (param.dtype, param.device) if param is not None else (torch.float32, "cpu")
+    with torch.no_grad():
+        codes = codec.encode(torch.from_numpy(audio).to(dev, dtype).view(1, 1, -1))
+        out = codec.decode(codes[:, :codebooks])
+    return out[0, 0, : audio.size].float().cpu().numpy()
+
+
+def corpus_answer_wer(
+    ctx: MeasureContext,
+    model,
+    sessions: list[dlg.Session],
+    turns: list[TurnResult],
+    params: dict[str, Any],
+    condition: dict[str, Any],
+    extra: dict[str, Any],
+) -> list[MetricRecord]:
+    """The ceilings of ``answer_wer``: the same ASR, in the same answer windows, on the corpus's own
+    answers (the model voice as synthesised: what the LM was trained to say) and on those answers through
+    the variant's codec with the LM's codebooks. An LM that said every answer exactly as the corpus does
+    would score the second; what is left above it is the codec's and the ASR's, not the LM's."""
+    from ..evaluators import asr as asr_ev
+    from ..evaluators.wer import error_counts
+
+    asr_dir = str(params["asr_model"]) or None
+    codec = getattr(model, "codec", None)
+    sources: dict[str, dict[str, np.ndarray]] = {"corpus_speech": {}}
+    if codec is not None:
+        sources["corpus_codec"] = {}
+    for sess in sessions:
+        ref = sess.model_audio()
+        sources["corpus_speech"][sess.id] = ref
+        if codec is not None:
+            sources["corpus_codec"][sess.id] = codec_roundtrip(codec, ref, int(getattr(model, "dep_q", 8)))
+    out = []
+    for source, audio in sources.items():
+        ctx.progress(f"dialogue: ASR of the corpus's answers ({source})")
+        rows, fails = [], []
+        for t in turns:
+            lo, hi = t.window
+            try:
+                words = asr_ev.transcribe_words(
+                    audio[t.session][lo:hi],
+                    dlg.SAMPLE_RATE,
+                    model_dir=asr_dir,
+                    beam_size=int(params["beam_size"]),
+                )
+            except EvaluatorError as e:
+                fails.append(f"{t.session}/{t.turn}: {e}")
+                continue
+            r = error_counts(t.expected, " ".join(w for w, _, _ in words))
+            rows.append(float(r["word_errors"]) / r["words"])
+        out.append(
+            _record(
+                ctx,
+                "corpus_answer_wer",
+                "fraction",
+                rows,
+                len(turns),
+                condition={**condition, "source": source},
+                higher_is_better=False,
+                failures=fails,
+                extra=extra,
+            )
+        )
+    return out
 
 
 def weights_of(model) -> dict[str, str | None]:

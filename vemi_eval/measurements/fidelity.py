@@ -315,6 +315,7 @@ def _counters(model) -> dict[str, Any]:
             "per_layer": stats.processed_share,
             "flops": stats.flops_executed / max(1, stats.seen[0]),
             "fit_r2": list(stats.fit_r2),
+            "calibration": stats.calibration,
         }
     else:
         out["flops"] = float(sum(layer_linear_flops(layer) for layer in temporal_layers(model.lm)))
@@ -352,7 +353,15 @@ def _counter_records(
             detail="matmul FLOPs of the temporal layers' linears per frame, routers included")
     )  # fmt: skip
     share = mod["processed_share"] if mod is not None else 1.0
-    more = {"per_layer": mod["per_layer"], "router_fit_r2": mod["fit_r2"]} if mod is not None else {}
+    more = (
+        {
+            "per_layer": mod["per_layer"],
+            "router_fit_r2": mod["fit_r2"],
+            "routers_fitted_on": mod["calibration"],
+        }
+        if mod is not None
+        else {}
+    )
     out.append(rec("layer_share_processed", share, "share", None, frames, **more))
     return out
 
