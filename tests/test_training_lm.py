@@ -197,7 +197,10 @@ def test_weights_load_as_the_preset_model_and_sidecar_records(tmp_path):
     lm = load_lm(SMALL, tmp_path / "w.safetensors")  # strict load: Moshi's keys and shapes
     assert lm.text_card == SMALL["text_card"]
     assert info["data"]["sha256"] == "toy0" and info["recipe"]["loss"]["text_padding_weight"] == 0.5
-    assert json.loads((tmp_path / "w.json").read_text())["steps"] == 2
+    side = json.loads((tmp_path / "w.json").read_text())
+    assert side["steps"] == 2
+    # the code the run started with, beside the commit when the sidecar was written
+    assert side["git_commit_at_start"] and side["git_commit_at_start"] == side["git_commit"]
 
 
 def test_resume_state_of_another_recipe_is_refused(tmp_path):

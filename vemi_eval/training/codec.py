@@ -620,6 +620,7 @@ def train_codec(
         log(f"resumed from {st_path} at step {step} ({elapsed:.0f} s done)")
     budget = minutes * 60.0
     t_start = time.time() - elapsed
+    commit_at_start = git_commit()  # the code this process trains with (see training/lm.py)
     last_ckpt = last_eval = time.time()
     recent: list[tuple[float, float, float]] = []
     recent_options: dict[str, list[float]] = {}
@@ -659,6 +660,7 @@ def train_codec(
             },  # fmt: skip
             "progress": progress,
             "git_commit": git_commit(),
+            "git_commit_at_start": commit_at_start,
             "torch": torch.__version__,
             "platform": platform.platform(),
             **extra,

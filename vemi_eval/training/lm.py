@@ -556,6 +556,9 @@ def train_lm(
         log(f"resuming from {state_path} at step {step} ({elapsed_before:.0f}s done)")
     budget_s = minutes * 60.0 if minutes is not None else None
     start_step = step
+    # the code this process trains with; the sidecar's "git_commit" is read when it is written, which a
+    # commit made during a long run would otherwise misattribute
+    commit_at_start = git_commit()
     t0 = time.time()
     last_ckpt = t0
     recent: list[tuple[float, float]] = []
@@ -681,6 +684,7 @@ def train_lm(
         "final_losses_mean_last_200": {"text": float(tail[:, 0].mean()), "audio": float(tail[:, 1].mean())},
         "loss_history": history[-400:],
         "git_commit": git_commit(),
+        "git_commit_at_start": commit_at_start,
         "torch": torch.__version__,
         "platform": platform.platform(),
         **({"options": {o.name: o.report() for o in options}} if options else {}),
