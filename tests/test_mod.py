@@ -126,7 +126,7 @@ def test_bad_capacity_is_one_line(bad: str) -> None:
 def test_routers_of_a_duplex_variant_are_fitted_on_speech_through_its_codec() -> None:
     """Built as the harness builds it, the trained tiny LM's routers are fitted on what the model hears
     (its codec's codes of speech), and over 60 frames of other speech through that codec they keep about
-    a share C (measured 0.42-0.70 per layer at C = 0.5)."""
+    a share C (bundled LM 06f7cbe4 at C = 0.5: 0.48-0.73 per layer, 0.58 over all)."""
     import numpy as np
 
     from reference_model import DuplexSpec
@@ -144,5 +144,6 @@ def test_routers_of_a_duplex_variant_are_fitted_on_speech_through_its_codec() ->
     fs = model.frame_size
     for i in range(60):
         model.step(torch.from_numpy(audio[i * fs : (i + 1) * fs].copy()).view(1, 1, fs))
+    assert 0.35 <= sum(stats.processed) / sum(stats.seen) <= 0.65
     for i, share in enumerate(stats.processed_share):
-        assert 0.25 <= share <= 0.75, (i, share)
+        assert 0.2 <= share <= 0.8, (i, share)

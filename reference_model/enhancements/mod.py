@@ -94,8 +94,9 @@ class MoDStats:
     fit_r2: list[float] = field(default_factory=list)  # how well each router predicts its update norm
     # What the routers were fitted on: the codec's codes of speech where the variant has a codec (what
     # the model hears), else random codes. Either way a fresh stream's first frames are processed more
-    # than C (measured at C = 0.5 on the trained tiny LM, 12 frames of speech: 0.67-0.92 per layer with
-    # speech calibration, 0.42-0.83 with random codes): early positions have larger updates.
+    # than C (scripts/mod_share_by_calibration.py, C = 0.5, bundled tiny LM 06f7cbe4, 12 frames of
+    # speech: 0.50-0.92 per layer fitted on speech, 0.58-0.83 on random codes): early positions have
+    # larger updates.
     calibration: str = "random user codes"
 
     def __post_init__(self) -> None:
