@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,10 @@ def calibration_speech(
     return audio.astype(np.float32), source
 
 
+@lru_cache(maxsize=4)
 def _espeak_speech(sample_rate: int) -> np.ndarray | None:
+    """The calibration sentences, spoken once per process and rate (every weight flag and both MoD passes
+    calibrate on them; espeak-ng is deterministic). Read-only: callers tile a copy."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         return None
@@ -187,7 +191,9 @@ def _espeak_speech(sample_rate: int) -> np.ndarray | None:
             g = np.gcd(sample_rate, sr)
             parts.append(resample_poly(audio, sample_rate // g, sr // g).astype(np.float32))
     audio = np.concatenate(parts)
-    return 0.5 * audio / max(float(np.abs(audio).max()), 1e-6)
+    audio = 0.5 * audio / max(float(np.abs(audio).max()), 1e-6)
+    audio.setflags(write=False)
+    return audio
 
 
 def _synthetic_voiced(sample_rate: int, seconds: float, seed: int) -> np.ndarray:

@@ -209,7 +209,6 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators import asr as asr_ev
     from ..evaluators import dnsmos as dnsmos_ev
     from ..evaluators import speaker as spk
-    from ..evaluators.wer import error_counts
 
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
@@ -309,18 +308,13 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     # The model's speech: ASR for WER against the expected word and for words inside pauses; its onset
     # by VAD for the latency (whisper's word times put a short clip's first word at its start: every turn
     # read 0 s when they were used).
-    asr_dir = str(params["asr_model"]) or None
     by_id = {s.id: s for s in sessions}
     wer_rows, asr_lat, asr_fail, pause_asr, no_speech = [], [], [], [], []
     for t in first:
         sess = by_id[t.session]
         lo, hi = t.window
         try:
-            words = asr_ev.transcribe_words(
-                clean_audio[t.session][lo:hi], sr, model_dir=asr_dir, beam_size=int(params["beam_size"])
-            )
-            hyp = " ".join(w for w, _, _ in words)
-            wer_rows.append(error_counts(t.expected, hyp))
+            wer_rows.append(turn_wer(t.expected, transcript(clean_audio[t.session][lo:hi], sr, params)))
             onset = asr_ev.speech_onset_s(clean_audio[t.session][lo:hi], sr)
             if onset is not None:
                 asr_lat.append(onset)
@@ -329,10 +323,7 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             turn = sess.turns[t.turn]
             if turn.pause is not None:
                 p0, p1 = turn.pause
-                pw = asr_ev.transcribe_words(
-                    clean_audio[t.session][p0:p1], sr, model_dir=asr_dir, beam_size=int(params["beam_size"])
-                )
-                pause_asr.append(float(len(pw) > 0))
+                pause_asr.append(float(len(transcript(clean_audio[t.session][p0:p1], sr, params)) > 0))
         except EvaluatorError as e:
             asr_fail.append(f"{t.session}/{t.turn}: {e}")
     asr_extra = {**common, "evaluator": {"name": "asr", **specs["asr"].info()}}
@@ -342,7 +333,7 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             ctx,
             "answer_wer",
             "fraction",
-            [float(r["word_errors"]) / r["words"] for r in wer_rows],
+            wer_rows,
             len(first),
             condition={**cond0, "source": "asr"},
             higher_is_better=False,
@@ -451,14 +442,20 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     return records
 
 
-def codec_roundtrip(codec, audio: np.ndarray, codebooks: int) -> np.ndarray:
-    """``audio`` through ``codec`` offline, keeping its first ``codebooks`` codebooks (those the LM emits)."""
-    param = next(iter(codec.parameters()), None) if hasattr(codec, "parameters") else None
-    dtype, dev = (param.dtype, param.device) if param is not None else (torch.float32, "cpu")
-    with torch.no_grad():
-        codes = codec.encode(torch.from_numpy(audio).to(dev, dtype).view(1, 1, -1))
-        out = codec.decode(codes[:, :codebooks])
-    return out[0, 0, : audio.size].float().cpu().numpy()
+def transcript(clip: np.ndarray, sr: int, params: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """The suite's ASR (its model folder and beam) on one clip: words with their times."""
+    from ..evaluators import asr as asr_ev
+
+    model_dir = str(params["asr_model"]) or None
+    return asr_ev.transcribe_words(clip, sr, model_dir=model_dir, beam_size=int(params["beam_size"]))
+
+
+def turn_wer(expected: str, words: list[tuple[str, float, float]]) -> float:
+    """Word errors of a transcript against one turn's expected answer, per reference word."""
+    from ..evaluators.wer import error_counts
+
+    r = error_counts(expected, " ".join(w for w, _, _ in words))
+    return float(r["word_errors"]) / r["words"]
 
 
 def corpus_answer_wer(
@@ -474,10 +471,8 @@ def corpus_answer_wer(
     answers (the model voice as synthesised: what the LM was trained to say) and on those answers through
     the variant's codec with the LM's codebooks. An LM that said every answer exactly as the corpus does
     would score the second; what is left above it is the codec's and the ASR's, not the LM's."""
-    from ..evaluators import asr as asr_ev
-    from ..evaluators.wer import error_counts
+    from .codec import roundtrip
 
-    asr_dir = str(params["asr_model"]) or None
     codec = getattr(model, "codec", None)
     sources: dict[str, dict[str, np.ndarray]] = {"corpus_speech": {}}
     if codec is not None:
@@ -486,7 +481,7 @@ def corpus_answer_wer(
         ref = sess.model_audio()
         sources["corpus_speech"][sess.id] = ref
         if codec is not None:
-            sources["corpus_codec"][sess.id] = codec_roundtrip(codec, ref, int(getattr(model, "dep_q", 8)))
+            sources["corpus_codec"][sess.id] = roundtrip(codec, ref, int(getattr(model, "dep_q", 8)))
     out = []
     for source, audio in sources.items():
         ctx.progress(f"dialogue: ASR of the corpus's answers ({source})")
@@ -494,17 +489,10 @@ def corpus_answer_wer(
         for t in turns:
             lo, hi = t.window
             try:
-                words = asr_ev.transcribe_words(
-                    audio[t.session][lo:hi],
-                    dlg.SAMPLE_RATE,
-                    model_dir=asr_dir,
-                    beam_size=int(params["beam_size"]),
-                )
+                words = transcript(audio[t.session][lo:hi], dlg.SAMPLE_RATE, params)
+                rows.append(turn_wer(t.expected, words))
             except EvaluatorError as e:
                 fails.append(f"{t.session}/{t.turn}: {e}")
-                continue
-            r = error_counts(t.expected, " ".join(w for w, _, _ in words))
-            rows.append(float(r["word_errors"]) / r["words"])
         out.append(
             _record(
                 ctx,
