@@ -176,3 +176,95 @@ def test_dac_mel_loss_is_zero_on_identity_and_grows_with_distortion():
     x = torch.randn(2, 1, 4800) * 0.1
     assert mel(x, x).item() == 0.0
     assert 0 < mel(x * 0.9, x).item() < mel(x * 0.5, x).item()
+
+
+def test_decoder_only_recipe_keeps_every_code_and_trains_the_decoder(tmp_path):
+    import dataclasses
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from reference_model.checkpoint import load_into
+    from vemi_eval.training.codec import ENCODER_SIDE, codes_digest, named_recipes, train_codec
+    from vemi_eval.training.state import write_weights
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    write_weights(start, MimiCodec(codec_config("tiny")).state_dict(), {"preset": "tiny"})
+    fake = _FakeAudio(batch_size=2)
+    recipe = dataclasses.replace(
+        named_recipes()["v1-decoder"], batch_size=2, segment_frames=2, warmup_steps=1
+    )
+    with pytest.raises(ValueError, match="--init-from"):
+        train_codec(tmp_path / "x.safetensors", minutes=1, recipe=recipe, max_steps=1, evaluate=False,
+                    audio=fake.inner, log=lambda *_: None)  # fmt: skip
+    losses: list[float] = []
+
+    def log(msg: str) -> None:
+        if msg.startswith("step "):
+            losses.append(float(msg.split("mel=")[1].split()[0]) + float(msg.split("level=")[1].split()[0]))
+
+    out = tmp_path / "dec.safetensors"
+    info = train_codec(out, minutes=1, recipe=recipe, max_steps=12, evaluate=False, audio=fake.inner,
+                       init_from=start, log=log, log_every=4)  # fmt: skip
+    assert {"encoder", "encoder_transformer", "quantizer"} <= set(info["frozen"]) <= set(ENCODER_SIDE)
+    assert info["codes_digest"] == info["codes_digest_at_start"]
+    assert losses[-1] < losses[0]
+    before, after = load_file(str(start)), load_file(str(out))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder", "upsample")) for k in changed), sorted(changed)[:5]
+    # the same codes from the same audio, whatever the decoder became
+    a, b = MimiCodec(codec_config("tiny")), MimiCodec(codec_config("tiny"))
+    load_into(a, start)
+    load_into(b, out)
+    audio = [fake.inner.audio[:4800].astype("float32") / 32767]
+    assert codes_digest(a, audio) == codes_digest(b, audio)
+
+
+def test_frame_level_loss_sees_a_quiet_output():
+    from vemi_eval.training.codec import frame_level_loss
+
+    x = torch.randn(2, 1, 4800) * 0.1
+    assert frame_level_loss(x, x).item() == 0.0
+    quiet = frame_level_loss(x * 10 ** (-5 / 20), x).item()  # 5 dB low: 0.5 in log10 energy per frame
+    assert abs(quiet - 0.5) < 1e-4
+
+
+def test_adversarial_decoder_recipe_resumes_exactly_with_its_discriminator(tmp_path):
+    import dataclasses
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from vemi_eval.training.codec import named_recipes, train_codec
+    from vemi_eval.training.state import write_weights
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    write_weights(start, MimiCodec(codec_config("tiny")).state_dict(), {"preset": "tiny"})
+    recipe = dataclasses.replace(named_recipes()["v1-decoder-gan"], batch_size=2, segment_frames=2,
+                                 warmup_steps=1)  # fmt: skip
+    seen: list[str] = []
+
+    def run(name: str, kill_at: int | None = None):
+        def log(msg: str) -> None:
+            seen.append(msg)
+            if kill_at is not None and msg.startswith(f"step {kill_at} "):
+                raise _Killed
+
+        out = tmp_path / f"{name}.safetensors"
+        info = train_codec(out, minutes=1, recipe=recipe, max_steps=4, evaluate=False, init_from=start,
+                           audio=_FakeAudio(batch_size=2).inner, log=log, log_every=1,
+                           checkpoint_every_s=0.0)  # fmt: skip
+        return out, info
+
+    straight, info = run("straight")
+    assert info["discriminator"]["parameters"] > 0 and info["codes_digest"] == info["codes_digest_at_start"]
+    assert all(k in info["final_losses_mean_last_500"] for k in ("adv", "feat", "disc", "level"))
+    assert " adv=" in seen[-1] and " feat=" in seen[-1]
+    with pytest.raises(_Killed):
+        run("killed", kill_at=3)
+    resumed, _ = run("killed")
+    a, c = load_file(str(straight)), load_file(str(resumed))
+    for k in a:  # bit-identical only if the discriminator and its moments were restored too
+        torch.testing.assert_close(a[k], c[k], atol=0, rtol=0)

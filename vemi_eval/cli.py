@@ -457,10 +457,22 @@ def train_group() -> None:
 @click.option(
     "--recipe",
     "recipe_name",
-    type=click.Choice(["v2", "v1-continue"]),
+    type=click.Choice(["v2", "v1-continue", "v1-decoder", "v1-decoder-gan", "ab-seanet", "ab-istft"]),
     default="v2",
     show_default=True,
-    help="v2: from scratch; v1-continue: recipe 1's losses, to continue --init-from on the codec corpus.",
+    help="v2: from scratch; v1-continue: recipe 1's losses, to continue --init-from on the codec corpus; "
+    "v1-decoder: the decoder of --init-from alone (codes unchanged, an LM on them stays valid); "
+    "v1-decoder-gan: the same with an MS-STFT discriminator and feature matching; ab-seanet / ab-istft: "
+    "the decoder A/B (1.92 s crops, mel + linear STFT + level losses, tokeniser of --init-from frozen) with "
+    "the SEANet decoder or the causal iSTFT decoder.",
+)
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "cpu"]),
+    default="wall",
+    show_default=True,
+    help="What --minutes counts: wall time, or the training steps' CPU time (equal compute for A/B arms "
+    "on a shared machine).",
 )
 @click.option(
     "--option",
@@ -491,6 +503,7 @@ def train_codec_cmd(
     options: tuple[str, ...],
     steps: int | None,
     no_heldout_eval: bool,
+    clock: str,
 ) -> int:
     """Train the tiny preset's codec (recipe: vemi_eval/training/codec.py) for a wall-time budget.
 
@@ -518,7 +531,7 @@ def train_codec_cmd(
     try:
         train_codec(
             Path(out), minutes=minutes, recipe=recipe, seed=seed, threads=threads, device=device,
-            init_from=init_from, fresh=fresh, max_steps=steps, evaluate=not no_heldout_eval,
+            init_from=init_from, fresh=fresh, max_steps=steps, evaluate=not no_heldout_eval, clock=clock,
         )  # fmt: skip
     except ValueError as e:  # a resume state from another recipe
         raise click.UsageError(str(e)) from e

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .istft import ISTFT_DEFAULTS
 
 _MIMI_SEANET: dict[str, Any] = {
     "channels": 1,
@@ -79,7 +80,11 @@ _TINY: dict[str, Any] = {
     },
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"mimi": _MIMI, "tiny": _TINY}
+# The tiny codec with a causal Vocos-style iSTFT decoder (codec/istft.py) in place of the SEANet decoder:
+# the encoder side (and so every code) is the tiny preset's; it adds n_fft - hop samples of decoder delay.
+_TINY_ISTFT: dict[str, Any] = {**_TINY, "decoder": dict(ISTFT_DEFAULTS)}
+
+PRESETS: dict[str, dict[str, Any]] = {"mimi": _MIMI, "tiny": _TINY, "tiny-istft": _TINY_ISTFT}
 
 _SUPPORTED = {
     ("seanet", "activation"): {"ELU"},
@@ -106,6 +111,8 @@ class CodecConfig:
     transformer: dict[str, Any]
     n_q_semantic: int = 1
     name: str = "custom"
+    # None: moshi's SEANet decoder; {"kind": "istft", ...}: the causal iSTFT decoder (codec/istft.py)
+    decoder: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -120,6 +127,13 @@ class CodecConfig:
         return self.sample_rate / self.hop_length
 
     @property
+    def decoder_delay(self) -> int:
+        """Samples the streaming decoder's output lags its input (0 for SEANet: n_fft - hop for iSTFT)."""
+        if self.decoder is None:
+            return 0
+        return int(self.decoder["n_fft"]) - int(self.decoder["hop_length"])
+
+    @property
     def frame_size(self) -> int:
         return int(self.sample_rate / self.frame_rate)
 
@@ -128,16 +142,17 @@ class CodecConfig:
         return int(round(self.encoder_frame_rate / self.frame_rate))
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(
-            {
-                "sample_rate": self.sample_rate,
-                "channels": self.channels,
-                "frame_rate": self.frame_rate,
-                "seanet": self.seanet,
-                "quantizer": self.quantizer,
-                "transformer": self.transformer,
-            }
-        )
+        out = {
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "frame_rate": self.frame_rate,
+            "seanet": self.seanet,
+            "quantizer": self.quantizer,
+            "transformer": self.transformer,
+        }
+        if self.decoder is not None:
+            out["decoder"] = self.decoder
+        return copy.deepcopy(out)
 
 
 def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
@@ -157,6 +172,7 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
         seanet=dict(d["seanet"]),
         quantizer=dict(d["quantizer"]),
         transformer=dict(d["transformer"]),
+        decoder=_decoder_section(d.get("decoder"), name),
         name=name,
         raw=copy.deepcopy(d),
     )
@@ -180,6 +196,30 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
                 f"at most per acoustic codebook, got {strides!r}"
             )
     return cfg
+
+
+def _decoder_section(section: Any, name: str) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    if not isinstance(section, dict) or section.get("kind") != "istft":
+        raise ConfigError(
+            f"codec config {name!r}: decoder must be absent (SEANet) or {{'kind': 'istft', ...}}"
+        )
+    unknown = set(section) - set(ISTFT_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"codec config {name!r}: unknown decoder fields {sorted(unknown)}")
+    out = {**ISTFT_DEFAULTS, **section}
+    bad = [
+        k
+        for k, v in out.items()
+        if k != "kind" and not (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+    ]
+    if bad or out["n_fft"] < out["hop_length"] or out["n_fft"] % 2:
+        raise ConfigError(
+            f"codec config {name!r}: decoder fields must be positive integers with an even n_fft >= "
+            f"hop_length, got {section}"
+        )
+    return out
 
 
 def codec_config(config: str | os.PathLike | dict | CodecConfig) -> CodecConfig:

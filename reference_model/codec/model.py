@@ -14,6 +14,7 @@ from torch import nn
 
 from .config import CodecConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d
+from .istft import ISTFTDecoder
 from .quantizer import SplitResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder
 from .transformer import ProjectedTransformer, TransformerState
@@ -62,7 +63,7 @@ class EncoderState:
 class DecoderState:
     upsample: object
     transformer: TransformerState
-    seanet: list
+    seanet: object  # the SEANet decoder's conv states, or the iSTFT decoder's state
 
 
 class MimiCodec(nn.Module):
@@ -70,7 +71,14 @@ class MimiCodec(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = SEANetEncoder(**config.seanet)
-        self.decoder = SEANetDecoder(**config.seanet)
+        if config.decoder is None:
+            self.decoder: nn.Module = SEANetDecoder(**config.seanet)
+        else:
+            self.decoder = ISTFTDecoder(
+                config.seanet["dimension"], config.encoder_frame_rate, config.sample_rate, **config.decoder
+            )
+        # samples the streamed waveform lags the offline one (offline decode is aligned with the input)
+        self.decode_delay: int = config.decoder_delay
         tr = dict(config.transformer)
         self.encoder_transformer = ProjectedTransformer(**tr)
         self.decoder_transformer = ProjectedTransformer(**tr)

@@ -89,6 +89,15 @@ class CodecRecipe:
     reanchor_sharpness: float = 0.0  # ervq: online re-anchoring of rarely used codes (0: off)
     semantic_weight: float = 0.0  # semantic-distill: first codebook -> whisper encoder, cosine distance
     multi_rate_strides: tuple[int, ...] = ()  # multi-rate: the acoustic levels' strides (codec structure)
+    # "decoder": the encoder side (SEANet encoder, its transformer, downsampling, quantizer and its EMA
+    # codebooks) frozen, so every code stays what it was and an LM trained on them stays valid.
+    train_parts: str = "all"
+    level_weight: float = 0.0  # L1 on 20 ms frames' log10 energy, output vs input (the decoded level)
+    stft_weight: float = 0.0  # linear-frequency multi-resolution STFT loss (MultiResolutionSTFTLoss)
+    # MS-STFT discriminator (training/adversarial.py): its least-squares and feature-matching terms' weights
+    adv_weight: float = 0.0
+    feat_weight: float = 0.0
+    disc_lr: float = 1e-4
 
     def digest(self) -> str:
         d = asdict(self)
@@ -107,6 +116,12 @@ _OPTION_FIELDS: dict[str, Any] = {
     "reanchor_sharpness": 0.0,
     "semantic_weight": 0.0,
     "multi_rate_strides": (),
+    "train_parts": "all",
+    "level_weight": 0.0,
+    "stft_weight": 0.0,
+    "adv_weight": 0.0,
+    "feat_weight": 0.0,
+    "disc_lr": 1e-4,
 }
 
 # What each codec recipe option sets (declared for the registry in vemi_eval/training/recipes.py).
@@ -158,8 +173,144 @@ def named_recipes() -> dict[str, CodecRecipe]:
             lr=5e-4,
             warmup_steps=100,
             init="default",
-        ),  # fmt: skip
+        ),
+        # The diagnosis: through the unquantized latent the bundled codec scores STOI 0.735-0.773 and
+        # -4.4 dB (scripts/codec_bypass_diagnosis.py), 8 codebooks 0.724-0.767: the decoder, not the
+        # quantizer, is the limit (hence quality flat beyond 4 codebooks). Train it alone on the codes
+        # as they are (no bypass: it only ever decodes quantized latents), with a frame-energy term
+        # against the level loss; the tokeniser is unchanged, so the bundled LM stays valid.
+        "v1-decoder": CodecRecipe(
+            mel="lin+log",
+            mel_scales=SIX_MEL_SCALES,
+            commitment="absolute",
+            commit_weight=0.0,
+            wave_weight=0.1,
+            lr=5e-4,
+            warmup_steps=100,
+            init="default",
+            bypass_rate=0.0,
+            train_parts="decoder",
+            level_weight=1.0,
+        ),
+        # v1-decoder with EnCodec's MS-STFT discriminator, DAC's loss weights relative to its mel loss.
+        "v1-decoder-gan": CodecRecipe(
+            mel="lin+log",
+            mel_scales=SIX_MEL_SCALES,
+            commitment="absolute",
+            commit_weight=0.0,
+            wave_weight=0.1,
+            lr=2e-4,
+            warmup_steps=100,
+            init="default",
+            bypass_rate=0.0,
+            train_parts="decoder",
+            level_weight=1.0,
+            adv_weight=1 / 15,
+            feat_weight=2 / 15,
+            disc_lr=2e-4,
+        ),
+        # The decoder A/B (issue 31): one frozen tokeniser (the bundled codec's encoder side), crops of 24
+        # frames (1.92 s; 2 per step: the 48 frames per step of recipe 2), mel + linear STFT + level losses;
+        # only the decoder differs. "ab-seanet": the bundled SEANet decoder, continued; "ab-istft": the
+        # causal iSTFT decoder (reference_model/codec/istft.py), new, behind the bundled upsample and
+        # decoder transformer.
+        **{name: CodecRecipe(
+            preset=preset,
+            batch_size=2,
+            segment_frames=24,
+            mel="lin+log",
+            mel_scales=SIX_MEL_SCALES,
+            commitment="absolute",
+            commit_weight=0.0,
+            wave_weight=0.1,
+            lr=5e-4,
+            warmup_steps=100,
+            init="default",
+            bypass_rate=0.0,
+            train_parts="decoder",
+            level_weight=1.0,
+            stft_weight=1.0,
+        ) for name, preset in (("ab-seanet", "tiny"), ("ab-istft", "tiny-istft"))},
+    }  # fmt: skip
+
+
+ENCODER_SIDE = ("encoder", "encoder_transformer", "downsample", "quantizer")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def warm_start_into(codec: MimiCodec, path: Path, train_parts: str) -> list[str]:
+    """Load ``path`` into ``codec``; returns the top-level modules left at their fresh initialisation.
+
+    Strict, except for a decoder-only recipe whose decoder is of another kind than the checkpoint's (a
+    SEANet codec's weights starting an iSTFT one): then every key of the codec outside ``decoder.`` must
+    be in the file with its shape, and the decoder starts fresh."""
+    from safetensors.torch import load_file
+
+    if train_parts != "decoder":
+        load_into(codec, path)
+        return []
+    state, own = load_file(str(path)), codec.state_dict()
+    outside = {k: v for k, v in own.items() if not k.startswith("decoder.")}
+    wrong = [k for k, v in outside.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(
+            f"{path.name} does not hold this codec's encoder side: {wrong[:3]} missing or reshaped"
+        )
+    same_decoder = {k for k in own if k.startswith("decoder.")} == {
+        k for k in state if k.startswith("decoder.")
     }
+    if same_decoder:
+        load_into(codec, path)
+        return []
+    codec.load_state_dict({**own, **{k: state[k] for k in outside}}, strict=True)
+    return ["decoder"]
+
+
+def freeze_encoder_side(codec: MimiCodec) -> list[str]:
+    """No gradient and eval mode (no EMA codebook updates, no dead-code restarts) for the modules that
+    make the codes; returns their names. Called again after every switch to train mode."""
+    names = []
+    for name in ENCODER_SIDE:
+        module = getattr(codec, name, None)
+        if module is None:
+            continue
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        names.append(name)
+    return names
+
+
+def frame_level_loss(y: torch.Tensor, x: torch.Tensor, frame: int = 480) -> torch.Tensor:
+    """L1 between the log10 energies of ``frame``-sample frames (20 ms at 24 kHz) of output and input:
+    the decoded level and envelope, which spectral L1 losses let sink (see ``named_recipes``)."""
+    n = (x.shape[-1] // frame) * frame
+
+    def log_energy(a: torch.Tensor) -> torch.Tensor:
+        return torch.log10(a[..., :n].reshape(a.shape[0], -1, frame).pow(2).mean(-1) + 1e-6)
+
+    return F.l1_loss(log_energy(y), log_energy(x))
+
+
+def codes_digest(codec: MimiCodec, audio: list[np.ndarray]) -> str:
+    """sha256 (16 hex) of the codes of ``audio`` at every codebook: equal digests, same tokeniser."""
+    h = hashlib.sha256()
+    keep, was_training = codec.num_codebooks, codec.training
+    codec.eval()
+    codec.set_num_codebooks(codec.max_codebooks)
+    with torch.no_grad():
+        for a in audio:
+            h.update(codec.encode(torch.from_numpy(a).view(1, 1, -1)).numpy().astype(np.int64).tobytes())
+    codec.set_num_codebooks(keep)
+    codec.train(was_training)
+    return h.hexdigest()[:16]
 
 
 # --- losses -------------------------------------------------------------------------------------
@@ -219,6 +370,37 @@ class MultiScaleMelLoss(torch.nn.Module):
             else:
                 total = total + F.l1_loss(my, mx) + F.l1_loss(torch.log(my + 1e-5), torch.log(mx + 1e-5))
         return total / len(self.scales)
+
+
+# auraloss's MultiResolutionSTFTLoss defaults: (n_fft, hop, window length)
+STFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+
+
+class MultiResolutionSTFTLoss(torch.nn.Module):
+    """Linear-frequency STFT loss at several resolutions, as auraloss's ``STFTLoss`` defines it: spectral
+    convergence ||S_x| - |S_y||_F / ||S_x||_F plus the L1 of log magnitudes (|S| = sqrt(max(re^2 + im^2,
+    1e-8))), averaged over resolutions. Beside the mel loss it weighs
+    the high bins a mel scale compresses, where consonants live."""
+
+    def __init__(self, resolutions=STFT_RESOLUTIONS) -> None:
+        super().__init__()
+        self.resolutions = tuple(tuple(r) for r in resolutions)
+        for n_fft, _hop, win in self.resolutions:
+            self.register_buffer(f"win_{n_fft}", torch.hann_window(win))
+
+    def magnitude(self, x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
+        spec = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=getattr(self, f"win_{n_fft}"),
+                          center=True, return_complex=True)  # fmt: skip
+        return torch.sqrt((spec.real**2 + spec.imag**2).clamp_min(1e-8))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y, x = y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1])
+        total = y.new_zeros(())
+        for n_fft, hop, win in self.resolutions:
+            my, mx = self.magnitude(y, n_fft, hop, win), self.magnitude(x, n_fft, hop, win)
+            sc = torch.linalg.norm(mx - my) / torch.linalg.norm(mx).clamp_min(1e-8)
+            total = total + sc + F.l1_loss(torch.log(my), torch.log(mx))
+        return total / len(self.resolutions)
 
 
 # --- weight norm ----------------------------------------------------------------------------------
@@ -419,13 +601,23 @@ def _state_path(out_path: Path) -> Path:
 
 
 def _save_state(
-    out_path: Path, codec, opt, step: int, elapsed: float, rng, progress, recipe, parts=None
+    out_path: Path,
+    codec,
+    opt,
+    step: int,
+    elapsed: float,
+    rng,
+    progress,
+    recipe,
+    parts=None,
+    cpu_s: float = 0.0,
 ) -> None:
     """Everything a resume needs (vemi_eval/training/state.py: one safetensors file, never pickle)."""
     meta = {
         "recipe_digest": recipe.digest(),
         "step": step,
         "elapsed_s": elapsed,
+        "train_cpu_s": cpu_s,
         "numpy_rng": rng.bit_generator.state,
         "progress": progress,
     }
@@ -433,7 +625,7 @@ def _save_state(
     save_training_state(_state_path(out_path), codec, opt, meta, extra)
 
 
-def _load_state(out_path: Path, codec, opt, rng, recipe, parts=None) -> tuple[int, float, list]:
+def _load_state(out_path: Path, codec, opt, rng, recipe, parts=None) -> tuple[int, float, list, float]:
     st_path = _state_path(out_path)
 
     def same_recipe(meta: dict[str, Any]) -> None:
@@ -448,7 +640,12 @@ def _load_state(out_path: Path, codec, opt, rng, recipe, parts=None) -> tuple[in
     if parts is not None:
         parts.load_state_tensors(extra)
     rng.bit_generator.state = meta["numpy_rng"]
-    return int(meta["step"]), float(meta["elapsed_s"]), list(meta.get("progress", []))
+    return (
+        int(meta["step"]),
+        float(meta["elapsed_s"]),
+        list(meta.get("progress", [])),
+        float(meta.get("train_cpu_s", 0)),
+    )
 
 
 # --- recipe options' losses ------------------------------------------------------------------------
@@ -484,7 +681,12 @@ class OptionParts:
     def __init__(self, recipe: CodecRecipe, codec: MimiCodec, threads: int, device: str) -> None:
         self.recipe = recipe
         self.taps = QuantizerTaps(codec)
-        self.teacher = self.head = None
+        self.teacher = self.head = self.disc = self.disc_opt = None
+        if recipe.adv_weight or recipe.feat_weight:
+            from .adversarial import MultiScaleSTFTDiscriminator
+
+            self.disc = MultiScaleSTFTDiscriminator().to(device)
+            self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=recipe.disc_lr, betas=recipe.betas)
         if recipe.semantic_weight:
             from .semantic import SemanticHead, WhisperTeacher
 
@@ -496,21 +698,43 @@ class OptionParts:
         return list(self.head.parameters()) if self.head is not None else []
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"semantic_head.{k}": v for k, v in self.head.state_dict().items()} if self.head else {}
+        out = {f"semantic_head.{k}": v for k, v in self.head.state_dict().items()} if self.head else {}
+        if self.disc is not None:  # its weights and AdamW moments (param groups: fixed by the recipe)
+            out.update({f"disc.{k}": v for k, v in self.disc.state_dict().items()})
+            for idx, st in self.disc_opt.state_dict()["state"].items():
+                out.update({f"disc_optim.{idx}.{name}": torch.as_tensor(v) for name, v in st.items()})
+        return out
 
     def load_state_tensors(self, extra: dict[str, torch.Tensor]) -> None:
+        def under(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix)}
+
         if self.head is not None:
-            self.head.load_state_dict({k[len("semantic_head.") :]: v for k, v in extra.items()
-                                       if k.startswith("semantic_head.")})  # fmt: skip
+            self.head.load_state_dict(under("semantic_head."))
+        if self.disc is not None:
+            self.disc.load_state_dict(under("disc."))
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in under("disc_optim.").items():
+                idx, name = k.split(".", 1)
+                state.setdefault(int(idx), {})[name] = v
+            groups = self.disc_opt.state_dict()["param_groups"]
+            self.disc_opt.load_state_dict({"state": state, "param_groups": groups})
 
     def summary(self) -> dict[str, Any]:
-        if self.teacher is None:
-            return {}
-        return {"semantic_teacher": asdict(self.teacher.info)}
+        out: dict[str, Any] = {}
+        if self.teacher is not None:
+            out["semantic_teacher"] = asdict(self.teacher.info)
+        if self.disc is not None:
+            from .adversarial import STFT_SCALES
 
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The options' loss terms on the last pass over ``x`` (weighted by ``weights``), each named;
-        re-anchoring (ERVQ) happens here too, after the pass's EMA update."""
+            n = sum(p.numel() for p in self.disc.parameters())
+            out["discriminator"] = {"kind": "MS-STFT (EnCodec)", "scales": STFT_SCALES, "parameters": n,
+                                    "loss": "least squares + feature matching L1 (DAC)"}  # fmt: skip
+        return out
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The options' loss terms on the last pass over ``x`` (reconstruction ``y``; weighted by
+        ``weights``), each named; re-anchoring (ERVQ) and the discriminator's own step happen here too."""
         from .ervq import balance_loss, decorrelation_loss, level_inputs, reanchor_all, soft_assignments
 
         r, seen = self.recipe, self.taps.take()
@@ -539,6 +763,20 @@ class OptionParts:
             from .semantic import distill_loss
 
             terms["semantic"] = distill_loss(self.head, seen["rvq_first"][1], self.teacher.features(x))
+        if self.disc is not None:
+            from .adversarial import discriminator_loss, generator_losses
+
+            d_loss = discriminator_loss(self.disc, x, y)
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), r.grad_clip)
+            self.disc_opt.step()
+            for p in self.disc.parameters():  # the generator's terms train the decoder only
+                p.requires_grad_(False)
+            terms["adv"], terms["feat"] = generator_losses(self.disc, x, y)
+            for p in self.disc.parameters():
+                p.requires_grad_(True)
+            terms["disc"] = d_loss.detach()  # logged, weight 0
         return terms
 
     def weights(self) -> dict[str, float]:
@@ -547,6 +785,9 @@ class OptionParts:
             "balance": r.balance_weight,
             "decorrelation": r.decorrelation_weight,
             "semantic": r.semantic_weight,
+            "adv": r.adv_weight,
+            "feat": r.feat_weight,
+            "disc": 0.0,
         }
 
     def remove(self) -> None:
@@ -571,11 +812,16 @@ def train_codec(
     fresh: bool = False,
     audio: TrainingAudio | None = None,
     max_steps: int | None = None,
+    clock: str = "wall",
 ) -> dict[str, Any]:
-    """Train the recipe's codec for ``minutes`` of wall time (or ``max_steps``); resume from the state
-    beside ``out_path`` when there is one (unless ``fresh``). Writes ``out_path`` (safetensors, weight norm
-    folded) and ``out_path`` with suffix .json (recipe, seed, steps, wall time, losses, held-out quality)."""
+    """Train the recipe's codec for ``minutes`` of wall time (``clock="cpu"``: of the training steps' CPU
+    time, so that arms of an A/B on a shared machine get equal compute), or ``max_steps``; resume from the
+    state beside ``out_path`` when there is one (unless ``fresh``). Writes ``out_path`` (safetensors, weight
+    norm folded) and ``out_path`` with suffix .json (recipe, seed, steps, wall time, CPU time, losses,
+    held-out quality)."""
     recipe = recipe or CodecRecipe()
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -589,11 +835,12 @@ def train_codec(
     warm_start: dict[str, Any] | None = None
     if init_from is not None:
         init_from = Path(init_from)
-        load_into(codec, init_from)
+        fresh_parts = warm_start_into(codec, init_from, recipe.train_parts)
         sidecar = init_from.with_suffix(".json")
         prior = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        warm_start = {"checkpoint": init_from.name, "prior_steps": prior.get("steps"),
-                      "prior_git_commit": prior.get("git_commit")}  # fmt: skip
+        warm_start = {"checkpoint": init_from.name, "sha256": file_sha256(init_from),
+                      "prior_steps": prior.get("steps"), "prior_git_commit": prior.get("git_commit"),
+                      "fresh_modules": fresh_parts}  # fmt: skip
     else:
         for vq in list(codec.quantizer.rvq_first.vq.layers) + list(codec.quantizer.rvq_rest.vq.layers):
             vq._codebook._initialized.fill_(0.0)  # k-means init on first use, as moshi
@@ -606,17 +853,28 @@ def train_codec(
         add_weight_norm(codec)
     for rvq in (codec.quantizer.rvq_first, codec.quantizer.rvq_rest):
         rvq.commitment = recipe.commitment
+    if recipe.train_parts not in ("all", "decoder"):
+        raise ValueError(f"train_parts must be 'all' or 'decoder', got {recipe.train_parts!r}")
+    if recipe.train_parts == "decoder" and init_from is None:
+        raise ValueError("a decoder-only recipe trains on a codec's codes: pass --init-from")
     codec.to(device).train()
+    frozen = freeze_encoder_side(codec) if recipe.train_parts == "decoder" else []
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, recipe.mel_scales, recipe.mel).to(device)
-    parts = OptionParts(recipe, codec, threads, device) if recipe.options else None
-    trained = list(codec.parameters()) + (parts.parameters() if parts is not None else [])
+    stft_loss = MultiResolutionSTFTLoss().to(device) if recipe.stft_weight else None
+    # the losses see the samples a stream has complete: an iSTFT decoder's last n_fft - hop are partial
+    keep = recipe.segment_frames * cfg.frame_size - codec.decode_delay
+    needs_parts = recipe.options or recipe.adv_weight or recipe.feat_weight
+    parts = OptionParts(recipe, codec, threads, device) if needs_parts else None
+    trained = [p for p in codec.parameters() if p.requires_grad] + (
+        parts.parameters() if parts is not None else []
+    )
     opt = torch.optim.AdamW(trained, lr=recipe.lr, betas=recipe.betas, weight_decay=0.0)
     length = recipe.segment_frames * cfg.frame_size
     max_q = codec.max_codebooks
-    step, elapsed, progress = 0, 0.0, []
+    step, elapsed, progress, cpu_s = 0, 0.0, [], 0.0
     st_path = _state_path(out_path)
     if st_path.is_file() and not fresh:
-        step, elapsed, progress = _load_state(out_path, codec, opt, rng, recipe, parts)
+        step, elapsed, progress, cpu_s = _load_state(out_path, codec, opt, rng, recipe, parts)
         log(f"resumed from {st_path} at step {step} ({elapsed:.0f} s done)")
     budget = minutes * 60.0
     t_start = time.time() - elapsed
@@ -625,6 +883,10 @@ def train_codec(
     recent: list[tuple[float, float, float]] = []
     recent_options: dict[str, list[float]] = {}
     eval_sets = heldout_sets(cfg.sample_rate, per_set=4) if evaluate else []
+    # a fixed batch of training audio: its codes' digest, at the start and in the sidecar, shows the
+    # frozen tokeniser unchanged
+    probe_audio = list(audio.batch(np.random.default_rng(seed + 2), length)[:, 0].numpy()) if frozen else []
+    codes_at_start = codes_digest(codec, probe_audio) if frozen else None
 
     def write_outputs(final: bool, extra: dict[str, Any]) -> None:
         plain = plain_copy(codec).to("cpu")
@@ -640,6 +902,12 @@ def train_codec(
             "recipe": {**asdict(recipe), "digest": recipe.digest(), "config": cfg.to_dict()},
             "data": audio.summary,
             "warm_start": warm_start,
+            "frozen": frozen,
+            **(
+                {"codes_digest_at_start": codes_at_start, "codes_digest": codes_digest(codec, probe_audio)}
+                if frozen
+                else {}
+            ),
             **(parts.summary() if parts is not None else {}),
             "init_scales": init_scales,
             "seed": seed,
@@ -649,6 +917,9 @@ def train_codec(
             "steps": step,
             "samples_seen_hours": round(step * recipe.batch_size * length / cfg.sample_rate / 3600, 2),
             "wall_time_s": round(time.time() - t_start, 1),
+            # CPU seconds of the training steps (evaluations and checkpoints not counted), over resumes
+            "train_cpu_s": round(cpu_s, 1),
+            "clock": clock,
             "train_time_s": round(train_time_s, 1),
             "train_s_per_step": round(train_time_s / max(step - first_step, 1), 3),
             "final": final,
@@ -668,23 +939,37 @@ def train_codec(
         write_sidecar(json_path, info)
 
     def done() -> bool:  # max_steps: equal steps per arm; the wall-time budget stays an upper bound
-        return (max_steps is not None and step >= max_steps) or time.time() - t_start >= budget
+        spent = cpu_s if clock == "cpu" else time.time() - t_start
+        return (max_steps is not None and step >= max_steps) or spent >= budget
 
     first_step, train_time_s, t_loop = step, 0.0, time.time()
     while not done():
-        frac = (time.time() - t_start) / budget if max_steps is None else step / max_steps
+        c0 = time.process_time()
+        spent = cpu_s if clock == "cpu" else time.time() - t_start
+        frac = spent / budget if max_steps is None else step / max_steps
         for group in opt.param_groups:
             group["lr"] = _lr_at(recipe.lr, step, frac, recipe.warmup_steps)
+        if frozen:  # evaluate_codec's train() switched the frozen side back to train mode
+            freeze_encoder_side(codec)
         x = audio.batch(rng, length).to(device)
         n_q = 8 if rng.random() < 0.5 else int(rng.integers(1, max_q + 1))
         n_q = min(n_q, max_q)
         bypass = torch.from_numpy(rng.random(recipe.batch_size) < recipe.bypass_rate).to(device)
         y, _, commit = codec(x, n_q, bypass)
+        y, x = y[..., :keep], x[..., :keep]
         l_mel = mel_loss(y, x)
         l_wave = F.l1_loss(y, x)
         loss = recipe.mel_weight * l_mel + recipe.wave_weight * l_wave + recipe.commit_weight * commit
+        if recipe.level_weight:
+            l_level = frame_level_loss(y, x)
+            loss = loss + recipe.level_weight * l_level
+            recent_options.setdefault("level", []).append(l_level.item())
+        if stft_loss is not None:
+            l_stft = stft_loss(y, x)
+            loss = loss + recipe.stft_weight * l_stft
+            recent_options.setdefault("stft", []).append(l_stft.item())
         if parts is not None:
-            for term, value in parts.losses(x).items():
+            for term, value in parts.losses(x, y).items():
                 loss = loss + parts.weights()[term] * value
                 recent_options.setdefault(term, []).append(value.item())
         if not torch.isfinite(loss):
@@ -695,6 +980,7 @@ def train_codec(
         opt.step()
         recent.append((l_mel.item(), l_wave.item(), commit.item()))
         step += 1
+        cpu_s += time.process_time() - c0
         train_time_s = time.time() - t_loop  # this process's steps (a resume counts its own)
         if step % log_every == 0:
             r = np.array(recent[-log_every:])
@@ -705,17 +991,20 @@ def train_codec(
             )
         if eval_sets and time.time() - last_eval > eval_every_s:
             q = evaluate_codec(codec, eval_sets, (8, max_q))
-            progress.append({"step": step, "t_s": round(time.time() - t_start), "heldout_subset": q})
+            progress.append({"step": step, "t_s": round(time.time() - t_start), "train_cpu_s": round(cpu_s),
+                             "heldout_subset": q})  # fmt: skip
             log(f"step {step} held-out subset: " + json.dumps({k: v["8"] for k, v in q.items()})[:400])
             last_eval = time.time()
         if time.time() - last_ckpt > checkpoint_every_s:
-            _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts)
+            _save_state(
+                out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts, cpu_s
+            )
             write_outputs(False, {})
             last_ckpt = time.time()
     if parts is not None:
         parts.remove()
     codec.eval()
-    _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts)
+    _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts, cpu_s)
     extra: dict[str, Any] = {}
     write_outputs(False, extra)
     if evaluate:
