@@ -9,6 +9,9 @@ PY=${PYTHON:-python3}
 need_apt=()
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+# Reference codecs of the codec suite's yardstick rows (vemi_eval/yardsticks.py).
+command -v c2enc >/dev/null 2>&1 || need_apt+=(codec2)
+command -v opusenc >/dev/null 2>&1 || need_apt+=(opus-tools)
 # Speech for the codec and dialogue corpora: festival with its recorded voices, and a word list.
 command -v festival >/dev/null 2>&1 || need_apt+=(festival)
 for v in festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb \

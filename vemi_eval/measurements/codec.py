@@ -17,7 +17,8 @@ import torch
 from ..data.byo import Dataset, dataset_for
 from ..errors import DataError
 from ..evaluators.scoring import DEFAULT_METRICS, Scorer, check_metrics, records_from_rows
-from ..records import MetricRecord
+from ..records import FAILED, SKIPPED, MetricRecord
+from ..yardsticks import REFERENCE_CODECS, YardstickError, check_names
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
 
 PARAMS: dict[str, Any] = {
@@ -28,6 +29,9 @@ PARAMS: dict[str, Any] = {
     "asr_model": "",  # local faster-whisper folder; "" = the bundled tiny.en
     "beam_size": 5,
     "max_input_s": 1800.0,  # longer inputs are skipped by name (memory and time stay bounded)
+    # reference codecs (vemi_eval/yardsticks.py) scored on the same utterances, on the baseline variant only:
+    # rows with condition reference_codec, never a variant of the model
+    "references": [],
 }
 
 
@@ -193,6 +197,9 @@ def check(p: dict[str, Any]) -> None:
     check_metrics(p["metrics"])
     at_least(p, "max_utterances", 0)
     at_least(p, "beam_size", 1)
+    if not isinstance(p["references"], list):
+        raise ValueError(f"references must be a list of names, got {p['references']!r}")
+    check_names(p["references"])
 
 
 @measurement("codec", claims=CLAIMS, check=check, exact=("*",))
@@ -236,7 +243,47 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
                 data={ds.name: ds.sha256},
             )
         )
+    if params["references"] and ctx.variant.name == ctx.baseline.name:
+        records += reference_records(ctx, params["references"], ds, scorer, sr)
     return annotated(records, scorer, codec, ds)
+
+
+def reference_records(ctx: MeasureContext, names: list[str], ds: Dataset, scorer: Scorer, sr: int) -> list:
+    """The yardsticks' rows: each reference codec's round trip of every utterance, scored like the model's
+    codec; a codec whose tool is missing gives one skipped record per metric, with the reason."""
+    from ..yardsticks import roundtrip
+
+    records: list[MetricRecord] = []
+    for name in names:
+        ref = REFERENCE_CODECS[name]
+        cond = {"reference_codec": name, "bitrate_kbps": ref.bitrate_kbps}
+        facts = {"reference": True, "tool": f"{ref.package} {ref.version()}"}
+        missing = ref.missing()
+        if missing:
+            for metric in scorer.metrics:
+                records.append(MetricRecord(ctx.suite, ctx.variant.name, metric, None, "", 0, status=SKIPPED,
+                                            reason=missing, condition=cond, extra=dict(facts)))  # fmt: skip
+            continue
+        rows: list[dict] = []
+        lags = []
+        for i, utt in enumerate(ds.utterances):
+            ctx.progress(f"codec: reference {name} {utt.id} ({i + 1}/{len(ds.utterances)})")
+            try:
+                out, lag = roundtrip(ref, utt.audio, sr)
+            except YardstickError as e:  # that utterance fails for every metric, with the tool's message
+                rows += [{"utt": utt.id, "speaker": utt.speaker, **cond, "metric": m, "value": None,
+                          "status": FAILED, "reason": str(e)} for m in scorer.metrics]  # fmt: skip
+                continue
+            lags.append(lag)
+            rows += scorer.score(utt, out, cond)
+        recs = records_from_rows(
+            ctx, rows, condition=cond, data_hash={ds.name: ds.sha256}, skipped_items=ds.skipped
+        )
+        for r in recs:
+            r.extra.update(facts, delay_removed_samples=sorted(set(lags)))
+        records += recs
+        ctx.add_samples(rows)
+    return records
 
 
 measure_codec.params = PARAMS
