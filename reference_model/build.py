@@ -42,9 +42,16 @@ def build_duplex(spec: DuplexSpec) -> DuplexModel:
     Flags are parsed and checked before any weight is loaded, so a bad flag costs nothing.
     """
     from .codec import CodecStreamer, load_codec
+    from .codec.load import resolved_checkpoint as codec_file
     from .lm import Streamer, load_lm
+    from .lm.load import resolved_checkpoint as lm_file
+    from .pairing import check_pair
 
     flags = parse_flags(spec.flags, device=spec.device)  # canonical order
+    # an LM reads its own codec's codes: a mismatched pair is refused before any weight is loaded
+    lm_path = lm_file(spec.lm, spec.lm_checkpoint)
+    codec_path = codec_file(spec.codec, spec.codec_checkpoint)
+    pair = check_pair(*(None if p is None or str(p) == "random" else p for p in (lm_path, codec_path)))
     torch.manual_seed(spec.seed)
     lm = load_lm(spec.lm, spec.lm_checkpoint, device=spec.device, dtype=spec.dtype)
     codec = load_codec(spec.codec, spec.codec_checkpoint, device=spec.device, dtype=spec.codec_dtype)
@@ -64,6 +71,7 @@ def build_duplex(spec: DuplexSpec) -> DuplexModel:
     codec_streamer = CodecStreamer(codec, batch_size=spec.batch_size)
     duplex = DuplexModel(lm, codec, streamer, codec_streamer, spec, flags)
     duplex.flag_reports.update(reports)
+    duplex.pairing = pair
     for flag in flags:
         if FLAGS[flag.name].stage == "runtime":
             duplex.flag_reports[flag.name] = FLAGS[flag.name].load_apply()(duplex, flag.value)

@@ -67,6 +67,7 @@ class DuplexModel:
         self.codec_decode = codec_streamer.decode
         # What each flag's ``apply`` returned, by flag name, in the order applied (filled by the build).
         self.flag_reports: dict[str, FlagReport] = {}
+        self.pairing = None  # pairing.PairCheck: how the LM and codec files were found to match
 
     # --- the three timed stages -------------------------------------------------------------
     def encode_user(self, pcm: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ per-item reset, its config switch, and a warm start from a SEANet codec's encode
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,16 @@ def test_an_istft_codec_warm_starts_from_a_seanet_codecs_encoder_side(tmp_path):
     assert codes_digest(istft, audio) == codes_digest(seanet, audio)  # the same tokeniser
     with pytest.raises(CheckpointError):  # a whole-codec recipe loads strictly
         warm_start_into(MimiCodec(codec_config("tiny-istft")), path, "all")
+
+
+def test_a_long_input_streamed_by_the_codec_kind_equals_offline(codec, monkeypatch):
+    from vemi_eval.measurements import codec as codec_kind
+
+    torch.manual_seed(5)
+    codes = torch.randint(0, 2048, (1, 8, 5))
+    with torch.no_grad():
+        offline = codec.decode(codes)[0, 0].numpy()
+    monkeypatch.setattr(codec_kind, "STREAM_ABOVE_S", 0.1)  # 5 frames = 0.4 s: streamed
+    streamed = codec_kind.decode(codec, codes, 8, 5 * 1920 - 100)
+    assert streamed.shape == (5 * 1920 - 100,)
+    np.testing.assert_allclose(streamed, offline[: 5 * 1920 - 100], atol=1e-5)

@@ -14,7 +14,19 @@ from .model import MimiCodec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Presets that ship trained weights in reference_model/weights/ (used when no checkpoint is given).
-BUNDLED = {"tiny": WEIGHTS_DIR / "tiny_codec.safetensors"}
+BUNDLED = {
+    "tiny": WEIGHTS_DIR / "tiny_codec.safetensors",
+    "tiny-istft": WEIGHTS_DIR / "tiny_codec_istft.safetensors",
+}
+
+
+def resolved_checkpoint(config, checkpoint: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The file ``load_codec`` reads: ``checkpoint``, or the preset's bundled weights when there are some."""
+    if checkpoint is None:
+        name = codec_config(config).name
+        if name in BUNDLED and BUNDLED[name].is_file():
+            return BUNDLED[name]
+    return checkpoint
 
 
 def load_codec(
@@ -33,8 +45,7 @@ def load_codec(
     moshi's ``get_mimi`` (what the LM consumes); None = all. Returns the codec in eval mode.
     """
     cfg = codec_config(config)
-    if checkpoint is None and cfg.name in BUNDLED and BUNDLED[cfg.name].is_file():
-        checkpoint = BUNDLED[cfg.name]
+    checkpoint = resolved_checkpoint(cfg, checkpoint)
     if checkpoint is not None and str(checkpoint) != "random" and Path(checkpoint).is_file():
         cfg = with_checkpoint_structure(cfg, checkpoint)
     if checkpoint is None or str(checkpoint) == "random":

@@ -78,6 +78,15 @@ class CodecStreamer:
         return self.codec.quantizer.encode(chunk)
 
     @torch.no_grad()
+    def decode_tail(self) -> torch.Tensor:
+        """[B, 1, codec.decode_delay]: the samples a delayed decoder still holds (partial sums of the frames
+        so far), which ends a stream exactly as offline decoding ends; [B, 1, 0] for SEANet."""
+        tail = getattr(self._dec.seanet, "tail", None)
+        if tail is None:
+            return torch.zeros(self.batch_size, 1, 0, device=self._enc.transformer.offset.device)
+        return tail.unsqueeze(1).clone()
+
+    @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n, 1] (n <= max codebooks; missing ones contribute nothing) -> [B, 1, frame_size]."""
         if codes.dim() != 3 or codes.shape[0] != self.batch_size or codes.shape[2] != 1:

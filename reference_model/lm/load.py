@@ -17,6 +17,13 @@ BUNDLED = {"tiny": WEIGHTS_DIR / "tiny_lm.safetensors"}
 RANDOM = "random"  # checkpoint value that asks for random weights explicitly
 
 
+def resolved_checkpoint(config, checkpoint: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The file ``load_lm`` reads: ``checkpoint``, or the preset's bundled weights when there are some."""
+    if checkpoint is None and isinstance(config, str) and config in BUNDLED and BUNDLED[config].is_file():
+        return BUNDLED[config]
+    return checkpoint
+
+
 def load_lm(
     config: str | os.PathLike | dict | LMConfig,
     checkpoint: str | os.PathLike | None = None,
@@ -34,8 +41,7 @@ def load_lm(
     a missing, extra or mis-shaped key raises CheckpointError.
     """
     cfg = load_lm_config(config)
-    if checkpoint is None and isinstance(config, str) and config in BUNDLED and BUNDLED[config].is_file():
-        checkpoint = BUNDLED[config]
+    checkpoint = resolved_checkpoint(config, checkpoint)
     if checkpoint is None or str(checkpoint) == RANDOM:
         with torch.device(device):
             model = LMModel(cfg)

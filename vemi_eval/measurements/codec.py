@@ -154,11 +154,12 @@ def decode(codec, codes: torch.Tensor, n: int, length: int) -> np.ndarray:
     from reference_model import CodecStreamer
 
     streamer = CodecStreamer(codec)
-    out = np.empty(codes.shape[-1] * int(codec.frame_size), dtype=np.float32)
-    fs = int(codec.frame_size)
+    fs, delay = int(codec.frame_size), int(getattr(codec, "decode_delay", 0))
+    out = np.empty(codes.shape[-1] * fs + delay, dtype=np.float32)
     for f in range(codes.shape[-1]):
         out[f * fs : (f + 1) * fs] = streamer.decode(codes[:, :n, f : f + 1])[0, 0].float().cpu().numpy()
-    return out[:length]
+    out[codes.shape[-1] * fs :] = streamer.decode_tail()[0, 0].float().cpu().numpy()
+    return out[delay : delay + length]  # a delayed decoder's stream, aligned with the input as offline
 
 
 def annotated(records: list[MetricRecord], scorer: Scorer, codec, ds: Dataset) -> list[MetricRecord]:

@@ -46,10 +46,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from reference_model import bundled_codec_weights
 from reference_model.checkpoint import read_safetensors
 from reference_model.config import LMConfig, load_lm_config
 from reference_model.lm import load_lm
 from reference_model.lm.model import LMModel
+from reference_model.pairing import tokenizer_sha256
 from vemi_eval.errors import DataError
 from vemi_eval.stats import counts_by_group
 
@@ -743,6 +745,8 @@ def train_tiny_dialogue(
         extra["vocab"] = list(vocab.tokens)
         ckpt = None if codec_checkpoint is None else str(codec_checkpoint)
         train_args.setdefault("corpus", CorpusRef(ckpt, train_sessions, corpus_split))
+        # the pair check (reference_model/pairing.py) accepts a codec with the same tokeniser tensors
+        extra["codec_tokenizer_sha256"] = tokenizer_sha256(ckpt or bundled_codec_weights("tiny"))
     elif corpus_split != "train":
         raise TrainDataError("--corpus-split chooses a dialogue corpus split; it has no use with --data")
     train = load_token_folder(data, cfg.n_q + 1)
