@@ -268,3 +268,68 @@ def test_adversarial_decoder_recipe_resumes_exactly_with_its_discriminator(tmp_p
     a, c = load_file(str(straight)), load_file(str(resumed))
     for k in a:  # bit-identical only if the discriminator and its moments were restored too
         torch.testing.assert_close(a[k], c[k], atol=0, rtol=0)
+
+
+def _istft_recipe():
+    import dataclasses
+
+    from vemi_eval.training.codec import named_recipes
+
+    return dataclasses.replace(named_recipes()["ab-istft"], batch_size=2, segment_frames=2, warmup_steps=1)
+
+
+def _seanet_start(tmp_path):
+    from vemi_eval.training.state import write_weights
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    write_weights(start, MimiCodec(codec_config("tiny")).state_dict(), {"preset": "tiny"})
+    return start
+
+
+def _run_istft(tmp_path, name: str, start, kill_at: int | None = None, steps: int = 4):
+    from vemi_eval.training.codec import train_codec
+
+    def log(msg: str) -> None:
+        if kill_at is not None and msg.startswith(f"step {kill_at} "):
+            raise _Killed
+
+    out = tmp_path / f"{name}.safetensors"
+    info = train_codec(out, minutes=1, recipe=_istft_recipe(), max_steps=steps, evaluate=False,
+                       init_from=start, audio=_FakeAudio(batch_size=2).inner, log=log, log_every=1,
+                       checkpoint_every_s=0.0, clock="cpu")  # fmt: skip
+    return out, info
+
+
+def test_istft_recipe_trains_its_new_decoder_on_frozen_codes_and_resumes_exactly(tmp_path):
+    import pytest
+    from safetensors.torch import load_file
+
+    start = _seanet_start(tmp_path)
+    straight, info = _run_istft(tmp_path, "straight", start)
+    assert info["warm_start"]["fresh_modules"] == ["decoder"] and info["clock"] == "cpu"
+    assert info["codes_digest"] == info["codes_digest_at_start"] and info["train_cpu_s"] > 0
+    assert {"stft", "level"} <= set(info["final_losses_mean_last_500"])
+    with pytest.raises(_Killed):
+        _run_istft(tmp_path, "killed", start, kill_at=3)
+    resumed, _ = _run_istft(tmp_path, "killed", start)
+    a, c = load_file(str(straight)), load_file(str(resumed))
+    for k in a:
+        torch.testing.assert_close(a[k], c[k], atol=0, rtol=0)
+
+
+def test_without_its_state_a_run_goes_on_from_its_committed_weights_and_says_so(tmp_path):
+    import pytest
+
+    from vemi_eval.training.codec import _state_path
+
+    start = _seanet_start(tmp_path)
+    with pytest.raises(_Killed):
+        _run_istft(tmp_path, "moved", start, kill_at=3)
+    out = tmp_path / "moved.safetensors"
+    _state_path(out).unlink()  # a fresh clone: the weights and sidecar were committed, the state was not
+    _, info = _run_istft(tmp_path, "moved", start)
+    gone = info["resumed_without_state"]
+    assert gone["at_step"] == 2 and "fresh" in gone["optimizer"] and info["steps"] == 4 and info["final"]
+    _, again = _run_istft(tmp_path, "other", start)
+    assert again["resumed_without_state"] is None

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
@@ -625,6 +626,21 @@ def _save_state(
     save_training_state(_state_path(out_path), codec, opt, meta, extra)
 
 
+def _unfinished_run(out_path: Path, recipe: CodecRecipe) -> dict[str, Any] | None:
+    """The sidecar of an unfinished run of ``recipe`` whose weights are at ``out_path`` (written at its last
+    checkpoint, and committed so a machine without the state can go on), or None."""
+    sidecar = out_path.with_suffix(".json")
+    if not (out_path.is_file() and sidecar.is_file()):
+        return None
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = info.get("produced_by") == "vemi_eval.training.codec.train_codec"
+    same = same and (info.get("recipe") or {}).get("digest") == recipe.digest()
+    return info if same and info.get("final") is False and int(info.get("steps", 0)) > 0 else None
+
+
 def _load_state(out_path: Path, codec, opt, rng, recipe, parts=None) -> tuple[int, float, list, float]:
     st_path = _state_path(out_path)
 
@@ -873,9 +889,24 @@ def train_codec(
     max_q = codec.max_codebooks
     step, elapsed, progress, cpu_s = 0, 0.0, [], 0.0
     st_path = _state_path(out_path)
+    resumed_without_state: dict[str, Any] | None = None
     if st_path.is_file() and not fresh:
         step, elapsed, progress, cpu_s = _load_state(out_path, codec, opt, rng, recipe, parts)
         log(f"resumed from {st_path} at step {step} ({elapsed:.0f} s done)")
+    elif not fresh and (unfinished := _unfinished_run(out_path, recipe)) is not None:
+        # a machine without the state (a fresh clone): the run's committed weights at its last checkpoint,
+        # a fresh optimizer and a reseeded sampler; the schedule goes on where it was
+        if recipe.weight_norm:
+            raise ValueError(f"{out_path}: no resume state; a weight-norm recipe restarts with --init-from")
+        codec.load_state_dict(load_file(str(out_path)), strict=True)
+        step, elapsed = int(unfinished["steps"]), float(unfinished["wall_time_s"])
+        cpu_s, progress = float(unfinished.get("train_cpu_s", 0.0)), list(unfinished.get("progress", []))
+        rng = np.random.default_rng([seed, step])
+        torch.manual_seed(seed + step)
+        resumed_without_state = {"weights": out_path.name, "sha256": file_sha256(out_path), "at_step": step,
+                                 "optimizer": "fresh (its moments were not saved with the weights)",
+                                 "sampler": f"numpy default_rng([seed, {step}])"}  # fmt: skip
+        log(f"no resume state beside {out_path}: its weights go on from step {step} with a fresh optimizer")
     budget = minutes * 60.0
     t_start = time.time() - elapsed
     commit_at_start = git_commit()  # the code this process trains with (see training/lm.py)
@@ -903,6 +934,7 @@ def train_codec(
             "data": audio.summary,
             "warm_start": warm_start,
             "frozen": frozen,
+            "resumed_without_state": resumed_without_state,
             **(
                 {"codes_digest_at_start": codes_at_start, "codes_digest": codes_digest(codec, probe_audio)}
                 if frozen
