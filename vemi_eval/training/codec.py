@@ -974,6 +974,10 @@ def train_codec(
         spent = cpu_s if clock == "cpu" else time.time() - t_start
         return (max_steps is not None and step >= max_steps) or spent >= budget
 
+    if eval_sets and not progress:  # the curve's first point: where the arm starts
+        q = evaluate_codec(codec, eval_sets, (8, max_q))
+        progress.append({"step": step, "t_s": 0, "train_cpu_s": round(cpu_s), "heldout_subset": q})
+        last_eval = time.time()
     first_step, train_time_s, t_loop = step, 0.0, time.time()
     while not done():
         c0 = time.process_time()
