@@ -16,6 +16,7 @@ def check_weights(spec: DuplexSpec) -> None:
     configs always are (an unknown preset, a missing or malformed config JSON: ConfigError)."""
     from .checkpoint import check_checkpoint
     from .codec.config import codec_config
+    from .codec.load import with_checkpoint_structure
     from .codec.model import MimiCodec
     from .config import load_lm_config
     from .lm.model import LMModel
@@ -23,9 +24,12 @@ def check_weights(spec: DuplexSpec) -> None:
     load_lm_config(spec.lm)
     codec_config(spec.codec)
 
+    def codec_of_file() -> MimiCodec:
+        return MimiCodec(with_checkpoint_structure(codec_config(spec.codec), spec.codec_checkpoint))
+
     parts = (
         ("LM checkpoint", spec.lm_checkpoint, lambda: LMModel(load_lm_config(spec.lm))),
-        ("codec checkpoint", spec.codec_checkpoint, lambda: MimiCodec(codec_config(spec.codec))),
+        ("codec checkpoint", spec.codec_checkpoint, codec_of_file),
     )
     for what, path, build in parts:
         if path is None or str(path) == "random":

@@ -118,3 +118,20 @@ def test_a_long_input_streamed_by_the_codec_kind_equals_offline(codec, monkeypat
     streamed = codec_kind.decode(codec, codes, 8, 5 * 1920 - 100)
     assert streamed.shape == (5 * 1920 - 100,)
     np.testing.assert_allclose(streamed, offline[: 5 * 1920 - 100], atol=1e-5)
+
+
+def test_an_istft_checkpoint_loads_under_the_tiny_preset_from_its_metadata(tmp_path, codec):
+    import json
+
+    import reference_model as rm
+    from vemi_eval.training.state import write_weights
+
+    path = tmp_path / "istft.safetensors"
+    meta = {"preset": "tiny-istft", "decoder": json.dumps(codec.config.decoder)}
+    write_weights(path, codec.state_dict(), meta)
+    loaded = load_codec("tiny", path)
+    assert loaded.decode_delay == 720 and loaded.config.decoder == codec.config.decoder
+    rm.check_weights(rm.DuplexSpec(lm="tiny", codec="tiny", codec_checkpoint=str(path)))  # keys match
+    other = {**codec.config.decoder, "dim": 128}
+    with pytest.raises(CheckpointError, match="decoder"):
+        load_codec({**codec_config("tiny").to_dict(), "decoder": other}, path)

@@ -172,7 +172,7 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
         seanet=dict(d["seanet"]),
         quantizer=dict(d["quantizer"]),
         transformer=dict(d["transformer"]),
-        decoder=_decoder_section(d.get("decoder"), name),
+        decoder=decoder_section(d.get("decoder"), name),
         name=name,
         raw=copy.deepcopy(d),
     )
@@ -198,7 +198,8 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
     return cfg
 
 
-def _decoder_section(section: Any, name: str) -> dict[str, Any] | None:
+def decoder_section(section: Any, name: str) -> dict[str, Any] | None:
+    """A config's ``decoder`` section checked and completed with the iSTFT defaults (None: SEANet)."""
     if section is None:
         return None
     if not isinstance(section, dict) or section.get("kind") != "istft":

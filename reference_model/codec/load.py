@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_into
-from ..errors import CheckpointError
-from .config import CodecConfig, codec_config
+from ..errors import CheckpointError, ConfigError
+from .config import CodecConfig, codec_config, decoder_section
 from .model import MimiCodec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -64,7 +64,8 @@ def load_codec(
 
 
 # Quantizer fields that change what the weights compute without changing their keys: a checkpoint trained
-# with one records it in its safetensors metadata, so that loading it needs no separate config.
+# with one records it in its safetensors metadata, so that loading it needs no separate config. The same
+# holds for a decoder other than SEANet (metadata "decoder": the config's decoder section as JSON).
 STRUCTURE_FIELDS = ("multi_rate_strides",)
 
 
@@ -82,9 +83,19 @@ def with_checkpoint_structure(cfg: CodecConfig, checkpoint: str | os.PathLike) -
     except Exception:  # not safetensors: load_into names the problem
         return cfg
     recorded = {k: json.loads(meta[k]) for k in STRUCTURE_FIELDS if k in meta}
-    if not recorded:
+    decoder = json.loads(meta["decoder"]) if "decoder" in meta else None
+    if not recorded and decoder is None:
         return cfg
     out = copy.deepcopy(cfg)
+    if decoder is not None:  # the decoder the weights were trained as (an iSTFT one: codec/istft.py)
+        if cfg.decoder is not None and cfg.decoder != decoder:
+            raise CheckpointError(
+                f"codec checkpoint {checkpoint} has the decoder {decoder}, the config says {cfg.decoder}"
+            )
+        try:
+            out.decoder = decoder_section(decoder, str(checkpoint))
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
     for key, value in recorded.items():
         mine = out.quantizer.get(key)
         if mine is not None and list(mine) != list(value):
