@@ -100,11 +100,14 @@ def test_an_istft_codec_warm_starts_from_a_seanet_codecs_encoder_side(tmp_path):
     path = tmp_path / "seanet.safetensors"
     write_weights(path, seanet.state_dict(), {"preset": "tiny"})
     istft = MimiCodec(codec_config("tiny-istft"))
-    assert warm_start_into(istft, path, "decoder") == ["decoder"]
+    assert warm_start_into(istft, path) == ["decoder"]
     audio = [torch.randn(1920 * 3).numpy() * 0.1]
     assert codes_digest(istft, audio) == codes_digest(seanet, audio)  # the same tokeniser
-    with pytest.raises(CheckpointError):  # a whole-codec recipe loads strictly
-        warm_start_into(MimiCodec(codec_config("tiny-istft")), path, "all")
+    assert warm_start_into(MimiCodec(codec_config("tiny")), path) == []  # same kind: strict, whole
+    other = MimiCodec(codec_config({**codec_config("tiny-istft").to_dict(), "quantizer": {
+        **codec_config("tiny").quantizer, "bins": 1024}}))  # fmt: skip
+    with pytest.raises(CheckpointError, match="encoder side"):
+        warm_start_into(other, path)
 
 
 def test_a_long_input_streamed_by_the_codec_kind_equals_offline(codec, monkeypatch):

@@ -457,14 +457,15 @@ def train_group() -> None:
 @click.option(
     "--recipe",
     "recipe_name",
-    type=click.Choice(["v2", "v1-continue", "v1-decoder", "v1-decoder-gan", "ab-seanet", "ab-istft"]),
+    type=click.Choice(["v2", "v1-continue", "v1-decoder", "v1-decoder-gan", "ab-seanet", "ab-istft", "istft-full"]),
     default="v2",
     show_default=True,
     help="v2: from scratch; v1-continue: recipe 1's losses, to continue --init-from on the codec corpus; "
     "v1-decoder: the decoder of --init-from alone (codes unchanged, an LM on them stays valid); "
     "v1-decoder-gan: the same with an MS-STFT discriminator and feature matching; ab-seanet / ab-istft: "
     "the decoder A/B (1.92 s crops, mel + linear STFT + level losses, tokeniser of --init-from frozen) with "
-    "the SEANet decoder or the causal iSTFT decoder.",
+    "the SEANet decoder or the causal iSTFT decoder; istft-full: the whole codec with the iSTFT decoder "
+    "(new codes: retrain the LM on them).",
 )
 @click.option(
     "--clock",

@@ -47,6 +47,7 @@ from torch.nn.utils import parametrize
 
 from reference_model.checkpoint import load_into
 from reference_model.codec import MimiCodec, codec_config
+from reference_model.errors import CheckpointError
 
 from .state import git_commit, load_training_state, save_training_state, write_sidecar, write_weights
 
@@ -175,11 +176,12 @@ def named_recipes() -> dict[str, CodecRecipe]:
             warmup_steps=100,
             init="default",
         ),
-        # The diagnosis: through the unquantized latent the bundled codec scores STOI 0.735-0.773 and
-        # -4.4 dB (scripts/codec_bypass_diagnosis.py), 8 codebooks 0.724-0.767: the decoder, not the
-        # quantizer, is the limit (hence quality flat beyond 4 codebooks). Train it alone on the codes
-        # as they are (no bypass: it only ever decodes quantized latents), with a frame-energy term
-        # against the level loss; the tokeniser is unchanged, so the bundled LM stays valid.
+        # The diagnosis (scripts/codec_diagnosis.py -> reports/training/codec-diagnosis-bundled.json, v3
+        # held-out sets): through the unquantized latent the bundled codec scores STOI 0.725 / 0.733 /
+        # 0.755, through 8 codebooks 0.717 / 0.725 / 0.746: the autoencoder, not the quantizer, is the limit
+        # (hence quality flat beyond 4 codebooks). Train the decoder alone on the codes as they are (no
+        # bypass: it only ever decodes quantized latents), with a frame-energy term against the level
+        # loss; the tokeniser is unchanged, so the bundled LM stays valid.
         "v1-decoder": CodecRecipe(
             mel="lin+log",
             mel_scales=SIX_MEL_SCALES,
@@ -232,6 +234,25 @@ def named_recipes() -> dict[str, CodecRecipe]:
             level_weight=1.0,
             stft_weight=1.0,
         ) for name, preset in (("ab-seanet", "tiny"), ("ab-istft", "tiny-istft"))},
+        # After the A/B: the whole codec with the iSTFT decoder (new codes: an LM must be retrained on
+        # them), warm from a tiny-istft codec (the A/B's decoder) or a tiny one (fresh decoder), Mimi's
+        # quantizer bypass for half of the items, the A/B's crops and losses.
+        "istft-full": CodecRecipe(
+            preset="tiny-istft",
+            batch_size=2,
+            segment_frames=24,
+            mel="lin+log",
+            mel_scales=SIX_MEL_SCALES,
+            commitment="absolute",
+            commit_weight=1.0,
+            wave_weight=0.1,
+            lr=3e-4,
+            warmup_steps=100,
+            init="default",
+            bypass_rate=0.5,
+            level_weight=1.0,
+            stft_weight=1.0,
+        ),
     }  # fmt: skip
 
 
@@ -246,22 +267,17 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def warm_start_into(codec: MimiCodec, path: Path, train_parts: str) -> list[str]:
+def warm_start_into(codec: MimiCodec, path: Path) -> list[str]:
     """Load ``path`` into ``codec``; returns the top-level modules left at their fresh initialisation.
 
-    Strict, except for a decoder-only recipe whose decoder is of another kind than the checkpoint's (a
-    SEANet codec's weights starting an iSTFT one): then every key of the codec outside ``decoder.`` must
-    be in the file with its shape, and the decoder starts fresh."""
-    from safetensors.torch import load_file
-
-    if train_parts != "decoder":
-        load_into(codec, path)
-        return []
+    Strict, except where the codec's decoder is of another kind than the checkpoint's (a SEANet codec's
+    weights starting an iSTFT one): then every key of the codec outside ``decoder.`` must be in the file
+    with its shape, and the decoder starts fresh (the recipe's ``train_parts`` says which parts learn)."""
     state, own = load_file(str(path)), codec.state_dict()
     outside = {k: v for k, v in own.items() if not k.startswith("decoder.")}
     wrong = [k for k, v in outside.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
     if wrong:
-        raise ValueError(
+        raise CheckpointError(
             f"{path.name} does not hold this codec's encoder side: {wrong[:3]} missing or reshaped"
         )
     same_decoder = {k for k in own if k.startswith("decoder.")} == {
@@ -851,7 +867,7 @@ def train_codec(
     warm_start: dict[str, Any] | None = None
     if init_from is not None:
         init_from = Path(init_from)
-        fresh_parts = warm_start_into(codec, init_from, recipe.train_parts)
+        fresh_parts = warm_start_into(codec, init_from)
         sidecar = init_from.with_suffix(".json")
         prior = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         warm_start = {"checkpoint": init_from.name, "sha256": file_sha256(init_from),
