@@ -457,7 +457,9 @@ def train_group() -> None:
 @click.option(
     "--recipe",
     "recipe_name",
-    type=click.Choice(["v2", "v1-continue", "v1-decoder", "v1-decoder-gan", "ab-seanet", "ab-istft", "istft-full"]),
+    type=click.Choice(
+        ["v2", "v1-continue", "v1-decoder", "v1-decoder-gan", "ab-seanet", "ab-istft", "istft-full"]
+    ),
     default="v2",
     show_default=True,
     help="v2: from scratch; v1-continue: recipe 1's losses, to continue --init-from on the codec corpus; "
