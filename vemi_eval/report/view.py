@@ -560,6 +560,7 @@ def matrix_lead(
                     "compare": c.get("compare", "ratio"),
                     "claimed": claimed,
                     "context": ctx["context"],
+                    "mde": "" if ctx.get("mde") is None else f"{ctx['mde']:.0%}",
                     "verdict": verdict,
                     "verdict_class": _verdict_class(verdict),
                     "measured": mine[:max_shown],
