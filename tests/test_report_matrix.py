@@ -81,7 +81,7 @@ def test_report_leads_with_the_matrix_in_the_documents_order(tmp_path: Path) -> 
     # 5.1 int4: 0.45 [0.40, 0.50] against "2x faster" (ratio <= 0.5): meets; with the A/A interval beside
     assert "int4: frame_time_p50_ms stage=lm: <b>0.45</b> [0.4, 0.5]" in lead and "(A/A [0.97, 1.05])" in lead
     # each row names its context, and a timing its minimum detectable effect (from the A/A interval)
-    assert "cpu; 1 thread; float32; tiny; unknown" in lead and "MDE (80% power) 9%" in lead
+    assert "cpu; 1 thread; float32; tiny; unknown" in lead and "MDE (80% power) 6%" in lead
     # a row that cannot be measured says why
     assert "not measured: cuda-graphs: skipped: needs a CUDA device" in lead
     # one claimed-range figure per measured enhancement (2.2 and 5.1), inline PNG
