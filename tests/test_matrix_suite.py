@@ -66,3 +66,15 @@ def test_the_aa_control_is_the_baseline_again_and_measured_wherever_the_baseline
         for quick in (False, True):
             names = [v.name for v in suite.variants_for(kind, quick)]
             assert aa[0].name in names and suite.baseline.name in names, (kind, quick)
+
+
+def test_the_demo_times_int4_side_by_side_with_an_aa_control() -> None:
+    """The demo's int4 LM-step verdict is taken as the matrix's is (interleaved with a fresh baseline,
+    beside an A/A interval), so a new user's first verdict agrees with the committed matrix."""
+    suite = load_suite("demo", known_kinds=load_all())
+    aa = [v for v in suite.variants if v.aa]
+    assert len(aa) == 1 and aa[0].flags == suite.baseline.flags and suite.variants[-1] is aa[0]
+    for quick in (False, True):
+        names = [v.name for v in suite.variants_for("latency", quick)]
+        assert {"baseline", "int4", aa[0].name} <= set(names)
+        assert suite.params_for("latency", quick)["interleave"] > 0

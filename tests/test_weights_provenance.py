@@ -52,6 +52,10 @@ def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
         "recipe_digest": "abc",
         "recipe": {"data_sha256": "d" * 64, "init_from": {"path": "x", "sha256": "e" * 64}},
         "heldout": {"text_word_accuracy_teacher_forced": 0.5},
+        "wall_time_s": 90.0,
+        "device": "cpu",
+        "threads": 1,
+        "loss_history": [{"step": 5, "text": 2.0}, {"step": 9, "text": 1.0}, {"step": 12, "text": 0.5}],
     }
     (tmp_path / "w.json").write_text(json.dumps(side))
     lm = weights_files_of({**spec, "lm_checkpoint": str(ckpt)})["lm"]
@@ -62,6 +66,17 @@ def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
         "data_sha256": "d" * 64,
         "init_from_sha256": "e" * 64,
         "heldout_text_word_accuracy_teacher_forced": 0.5,
+        "training": {  # the loss halved from step 9 (the last point at or before 80%) to 12
+            "steps": 12,
+            "minutes": 1.5,
+            "device": "cpu",
+            "threads": 1,
+            "converged": False,
+            "fall_share_last_20pct": 0.5,
+            "fall_loss": "text",
+            "fall_steps": [9, 12],
+            "loss_basis": "training loss (no held-out loss history is logged)",
+        },
     }
     (tmp_path / "w.json").unlink()
     assert weights_files_of({**spec, "lm_checkpoint": str(ckpt)})["lm"]["sidecar"] is None

@@ -280,7 +280,9 @@ def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
-    "--markdown", is_flag=True, help="One Markdown table row per measured claim (the README's table)."
+    "--markdown",
+    is_flag=True,
+    help="One Markdown table row per measured claim and context (the README's table).",
 )
 def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool, markdown: bool) -> int:
     """The document's priority matrix beside what the runs measured (claims met, short, inconclusive)."""
@@ -302,23 +304,27 @@ def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool, markdown: bool) -> int:
     out = []
     for r in rows:
         for c in r["claims"]:
-            best = ""
-            if c["measurements"]:
-                vals = [m["measured"] for m in c["measurements"]]
-                best = f"{min(vals):.3g}..{max(vals):.3g} ({len(vals)})"
-            out.append(
-                {
-                    "id": r["id"],
-                    "title": r["title"],
-                    "priority": r["priority"],
-                    "status": r["status"],
-                    "claim": c["text"],
-                    "bar": "" if c["threshold"] is None else f"{c['threshold']:.3g}",
-                    "measured": best,
-                    "verdict": c["verdict"],
-                }
-            )
-    _table(out, ["id", "title", "priority", "status", "claim", "bar", "measured", "verdict"], wrap=50)
+            base = {
+                "id": r["id"],
+                "title": r["title"],
+                "priority": r["priority"],
+                "status": r["status"],
+                "claim": c["text"],
+                "bar": "" if c["threshold"] is None else f"{c['threshold']:.3g}",
+            }
+            if not c["rows"]:
+                out.append({**base, "context": "", "measured": "", "MDE": "", "verdict": c["verdict"]})
+            for row in c["rows"]:  # one line per context: values of two contexts are never one range
+                vals = [m["measured"] for m in row["measurements"]]
+                measured = (
+                    f"{vals[0]:.3g}" if len(vals) == 1 else f"{min(vals):.3g}..{max(vals):.3g} ({len(vals)})"
+                )
+                mde = "" if row["mde"] is None else f"{row['mde']:.0%}"
+                out.append({**base, "context": row["context"], "measured": measured, "MDE": mde,
+                            "verdict": row["verdict"]})  # fmt: skip
+    # the verdict keeps its reason and the context comes last, whole: neither is cut
+    cols = ["id", "title", "priority", "status", "claim", "bar", "measured", "MDE", "verdict", "context"]
+    _table(out, cols)
     return EXIT_OK
 
 

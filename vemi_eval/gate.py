@@ -1,16 +1,31 @@
 """Regression gate: a run against a committed baseline results.json, metric by metric.
 
-Two tests, chosen per metric:
+Three tests, chosen per metric:
 
 - **exact**: a metric its measurement kind declares deterministic (``exact=`` of
   :func:`vemi_eval.measurements.measurement`: bytes, token agreement, quality scores on fixed data) must
   equal the baseline's within ``exact_tolerance`` (relative, default 1e-6: the float noise of a summation
-  order, not a change of behaviour). A move in the bad direction fails; one without a recorded direction
-  fails in either direction (the behaviour changed).
-- **mann-whitney**: any other metric (wall-clock timings, peak RSS) regresses when it moved in its bad
-  direction (``higher_is_better`` of the record, or a rule's ``better``) by more than ``tolerance``, AND,
-  when both sides carry raw samples (the records' ``samples``), a one-sided Mann-Whitney U test says the
-  shift is real (p < alpha). Without samples the tolerance alone decides (test "tolerance").
+  order, not a change of behaviour), or, for a value that is not a whole number, within
+  ``float_tolerance`` (absolute, default 0: scores such as STOI or a KL move in the 4th decimal between
+  CPU families). Bytes, FLOPs and frame counts stay exact. A move in the bad direction fails; one without
+  a recorded direction fails in either direction (the behaviour changed).
+- **ratio**: a noisy metric (timings, peak RSS) of a variant measured side by side with the run's baseline
+  (``ratio_to_baseline`` on both sides) is gated by that ratio, not by its absolute value: it regresses
+  when the ratio moved in its bad direction by more than the larger of ``ratio_tolerance`` (or a rule's
+  ``tolerance``) and the two runs' A/A bands combined (vemi_eval/gate_ratios.py: how far the A/A
+  control's ratio and interval stray from 1, root sum of squares). A shared runner that is 40% slower
+  this time moves every variant and its interleaved baseline alike; the ratio holds.
+- **mann-whitney**: the baseline's own noisy metrics, a variant's noisy metric without a ratio (compile
+  time), and every noisy metric of a single-variant suite (nothing to take a ratio to; the gate says so)
+  regress when they moved in the bad direction (``higher_is_better`` of the record, or a rule's
+  ``better``) by more than ``tolerance``, AND, when both sides carry raw samples, a one-sided Mann-Whitney
+  U test says the shift is real (p < alpha); without samples the tolerance alone decides (test
+  "tolerance"). In a run with variants such a failure is **environment drift** (verdict ``drift``, not a
+  failure: the machine, not the code, changed speed) when, for a baseline metric, most variants' ratios
+  to it held, and, for a variant's timing without a ratio, it is within ``tolerance`` once divided by the
+  run's drift (the median move of the baseline's timings). A slowdown by one factor in every variant
+  looks the same and shows as drift too; one that adds the same time to every variant moves the ratios
+  of the fast variants and fails there. The A/A control's own rows are not gated: they are the tolerance.
 
 A metric measured in the baseline but missing, failed or invalid now is a regression too (a gate that passes
 when a measurement disappears catches nothing), and so is a run that is not VALID.
@@ -18,9 +33,11 @@ when a measurement disappears catches nothing), and so is a run that is not VALI
 Rules file (TOML; the first matching rule wins; patterns are globs)::
 
     [default]
-    tolerance = 0.10        # relative change allowed in the bad direction (statistical metrics)
+    tolerance = 0.10        # relative change allowed in the bad direction (absolute test)
+    ratio_tolerance = 0.05  # least relative change of a ratio that fails (the A/A band can widen it)
     alpha = 0.01            # significance for the Mann-Whitney test
     exact_tolerance = 1e-6  # relative change allowed for deterministic metrics
+    float_tolerance = 1e-4  # absolute change allowed for deterministic values that are not whole numbers
     [[rules]]
     metric = "lm_step*"     # required
     variant = "*"           # optional
@@ -42,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError, VemiError
+from .gate_ratios import SideBySide, combined_band, metric_key, side_by_side
 from .records import upgrade_metric
 from .results import read_results
 from .stats import mann_whitney
@@ -54,8 +72,11 @@ else:  # pragma: no cover
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_ALPHA = 0.01
 DEFAULT_EXACT_TOLERANCE = 1e-6
-EXACT, MANN_WHITNEY, TOLERANCE_ONLY = "exact", "mann-whitney", "tolerance"
+DEFAULT_RATIO_TOLERANCE = 0.05
+DEFAULT_FLOAT_TOLERANCE = 0.0
+EXACT, MANN_WHITNEY, TOLERANCE_ONLY, RATIO = "exact", "mann-whitney", "tolerance", "ratio"
 REGRESSION, OK, IMPROVED, NOT_GATED, NEW = "REGRESSION", "ok", "improved", "not gated", "new"
+DRIFT = "drift"  # the baseline moved, the ratios held: the machine changed speed, not the code
 
 
 class GateRulesError(VemiError):
@@ -92,6 +113,8 @@ class Rules:
     tolerance: float = DEFAULT_TOLERANCE
     alpha: float = DEFAULT_ALPHA
     exact_tolerance: float = DEFAULT_EXACT_TOLERANCE
+    ratio_tolerance: float = DEFAULT_RATIO_TOLERANCE
+    float_tolerance: float = DEFAULT_FLOAT_TOLERANCE
     rules: list[Rule] = field(default_factory=list)
 
     def for_metric(self, variant: str, metric: str) -> MetricRule:
@@ -119,6 +142,8 @@ class GateRow:
     suite: str = ""
     better: str | None = None  # "lower" | "higher": the direction it was judged in; None: none known
     current_ci: tuple[float, float] | None = None  # the current value's interval, where recorded
+    baseline_ratio: float | None = None  # ratio test: the baseline run's variant / its baseline
+    current_ratio: float | None = None  # ratio test: the run's variant / its interleaved baseline
 
     @property
     def ratio(self) -> float | None:
@@ -167,15 +192,18 @@ def load_rules(path: str | Path | None = None, thresholds: Sequence[str] = ()) -
         if unknown:
             raise GateRulesError(f"{p}: unknown table {sorted(unknown)[0]!r} (default, rules)")
         default = doc.get("default", {})
-        bad = set(default) - {"tolerance", "alpha", "exact_tolerance"}
+        known = ("tolerance", "ratio_tolerance", "alpha", "exact_tolerance", "float_tolerance")
+        bad = set(default) - set(known)
         if bad:
-            raise GateRulesError(
-                f"{p}: [default] unknown key {sorted(bad)[0]!r} (tolerance, alpha, exact_tolerance)"
-            )
+            raise GateRulesError(f"{p}: [default] unknown key {sorted(bad)[0]!r} ({', '.join(known)})")
         if "tolerance" in default:
             rules.tolerance = parse_fraction(default["tolerance"])
+        if "ratio_tolerance" in default:
+            rules.ratio_tolerance = parse_fraction(default["ratio_tolerance"])
         if "exact_tolerance" in default:
             rules.exact_tolerance = parse_fraction(default["exact_tolerance"])
+        if "float_tolerance" in default:
+            rules.float_tolerance = parse_fraction(default["float_tolerance"])
         if "alpha" in default:
             rules.alpha = _alpha(default["alpha"], p)
         for i, r in enumerate(doc.get("rules", [])):
@@ -270,6 +298,9 @@ def compare(
         notes.append("one run is --quick and the other is not")
     cur = {_key(m): m for m in current.get("metrics", [])}
     base = {_key(m): m for m in baseline.get("metrics", [])}
+    theirs_sbs, mine_sbs = side_by_side(baseline), side_by_side(current)
+    if theirs_sbs.single_variant:
+        notes.append("a single-variant suite: its timings are gated on absolute values (no ratio to take)")
     for key, b in base.items():
         if b.get("status") != "ok" or b.get("value") is None:
             continue
@@ -287,15 +318,101 @@ def compare(
             why = f"{c.get('status')}: {c.get('reason', '')}"
             row = _unscored(b, b["value"], c.get("value"), tol, REGRESSION, why)
         elif exact:
-            row = _compare_exact(b, c, tol, rule.better)
+            row = _compare_exact(b, c, tol, rule.better, rules.float_tolerance)
+        elif variant in theirs_sbs.aa:
+            why = "the A/A control: its spread is the tolerance of the ratios"
+            row = _unscored(b, float(b["value"]), float(c["value"]), tol, NOT_GATED, why)
+        elif variant != theirs_sbs.baseline and _has_ratio(b) and _has_ratio(c):
+            floor = rules.ratio_tolerance if rule.tolerance is None else rule.tolerance
+            row = _compare_ratio(b, c, floor, theirs_sbs, mine_sbs, rule.better)
         else:
             row = _compare_statistical(b, c, tol, rule.alpha, rule.better)
         rows.append(_with_current_facts(row, b, c, rule.better))
+    _call_drift(rows, theirs_sbs)
     for key, c in cur.items():
         if key not in base and c.get("status") == "ok":
             row = _unscored(c, None, c.get("value"), rules.tolerance, NEW, "not in the baseline")
             rows.append(_with_current_facts(row, c, c, rules.for_metric(key[1], key[2]).better))
     return GateResult(rows, notes, suite=str(mine or theirs or ""))
+
+
+def _has_ratio(m: Mapping[str, Any]) -> bool:
+    r = m.get("ratio_to_baseline")
+    return isinstance(r, (int, float)) and math.isfinite(r) and r > 0
+
+
+def _compare_ratio(
+    b: Mapping[str, Any],
+    c: Mapping[str, Any],
+    floor: float,
+    theirs: SideBySide,
+    mine: SideBySide,
+    better: str | None,
+) -> GateRow:
+    """A variant's ratio to its run's baseline against the baseline run's ratio; the tolerance is the
+    larger of ``floor`` and the two runs' A/A bands combined."""
+    rb, rc = float(b["ratio_to_baseline"]), float(c["ratio_to_baseline"])
+    better = _direction(b, c, better)
+    band = combined_band(theirs.aa_band(b), mine.aa_band(c))
+    tol = floor if band is None else max(floor, band)
+    basis = "no A/A control" if band is None else f"A/A band {band:.1%}"
+    if better is None:
+        why = "no direction (higher_is_better unset; a rule can set better)"
+        row = _unscored(b, float(b["value"]), float(c["value"]), tol, NOT_GATED, why)
+    else:
+        change = _bad_change(rb, rc, better)
+        verdict = REGRESSION if change > tol else (IMPROVED if change < -tol else OK)
+        why = f"ratio to the run's baseline x{rb:.3g} -> x{rc:.3g}, {change:+.1%} "
+        why += f"(tolerance {tol:.1%}: {basis})"
+        row = _row(b, c, change, None, tol, verdict, why if verdict != OK else "", RATIO)
+    row.baseline_ratio, row.current_ratio = rb, rc
+    return row
+
+
+TIME_UNITS = ("ms", "s")
+
+
+def _call_drift(rows: list[GateRow], theirs: SideBySide) -> None:
+    """Environment drift, not regression, in a run with variants: a baseline metric that failed its
+    absolute test while most variants' ratios on that metric held (a variant whose ratio broke fails on
+    its own row; a change that moves most ratios at once keeps the baseline a regression too); and a
+    variant's timing that has no
+    ratio (compile time) and failed its absolute test, but not once divided by the run's drift (the
+    median move of the baseline's timings). With no ratio to tell, a baseline metric stays a regression."""
+    if theirs.single_variant:
+        return
+    absolute = (MANN_WHITNEY, TOLERANCE_ONLY)
+    ratio_rows: dict[tuple[str, str], list[GateRow]] = {}
+    for r in rows:
+        if r.test == RATIO:
+            ratio_rows.setdefault(metric_key({"metric": r.metric, "condition": r.condition}), []).append(r)
+    moves = sorted(
+        r.current / r.baseline
+        for r in rows
+        if r.variant == theirs.baseline and r.test in absolute and r.better == "lower"
+        and r.unit in TIME_UNITS and r.baseline and r.current is not None
+    )  # fmt: skip
+    drift = moves[len(moves) // 2] if moves else None
+    for r in rows:
+        if r.verdict != REGRESSION or r.test not in absolute or r.variant in theirs.aa:
+            continue
+        if r.variant == theirs.baseline:
+            held = ratio_rows.get(metric_key({"metric": r.metric, "condition": r.condition}), [])
+            kept = sum(x.verdict != REGRESSION for x in held)
+            if held and kept * 2 > len(held):
+                r.verdict = DRIFT
+                r.reason = (
+                    f"environment drift: the baseline moved {r.change:+.1%} between runs but {kept} of "
+                    f"{len(held)} variants' ratios to it held ({r.reason})"
+                )
+        elif drift and r.better == "lower" and r.unit in TIME_UNITS and r.baseline and r.current is not None:
+            adjusted = r.current / r.baseline / drift - 1.0
+            if adjusted <= r.tolerance:
+                r.verdict = DRIFT
+                r.reason = (
+                    f"environment drift: moved {r.change:+.1%}, {adjusted:+.1%} after the run's drift "
+                    f"(the baseline's timings x{drift:.3g}, median; tolerance {r.tolerance:.0%})"
+                )
 
 
 def _with_current_facts(
@@ -353,10 +470,15 @@ def _row(b, c, change, p, tol, verdict, reason, test) -> GateRow:
     return row
 
 
-def _compare_exact(b: Mapping[str, Any], c: Mapping[str, Any], tol: float, better: str | None) -> GateRow:
-    """A deterministic metric: any move beyond ``tol`` in the bad direction (either, without one) fails."""
+def _compare_exact(
+    b: Mapping[str, Any], c: Mapping[str, Any], tol: float, better: str | None, float_tol: float = 0.0
+) -> GateRow:
+    """A deterministic metric: any move beyond ``tol`` (relative) in the bad direction (either, without
+    one) fails; a value that is not a whole number may also move by ``float_tol`` (absolute)."""
     bv, cv = float(b["value"]), float(c["value"])
     better = _direction(b, c, better)
+    if not (bv.is_integer() and cv.is_integer()) and abs(cv - bv) <= float_tol:
+        return _row(b, c, 0.0, None, tol, OK, f"within the float tolerance {float_tol:g}", EXACT)
     if better is None:
         moved = abs(cv - bv) / abs(bv) if bv != 0 else abs(cv - bv)
         if moved > tol:
@@ -408,10 +530,10 @@ def run_gate(
 
 def format_table(result: GateResult, show_all: bool = False) -> str:
     """A plain-text table, regressions first; ok rows only with show_all."""
-    order = {REGRESSION: 0, IMPROVED: 1, NEW: 2, NOT_GATED: 3, OK: 4}
+    order = {REGRESSION: 0, DRIFT: 1, IMPROVED: 2, NEW: 3, NOT_GATED: 4, OK: 5}
     rows = sorted(result.rows, key=lambda r: (order.get(r.verdict, 9), r.variant, r.metric))
     if not show_all:
-        rows = [r for r in rows if r.verdict in (REGRESSION, IMPROVED)] or []
+        rows = [r for r in rows if r.verdict in (REGRESSION, DRIFT, IMPROVED)] or []
 
     def num(x: float | None) -> str:
         return "-" if x is None else f"{x:.4g}"
@@ -423,9 +545,10 @@ def format_table(result: GateResult, show_all: bool = False) -> str:
         change = "-" if r.change is None else (f"{r.change:+.3g}" if r.test == EXACT else f"{r.change:+.1%}")
         p = "-" if r.p_value is None else f"{r.p_value:.2g}"
         cur = num(r.current) + (f" {r.unit}" if r.unit and r.current is not None else "")
-        table.append(
-            (r.verdict, r.variant, r.metric, cond, num(r.baseline), cur, change, r.test or "-", p, r.reason)
-        )
+        was = num(r.baseline)
+        if r.test == RATIO:  # what was gated first, the absolute value beside it
+            was, cur = f"x{r.baseline_ratio:.4g} ({was})", f"x{r.current_ratio:.4g} ({cur})"
+        table.append((r.verdict, r.variant, r.metric, cond, was, cur, change, r.test or "-", p, r.reason))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]) - 1)]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row[:-1], widths)) + "  " + row[-1] for row in table]
     counts: dict[str, int] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionsError
-from .gate import EXACT, IMPROVED, NEW, NOT_GATED, OK, REGRESSION, GateResult, GateRow
+from .gate import DRIFT, EXACT, IMPROVED, NEW, NOT_GATED, OK, RATIO, REGRESSION, GateResult, GateRow
 from .storage import write_atomic
 
 SMALLER, BIGGER = "smaller", "bigger"
@@ -34,6 +34,8 @@ def row_facts(row: GateRow) -> str:
     parts = [f"baseline {_num(row.baseline)}{unit}", f"current {_num(row.current)}{unit}"]
     if row.ratio is not None:
         parts.append(f"ratio {row.ratio:.4g}")
+    if row.test == RATIO and row.baseline_ratio is not None and row.current_ratio is not None:
+        parts.append(f"ratio to the run's baseline x{row.baseline_ratio:.4g} -> x{row.current_ratio:.4g}")
     if row.test:
         tol = f"{row.tolerance:.3g}" if row.test == EXACT else f"{row.tolerance:.0%}"
         parts.append(
@@ -63,7 +65,7 @@ def junit_xml(result: GateResult) -> str:
             fail.text = facts
         elif row.verdict in (NOT_GATED, NEW):
             ET.SubElement(case, "skipped", {"message": f"{row.verdict}: {row.reason}"})
-        elif row.verdict in (OK, IMPROVED):
+        elif row.verdict in (OK, IMPROVED, DRIFT):
             out = ET.SubElement(case, "system-out")
             out.text = f"{row.verdict}: {facts}"
     if result.notes:

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .claim_verdicts import ClaimBar, Evidence, interval_verdict, judge
 from .errors import SuiteError
 
 if sys.version_info >= (3, 11):
@@ -50,6 +51,7 @@ class Claim:
     hi: float | None  # high end (lo == hi for a single number)
     compare: str = "ratio"  # "ratio": variant / baseline; "value": the record's own value (fidelity)
     flags: tuple[str, ...] = ()  # flags the claim is about (default: every flag of its enhancement)
+    trained_weights: bool = False  # depends on a trained model's predictions: n/a on random weights
 
     @property
     def better(self) -> str:
@@ -74,6 +76,23 @@ class FlagValues:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """A measurement that stands in for an entry's claims: which records (their kinds; none: any) unless the
+    variant or its baseline runs one of ``unless_flags`` ("name" or "name=value": then it is the real
+    thing), and what it measured."""
+
+    text: str
+    kinds: tuple[str, ...] = ()
+    unless_flags: tuple[str, ...] = ()
+
+    def applies(self, kind: str, flags: Iterable[str]) -> bool:
+        if self.kinds and kind not in self.kinds:
+            return False
+        names = set(flags) | {f.partition("=")[0] for f in flags}
+        return not (set(self.unless_flags) & names)
+
+
+@dataclass(frozen=True)
 class Enhancement:
     id: str
     title: str
@@ -93,13 +112,16 @@ class Enhancement:
     notes: str = ""
     flag_values: tuple[FlagValues, ...] = ()  # flags of which only some values are the enhancement
     recipes: tuple[str, ...] = ()  # training recipe options that implement it (vemi_eval/training/recipes.py)
+    proxies: tuple[Proxy, ...] = ()  # measurements that stand in for its claims
 
 
 _ENTRY_KEYS = {
     "id", "title", "section", "summary", "matrix_name", "impact", "effort", "priority", "phase",
     "metrics", "kinds", "device", "flags", "not_implementable", "notes", "claim", "flag_values", "recipes",
+    "proxy",
 }  # fmt: skip
-_CLAIM_KEYS = {"metric", "text", "low", "high", "compare", "flags"}
+_CLAIM_KEYS = {"metric", "text", "low", "high", "compare", "flags", "trained_weights"}
+_PROXY_KEYS = {"text", "kinds", "unless_flags"}
 _FLAG_VALUE_KEYS = {"flag", "values", "default"}
 
 
@@ -134,8 +156,12 @@ def load_registry(path: Path = CLAIMS_FILE) -> tuple[tuple[Enhancement, ...], di
             lo = c.get("low")
             claims.append(
                 Claim(c["metric"], c["text"], lo, c.get("high", lo), c.get("compare", "ratio"),
-                      tuple(c.get("flags", ())))
+                      tuple(c.get("flags", ())), bool(c.get("trained_weights", False)))
             )  # fmt: skip
+        proxies = []
+        for px in e.get("proxy") or []:
+            _keys(px, _PROXY_KEYS, where + " proxy")
+            proxies.append(Proxy(px["text"], tuple(px.get("kinds", ())), tuple(px.get("unless_flags", ()))))
         flag_values = []
         for fv in e.get("flag_values") or []:
             _keys(fv, _FLAG_VALUE_KEYS, where + " flag_values")
@@ -163,6 +189,7 @@ def load_registry(path: Path = CLAIMS_FILE) -> tuple[tuple[Enhancement, ...], di
                 notes=e.get("notes", ""),
                 flag_values=tuple(flag_values),
                 recipes=tuple(e.get("recipes", ())),
+                proxies=tuple(proxies),
             )
         )
     return tuple(entries), directions
@@ -327,21 +354,13 @@ def _matches(record: Mapping[str, Any], claim: Claim, table: Mapping[str, Any]) 
 
 
 def verdict(claim: Claim, value: float | None, low: float | None, high: float | None) -> str:
-    """meets / falls short / inconclusive for one measured ratio (or value) against a claim."""
-    t = claim.threshold
-    if value is None or t is None:
+    """meets / falls short / inconclusive for one measured ratio (or value) against a claim's bar, by its
+    interval alone (``priority_matrix`` judges with everything else known: claim_verdicts.judge)."""
+    if value is None or claim.threshold is None:
         return "not measured"
-    better = claim.better
-    if better == "mixed":
+    if claim.better == "mixed":
         return "not comparable"
-    good = (lambda x: x <= t) if better == "lower" else (lambda x: x >= t)
-    if low is None or high is None:
-        return "meets (no CI)" if good(value) else "falls short (no CI)"
-    if good(low) and good(high):
-        return "meets"
-    if not good(low) and not good(high):
-        return "falls short"
-    return "inconclusive"
+    return interval_verdict(ClaimBar(claim.threshold, claim.better), value, low, high)
 
 
 def _variant_flags(results: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
@@ -424,7 +443,10 @@ def priority_matrix(
     results: Iterable[Mapping[str, Any]], flags: Mapping[str, Any] | None = None
 ) -> list[dict]:
     """One row per enhancement: the document's impact/effort/priority and claims beside what the runs
-    measured (every record of a variant ``attributed`` to the entry whose metric matches a claim)."""
+    measured (every record of a variant ``attributed`` to the entry whose metric matches a claim). Each
+    claim's measurements are judged one by one (vemi_eval/claim_verdicts.py) and grouped into ``rows``,
+    one per context (vemi_eval/claim_context.py): values measured in different contexts are never pooled
+    into one verdict."""
     results = list(results)
     table = metric_table()
     rows = []
@@ -441,54 +463,8 @@ def priority_matrix(
             "claims": [],
         }
         for c in e.claims:
-            measured = []
-            for res in results:
-                vflags = _variant_flags(res)
-                facts = {v["name"]: v for v in res.get("variants", [])}
-                base = next((v["name"] for v in res.get("variants", []) if v.get("is_baseline")), None)
-                for m in res.get("metrics", []):
-                    if m.get("status") not in ("ok", "invalid") or not _matches(m, c, table):
-                        continue
-                    v, b = facts.get(m.get("variant"), {}), facts.get(base, {})
-                    if m.get("variant") == base or v.get("aa"):  # an A/A control measures noise only
-                        continue
-                    recipes = (v.get("trained_with") or (), b.get("trained_with") or ())
-                    flags_vb = (vflags.get(m.get("variant"), {}), vflags.get(base, {}))
-                    same = _same_model(v, b)
-                    inverted = False
-                    if not attributed(e, c, *flags_vb, *recipes, same_model=same):
-                        # the variant runs the reference (attn=eager) against a baseline that runs the
-                        # enhancement (sdpa): the claim's ratio is baseline / variant
-                        inverted = c.compare == "ratio" and same and runs_reference(e, c, *flags_vb)
-                        if not inverted:
-                            continue
-                    if c.compare == "value":
-                        val, lo, hi = m.get("value"), m.get("ci_low"), m.get("ci_high")
-                    else:
-                        val, lo, hi = (
-                            m.get("ratio_to_baseline"),
-                            m.get("ratio_ci_low"),
-                            m.get("ratio_ci_high"),
-                        )
-                    if inverted and val:
-                        val, lo, hi = 1 / val, (1 / hi if hi else None), (1 / lo if lo else None)
-                    if val is None:
-                        continue
-                    measured.append(
-                        {
-                            "run": res.get("_path") or res.get("suite", {}).get("name"),
-                            "suite": m.get("suite"),
-                            "variant": m.get("variant"),
-                            "metric": m.get("metric"),
-                            "condition": m.get("condition", {}),
-                            "measured": val,
-                            "ci_low": lo,
-                            "ci_high": hi,
-                            "status": m.get("status"),
-                            "inverted": inverted,
-                            "verdict": verdict(c, val, lo, hi),
-                        }
-                    )
+            measured = [m for res in results for m in _claim_measurements(e, c, res, table)]
+            by_context = _context_rows(measured)
             row["claims"].append(
                 {
                     "metric": c.metric,
@@ -499,19 +475,167 @@ def priority_matrix(
                     "better": c.better,
                     "threshold": c.threshold,
                     "measurements": measured,
-                    "verdict": _overall(measured),
+                    "rows": by_context,
+                    "verdict": _claim_verdict(by_context),
                 }
             )
         rows.append(row)
     return rows
 
 
-def _overall(measured: list[dict[str, Any]]) -> str:
-    if not measured:
+def _claim_measurements(
+    e: Enhancement, c: Claim, res: Mapping[str, Any], table: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The records of one run that stand for one claim, each judged on its own."""
+    from .claim_context import context_of
+
+    vflags = _variant_flags(res)
+    facts = {v["name"]: v for v in res.get("variants", [])}
+    base = next((v["name"] for v in res.get("variants", []) if v.get("is_baseline")), None)
+    own = _records_by_variant(res)
+    aa = next((v["name"] for v in res.get("variants", []) if v.get("aa")), None)
+    out = []
+    for m in res.get("metrics", []):
+        if m.get("status") not in ("ok", "invalid") or not _matches(m, c, table):
+            continue
+        v, b = facts.get(m.get("variant"), {}), facts.get(base, {})
+        if m.get("variant") == base or v.get("aa"):  # an A/A control measures noise only
+            continue
+        recipes = (v.get("trained_with") or (), b.get("trained_with") or ())
+        flags_vb = (vflags.get(m.get("variant"), {}), vflags.get(base, {}))
+        same = _same_model(v, b)
+        inverted = False
+        if not attributed(e, c, *flags_vb, *recipes, same_model=same):
+            # the variant runs the reference (attn=eager) against a baseline that runs the
+            # enhancement (sdpa): the claim's ratio is baseline / variant
+            inverted = c.compare == "ratio" and same and runs_reference(e, c, *flags_vb)
+            if not inverted:
+                continue
+        if c.compare == "value":
+            val, lo, hi = m.get("value"), m.get("ci_low"), m.get("ci_high")
+        else:
+            val, lo, hi = m.get("ratio_to_baseline"), m.get("ratio_ci_low"), m.get("ratio_ci_high")
+        if inverted and val:
+            val, lo, hi = 1 / val, (1 / hi if hi else None), (1 / lo if lo else None)
+        if val is None:
+            continue
+        by_recipe = bool(set(e.recipes) & set(recipes[0]))
+        context = context_of(res, str(m.get("variant")), e.recipes if by_recipe else ())
+        key = (m.get("metric"), _cond_key(m))
+        mde, basis = _mde(c, m, own.get(base, {}).get(key), own.get(aa, {}).get(key) if aa else None)
+        run_flags = [f for f in (v.get("flags") or []) + (b.get("flags") or [])]
+        proxy = next((p.text for p in e.proxies if p.applies(str(m.get("kind") or ""), run_flags)), None)
+        evidence = Evidence(
+            value=float(val),
+            ci_low=lo,
+            ci_high=hi,
+            run_status=str(res.get("status") or "VALID"),
+            run_reasons=tuple(res.get("invalid_reasons") or ()),
+            record_status=str(m.get("status")),
+            record_reason=str(m.get("reason") or ""),
+            exact=_deterministic(m),
+            random_weights=v.get("weights") == "random",
+            needs_trained_weights=c.trained_weights,
+            proxy=proxy,
+            mde=mde,
+            mde_basis=basis,
+            training_side=by_recipe,
+            control_converged=context.control_converged,
+            control_budget_recorded=context.control_budget_recorded,
+        )
+        judged = judge(ClaimBar(c.threshold, c.better), evidence)
+        out.append(
+            {
+                "run": res.get("_path") or res.get("suite", {}).get("name"),
+                "suite": m.get("suite"),
+                "variant": m.get("variant"),
+                "metric": m.get("metric"),
+                "kind": m.get("kind"),
+                "condition": m.get("condition", {}),
+                "measured": val,
+                "ci_low": lo,
+                "ci_high": hi,
+                "status": m.get("status"),
+                "inverted": inverted,
+                "verdict": judged.text,
+                "verdict_kind": judged.kind,
+                "mde": mde,
+                "mde_basis": basis,
+                "context": context.to_dict(),
+            }
+        )
+    return out
+
+
+def _cond_key(m: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(m.get("condition") or {}, sort_keys=True, default=str)
+
+
+def _records_by_variant(res: Mapping[str, Any]) -> dict[str, dict[tuple[Any, str], Mapping[str, Any]]]:
+    out: dict[str, dict[tuple[Any, str], Mapping[str, Any]]] = {}
+    for m in res.get("metrics", []):
+        out.setdefault(str(m.get("variant")), {})[(m.get("metric"), _cond_key(m))] = m
+    return out
+
+
+def _deterministic(m: Mapping[str, Any]) -> bool:
+    from .measurements import is_exact
+
+    kind = str(m.get("kind") or "")
+    return bool(kind) and bool(is_exact(kind, str(m.get("metric", ""))))
+
+
+def _mde(
+    c: Claim, m: Mapping[str, Any], base: Mapping[str, Any] | None, aa: Mapping[str, Any] | None
+) -> tuple[float | None, str]:
+    """The comparison's minimum detectable effect and what it is read from (claim_verdicts)."""
+    from .claim_verdicts import mde_from_aa, mde_from_seeds, seed_values
+
+    if c.compare != "ratio":
+        return None, ""
+    seeds = seed_values(m)
+    if len(seeds) >= 2 and base is not None:
+        mde = mde_from_seeds(seeds, seed_values(base) or [float(base.get("value") or 0.0)])
+        if mde is not None:
+            return mde, f"{len(seeds)} seeds"
+    if aa is not None and not _deterministic(m):
+        mde = mde_from_aa(aa.get("ratio_to_baseline"), aa.get("ratio_ci_low"), aa.get("ratio_ci_high"))
+        if mde is not None:
+            return mde, "A/A control"
+    return None, ""
+
+
+def _context_rows(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The claim's measurements, one row per context (in the order first measured)."""
+    from .claim_verdicts import overall
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in measured:
+        groups.setdefault(m["context"]["label"], []).append(m)
+    rows = []
+    for label, ms in groups.items():
+        verdict_kind = overall([m["verdict_kind"] for m in ms])
+        reasons = list(dict.fromkeys(m["verdict"] for m in ms if m["verdict_kind"] == verdict_kind))
+        why = reasons[0].partition(": ")[2] if len(reasons) == 1 else ""
+        mdes = [m["mde"] for m in ms if m.get("mde") is not None]
+        rows.append(
+            {
+                "context": label,
+                "context_detail": ms[0]["context"],
+                "measurements": ms,
+                "verdict": f"{verdict_kind}: {why}" if why else verdict_kind,
+                "verdict_kind": verdict_kind,
+                "mde": max(mdes) if mdes else None,
+                "runs": list(dict.fromkeys(str(m["run"]) for m in ms)),
+            }
+        )
+    return rows
+
+
+def _claim_verdict(rows: list[dict[str, Any]]) -> str:
+    """The claim's verdict where it has one context; several contexts keep their own ("by context")."""
+    if not rows:
         return "not measured"
-    kinds = {m["verdict"].split(" (")[0] for m in measured}
-    if len(kinds) == 1:
-        return kinds.pop()
-    if kinds <= {"meets", "inconclusive"} or kinds <= {"falls short", "inconclusive"}:
-        return "inconclusive"
-    return "mixed"
+    return rows[0]["verdict"] if len(rows) == 1 else "by context"

@@ -142,9 +142,11 @@ def trained_with_of(spec: dict[str, Any]) -> tuple[str, ...]:
 
 def weights_files_of(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     """Which bytes the spec's LM and codec ran, for results.json: path, sha256 and, from the sidecar, how
-    the file was trained (steps, recipe digest, data hash, the weights it started from). A path alone
-    does not say which weights ran: a bundled file is replaced by retraining, a run folder is reused."""
+    the file was trained (steps, recipe digest, data hash, the weights it started from) and its training
+    budget (minutes, device, whether its loss had stopped falling: vemi_eval/training_budget.py). A path
+    alone does not say which weights ran: a bundled file is replaced by retraining, a run folder is reused."""
     from .evaluators import file_sha256
+    from .training_budget import budget_from_sidecar
 
     out: dict[str, dict[str, Any] | None] = {}
     for part in ("lm", "codec"):
@@ -163,9 +165,8 @@ def weights_files_of(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
             "init_from_sha256": init.get("sha256"),
             "heldout_text_word_accuracy_teacher_forced": held.get("text_word_accuracy_teacher_forced"),
         }
-        out[part] = {
-            "path": str(ckpt),
-            "sha256": file_sha256(ckpt),
-            "sidecar": {k: v for k, v in trained.items() if v is not None} if doc else None,
-        }
+        sidecar = {k: v for k, v in trained.items() if v is not None}
+        if doc:
+            sidecar["training"] = budget_from_sidecar(doc).to_dict()
+        out[part] = {"path": str(ckpt), "sha256": file_sha256(ckpt), "sidecar": sidecar if doc else None}
     return out

@@ -1,12 +1,14 @@
-"""The priority matrix as a Markdown table (`vemi-eval matrix --markdown`): one row per measured claim,
-claim beside measurement, for a README or a pull request. The HTML report is the full view."""
+"""The priority matrix as a Markdown table (`vemi-eval matrix --markdown`): one row per measured claim and
+context (device, threads, dtype, model, weights, training budget), claim beside measurement, for a README
+or a pull request. Values measured in different contexts are never pooled into one row. The HTML report
+is the full view."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-SHOWN = 2  # measurements written out per claim; the rest are counted
+SHOWN = 2  # measurements written out per row; the rest are counted
 
 
 def _num(x: float | None) -> str:
@@ -28,24 +30,33 @@ def _measured(ms: list[dict[str, Any]]) -> str:
     return "; ".join(cells) + more
 
 
-def _run_name(path: str) -> str:
+def _mde(row: dict[str, Any]) -> str:
+    """The row's largest minimum detectable effect (80% power) and what it is read from."""
+    mde = row.get("mde")
+    if mde is None:
+        return "-"
+    basis = next((m.get("mde_basis") for m in row["measurements"] if m.get("mde") == mde), "")
+    return f"{mde:.0%}" + (f" ({basis})" if basis else "")
+
+
+def run_name(path: str) -> str:
     p = Path(path)
     return (p.parent if p.name == "results.json" else p).name
 
 
 def matrix_markdown(rows: list[dict[str, Any]]) -> str:
-    """Rows of ``registry.priority_matrix`` (in the order given) as a Markdown table; claims that no run
-    measured are left out (the HTML report lists them)."""
+    """Rows of ``registry.priority_matrix`` (in the order given) as a Markdown table, one line per claim
+    and context; claims that no run measured are left out (the HTML report lists them)."""
     lines = [
-        "| id | enhancement | claim | claimed | measured (interval) | verdict | run |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| id | enhancement | claim | claimed | context | measured (interval) | MDE (80%) | verdict | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         for c in r["claims"]:
-            ms = c["measurements"]
-            if not ms:
-                continue
-            runs = ", ".join(dict.fromkeys(_run_name(m["run"]) for m in ms))
-            cells = [r["id"], r["title"], c["text"], _claimed(c), _measured(ms), c["verdict"], runs]
-            lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+            for row in c.get("rows", []):
+                ms = row["measurements"]
+                runs = ", ".join(dict.fromkeys(run_name(m["run"]) for m in ms))
+                cells = [r["id"], r["title"], c["text"], _claimed(c), row["context"], _measured(ms),
+                         _mde(row), row["verdict"], runs]  # fmt: skip
+                lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines)

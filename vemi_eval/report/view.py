@@ -521,6 +521,7 @@ def matrix_lead(
     for rank, eid in enumerate((i for i in order if i in by_id), start=1):
         r, entry = by_id[eid], registry.BY_ID[eid]
         claims, plotted = [], []
+        entry_rows: list[dict[str, Any]] = []  # its overview rows: the first spans them all
         for c, decl in zip(r.get("claims", []), entry.claims, strict=True):
             ms = c.get("measurements", [])
             shown = []
@@ -544,30 +545,35 @@ def matrix_lead(
             if c.get("claimed_low") is not None:
                 lo, hi = c["claimed_low"], c.get("claimed_high")
                 claimed = f"{lo:.3g}" + (f"-{hi:.3g}" if hi is not None and hi != lo else "")
-            verdict = c.get("verdict", "")
-            drift = any(x["noise_exceeded"] for x in shown)
             why = ""
             if not ms and r.get("status") == "implemented":
                 why = _why_not_measured(entry, decl, runs)
-            item = {
-                "text": c.get("text", ""),
-                "metric": c.get("metric", ""),
-                "better": c.get("better", ""),
-                "compare": c.get("compare", "ratio"),
-                "claimed": claimed,
-                "verdict": verdict,
-                "verdict_class": _verdict_class(verdict),
-                "measured": shown[:max_shown],
-                "more": max(0, len(shown) - max_shown),
-                "first": shown[0] if shown else None,
-                "why": why,
-                "drift": drift,  # the A/A interval of a measured metric excludes 1: its timings drifted
-            }
-            claims.append(item)
-            overview.append({"rank": rank, "id": eid, "title": r.get("title"), "priority": r.get("priority"),
-                             "status": r.get("status"), "reason": r.get("reason") or "",
-                             "first_claim": not plotted,
-                             "span": len(entry.claims), **item})  # fmt: skip
+            # one row per context (device, dtype, model, weights, budget): never one verdict across them
+            contexts = c.get("rows") or [{"context": "", "measurements": [], "verdict": c.get("verdict", "")}]
+            for ctx in contexts:
+                mine = [s for s, m in zip(shown, ms, strict=True) if m in ctx["measurements"]]
+                verdict = ctx["verdict"]
+                item = {
+                    "text": c.get("text", ""),
+                    "metric": c.get("metric", ""),
+                    "better": c.get("better", ""),
+                    "compare": c.get("compare", "ratio"),
+                    "claimed": claimed,
+                    "context": ctx["context"],
+                    "mde": "" if ctx.get("mde") is None else f"{ctx['mde']:.0%}",
+                    "verdict": verdict,
+                    "verdict_class": _verdict_class(verdict),
+                    "measured": mine[:max_shown],
+                    "more": max(0, len(mine) - max_shown),
+                    "first": mine[0] if mine else None,
+                    "why": why,
+                    "drift": any(x["noise_exceeded"] for x in mine),  # an A/A interval excludes 1
+                }
+                claims.append(item)
+                entry_rows.append({"rank": rank, "id": eid, "title": r.get("title"),
+                                   "priority": r.get("priority"), "status": r.get("status"),
+                                   "reason": r.get("reason") or "", "first_claim": not entry_rows,
+                                   **item})  # fmt: skip
             plotted.append(
                 {
                     "text": c.get("text", ""),
@@ -590,6 +596,8 @@ def matrix_lead(
                     ],
                 }
             )
+        entry_rows[0]["span"] = len(entry_rows)
+        overview += entry_rows
         figure_uri = None
         plotted = [p for p in plotted if p["measurements"]]  # the table says which are not measured
         if plotted:
