@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ResultsError
+from .errors import OptionsError, ResultsError
 from .records import MetricRecord, upgrade_metric
 from .storage import append_line, write_atomic
 
@@ -29,6 +29,17 @@ PARTIAL_FILE = "results.partial.jsonl"
 SAMPLES_FILE = "samples.csv"
 LOG_FILE = "run.log"
 REPORT_FILE = "report.html"
+# what a run measured: no command's output file may take one of these names (a report or a trainer's
+# sidecar written over results.json destroys the run)
+RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
+
+
+def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
+    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
+    if Path(path).name in RUN_DATA_FILES:
+        raise OptionsError(
+            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
+        )
 
 
 # --- results.json --------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ def check_writable(where: Path) -> None:
     """Create ``where`` and write a probe file into it, so that an output that cannot be written is a
     one-line error before any work (exit 2), not a traceback after it."""
     probe = where / ".vemi-write-probe"
+    blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OptionsError(f"cannot write to {where}: {blocking} is a file, not a directory")
     try:
         where.mkdir(parents=True, exist_ok=True)
         write_atomic(probe, b"\0" * 4096)

@@ -47,6 +47,7 @@ from torch.nn.utils import parametrize
 from reference_model.checkpoint import load_into
 from reference_model.codec import MimiCodec, codec_config
 
+from .interrupt import StopRequest, end_of_loop
 from .state import git_commit, load_training_state, save_training_state, write_sidecar, write_weights
 
 MEL_SCALES = ((256, 40), (512, 64), (1024, 80), (2048, 128))  # recipe 1's (n_fft, n_mels), hop n_fft / 4
@@ -571,6 +572,7 @@ def train_codec(
     fresh: bool = False,
     audio: TrainingAudio | None = None,
     max_steps: int | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train the recipe's codec for ``minutes`` of wall time (or ``max_steps``); resume from the state
     beside ``out_path`` when there is one (unless ``fresh``). Writes ``out_path`` (safetensors, weight norm
@@ -668,6 +670,8 @@ def train_codec(
         write_sidecar(json_path, info)
 
     def done() -> bool:  # max_steps: equal steps per arm; the wall-time budget stays an upper bound
+        if stop is not None and stop():  # a signal: save and stop (training/interrupt.py)
+            return True
         return (max_steps is not None and step >= max_steps) or time.time() - t_start >= budget
 
     first_step, train_time_s, t_loop = step, 0.0, time.time()
@@ -716,6 +720,7 @@ def train_codec(
         parts.remove()
     codec.eval()
     _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts)
+    end_of_loop(stop, _state_path(out_path), step)  # a signal's stop (training/interrupt.py): raises
     extra: dict[str, Any] = {}
     write_outputs(False, extra)
     if evaluate:
