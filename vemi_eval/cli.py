@@ -266,14 +266,19 @@ def _print_metrics(metrics: list[dict[str, Any]]) -> None:
 def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
     """Build one self-contained HTML report from one or more run directories."""
     from .results import results_path
+    from .rundir import check_output_file
 
     dirs = [results_path(d).parent for d in run_dirs]
     target = Path(out) if out else (dirs[0] / "report.html" if len(dirs) == 1 else Path("report.html"))
+    check_output_file(target, "report", create_folder=True)
     try:
         from .report import build_report
     except ImportError as exc:
         raise ResultsError(f"the report module is not available: {exc}") from None
-    path = build_report(dirs, target)
+    try:
+        path = build_report(dirs, target)
+    except OSError as exc:  # the folder filled up or went away while the report was built
+        raise StorageError(f"cannot write report {target}: {exc.strerror or exc}") from None
     click.echo(f"report: {path}")
     return EXIT_OK
 

@@ -436,6 +436,7 @@ def _prepare_out(
     error here, before any work."""
     if out.exists() and not out.is_dir():
         raise OptionsError(f"--out {out} is a file, not a run directory")
+    rundir.refuse_other_kind(out, (rundir.SWEEP_FILE,), "sweep")
     if not resume:
         rundir.refuse_to_destroy(out, RUN_FILES, overwrite)
     rundir.check_writable(out)

@@ -157,6 +157,7 @@ def _prepare(
 ) -> dict[str, dict[str, Any]]:
     """Each point's sweep.json entry. --resume: a run whose results.json is finished (VALID/INVALID) is
     kept; one with a partial file is continued by the runner's own resume; the rest run afresh."""
+    rundir.refuse_other_kind(out, (rs.RESULTS_FILE, rs.PARTIAL_FILE, rs.SAMPLES_FILE), "run")
     if not resume:
         rundir.refuse_to_destroy(out, (SWEEP_FILE,), overwrite)
     rundir.check_writable(out)
