@@ -82,7 +82,9 @@ def _check_sidecar(weights: Path, sidecar: Path, produced_by: str, overwrite: bo
 
 
 def _check_state(state: Path) -> None:
-    """A file at the state path must be a training state: --fresh writes over it unread."""
+    """A readable safetensors file at the state path must be a training state (--fresh writes over it
+    unread: someone's weights there would be lost). A torn one is left to the resume, whose message
+    names --fresh."""
     if not state.exists():
         return
     from safetensors import safe_open
@@ -90,8 +92,8 @@ def _check_state(state: Path) -> None:
     try:
         with safe_open(str(state), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception:  # safetensors raises its own error types for a file that is not one
-        meta = {}
+    except Exception:  # safetensors raises its own error types for a torn file
+        return
     if "state" not in meta and not state.with_suffix("").with_suffix(".state.json").is_file():
         raise OptionsError(
             f"{state} is not a training state (a corrupt or foreign file); it is kept: move it away or "
