@@ -20,7 +20,7 @@ import logging
 import random
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +428,16 @@ def check_data_dir(path: Path) -> None:
         raise DataError(f"data directory not found: {path}")
 
 
+def check_data_is_read(suite: str, kinds: Sequence[str]) -> None:
+    """--data for a suite none of whose kinds reads data would be ignored while the run says VALID."""
+    from .measurements import takes_data
+
+    if not any(takes_data(k) for k in kinds):
+        raise OptionsError(
+            f"--data: no kind of suite {suite!r} ({', '.join(kinds)}) reads data; it would be ignored"
+        )
+
+
 def _prepare_out(
     out: Path, fingerprint: dict, resume: bool, overwrite: bool = False
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -503,6 +513,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
         raise OptionsError(f"--threads must be >= 1, got {threads}")
     if opts.data is not None:
         check_data_dir(Path(opts.data))
+        check_data_is_read(suite.name, suite.kinds)
     if opts.history:
         from .history import check_history
 

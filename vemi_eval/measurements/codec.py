@@ -195,7 +195,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "beam_size", 1)
 
 
-@measurement("codec", claims=CLAIMS, check=check, exact=("*",))
+@measurement("codec", claims=CLAIMS, check=check, exact=("*",), data=True)
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

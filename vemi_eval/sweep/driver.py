@@ -69,6 +69,10 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
     if opts.setup is not None:
         opts.setup()
     suite = load_suite(plan.suite, known_kinds=load_all())
+    if plan.data:  # each run would refuse it; refused once, before Ray starts
+        from ..runner import check_data_is_read
+
+        check_data_is_read(suite.name, suite.kinds)
     ray = import_ray()
     out = Path(opts.out) if opts.out else Path("runs") / f"sweep-{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
     threads = plan.threads or suite.threads or 1
