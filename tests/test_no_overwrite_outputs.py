@@ -140,3 +140,36 @@ def test_data_for_a_suite_whose_kinds_read_none_is_refused(tmp_path, capsys):
     ]
     refused(capsys, args, tmp_path, "reads data")
     assert not out.exists()
+
+
+# --- 12. suite names never leave runs/ nor exceed a file name -----------------------------------------------
+@pytest.mark.usefixtures("fake_kind")
+@pytest.mark.parametrize("name", ["../../x/escaped", "a/b", "a\\\\b", ".."])
+def test_a_suite_name_with_separators_is_refused(tmp_path, name):
+    from vemi_eval.errors import SuiteError
+    from vemi_eval.suites import load_suite
+
+    from .test_sweep import SUITE
+
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.replace('name = "sweepfake"', f'name = "{name}"'))
+    with pytest.raises(SuiteError, match="plain name"):
+        load_suite(str(path))
+
+
+def test_the_default_out_of_a_long_or_odd_name_is_one_short_folder_under_runs():
+    from vemi_eval.rundir import default_out
+
+    out = default_out("x" * 300)
+    assert out.parent == Path("runs") and len(out.name) < 100
+    assert default_out("a b*c").name.startswith("a-b-c-")
+
+
+# --- 11. model info on a weights file -----------------------------------------------------------------------
+def test_model_info_reports_a_weights_files_parameters(tmp_path, capsys):
+    from .test_training_outputs import BUNDLED
+
+    code, out, err = cli(capsys, ["model", "info", str(BUNDLED / "tiny_lm.safetensors"), "--json"])
+    assert code == 0 and json.loads(out)["total_parameters"] > 1_000_000, err
+    (tmp_path / "c.json").write_bytes(b"\xff\xfe not text")
+    refused(capsys, ["model", "info", str(tmp_path / "c.json")], tmp_path, "not valid JSON")

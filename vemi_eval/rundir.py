@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -94,7 +95,10 @@ def clear(where: Path, names: Iterable[str]) -> None:
 
 
 def default_out(name: str) -> Path:
-    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    """runs/NAME-TIME, the name cut to letters, digits, '.', '_' and '-' and to 80 characters (a file
+    name has a length limit; a suite's name has none)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:80] or "suite"
+    return Path("runs") / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def exit_code(statuses: Iterable[str], interrupted: bool = False) -> int:

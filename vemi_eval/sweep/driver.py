@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
 
         check_data_is_read(suite.name, suite.kinds)
     ray = import_ray()
-    out = Path(opts.out) if opts.out else Path("runs") / f"sweep-{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(opts.out) if opts.out else rundir.default_out(f"sweep-{suite.name}")
     threads = plan.threads or suite.threads or 1
     num_cpus = opts.num_cpus if opts.num_cpus is not None else float(threads)
     suite_device = str(suite.model.get("device", "cpu"))
