@@ -331,3 +331,29 @@ def test_unusable_token_folders_are_one_line(task, capsys, grid, manifest, match
     with pytest.raises(TrainDataError, match=match):
         load_token_folder(folder, 5)
     refused(capsys, tl(task, "w.safetensors"), task, match)
+
+
+def test_ctrl_c_in_the_codec_trainer_saves_its_state_and_resumes_exactly(tmp_path):
+    from vemi_eval.training.codec import train_codec
+    from vemi_eval.training.interrupt import TrainingInterrupted, stop_on_signal
+
+    from .test_codec_training import _FakeAudio
+
+    def run(name: str, interrupt_at: int | None = None) -> Path:
+        def log(msg: str) -> None:
+            if interrupt_at is not None and msg.startswith(f"step {interrupt_at} "):
+                os.kill(os.getpid(), signal.SIGINT)
+
+        fake, out = _FakeAudio(batch_size=2), tmp_path / f"{name}.safetensors"
+        with stop_on_signal() as stop:
+            train_codec(out, minutes=1, recipe=fake.recipe, max_steps=4, evaluate=False, audio=fake.inner,
+                        log=log, log_every=1, checkpoint_every_s=1e9, stop=stop)  # fmt: skip
+        return out
+
+    straight = run("straight")
+    with pytest.raises(TrainingInterrupted, match="step 2") as cut:
+        run("cut", interrupt_at=2)  # no periodic checkpoint: only the signal's save is there
+    assert cut.value.state_path == tmp_path / "cut.state.safetensors" and cut.value.state_path.is_file()
+    resumed = run("cut")
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
