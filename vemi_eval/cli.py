@@ -405,34 +405,13 @@ def model_info_cmd(name: str, as_json: bool) -> int:
     .safetensors weights file, its tensors' parameters by dtype and by top-level component."""
     from reference_model import model_info
 
-    info = weights_info(Path(name)) if name.endswith(".safetensors") else model_info(name)
+    info = model_info(name)
     if as_json:
         click.echo(json.dumps(info, indent=1, default=str))
         return EXIT_OK
     rows = [{"field": k, "value": _human(k, v)} for k, v in _flatten(info)]
     _table(rows, ["field", "value"], wrap=90)
     return EXIT_OK
-
-
-def weights_info(path: Path) -> dict[str, Any]:
-    """What a safetensors file holds, from its header alone (no tensor is read)."""
-    from math import prod
-
-    from reference_model.checkpoint import read_header
-
-    by_dtype: dict[str, int] = {}
-    by_part: dict[str, int] = {}
-    for key, (dtype, shape) in read_header(path).items():
-        n = prod(shape)
-        by_dtype[dtype] = by_dtype.get(dtype, 0) + n
-        by_part[key.split(".")[0]] = by_part.get(key.split(".")[0], 0) + n
-    return {
-        "file": str(path),
-        "tensors": len(read_header(path)),
-        "total_parameters": sum(by_dtype.values()),
-        "parameters_by_dtype": by_dtype,
-        "parameters": by_part,
-    }
 
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
