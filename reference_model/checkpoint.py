@@ -117,6 +117,14 @@ def check_state_dict(
             raise CheckpointError(f"{what} key {k!r} has dtype {dtype}, the model expects {wants}")
 
 
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Raise CheckpointError naming the first floating tensor that holds a NaN or an infinity (weights
+    that would only compute NaN, found where they load rather than as a score)."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{what} key {k!r} holds non-finite values (NaN or inf)")
+
+
 def _dtype_and_shape(v: torch.Tensor | tuple[str, tuple[int, ...]]) -> tuple[str, tuple[int, ...]]:
     if isinstance(v, torch.Tensor):
         return _DTYPE_NAMES.get(v.dtype, str(v.dtype)), tuple(v.shape)
@@ -138,6 +146,7 @@ def load_into(
     """Load ``path`` into ``model`` (which may live on meta) strictly; return the model on ``device``."""
     state = read_safetensors(path, device=device)
     check_state_dict(model, state, what=f"checkpoint {Path(path).name}")
+    check_finite(state, f"checkpoint {path}")
     if dtype is not None:
         state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)

@@ -171,9 +171,11 @@ def load_lm_config(config: str | os.PathLike | dict | LMConfig) -> LMConfig:
             raise ConfigError(f"unknown LM preset {text!r} (known presets: {known}; or a path to a .json)")
         if not path.is_file():
             raise ConfigError(f"LM config file not found: {path}")
+        if path.suffix == ".safetensors":
+            raise ConfigError(f"{path} is a weights file; an LM config is a preset name or a JSON file")
         try:
             raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"LM config {path} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"LM config {path} must hold a JSON object")

@@ -32,7 +32,8 @@ COMPONENTS = {
 
 
 def model_info(config: str | os.PathLike | dict | LMConfig | torch.nn.Module) -> dict[str, Any]:
-    """Describe an LM config (or an already built/transformed LMModel, e.g. after ``gqa``).
+    """Describe an LM config (or an already built/transformed LMModel, e.g. after ``gqa``; a path to a
+    ``.safetensors`` weights file: :func:`weights_info`).
 
     Returns ``{"name", "parameters": {component: count}, "total_parameters", "weight_bytes": {dtype: bytes},
     "kv_cache_bytes_per_stream": {dtype: bytes}, "kv_cache": {...shape facts}}``. Weight bytes assume every
@@ -42,6 +43,8 @@ def model_info(config: str | os.PathLike | dict | LMConfig | torch.nn.Module) ->
     """
     from .lm.model import LMModel
 
+    if isinstance(config, (str, os.PathLike)) and str(config).endswith(".safetensors"):
+        return weights_info(config)
     if isinstance(config, torch.nn.Module):
         model = config
         cfg: LMConfig = model.config  # type: ignore[assignment]
@@ -84,4 +87,28 @@ def model_info(config: str | os.PathLike | dict | LMConfig | torch.nn.Module) ->
             "temporal_elements": kv_temporal,
             "depth_elements": kv_depth,
         },
+    }
+
+
+def weights_info(path: str | os.PathLike) -> dict[str, Any]:
+    """What a safetensors weights file holds, from its header alone (no tensor is read): parameters by
+    dtype and by component (an LM's keys are grouped as :func:`model_info` groups them)."""
+    from math import prod
+
+    from .checkpoint import read_header
+
+    header = read_header(path)
+    by_dtype: dict[str, int] = {}
+    by_part: dict[str, int] = {}
+    for key, (dtype, shape) in header.items():
+        n = prod(shape)
+        part = COMPONENTS.get(key.split(".")[0], key.split(".")[0])
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + n
+        by_part[part] = by_part.get(part, 0) + n
+    return {
+        "file": str(path),
+        "tensors": len(header),
+        "total_parameters": sum(by_dtype.values()),
+        "parameters_by_dtype": by_dtype,
+        "parameters": by_part,
     }

@@ -178,3 +178,65 @@ def test_a_warm_start_replaced_mid_experiment_stops_it(tmp_path):
     init.write_bytes(b"two")  # the planned keys name trainings from "one"
     with pytest.raises(TrainingFailed, match="changed during the experiment"):
         train_all(e, jobs, lambda m: None)
+
+
+# --- issue 32: everything an experiment could refuse is refused before the first training ----------------
+def _experiment_cli(tmp_path, monkeypatch, capsys, text: str, *args: str) -> tuple[int, str]:
+    """`experiment run` in ``tmp_path``; no training may start."""
+    from vemi_eval.cli import main
+    from vemi_eval.experiments import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "run_training", lambda *a: pytest.fail("a training started"))
+    with pytest.raises(SystemExit) as done:
+        main(["experiment", "run", str(_write(tmp_path, text)), *args])
+    err = capsys.readouterr().err
+    return done.value.code, err
+
+
+@pytest.mark.parametrize(
+    "change, args, message",
+    [
+        (None, ["--resume", "--overwrite"], "exclude each other"),
+        (None, ["--threads", "0"], "--threads"),
+        (None, ["--device", "tpu"], "--device"),
+        (('train_args = ["--recipe", "v1-continue"]', 'train_args = ["--bogus-flag"]'), [], "--bogus-flag"),
+        (
+            ('train_args = ["--recipe", "v1-continue"]', 'train_args = "--recipe v1-continue"'),
+            [],
+            "list of strings",
+        ),
+        (("seeds = [0, 1]", "seeds = 5"), [], "seeds"),
+        (("[[experiment.arm]]", "arm = 5\n[[nothing]]"), [], "arm"),
+    ],
+    ids=["resume-overwrite", "threads-0", "device-tpu", "bogus-flag", "args-a-string", "seeds-5", "arm-5"],
+)
+def test_experiment_run_refuses_before_any_training(tmp_path, monkeypatch, capsys, change, args, message):
+    text = GOOD.replace(*change) if change else GOOD
+    if change and change[0] == "[[experiment.arm]]":
+        text = GOOD[: GOOD.index("[[experiment.arm]]")] + "arm = 5\n"
+    code, err = _experiment_cli(tmp_path, monkeypatch, capsys, text, *args)
+    assert code == 2 and message in err, err
+    trainings = tmp_path / "runs" / "experiments" / "trainings"
+    assert not trainings.exists() or not any(trainings.iterdir())
+
+
+def test_a_finished_measuring_run_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "reports" / "experiments" / "exp"
+    report.mkdir(parents=True)
+    (report / "results.json").write_text('{"committed": true}\n')
+    code, err = _experiment_cli(tmp_path, monkeypatch, capsys, GOOD)
+    assert code == 2 and "holds an earlier run" in err, err
+    assert (report / "results.json").read_text() == '{"committed": true}\n'
+
+
+def test_experiment_ray_without_ray_names_the_experiment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, err = _experiment_cli(tmp_path, monkeypatch, capsys, GOOD, "--ray")
+    assert code == 2 and "`vemi-eval experiment run --ray` needs Ray" in err, err
+
+
+def test_an_arm_with_arguments_of_its_own_is_not_named_baseline(tmp_path):
+    text = GOOD.replace('options = ["test-option"]', 'options = []\ntrain_args = ["--lr", "1e-4"]')
+    jobs = plan_trainings(read_experiment(_write(tmp_path, text)), tmp_path)
+    assert [j.out.name.split("-s")[0] for j in jobs[::2]] == ["codec-baseline", "codec-enhanced"]

@@ -301,7 +301,7 @@ def test_cli_steps_init_from_and_options_reach_the_sidecar(tmp_path, capsys):
     )
     assert side["recipe"]["options"][0]["name"] == "noise-aug" and side["recipe"]["options"][0]["copies"] == 1
     assert (out.parent / "lm.state.safetensors").is_file()  # the state lives beside --out
-    plain = args[: args.index("--option")]
+    plain = [*args[: args.index("--option")], "--overwrite"]  # finished weights: replaced only when asked
     with pytest.raises(SystemExit) as again:  # the state beside --out holds a run with the option
         main(plain)
     assert again.value.code == 2 and "another recipe" in capsys.readouterr().err

@@ -261,5 +261,15 @@ def test_cli_trains_on_a_users_config_and_token_folder(tmp_path, capsys):
     assert json.loads(out.with_suffix(".json").read_text())["data"]["sequences"] == 4
     load_lm(SMALL, out)
     with pytest.raises(SystemExit) as bad:
-        main([*args[:4], "--data", str(tmp_path / "nothing"), "--max-steps", "1", "--out", str(out)])
+        main(
+            [
+                *args[:4],
+                "--data",
+                str(tmp_path / "nothing"),
+                "--max-steps",
+                "1",
+                "--out",
+                str(tmp_path / "o.safetensors"),
+            ]
+        )
     assert bad.value.code == 2 and "no .safetensors" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .cli_options import OutputSettings, check_at_least, model_options, output_options
+from .cli_training import check_device, check_range, check_seed, run_training
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_CODES,
@@ -18,6 +19,7 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STORAGE,
+    OptionsError,
     ResultsError,
     StorageError,
     one_line,
@@ -264,14 +266,19 @@ def _print_metrics(metrics: list[dict[str, Any]]) -> None:
 def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
     """Build one self-contained HTML report from one or more run directories."""
     from .results import results_path
+    from .rundir import check_output_file
 
     dirs = [results_path(d).parent for d in run_dirs]
     target = Path(out) if out else (dirs[0] / "report.html" if len(dirs) == 1 else Path("report.html"))
+    check_output_file(target, "report", create_folder=True)
     try:
         from .report import build_report
     except ImportError as exc:
         raise ResultsError(f"the report module is not available: {exc}") from None
-    path = build_report(dirs, target)
+    try:
+        path = build_report(dirs, target)
+    except OSError as exc:  # the folder filled up or went away while the report was built
+        raise StorageError(f"cannot write report {target}: {exc.strerror or exc}") from None
     click.echo(f"report: {path}")
     return EXIT_OK
 
@@ -400,7 +407,8 @@ def model_group() -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def model_info_cmd(name: str, as_json: bool) -> int:
-    """Parameters by component, bytes per dtype and KV-cache bytes of NAME (preset or config JSON)."""
+    """Parameters by component, bytes per dtype and KV-cache bytes of NAME (preset or config JSON); for a
+    .safetensors weights file, its tensors' parameters by dtype and by top-level component."""
     from reference_model import model_info
 
     info = model_info(name)
@@ -434,6 +442,12 @@ def train_group() -> None:
     """Train the small models the tiny preset needs."""
 
 
+OVERWRITE_HELP = (
+    "Replace finished weights at --out and their sidecar (without it they are never touched; a file "
+    "another program wrote is never replaced)."
+)
+
+
 @train_group.command("codec", epilog=EXIT_CODES_HELP)
 @click.option(
     "--out",
@@ -460,6 +474,7 @@ def train_group() -> None:
     help="Training speech (default codec_corpus: espeak-ng + festival voices, whole voices held out).",
 )
 @click.option("--fresh", is_flag=True, help="Ignore the resumable state beside --out and start over.")
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @click.option(
     "--recipe",
     "recipe_name",
@@ -508,6 +523,7 @@ def train_codec_cmd(
     bypass_rate: float | None,
     data: str | None,
     fresh: bool,
+    overwrite: bool,
     recipe_name: str,
     options: tuple[str, ...],
     steps: int | None,
@@ -518,34 +534,57 @@ def train_codec_cmd(
 
     Writes the weights and a .json beside them (recipe, data hash, steps, wall time, losses, held-out
     PESQ-WB/STOI/level per engine and codebook count). The full training state is checkpointed beside
-    --out every 5 minutes; the same command after a kill resumes from it."""
-    if minutes <= 0:
-        raise click.BadParameter("must be > 0", param_hint="--minutes")
+    --out every 5 minutes and on Ctrl-C / SIGTERM; the same command resumes from it."""
+    check_range("minutes", minutes, 0, open_low=True)
     check_at_least(1, threads=threads, steps=steps)
+    check_seed(seed)
+    check_range("lr", lr, 0, open_low=True)
+    check_range("wave_weight", wave_weight, 0)
+    check_range("bypass_rate", bypass_rate, 0, 1)
+    check_device(device)
     import dataclasses
 
     from .training.codec import named_recipes, train_codec, with_options
+    from .training.outputs import check_training_outputs, sidecar_of
     from .training.recipes import check_options
 
-    try:
-        check_options(options, "codec")
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--option") from e
     changes: dict[str, Any] = {"lr": lr, "wave_weight": wave_weight, "bypass_rate": bypass_rate, "data": data}
     recipe = dataclasses.replace(
         named_recipes()[recipe_name], **{k: v for k, v in changes.items() if v is not None}
     )
-    recipe = with_options(recipe, options)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
-        train_codec(
+        check_options(options, "codec")
+        recipe = with_options(recipe, options)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--option") from e
+    if init_from is not None:
+        check_sidecar_readable(sidecar_of(Path(init_from)), "--init-from")
+    outputs = check_training_outputs(
+        out, Path(out).with_suffix(".state.safetensors"), "vemi_eval.training.codec.train_codec", overwrite
+    )
+    ctx = click.get_current_context()
+    try:
+        run_training(ctx, outputs, lambda stop: train_codec(
             Path(out), minutes=minutes, recipe=recipe, seed=seed, threads=threads, device=device,
             init_from=init_from, fresh=fresh, max_steps=steps, evaluate=not no_heldout_eval, clock=clock,
-        )  # fmt: skip
+            stop=stop,
+        ))  # fmt: skip
     except ValueError as e:  # a resume state from another recipe
         raise click.UsageError(str(e)) from e
     click.echo(f"codec weights: {out} (recipe and held-out quality: {Path(out).with_suffix('.json')})")
     return EXIT_OK
+
+
+def check_sidecar_readable(sidecar: Path, what: str) -> None:
+    """A weights file's sidecar, when there is one, is a JSON object (one line naming it otherwise)."""
+    if not sidecar.is_file():
+        return
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OptionsError(f"{what}: cannot read its sidecar {sidecar}: {one_line(exc)}") from None
+    if not isinstance(info, dict):
+        raise OptionsError(f"{what}: its sidecar {sidecar} is not a JSON object")
 
 
 @train_group.command("lm", epilog=EXIT_CODES_HELP)
@@ -605,6 +644,7 @@ def train_codec_cmd(
 )
 @click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default: beside --out).")
 @click.option("--fresh", is_flag=True, help="Ignore an existing resume state and start over.")
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -631,28 +671,56 @@ def train_lm_cmd(
     option_names: tuple[str, ...],
     option_args: tuple[str, ...],
     teacher: str | None,
+    overwrite: bool,
     **opts: Any,
 ) -> int:
     """Train an LM with Moshi's objective (delayed teacher forcing; text CE with padding at 0.5; audio CE
     with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.
     Data: a folder of .safetensors token grids [1 + n_q, T] (see vemi_eval/training/lm.py).
-    Recipe options (--option) are written to the sidecar's "trained_with" and are part of the recipe."""
-    if opts["minutes"] <= 0:
-        raise click.BadParameter("must be > 0", param_hint="--minutes")
+    Recipe options (--option) are written to the sidecar's "trained_with" and are part of the recipe.
+    Ctrl-C or SIGTERM saves the state and prints the command that resumes (exit 130)."""
+    check_range("minutes", opts["minutes"], 0, open_low=True)
     if opts["max_steps"] is not None and opts["max_steps"] < 1:
         raise click.BadParameter("must be >= 1", param_hint="--steps")
-    check_at_least(1, corpus_workers=opts["corpus_workers"])
+    check_at_least(
+        1,
+        corpus_workers=opts["corpus_workers"],
+        threads=opts["threads"],
+        batch_size=opts["batch_size"],
+        seq_len=opts["seq_len"],
+        train_sessions=opts["train_sessions"],
+    )
+    check_seed(opts["seed"])
+    check_range("lr", opts["lr"], 0, open_low=True)
+    check_range("warmup_steps", opts["warmup_steps"], 0)
+    check_range("weight_decay", opts["weight_decay"], 0)
+    check_range("user_token_dropout", opts["user_token_dropout"], 0, 1)
+    check_device(opts["device"])
     from .training.lm import train_tiny_dialogue
     from .training.lm_options import build_options, parse_option_args
+    from .training.outputs import check_training_outputs
 
     if teacher is not None and "distill" not in option_names:
         raise click.UsageError("--teacher is an argument of --option distill")
     options = build_options(list(option_names), parse_option_args(option_args), {"teacher": teacher})
+    if opts["init_from"] is not None:
+        check_sidecar_readable(Path(opts["init_from"]).with_suffix(".json"), "--init-from")
     # beside --out (the default --out keeps its state where it always was): two runs with their own --out
     # never share a state file
     state_path = Path(state) if state else Path(out).with_name(Path(out).stem + ".state.safetensors")
-    info = train_tiny_dialogue(
-        Path(out), data=data, heldout_data=heldout_data, state_path=state_path, options=options, **opts
+    outputs = check_training_outputs(out, state_path, "vemi_eval.training.lm.train_lm", overwrite)
+    info = run_training(
+        click.get_current_context(),
+        outputs,
+        lambda stop: train_tiny_dialogue(
+            Path(out),
+            data=data,
+            heldout_data=heldout_data,
+            state_path=state_path,
+            options=options,
+            stop=stop,
+            **opts,
+        ),
     )
     sidecar = Path(out).with_suffix(".json")
     click.echo(f"LM weights: {out} ({info['steps']} steps; recipe and held-out figures: {sidecar})")

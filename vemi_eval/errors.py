@@ -24,8 +24,8 @@ EXIT_CODES = {
     EXIT_BAD_INPUT: "bad usage or bad input, found before any work; one line on stderr says what",
     EXIT_INVALID: "the run finished but is INVALID (a validity rule failed, or a kind scored nothing)",
     EXIT_INCOMPLETE: "the run is INCOMPLETE (a measurement crashed; `--resume` redoes only what is missing)",
-    EXIT_STORAGE: "results or history could not be written once work had started (disk full...)",
-    EXIT_INTERRUPTED: "interrupted (finished measurements are on disk; `--resume` continues)",
+    EXIT_STORAGE: "results, history or a training's outputs could not be written once work had started",
+    EXIT_INTERRUPTED: "interrupted (finished work is on disk; the printed command continues)",
 }
 
 

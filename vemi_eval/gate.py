@@ -192,6 +192,10 @@ def load_rules(path: str | Path | None = None, thresholds: Sequence[str] = ()) -
         if unknown:
             raise GateRulesError(f"{p}: unknown table {sorted(unknown)[0]!r} (default, rules)")
         default = doc.get("default", {})
+        if not isinstance(default, dict):
+            raise GateRulesError(f"{p}: 'default' must be a table ([default])")
+        if not isinstance(doc.get("rules", []), list):
+            raise GateRulesError(f"{p}: 'rules' must be an array of tables ([[rules]])")
         known = ("tolerance", "ratio_tolerance", "alpha", "exact_tolerance", "float_tolerance")
         bad = set(default) - set(known)
         if bad:
@@ -525,7 +529,19 @@ def run_gate(
     thresholds: Sequence[str] = (),
 ) -> GateResult:
     rules = load_rules(rules_file, thresholds)
-    return compare(read_results(run), read_results(baseline), rules)
+    base = read_results(baseline)
+    check_baseline(base)
+    return compare(read_results(run), base, rules)
+
+
+def check_baseline(base: Mapping[str, Any]) -> None:
+    """A baseline that is not VALID, or that holds no scored metric, would pass any run: ResultsError
+    (exit 2) naming it."""
+    where = base.get("_path", "the baseline")
+    if base.get("status") != "VALID":
+        raise ResultsError(f"baseline {where} is {base.get('status')!r}, not VALID: a gate needs a valid run")
+    if not any(m.get("status") == "ok" and m.get("value") is not None for m in base.get("metrics", [])):
+        raise ResultsError(f"baseline {where} holds no scored metric: nothing to compare against")
 
 
 def format_table(result: GateResult, show_all: bool = False) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import OptionsError
 from .gate import DRIFT, EXACT, IMPROVED, NEW, NOT_GATED, OK, RATIO, REGRESSION, GateResult, GateRow
+from .rundir import check_output_file
 from .storage import write_atomic
 
 SMALLER, BIGGER = "smaller", "bigger"
@@ -118,12 +119,7 @@ def benchmark_entries(result: GateResult, direction: str) -> list[BenchmarkEntry
 
 def check_writable(path: str | Path, what: str) -> Path:
     """Refuse, in one line and before any work, a path the file cannot be written to."""
-    p = Path(path)
-    if p.is_dir():
-        raise OptionsError(f"cannot write {what} {p}: it is a directory")
-    if not p.parent.is_dir():
-        raise OptionsError(f"cannot write {what} {p}: directory {p.parent} does not exist")
-    return p
+    return check_output_file(path, what)
 
 
 def write_file(path: str | Path, text: str, what: str) -> Path:

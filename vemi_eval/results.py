@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ResultsError
+from .errors import OptionsError, ResultsError
 from .records import MetricRecord, upgrade_metric
 from .storage import append_line, write_atomic
 
@@ -29,6 +29,17 @@ PARTIAL_FILE = "results.partial.jsonl"
 SAMPLES_FILE = "samples.csv"
 LOG_FILE = "run.log"
 REPORT_FILE = "report.html"
+# what a run measured: no command's output file may take one of these names (a report or a trainer's
+# sidecar written over results.json destroys the run)
+RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
+
+
+def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
+    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
+    if Path(path).name in RUN_DATA_FILES:
+        raise OptionsError(
+            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
+        )
 
 
 # --- results.json --------------------------------------------------------------------------------
@@ -201,9 +212,47 @@ def read_results(run_dir_or_file: str | os.PathLike) -> dict[str, Any]:
         raise ResultsError(f"{p}: no 'metrics' list")
     if not all(isinstance(m, dict) for m in doc["metrics"]):
         raise ResultsError(f"{p}: 'metrics' holds something else than records")
+    check_structure(doc, p)
     doc["metrics"] = [upgrade_metric(m) for m in doc["metrics"]]
     doc["_path"] = str(p)
     return doc
+
+
+_TOP_TYPES: dict[str, type | tuple[type, ...]] = {
+    "suite": dict, "variants": list, "model": dict, "status": str, "invalid_reasons": list,
+    "errors": list, "missing": list, "environment": dict,
+}  # fmt: skip
+_NUMBERS = ("value", "ci_low", "ci_high", "ratio_to_baseline", "ratio_ci_low", "ratio_ci_high")
+
+
+def check_structure(doc: dict[str, Any], p: Path) -> None:
+    """The fields report, matrix and gate read, of the types they read them as: ResultsError naming the
+    file and the field, not a crash deep in a command."""
+    for key, want in _TOP_TYPES.items():
+        if key in doc and doc[key] is not None and not isinstance(doc[key], want):
+            raise ResultsError(f"{p}: {key!r} is a {type(doc[key]).__name__}; expected {_name(want)}")
+    if not all(isinstance(v, dict) for v in doc.get("variants") or []):
+        raise ResultsError(f"{p}: 'variants' holds something else than objects")
+    for i, m in enumerate(doc["metrics"]):
+        where = f"{p}: metrics[{i}]"
+        for key in ("variant", "metric", "status"):
+            if not isinstance(m.get(key), str):
+                raise ResultsError(f"{where}.{key} is {m.get(key)!r}; expected a string")
+        for key in _NUMBERS:
+            v = m.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ResultsError(f"{where}.{key} is {v!r}; expected a number or null")
+        if not isinstance(m.get("condition") or {}, dict):
+            raise ResultsError(f"{where}.condition is {m.get('condition')!r}; expected an object")
+        samples = m.get("samples")
+        if samples is not None and not (
+            isinstance(samples, list) and all(isinstance(x, (int, float)) for x in samples)
+        ):
+            raise ResultsError(f"{where}.samples is not a list of numbers")
+
+
+def _name(t: type | tuple[type, ...]) -> str:
+    return {dict: "an object", list: "a list", str: "a string"}.get(t, str(t))  # type: ignore[call-overload]
 
 
 # --- samples.csv ----------------------------------------------------------------------------------

@@ -4,13 +4,18 @@ what a fresh start clears, where output goes by default, and the exit code a set
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError
+from .results import refuse_run_data_name
 from .storage import write_atomic
+
+SWEEP_FILE = "sweep.json"  # a sweep directory's summary (vemi_eval/sweep/summary.py)
 
 # status of a run (results.json "status"); a sweep adds its own for runs that did not finish
 VALID, INVALID, INCOMPLETE = "VALID", "INVALID", "INCOMPLETE"
@@ -47,12 +52,40 @@ def check_writable(where: Path) -> None:
     """Create ``where`` and write a probe file into it, so that an output that cannot be written is a
     one-line error before any work (exit 2), not a traceback after it."""
     probe = where / ".vemi-write-probe"
+    blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OptionsError(f"cannot write to {where}: {blocking} is a file, not a directory")
     try:
         where.mkdir(parents=True, exist_ok=True)
         write_atomic(probe, b"\0" * 4096)
         probe.unlink()
     except OSError as exc:
         raise OptionsError(f"cannot write to {where}: {exc.strerror or exc}") from None
+
+
+def check_output_file(path: str | os.PathLike, what: str, create_folder: bool = False) -> Path:
+    """An output file (a report, a gate's JUnit XML) that can be written and destroys no run: one line
+    (exit 2) before any work for a directory, a missing (unless ``create_folder``) or read-only folder,
+    or a run's results name."""
+    p = Path(path)
+    refuse_run_data_name(p, what)
+    if p.is_dir():
+        raise OptionsError(f"cannot write {what} {p}: it is a directory")
+    if create_folder:
+        check_writable(p.parent)
+    if not p.parent.is_dir():
+        raise OptionsError(f"cannot write {what} {p}: directory {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise OptionsError(f"cannot write {what} {p}: permission denied")
+    return p
+
+
+def refuse_other_kind(where: Path, names: Iterable[str], kind: str) -> None:
+    """A run never goes into a sweep's directory, nor a sweep into a run's: their files would mix and a
+    report would be written over the other's (exit 2, whatever --overwrite says)."""
+    found = [n for n in names if (where / n).exists()]
+    if found:
+        raise OptionsError(f"--out {where} holds a {kind} ({', '.join(found)}); choose another --out")
 
 
 def clear(where: Path, names: Iterable[str]) -> None:
@@ -62,7 +95,10 @@ def clear(where: Path, names: Iterable[str]) -> None:
 
 
 def default_out(name: str) -> Path:
-    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    """runs/NAME-TIME, the name cut to letters, digits, '.', '_' and '-' and to 80 characters (a file
+    name has a length limit; a suite's name has none)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:80] or "suite"
+    return Path("runs") / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def exit_code(statuses: Iterable[str], interrupted: bool = False) -> int:

@@ -20,7 +20,7 @@ import logging
 import random
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +428,16 @@ def check_data_dir(path: Path) -> None:
         raise DataError(f"data directory not found: {path}")
 
 
+def check_data_is_read(suite: str, kinds: Sequence[str]) -> None:
+    """--data for a suite none of whose kinds reads data would be ignored while the run says VALID."""
+    from .measurements import takes_data
+
+    if not any(takes_data(k) for k in kinds):
+        raise OptionsError(
+            f"--data: no kind of suite {suite!r} ({', '.join(kinds)}) reads data; it would be ignored"
+        )
+
+
 def _prepare_out(
     out: Path, fingerprint: dict, resume: bool, overwrite: bool = False
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -436,6 +446,7 @@ def _prepare_out(
     error here, before any work."""
     if out.exists() and not out.is_dir():
         raise OptionsError(f"--out {out} is a file, not a run directory")
+    rundir.refuse_other_kind(out, (rundir.SWEEP_FILE,), "sweep")
     if not resume:
         rundir.refuse_to_destroy(out, RUN_FILES, overwrite)
     rundir.check_writable(out)
@@ -502,6 +513,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
         raise OptionsError(f"--threads must be >= 1, got {threads}")
     if opts.data is not None:
         check_data_dir(Path(opts.data))
+        check_data_is_read(suite.name, suite.kinds)
     if opts.history:
         from .history import check_history
 

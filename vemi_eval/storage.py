@@ -20,7 +20,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write a whole file through a temporary sibling, fsync it, then rename it over ``path``."""
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers never share a temporary
     try:
         with tmp.open("wb") as f:
             f.write(raw)

@@ -255,6 +255,10 @@ def parse_suite(
     for req in ("name", "description"):
         if req not in head:
             raise SuiteError(f"{where}: [suite] needs a {req!r}")
+    if "/" in head["name"] or "\\" in head["name"] or ".." in head["name"] or not head["name"].strip():
+        raise SuiteError(
+            f"{where}: [suite] name {head['name']!r} must be a plain name (no '/', '\\' or '..')"
+        )
     model = _table(doc, "model", where)
     _check_keys(model, _MODEL_KEYS, f"{where}: [model]")
     for key in _NON_NEGATIVE_MODEL_KEYS:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import EXIT_CODES, EXIT_INCOMPLETE, EXIT_OK
+from ..cli_options import check_at_least
+from ..errors import EXIT_CODES, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SuiteError
+
+if TYPE_CHECKING:
+    from .train import Training
 
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
 
@@ -31,6 +36,22 @@ def list_cmd() -> int:
             f"{e.name:24s} {e.enhancement:5s} {e.trainer:6s} {e.steps} steps x seeds {list(e.seeds)}: {arms}"
         )
     return EXIT_OK
+
+
+def check_trainer_arguments(jobs: list[Training]) -> None:
+    """Each training's arguments through its trainer's own parser (`vemi-eval train codec|lm`, a sibling
+    of this command), before the first training starts: a bad ``train_args`` is one line (exit 2)
+    now, not a failed training after others have run."""
+    train = click.get_current_context().find_root().command.commands["train"]  # type: ignore[attr-defined]
+    for job in jobs:
+        at = job.argv.index("train") + 1
+        try:
+            train.commands[job.argv[at]].make_context(f"train {job.argv[at]}", list(job.argv[at + 1 :]))
+        except click.ClickException as exc:
+            raise SuiteError(
+                f"arm {job.arm.name!r}: `vemi-eval train {job.argv[at]}` refuses its arguments: "
+                f"{exc.format_message()}"
+            ) from None
 
 
 @experiment_command.command("run", epilog=EXIT_CODES_HELP)
@@ -58,31 +79,51 @@ def run_cmd(
     """Train every arm x seed of FILE (a name in suites/experiments/ or a path), then measure the arms
     side by side: one variant per arm, its seeds pooled as replicates."""
     from .. import results as rs
-    from ..runner import RunOptions, run_suite
+    from .. import rundir
+    from ..cli_training import check_device
+    from ..runner import RUN_FILES, RunOptions, run_suite
     from .spec import read_experiment
     from .suite import measuring_suite
     from .train import TrainingFailed, plan_trainings, train_all
 
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    check_at_least(1, threads=threads)
+    check_device(device)
+    if use_ray or address is not None:
+        from ..sweep.cluster import import_ray
+
+        import_ray("`vemi-eval experiment run --ray`")
     path = Path(file)
     if not path.is_file() and (EXPERIMENTS_DIR / f"{file}.toml").is_file():
         path = EXPERIMENTS_DIR / f"{file}.toml"
     exp = read_experiment(path)
     folder = Path("runs") / "experiments" / exp.name  # the generated measuring suite
     trainings = Path(checkpoints) if checkpoints else Path("runs") / "experiments" / "trainings"
-    folder.mkdir(parents=True, exist_ok=True)
-    trainings.mkdir(parents=True, exist_ok=True)
+    rundir.check_writable(folder)
+    rundir.check_writable(trainings)
     jobs = plan_trainings(exp, trainings.resolve(), threads, device)
+    check_trainer_arguments(jobs)
+    # everything that could refuse the measuring run is checked before hours of training
+    run_dir = Path(out) if out else Path("reports") / "experiments" / exp.name
+    unfinished = (run_dir / rs.PARTIAL_FILE).is_file() and not (run_dir / rs.RESULTS_FILE).is_file()
+    if not train_only:
+        rundir.refuse_other_kind(run_dir, (rundir.SWEEP_FILE,), "sweep")
+        if not (resume or unfinished):
+            rundir.refuse_to_destroy(run_dir, RUN_FILES, overwrite)
+        rundir.check_writable(run_dir)
     try:
         train_all(exp, jobs, click.echo, address, use_ray or address is not None)
     except TrainingFailed as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        click.echo("interrupted: each training saved its state; the same command resumes", err=True)
+        return EXIT_INTERRUPTED
     suite = measuring_suite(exp, jobs, folder.resolve())
     click.echo(f"measuring suite: {suite}")
     if train_only:
         return EXIT_OK
-    run_dir = Path(out) if out else Path("reports") / "experiments" / exp.name
-    unfinished = (run_dir / rs.PARTIAL_FILE).is_file() and not (run_dir / rs.RESULTS_FILE).is_file()
     opts = RunOptions(  # like the trainings, an unfinished measuring run continues where it stopped
         suite=str(suite), out=str(run_dir), quick=quick, threads=threads,
         resume=resume or (unfinished and not overwrite), overwrite=overwrite, progress=sys.stderr.isatty(),

@@ -81,11 +81,17 @@ def read_experiment(path: str | Path) -> Experiment:
     if not isinstance(steps, int) or steps < 1:
         raise SuiteError(f"{where}: [experiment] steps must be an integer >= 1, got {steps!r}")
     seeds = table["seeds"]
-    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    distinct = isinstance(seeds, list) and len(set(map(str, seeds))) == len(seeds)
+    if not distinct or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise SuiteError(f"{where}: [experiment] seeds must be distinct integers >= 0, got {seeds!r}")
     recipes = available_recipes()
     arms = []
+    if not isinstance(table["arm"], list) or not all(isinstance(a, dict) for a in table["arm"]):
+        raise SuiteError(f"{where}: [experiment] arm must be [[experiment.arm]] tables, not {table['arm']!r}")
+    _strings(table.get("train_args", []), f"{where}: [experiment] train_args")
     for i, a in enumerate(table["arm"]):
+        _strings(a.get("options", []), f"{where}: [[experiment.arm]] #{i + 1} options")
+        _strings(a.get("train_args", []), f"{where}: [[experiment.arm]] #{i + 1} train_args")
         unknown = sorted(set(a) - _ARM_KEYS)
         if unknown or "name" not in a:
             raise SuiteError(
@@ -125,6 +131,12 @@ def read_experiment(path: str | Path) -> Experiment:
         init_from=init_path, steps=steps, seeds=tuple(seeds), train_args=tuple(table.get("train_args", [])),
         arms=tuple(arms),
     )  # fmt: skip
+
+
+def _strings(value: object, what: str) -> None:
+    """A list of strings (``train_args = "--lr 1"`` would become one argument per character)."""
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise SuiteError(f"{what} must be a list of strings, got {value!r}")
 
 
 def _existing(path: Path, value: str | None, what: str) -> Path | None:

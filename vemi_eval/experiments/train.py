@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..sweep.plan import slugify
 from ..training.recipes import trained_with
 from ..training.state import file_sha256
 from .spec import Arm, Experiment
@@ -62,7 +64,9 @@ def plan_trainings(exp: Experiment, folder: Path, threads: int = 1, device: str 
     jobs = []
     for arm in (a for a in exp.arms if a.trained):
         for seed in exp.seeds:
-            what = "+".join(arm.options) or ("baseline" if arm.config is None else arm.config.stem)
+            what = "+".join(arm.options) or (arm.config.stem if arm.config is not None else None)
+            if what is None:  # an arm with arguments of its own is not the baseline: its files say which
+                what = slugify(arm.name) if arm.train_args else "baseline"
             out = folder / f"{exp.trainer}-{what}-s{seed}-{training_key(exp, arm, seed, device)}.safetensors"
             argv = [sys.executable, "-m", "vemi_eval.cli", "train", exp.trainer, "--out", str(out)]
             argv += ["--seed", str(seed), "--steps", str(exp.steps), "--minutes", str(MINUTES_CAP)]
@@ -93,9 +97,22 @@ def is_done(job: Training, steps: int) -> bool:
 
 
 def run_training(argv: tuple[str, ...], log_path: str) -> int:
-    """One trainer process; its output goes to ``log_path``. Returns its exit code."""
+    """One trainer process; its output goes to ``log_path``. Returns its exit code.
+
+    The trainer runs in a session of its own, so a Ctrl-C reaches it once, from here: it finishes its
+    step and saves its state (training/interrupt.py) while this waits; a second Ctrl-C kills it."""
     with open(log_path, "a", encoding="utf-8") as log:
-        return subprocess.run(list(argv), stdout=log, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                proc.kill()
+                proc.wait()
+            raise
 
 
 def train_all(
@@ -134,7 +151,7 @@ def _train_on_ray(todo: list[Training], echo: Callable[[str], None], address: st
     from ..sweep.cluster import connect, import_ray
     from ..sweep.driver import SweepOptions
 
-    ray = import_ray()
+    ray = import_ray("`vemi-eval experiment run --ray`")
     started = connect(ray, SweepOptions(address=address), echo)
 
     @ray.remote(num_cpus=1, max_calls=1)

@@ -95,6 +95,7 @@ def measurement(
     check: Callable[[dict[str, Any]], None] | None = None,
     clean_heap: bool = False,
     exact: Sequence[str] = (),
+    data: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
     suite loader calls it on the merged parameters (with and without quick) before any work.
@@ -102,7 +103,9 @@ def measurement(
     before it (a second or so; the other kinds do not pay it).
     ``exact``: globs over the metric names this kind computes deterministically (the same model, data and
     seed give the same value: bytes, token agreement, quality scores on fixed data). The gate compares
-    those exactly; every other metric (wall-clock timings, peak RSS) through a tolerance and a U test."""
+    those exactly; every other metric (wall-clock timings, peak RSS) through a tolerance and a U test.
+    ``data``: the kind reads the audio of ``--data`` / the suite's ``[data]`` (``ctx.data``); ``--data``
+    for a suite with no such kind is refused, not ignored."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
@@ -112,6 +115,7 @@ def measurement(
             fn.check_params = check  # type: ignore[attr-defined]
         fn.clean_heap = clean_heap  # type: ignore[attr-defined]
         fn.exact_metrics = tuple(exact)  # type: ignore[attr-defined]
+        fn.takes_data = data  # type: ignore[attr-defined]
         CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 
@@ -155,6 +159,11 @@ def is_exact(kind: str, metric: str) -> bool | None:
     if fn is None:
         return None
     return any(fnmatch.fnmatchcase(metric, g) for g in getattr(fn, "exact_metrics", ()))
+
+
+def takes_data(kind: str) -> bool:
+    """Whether ``kind`` reads ``--data`` (see :func:`measurement`)."""
+    return bool(getattr(load_all().get(kind), "takes_data", False))
 
 
 def load_all() -> dict[str, MeasureFn]:

@@ -44,7 +44,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("codebook_usage", check=check, exact=("*",))  # counts on fixed data
+@measurement("codebook_usage", check=check, exact=("*",), data=True)  # counts on fixed data
 def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     codec = codec_of(ctx.variant.build())

@@ -59,7 +59,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("first_audio", claims=CLAIMS, check=check)
+@measurement("first_audio", claims=CLAIMS, check=check, data=True)
 def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     codec = codec_of(ctx.variant.build())

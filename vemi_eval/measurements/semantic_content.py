@@ -46,7 +46,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("semantic_content", check=check, exact=("*",))  # fixed data, fixed teacher
+@measurement("semantic_content", check=check, exact=("*",), data=True)  # fixed data, fixed teacher
 def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators.asr import SPEC
     from ..training.semantic import WhisperTeacher

@@ -104,7 +104,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "window_s", 1e-9)
 
 
-@measurement("speaker", claims=CLAIMS, check=check, exact=("*",))
+@measurement("speaker", claims=CLAIMS, check=check, exact=("*",), data=True)
 def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

@@ -18,18 +18,18 @@ if TYPE_CHECKING:
 RAY_MIN_VERSION = (2, 9)
 
 
-def import_ray() -> Any:
-    """Ray, or one line (exit 2) saying how to install it."""
+def import_ray(what: str = "`vemi-eval sweep`") -> Any:
+    """Ray, or one line (exit 2) saying that ``what`` needs it and how to install it."""
     try:
         import ray
     except ImportError:
-        raise OptionsError("`vemi-eval sweep` needs Ray: pip install 'vemi-eval[dist]' (ray>=2.9)") from None
+        raise OptionsError(f"{what} needs Ray: pip install 'vemi-eval[dist]' (ray>=2.9)") from None
     try:
         version = tuple(int(x) for x in ray.__version__.split(".")[:2])
     except ValueError:
         version = RAY_MIN_VERSION
     if version < RAY_MIN_VERSION:
-        raise OptionsError(f"`vemi-eval sweep` needs ray>=2.9, found {ray.__version__}")
+        raise OptionsError(f"{what} needs ray>=2.9, found {ray.__version__}")
     return ray
 
 

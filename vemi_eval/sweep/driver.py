@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,12 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
     if opts.setup is not None:
         opts.setup()
     suite = load_suite(plan.suite, known_kinds=load_all())
+    if plan.data:  # each run would refuse it; refused once, before Ray starts
+        from ..runner import check_data_is_read
+
+        check_data_is_read(suite.name, suite.kinds)
     ray = import_ray()
-    out = Path(opts.out) if opts.out else Path("runs") / f"sweep-{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(opts.out) if opts.out else rundir.default_out(f"sweep-{suite.name}")
     threads = plan.threads or suite.threads or 1
     num_cpus = opts.num_cpus if opts.num_cpus is not None else float(threads)
     suite_device = str(suite.model.get("device", "cpu"))
@@ -157,6 +160,7 @@ def _prepare(
 ) -> dict[str, dict[str, Any]]:
     """Each point's sweep.json entry. --resume: a run whose results.json is finished (VALID/INVALID) is
     kept; one with a partial file is continued by the runner's own resume; the rest run afresh."""
+    rundir.refuse_other_kind(out, (rs.RESULTS_FILE, rs.PARTIAL_FILE, rs.SAMPLES_FILE), "run")
     if not resume:
         rundir.refuse_to_destroy(out, (SWEEP_FILE,), overwrite)
     rundir.check_writable(out)

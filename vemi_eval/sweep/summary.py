@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..environment import git_state, now_iso
-from ..rundir import FINISHED, INCOMPLETE, INVALID, VALID  # noqa: F401  (statuses of sweep.json)
+from ..rundir import FINISHED, INCOMPLETE, INVALID, SWEEP_FILE, VALID  # noqa: F401  (sweep.json's)
 from ..storage import write_atomic
 from .worker import FAILED  # noqa: F401  (a status of sweep.json)
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 SWEEP_SCHEMA = "vemi-eval/sweep"
 SWEEP_SCHEMA_VERSION = 1
-SWEEP_FILE = "sweep.json"
 
 
 PENDING, INTERRUPTED = "PENDING", "INTERRUPTED"

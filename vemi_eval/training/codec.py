@@ -49,6 +49,7 @@ from reference_model.checkpoint import load_into
 from reference_model.codec import MimiCodec, codec_config
 from reference_model.errors import CheckpointError
 
+from .interrupt import StopRequest, end_of_loop
 from .state import git_commit, load_training_state, save_training_state, write_sidecar, write_weights
 
 MEL_SCALES = ((256, 40), (512, 64), (1024, 80), (2048, 128))  # recipe 1's (n_fft, n_mels), hop n_fft / 4
@@ -845,6 +846,7 @@ def train_codec(
     audio: TrainingAudio | None = None,
     max_steps: int | None = None,
     clock: str = "wall",
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train the recipe's codec for ``minutes`` of wall time (``clock="cpu"``: of the training steps' CPU
     time, so that arms of an A/B on a shared machine get equal compute), or ``max_steps``; resume from the
@@ -989,6 +991,8 @@ def train_codec(
         write_sidecar(json_path, info)
 
     def done() -> bool:  # max_steps: equal steps per arm; the wall-time budget stays an upper bound
+        if stop is not None and stop():  # a signal: save and stop (training/interrupt.py)
+            return True
         spent = cpu_s if clock == "cpu" else time.time() - t_start
         return (max_steps is not None and step >= max_steps) or spent >= budget
 
@@ -1059,6 +1063,7 @@ def train_codec(
         parts.remove()
     codec.eval()
     _save_state(out_path, codec, opt, step, time.time() - t_start, rng, progress, recipe, parts, cpu_s)
+    end_of_loop(stop, _state_path(out_path), step)  # a signal's stop (training/interrupt.py): raises
     extra: dict[str, Any] = {}
     write_outputs(False, extra)
     if evaluate:

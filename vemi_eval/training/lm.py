@@ -52,9 +52,10 @@ from reference_model.config import LMConfig, load_lm_config
 from reference_model.lm import load_lm
 from reference_model.lm.model import LMModel
 from reference_model.pairing import tokenizer_sha256
-from vemi_eval.errors import DataError
+from vemi_eval.errors import DataError, one_line
 from vemi_eval.stats import counts_by_group
 
+from .interrupt import StopRequest, end_of_loop
 from .lm_options import CorpusRef, LMOption, OptionContext
 from .state import (
     file_sha256,
@@ -111,16 +112,29 @@ def load_token_folder(folder: str | os.PathLike, num_streams: int) -> TokenData:
         h.update(f.name.encode())
         h.update(f.read_bytes())
         for name, t in sorted(read_safetensors(f).items()):
-            if t.dtype.is_floating_point or t.dim() != 2 or t.shape[0] != num_streams:
+            if t.dtype.is_floating_point or t.dim() != 2 or t.shape[0] != num_streams or t.shape[1] < 1:
                 raise TrainDataError(
                     f"{f.name}:{name} is {t.dtype} {list(t.shape)}; expected an integer grid "
-                    f"[{num_streams}, T] (1 text + n_q audio streams)"
+                    f"[{num_streams}, T] (1 text + n_q audio streams, T >= 1 frames)"
                 )
+            if bool((t == ZERO).all()):  # nothing to predict nor to condition on
+                raise TrainDataError(f"{f.name}:{name} holds only -1 (ignored frames): no token to train on")
             grids.append(t.to(torch.long))
             names.append(name)
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    return TokenData(grids, h.hexdigest(), str(folder), manifest, names)
+    return TokenData(grids, h.hexdigest(), str(folder), read_manifest(folder / "manifest.json"), names)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A token folder's optional ``manifest.json``: a JSON object, or TrainDataError naming the file."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TrainDataError(f"cannot read {path}: {one_line(exc)}") from None
+    if not isinstance(manifest, dict):
+        raise TrainDataError(f"{path} is a JSON {type(manifest).__name__}; expected an object")
+    return manifest
 
 
 def check_token_range(data: TokenData, cfg: LMConfig) -> None:
@@ -470,6 +484,7 @@ def train_lm(
     options: list[LMOption] | None = None,
     init_from: str | os.PathLike | None = None,
     corpus: CorpusRef | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train for ``minutes`` of wall time (or exactly ``max_steps`` steps; the LR schedule then follows the
     steps, so runs are reproducible; with both, the minutes are an upper bound). ``options``: recipe
@@ -477,7 +492,9 @@ def train_lm(
     options that render more of it); ``init_from``: warm start from these LM weights. Writes
     ``out_path`` (the LM's safetensors, Moshi keys) and its ``.json`` sidecar; keeps the resumable state
     in ``state_path`` (default: ``<out stem>.state.safetensors`` beside ``out_path``; the CLI puts it
-    under ``runs/``). ``stop_after_steps`` stops early as a kill would (tests). Returns the sidecar."""
+    under ``runs/``). ``stop_after_steps`` stops early as a kill would (tests); ``stop``: a signal's
+    request to stop (training/interrupt.py): the state is saved, TrainingInterrupted raised. Returns the
+    sidecar."""
     if minutes is None and max_steps is None:
         raise ValueError("give minutes (a time budget) or max_steps")
     torch.set_num_threads(threads)
@@ -538,9 +555,9 @@ def train_lm(
     if state_path.is_file() and not fresh:
 
         def same_recipe(meta: dict[str, Any]) -> None:
-            if meta["recipe_digest"] != recipe.digest():
+            if meta.get("recipe_digest") != recipe.digest():
                 raise TrainDataError(
-                    f"{state_path} holds a run with another recipe ({meta['recipe_digest']} != "
+                    f"{state_path} holds a run with another recipe ({meta.get('recipe_digest')} != "
                     f"{recipe.digest()}); pass --fresh to start over or another --state"
                 )
 
@@ -572,6 +589,8 @@ def train_lm(
         return step / max_steps if max_steps is not None else elapsed() / budget_s  # type: ignore[operator]
 
     def done() -> bool:
+        if stop is not None and stop():
+            return True
         if max_steps is not None and step >= max_steps:
             return True
         return budget_s is not None and elapsed() >= budget_s
@@ -642,6 +661,7 @@ def train_lm(
             checkpoint()
             return {"stopped_at": step, "state": str(state_path)}
     checkpoint()
+    end_of_loop(stop, state_path, step)
     lm.eval()
     wall = elapsed()
     run_s = time.time() - t0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,9 +154,13 @@ def parse_value(text: str, like: Any) -> Any:
         if isinstance(like, int):
             return int(text)
         if isinstance(like, float):
-            return float(text)
+            value = float(text)
     except ValueError:
         raise OptionError(f"expected a number, got {text!r}") from None
+    if isinstance(like, float):
+        if not math.isfinite(value):
+            raise OptionError(f"expected a finite number, got {text!r}")
+        return value
     return text
 
 
