@@ -83,10 +83,11 @@ class TokenData:
     manifest: dict[str, Any] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)  # each grid's tensor name (a session id), or empty
 
-    def groups(self) -> tuple[str, list[str]] | None:
+    def groups(self, entry_name: str = "groups") -> tuple[str, list[str]] | None:
         """(what the groups are, each grid's group) from the manifest's ``groups`` entry
-        ({"by": "user voice", "of": {name: group}}), or None when it has none or misses a grid."""
-        entry = self.manifest.get("groups")
+        ({"by": "user voice", "of": {name: group}}; the dialogue corpus's ``engine_groups`` by user
+        engine), or None when it has none or misses a grid."""
+        entry = self.manifest.get(entry_name)
         if not isinstance(entry, dict) or len(self.names) != len(self.grids):
             return None
         of = entry.get("of") or {}
@@ -353,15 +354,16 @@ def evaluate(
     seq_len: int,
     weights: LossWeights,
     groups: tuple[str, list[str]] | None = None,
+    engines: tuple[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Teacher-forced figures on held-out grids: losses (mean over windows) and the text stream's word
     accuracy (argmax at the frames where a word token is the target). With ``groups`` (what they are,
     each grid's group: the user voice of each held-out session), the accuracy per group too: a pooled
-    figure hides the few voices the model does not generalise to."""
+    figure hides the few voices the model does not generalise to. ``engines`` likewise, per speech engine."""
     was = lm.training
     lm.eval()
     text, audio, per_cb, hits, words, n = 0.0, 0.0, None, 0, 0, 0
-    tallies: list[tuple[str, int, int]] = []  # (group, word hits, words) per window
+    tallies: list[tuple[int, int, int]] = []  # (grid, word hits, words) per window
     for i, g in enumerate(grids):
         for w in eval_windows([g], seq_len):
             parts = moshi_loss(lm, w.to(lm.device), weights)
@@ -375,8 +377,7 @@ def evaluate(
             hits += parts.text_word_correct
             words += parts.text_words
             n += 1
-            if groups is not None:
-                tallies.append((groups[1][i], parts.text_word_correct, parts.text_words))
+            tallies.append((i, parts.text_word_correct, parts.text_words))
     lm.train(was)
     if n == 0:
         return {"windows": 0}
@@ -388,14 +389,16 @@ def evaluate(
         "text_word_accuracy_teacher_forced": hits / words if words else None,
         "text_words": words,
     }
-    if groups is not None:
-        out["text_word_accuracy_by_group"] = {
-            "by": groups[0],
-            "of": {
-                k: {**t, "accuracy": t["correct"] / t["words"] if t["words"] else None}
-                for k, t in counts_by_group(tallies, total="words").items()
-            },
-        }
+    for key, grouping in (("text_word_accuracy_by_group", groups), ("text_word_accuracy_by_engine", engines)):
+        if grouping is not None:
+            of = counts_by_group(((grouping[1][i], c, w) for i, c, w in tallies), total="words")
+            out[key] = {
+                "by": grouping[0],
+                "of": {
+                    k: {**t, "accuracy": t["correct"] / t["words"] if t["words"] else None}
+                    for k, t in of.items()
+                },
+            }
     return out
 
 
@@ -698,7 +701,9 @@ def train_lm(
             "source": heldout.source,
             "sha256": heldout.sha256,
             "sequences": len(heldout.grids),
-            **evaluate(lm, heldout.grids, seq_len, recipe.loss, heldout.groups()),
+            **evaluate(
+                lm, heldout.grids, seq_len, recipe.loss, heldout.groups(), heldout.groups("engine_groups")
+            ),
         }
         log(f"held-out ({time.time() - t_eval:.0f}s): {json.dumps(sidecar['heldout'])}")
     write_sidecar(out_path.with_suffix(".json"), sidecar)
