@@ -594,6 +594,15 @@ def train_codec_cmd(
     show_default=True,
     help="Processes that synthesise and tokenise the dialogue corpus before training (cached after).",
 )
+@click.option(
+    "--no-user-noise",
+    "user_noise",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Train without the recipe's noise on the user channel (white/pink/babble 0-30 dB, reverb; "
+    "training/lm_options/noise_aug.py): an ablation. Only with the dialogue corpus (not --data).",
+)
 @click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default: beside --out).")
 @click.option("--fresh", is_flag=True, help="Ignore an existing resume state and start over.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -627,7 +636,8 @@ def train_lm_cmd(
     """Train an LM with Moshi's objective (delayed teacher forcing; text CE with padding at 0.5; audio CE
     with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.
     Data: a folder of .safetensors token grids [1 + n_q, T] (see vemi_eval/training/lm.py).
-    Recipe options (--option) are written to the sidecar's "trained_with" and are part of the recipe."""
+    Recipe options (--option) are written to the sidecar's "trained_with" and are part of the recipe.
+    On the dialogue corpus the recipe puts noise on the user channel (--no-user-noise: without)."""
     if opts["minutes"] <= 0:
         raise click.BadParameter("must be > 0", param_hint="--minutes")
     if opts["max_steps"] is not None and opts["max_steps"] < 1:

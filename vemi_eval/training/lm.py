@@ -22,7 +22,9 @@ An optional ``manifest.json`` beside them is recorded in the sidecar (e.g. the c
 Recipe options (``--option NAME``; vemi_eval/training/lm_options, one module each: distill,
 latency-curriculum, noise-aug) change one step through hooks that default to nothing: which grids a step
 crops from, the batch after cropping, the loss. Without options the batches, the loss and the recipe
-digest are the plain recipe's; with them, their names go into the sidecar's ``trained_with``.
+digest are the plain recipe's; with them, their names go into the sidecar's ``trained_with``. On the
+dialogue corpus the bundled recipe adds noise on the user channel (``train_tiny_dialogue(user_noise=True)``,
+lm_options/noise_aug.py ``default_user_noise``): in the recipe, not in ``trained_with``.
 
 Time-budgeted and resumable: the state (weights, AdamW moments, step, the data sampler's RNG state,
 elapsed time) is written atomically every ``checkpoint_every_s`` into one safetensors file (the small
@@ -55,7 +57,7 @@ from reference_model.pairing import tokenizer_sha256
 from vemi_eval.errors import DataError
 from vemi_eval.stats import counts_by_group
 
-from .lm_options import CorpusRef, LMOption, OptionContext
+from .lm_options import CorpusRef, LMOption, OptionContext, with_default_user_noise
 from .state import (
     file_sha256,
     git_commit,
@@ -664,7 +666,7 @@ def train_lm(
     tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))
     sidecar: dict[str, Any] = {
         "produced_by": "vemi_eval.training.lm.train_lm",
-        "trained_with": [o.name for o in options],
+        "trained_with": [o.name for o in options if not o.in_base_recipe],
         "weights": out_path.name,
         "weights_sha256": file_sha256(out_path),
         "weights_dtype": weights_dtype,
@@ -721,13 +723,15 @@ def train_tiny_dialogue(
     corpus_split: str = "train",
     config: str | os.PathLike = "tiny",
     corpus_workers: int = 1,
+    user_noise: bool = True,
     log: Callable[[str], None] = print,
     **train_args: Any,
 ) -> dict[str, Any]:
     """``train_lm`` on ``data`` (a token-grid folder), or by default on the dialogue corpus's training
     split tokenised with the tiny codec (``codec_checkpoint``, default its bundled weights), evaluated
     on the held-out split (unseen voices and prompts). Tokenisation is cached; ``corpus_workers``
-    processes build it (the training itself runs on ``threads``)."""
+    processes build it (the training itself runs on ``threads``). ``user_noise``: on the corpus, the
+    recipe's noise on the user channel (off: an ablation; with ``data``, give noise-aug its copy_data)."""
     cfg = load_lm_config(config)
     extra: dict[str, Any] = {}
     if data is None:
@@ -750,10 +754,16 @@ def train_tiny_dialogue(
         extra["vocab"] = list(vocab.tokens)
         ckpt = None if codec_checkpoint is None else str(codec_checkpoint)
         train_args.setdefault("corpus", CorpusRef(ckpt, train_sessions, corpus_split))
+        if user_noise:
+            train_args["options"] = with_default_user_noise(list(train_args.get("options") or []))
         # the pair check (reference_model/pairing.py) accepts a codec with the same tokeniser tensors
         extra["codec_tokenizer_sha256"] = tokenizer_sha256(ckpt or bundled_codec_weights("tiny"))
     elif corpus_split != "train":
         raise TrainDataError("--corpus-split chooses a dialogue corpus split; it has no use with --data")
+    elif not user_noise:
+        raise TrainDataError(
+            "--no-user-noise turns off the dialogue corpus's noise; it has no use with --data"
+        )
     train = load_token_folder(data, cfg.n_q + 1)
     held = load_token_folder(heldout_data, cfg.n_q + 1) if heldout_data is not None else None
     extra["codec_sha256"] = train.manifest.get("codec_sha256")
