@@ -16,7 +16,7 @@ command -v opusenc >/dev/null 2>&1 || need_apt+=(opus-tools)
 command -v festival >/dev/null 2>&1 || need_apt+=(festival)
 for v in festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb \
          festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru \
-         festvox-ca-ona-hts festvox-hi-nsk festvox-mr-nsk festvox-te-nsk; do
+         festvox-ca-ona-hts festvox-hi-nsk festvox-mr-nsk festvox-te-nsk festvox-us-slt-hts; do
   dpkg -s "$v" >/dev/null 2>&1 || need_apt+=("$v")
 done
 [ -f /usr/share/dict/american-english ] || need_apt+=(wamerican)

@@ -13,6 +13,7 @@ from vemi_eval.data.codec_corpus import (
     codec_corpus,
     summary,
 )
+from vemi_eval.data.festival import FestivalVoice
 
 SMALL = CorpusSize(espeak_train=6, festival_train_per_voice=1, espeak_heldout_per_variant=1,
                    festival_heldout_per_voice=1)  # fmt: skip
@@ -71,7 +72,7 @@ def test_a_missing_festival_voice_is_an_error_not_a_fallback(tmp_path, monkeypat
     not put another speaker (maybe a held-out one) into the corpus under the missing voice's name."""
     import vemi_eval.data.codec_corpus as cc
 
-    monkeypatch.setattr(cc, "FESTIVAL_VOICES", (cc.FestivalVoice("no_such_diphone", "en", "latin", False),))
+    monkeypatch.setattr(cc, "FESTIVAL_VOICES", (FestivalVoice("no_such_diphone", "en", "latin", False),))
     with pytest.raises(DataError, match="no_such_diphone"):
         codec_corpus("train", size=SMALL, cache_dir=tmp_path, log=None)
 

@@ -63,6 +63,27 @@ def test_held_out_accuracy_per_group_adds_up_to_the_pooled_one(lm):
     )
 
 
+def test_held_out_accuracy_per_engine_sums_its_voices(lm):
+    """The dialogue corpus's two engines: each engine's tally is the sum of its voices' tallies."""
+    grids = _task_data(5, T=50, seed=2).grids
+    voices = ["a", "b", "a", "k", "k"]
+    engine = {"a": "espeak", "b": "espeak", "k": "festival"}
+    out = evaluate(
+        lm, grids, 24, LossWeights(), ("voice", voices), ("user engine", [engine[v] for v in voices])
+    )
+    by_voice, by_engine = out["text_word_accuracy_by_group"]["of"], out["text_word_accuracy_by_engine"]
+    assert by_engine["by"] == "user engine" and sorted(by_engine["of"]) == ["espeak", "festival"]
+    for e, tally in by_engine["of"].items():
+        mine = [t for v, t in by_voice.items() if engine[v] == e]
+        assert tally["words"] == sum(t["words"] for t in mine)
+        assert tally["correct"] == sum(t["correct"] for t in mine)
+    # lm_heldout's by_engine: the same tally from its own scores
+    spans = [[(3, 9), (20, 26)] for _ in grids]
+    s = score_grids(lm, grids, spans, 24, with_audio=False)
+    per_engine = hits_by_voice(s, [engine[v] for v in voices])
+    assert sum(t["words"] for t in per_engine.values()) == len(s.answer_hits)
+
+
 def test_answer_audio_accuracy_reads_the_semantic_codebook(lm):
     """A grid whose semantic codebook equals the LM's own argmax on it scores 1 on those frames."""
     grid = _task_data(1, T=30, seed=4).grids[0]
@@ -107,4 +128,9 @@ def test_token_data_groups_need_every_grid_named():
         ["v1", "v2"],
     )
     assert TokenData(grids, "x", "x", {}, ["s0", "s1"]).groups() is None
+    engines = {"engine_groups": {"by": "user engine", "of": {"s0": "espeak", "s1": "festival"}}}
+    assert TokenData(grids, "x", "x", engines, ["s0", "s1"]).groups("engine_groups") == (
+        "user engine",
+        ["espeak", "festival"],
+    )
     assert TokenData(grids, "x", "x", {"groups": {"of": {"s0": "v1"}}}, ["s0", "s1"]).groups() is None

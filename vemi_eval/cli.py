@@ -642,6 +642,15 @@ def check_sidecar_readable(sidecar: Path, what: str) -> None:
     show_default=True,
     help="Processes that synthesise and tokenise the dialogue corpus before training (cached after).",
 )
+@click.option(
+    "--no-user-noise",
+    "user_noise",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Train without the recipe's noise on the user channel (white/pink/babble 0-30 dB, reverb; "
+    "training/lm_options/noise_aug.py): an ablation. Only with the dialogue corpus (not --data).",
+)
 @click.option("--state", type=click.Path(dir_okay=False), help="Resume state (default: beside --out).")
 @click.option("--fresh", is_flag=True, help="Ignore an existing resume state and start over.")
 @click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
@@ -678,7 +687,8 @@ def train_lm_cmd(
     with the semantic codebook up-weighted; model streams only). Time-budgeted; resumes from --state.
     Data: a folder of .safetensors token grids [1 + n_q, T] (see vemi_eval/training/lm.py).
     Recipe options (--option) are written to the sidecar's "trained_with" and are part of the recipe.
-    Ctrl-C or SIGTERM saves the state and prints the command that resumes (exit 130)."""
+    Ctrl-C or SIGTERM saves the state and prints the command that resumes (exit 130). On the dialogue
+    corpus the recipe puts noise on the user channel (--no-user-noise: without)."""
     check_range("minutes", opts["minutes"], 0, open_low=True)
     if opts["max_steps"] is not None and opts["max_steps"] < 1:
         raise click.BadParameter("must be >= 1", param_hint="--steps")

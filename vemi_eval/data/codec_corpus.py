@@ -34,6 +34,7 @@ from .audio import resample
 from .corpus import SPEAKERS as EVAL_SPEAKERS
 from .corpus import espeak_version
 from .dialogue import check_bases_take_variants
+from .festival import FESTIVAL_VOICES, FestivalVoice  # the voices (and those the codec holds out)
 
 # 2: a missing festival voice is an error (v1 silently fell back to the default voice). 3: the British base
 # is "en": espeak-ng 1.51 drops the variant of "en-gb", so v2's en-gb utterances (1 in 8), held-out ones
@@ -49,33 +50,6 @@ ESPEAK_BASES = (
 # Variants never used for training: the espeak evaluation corpus's held-out speakers, and four more.
 HELDOUT_VARIANTS = tuple(s.voice.split("+")[1] for s in EVAL_SPEAKERS[-4:]) + ("Mike", "m2", "f2", "Tweaky")
 EVAL_TRAIN_VARIANTS = tuple(s.voice.split("+")[1] for s in EVAL_SPEAKERS[:-4])
-
-
-@dataclass(frozen=True)
-class FestivalVoice:
-    name: str  # festival voice_<name>
-    language: str
-    script: str  # latin | devanagari | telugu | cyrillic
-    heldout: bool
-
-
-FESTIVAL_VOICES: tuple[FestivalVoice, ...] = (
-    FestivalVoice("kal_diphone", "en", "latin", False),
-    FestivalVoice("ked_diphone", "en", "latin", True),
-    FestivalVoice("czech_dita", "cs", "latin", False),
-    FestivalVoice("czech_krb", "cs", "latin", False),
-    FestivalVoice("czech_machac", "cs", "latin", False),
-    FestivalVoice("czech_ph", "cs", "latin", True),
-    FestivalVoice("suo_fi_lj_diphone", "fi", "latin", False),
-    FestivalVoice("hy_fi_mv_diphone", "fi", "latin", True),
-    FestivalVoice("lp_diphone", "it", "latin", False),
-    FestivalVoice("pc_diphone", "it", "latin", True),
-    FestivalVoice("upc_ca_ona_hts", "ca", "latin", False),
-    FestivalVoice("msu_ru_nsh_clunits", "ru", "cyrillic", False),
-    FestivalVoice("hindi_NSK_diphone", "hi", "devanagari", False),
-    FestivalVoice("marathi_NSK_diphone", "mr", "devanagari", True),
-    FestivalVoice("telugu_NSK_diphone", "te", "telugu", False),
-)
 
 
 @dataclass(frozen=True)

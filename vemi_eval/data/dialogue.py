@@ -1,34 +1,43 @@
 """A synthetic full-duplex conversation corpus for the tiny LM: "what comes after seven" -> "eight".
 
-Every session is two 24 kHz channels. The *user* (one espeak-ng voice variant per session, with its own
-pitch and rate, optional noise) asks several times what number comes after one of one..nineteen; the
-*model* (always the same voice: festival's ked_diphone, a recorded human diphone voice) answers with the
-next number on the first frame boundary at least ``ANSWER_GAP_S`` after the user's last word ends (so
-the gap is 0.32-0.40 s), and is silent otherwise. Some user turns
-have a pause *before* the number ("what comes after ... seven"), so a model that answers at the first
-silence has not heard the number yet.
+Every session is two 24 kHz channels. The *user* (one voice per session: an espeak-ng voice variant with its
+own pitch and rate, or one of festival's recorded voices at its own rate; optional noise) asks several times
+what number comes after one of one..nineteen; the *model* (always the same voice: festival's ked_diphone, a
+recorded human diphone voice) answers with the next number on the first frame boundary at least
+``ANSWER_GAP_S`` after the user's last word ends (so the gap is 0.32-0.40 s), and is silent otherwise. Some
+user turns have a pause *before* the number ("what comes after ... seven"), so a model that answers at the
+first silence has not heard the number yet.
 
-Words are synthesised one at a time (trimmed of espeak's silences), so every word's onset and end are
-known to the sample. The model's text stream (its "inner monologue", as Moshi's) holds the answer's
+Users come from two speech engines, so that held-out accuracy is not only that of espeak-ng at other
+settings: espeak-ng's voice variants and festival's recorded voices (the festvox voices that say the
+English prompt words intelligibly, measured once by ASR: ``festival_intelligibility.json``, written by
+scripts/festival_intelligibility.py; ked_diphone, the model's voice, is never a user). A session's engine
+is chosen first, by a fixed quota (``festival_share`` of a split's sessions), then its voice among that
+engine's, so the few festival voices are not drowned by the ~600 espeak styles.
+
+Words are synthesised one at a time (trimmed of the synthesiser's silences), so every word's onset and end
+are known to the sample. The model's text stream (its "inner monologue", as Moshi's) holds the answer's
 token at the frame where the answer word starts, the end-of-padding token the frame before it, and the
 padding token elsewhere. The word-level vocabulary is data: ``dialogue_vocab.json``.
 
-Held out: whole user voices (never in training, with their own styles) and carrier phrasings never
-in training ("so which number comes after N"). The session plan is drawn from seeded generators; word
-clips are cached under ``$VEMI_CACHE/dialogue/<recipe hash>/words`` and sessions are rendered from them
-on demand. Token grids (text, model audio, user audio; the trainer's data format) are cached by
-(recipe hash, codec checkpoint sha256) in ``.../tokens-<codec sha>/<split>/``.
+Held out: whole user voices of each engine (never in training, with their own styles; festival's are voices
+the codec corpus never trains on, so a held-out user is unseen by codec and LM alike) and carrier phrasings
+never in training ("so which number comes after N"). The session plan is drawn from seeded generators; word
+clips are cached under ``$VEMI_CACHE/dialogue/<recipe hash>/words`` and sessions are rendered from them on
+demand. Token grids (text, model audio, user audio; the trainer's data format) are cached by (recipe hash,
+codec checkpoint sha256) in ``.../tokens-<codec sha>/<split>/``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,14 +45,18 @@ from typing import Any
 import numpy as np
 
 from ..storage import cache_home
-from . import DataError, espeak_mix
+from . import DataError, espeak_mix, festival
 from .audio import dither, resample
 from .seeds import seed_of
 
 # 2: per-split styles; the plan's seeds come from split_hash. 3: the British base voice is espeak's "en":
 # with "en-gb" espeak-ng 1.51 drops the variant ("en-gb+m3" says exactly what "en-gb" says), so in v2 every
 # en-gb style, held-out ones included, was the one plain en-gb speaker at another pitch and rate.
-RECIPE_VERSION = 3
+# 4: users from two engines: festival's recorded voices beside the espeak-ng variants (a share of each
+# split's sessions; festival_share). Held-out espeak variants were the training engine at other settings,
+# so the held-out accuracy (0.80) overstated how well the LM listens (issue 36: 6 of 24 answers right for
+# another engine's users).
+RECIPE_VERSION = 4
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
 FRAME_SIZE = 1920  # samples per codec frame at 24 kHz
@@ -51,6 +64,7 @@ ANSWER_GAP_S = 0.32  # the model's answer starts on the first frame boundary thi
 TARGET_RMS_DB = -22.0  # every word clip's RMS before the session's gain
 MODEL_VOICE = "ked_diphone"  # festival voice (festvox-kdlpc16k)
 VOCAB_PATH = Path(__file__).with_name("dialogue_vocab.json")
+ESPEAK, FESTIVAL = "espeak", "festival"  # the engines users come from
 
 NUMBERS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -87,9 +101,21 @@ HELDOUT_EVERY = 5  # every 5th variant (sorted by id) is a held-out voice
 # (237 styles) the LM still memorised its speakers (train text loss 0.001 against 0.074 held-out).
 STYLES_PER_VOICE = {"train": 8, "heldout": 3}
 BASE_VOICES = ("en-us", "en")  # an accent per style (American, British); the variant sets the speaker
+# A festival style is a rate: its Duration_Stretch (> 1 slower), drawn per style. Pitch is not set: festival's
+# voice types (diphone, clunits, HTS) take it in different ways. The codec corpus draws the same range.
+FESTIVAL_STRETCH = (0.85, 1.2)
 
 # The training splits' shape; the augmented splits differ only in their user-voice perturbation.
-_TRAIN = {"sessions": 3200, "turns": (3, 5), "pause_p": 0.4, "noise_p": 0.5, "snr_db": (10.0, 40.0)}
+# festival_share: the share of a split's sessions whose user is a festival voice (the engine is chosen
+# first, by a fixed quota: session i is festival's when floor((i + 1) x share) > floor(i x share)).
+_TRAIN = {
+    "sessions": 3200,
+    "turns": (3, 5),
+    "pause_p": 0.4,
+    "noise_p": 0.5,
+    "snr_db": (10.0, 40.0),
+    "festival_share": 0.3,
+}
 _VOICE_PERTURBATION = {"p": 0.8, "speed": (0.85, 1.18), "tilt": (-0.6, 0.6)}
 
 SPLITS: dict[str, dict[str, Any]] = {
@@ -120,8 +146,16 @@ SPLITS: dict[str, dict[str, Any]] = {
         "mixed_voices": {"count": 1024, "jitter": 0.1},
     },
     # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
-    # added by the measurements, along their SNR ladder).
-    "heldout": {"sessions": 48, "turns": (4, 4), "pause_p": 0.5, "noise_p": 0.0, "snr_db": (0.0, 0.0)},
+    # added by the measurements, along their SNR ladder). Every other session is a festival user's, so
+    # each engine's held-out figure rests on about as many turns as the other's.
+    "heldout": {
+        "sessions": 48,
+        "turns": (4, 4),
+        "pause_p": 0.5,
+        "noise_p": 0.0,
+        "snr_db": (0.0, 0.0),
+        "festival_share": 0.5,
+    },
 }
 WORD_GAP_S = (0.02, 0.09)
 PAUSE_S = (0.5, 1.2)
@@ -134,10 +168,12 @@ GAIN_DB = (-6.0, 3.0)
 @dataclass(frozen=True)
 class UserVoice:
     id: str  # "<variant>-<style>"
-    variant: str
-    base: str
-    pitch: int
-    rate: int
+    variant: str  # the speaker: an espeak-ng variant id, or a festival voice name
+    base: str  # espeak: the base voice (the accent); festival: "festival" (no accent of its own)
+    pitch: int  # espeak's pitch (0 for festival)
+    rate: int  # espeak's words per minute (0 for festival)
+    engine: str = ESPEAK
+    stretch: float = 1.0  # festival's Duration_Stretch (1 for espeak)
 
     @property
     def espeak_voice(self) -> str:
@@ -323,20 +359,81 @@ def _heldout_variants(variants: list[str]) -> set[str]:
     return set(variants[HELDOUT_EVERY - 1 :: HELDOUT_EVERY])
 
 
-def voices(split: str, variants: list[str] | None = None) -> list[UserVoice]:
-    """The (variant, style) voices of a split; held-out variants never appear in training."""
+@dataclass(frozen=True)
+class FestivalUser:
+    """A festival voice that is a dialogue user (it says the English prompt words intelligibly)."""
+
+    name: str
+    language: str
+    heldout: bool  # held out here as from the codec's training (vemi_eval/data/festival.py ``heldout``)
+
+
+def festival_users(path: Path | None = None) -> tuple[tuple[FestivalUser, ...], str]:
+    """The festival voices the intelligibility file says to use (never the model's), and the file's
+    sha256. Held out are those the codec corpus never trains on, so a held-out user is new to codec and LM."""
+    rows, sha = festival.intelligibility(path or festival.INTELLIGIBILITY_PATH)
+    users = tuple(
+        FestivalUser(r.name, r.language, festival.voice(r.name).heldout)
+        for r in rows
+        if r.decision == festival.USE and r.name != MODEL_VOICE
+    )
+    if not any(u.heldout for u in users) or all(u.heldout for u in users):
+        named = ", ".join(u.name + (" (held out)" if u.heldout else "") for u in users) or "none"
+        raise DataError(
+            "the dialogue corpus needs festival users both in training and held out; the intelligibility "
+            f"file accepts {named}"
+        )
+    return users, sha
+
+
+def voices(
+    split: str, variants: list[str] | None = None, users: tuple[FestivalUser, ...] | None = None
+) -> list[UserVoice]:
+    """The (speaker, style) voices of a split, of both engines; held-out speakers never appear in
+    training. ``users``: the festival users (default: the intelligibility file's)."""
     variants = variants if variants is not None else espeak_variants()
+    users = users if users is not None else festival_users()[0]
     held = _heldout_variants(variants)
-    chosen = [v for v in variants if (v in held) == (split == "heldout")]
-    styles = {v: STYLES_PER_VOICE[_voice_split(split)] for v in chosen}
-    styles.update({m.id: 1 for m in mixed_variants(split, variants)})  # one style: the mix is the speaker
+    n = STYLES_PER_VOICE[_voice_split(split)]
     out = []
-    for v, n_styles in styles.items():
-        rng = np.random.default_rng(seed_of("voice", v))
-        for s in range(n_styles):
-            base = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
-            out.append(UserVoice(f"{v}-{s}", v, base, int(rng.integers(25, 76)), int(rng.integers(135, 196))))
+    for v in [v for v in variants if (v in held) == (split == "heldout")]:
+        out += _espeak_styles(v, n)
+    for u in users:
+        if u.heldout == (split == "heldout"):
+            rng = np.random.default_rng(seed_of("voice", FESTIVAL, u.name))
+            for s in range(n):
+                stretch = round(float(rng.uniform(*FESTIVAL_STRETCH)), 2)
+                out.append(UserVoice(f"{u.name}-{s}", u.name, FESTIVAL, 0, 0, FESTIVAL, stretch))
+    for m in mixed_variants(split, variants):
+        out += _espeak_styles(m.id, 1)  # one style: the mix is the speaker
     return out
+
+
+def _espeak_styles(variant: str, n: int) -> list[UserVoice]:
+    """A variant's ``n`` (accent, pitch, rate) styles, drawn from its own seed."""
+    rng = np.random.default_rng(seed_of("voice", variant))
+    out = []
+    for s in range(n):
+        base = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
+        out.append(
+            UserVoice(f"{variant}-{s}", variant, base, int(rng.integers(25, 76)), int(rng.integers(135, 196)))
+        )
+    return out
+
+
+def session_engine(split: str, index: int) -> str:
+    """The engine of a split's ``index``-th session: festival's for a fixed quota of ``festival_share``
+    (exact in every prefix of the split, so even a few sessions hold both engines when the share allows)."""
+    share = float(SPLITS[split].get("festival_share", 0.0))
+    # rounded: 0.3 x 10 is 3.0000000000000004 in binary floating point
+    before, upto = math.floor(round(index * share, 9)), math.floor(round((index + 1) * share, 9))
+    return FESTIVAL if upto > before else ESPEAK
+
+
+def user_words() -> list[str]:
+    """Every word a user says: those of the prompts (training and held-out) and the numbers asked."""
+    words = {w for p in TRAIN_PROMPTS + HELDOUT_PROMPTS for w in p.split() if w != "{n}"}
+    return sorted(words | {NUMBERS[n] for n in ASKED})
 
 
 def mixed_variants(split: str, variants: list[str] | None = None) -> list[espeak_mix.MixedVariant]:
@@ -364,6 +461,7 @@ def tool_versions() -> dict[str, str]:
 
 
 def recipe(versions: dict[str, str] | None = None) -> dict[str, Any]:
+    users, intelligibility_sha = festival_users()
     return {
         "recipe_version": RECIPE_VERSION,
         "tools": versions or tool_versions(),
@@ -375,6 +473,9 @@ def recipe(versions: dict[str, str] | None = None) -> dict[str, Any]:
         "heldout_every": HELDOUT_EVERY,
         "styles_per_voice": STYLES_PER_VOICE,
         "base_voices": list(BASE_VOICES),
+        "festival_users": [asdict(u) for u in users],
+        "festival_intelligibility_sha256": intelligibility_sha,
+        "festival_stretch": list(FESTIVAL_STRETCH),
         "train_prompts": list(TRAIN_PROMPTS),
         "heldout_prompts": list(HELDOUT_PROMPTS),
         "asked": list(ASKED),
@@ -483,26 +584,32 @@ def _espeak_word(voice: UserVoice, word: str, folder: Path) -> np.ndarray:
 
 
 def festival_say(text: str, voice: str = MODEL_VOICE) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    """``text`` in a festival voice (the model's by default), through text2wave."""
+    return festival.text2wave(text, voice)
 
-    if shutil.which("text2wave") is None:
-        raise DataError("festival's text2wave is not installed (apt install festival festvox-kdlpc16k)")
-    with tempfile.TemporaryDirectory() as tmp:
-        txt, wav = os.path.join(tmp, "w.txt"), os.path.join(tmp, "w.wav")
-        Path(txt).write_text(text + "\n")
-        done = subprocess.run(
-            ["text2wave", "-eval", f"(voice_{voice})", "-o", wav, txt], capture_output=True, text=True
-        )
-        if done.returncode != 0 or not os.path.exists(wav):
-            raise DataError(f"festival voice {voice} failed: {done.stderr.strip()[:200]}")
-        audio, rate = sf.read(wav, dtype="float32")
-    return audio, rate
+
+def _festival_words(voice: UserVoice, folder: Path) -> dict[str, np.ndarray]:
+    """Every word a user says, in a festival user's style, from one festival process (its start-up
+    dominates a word); each clip cached as a word of its own."""
+    words = user_words()
+    said = festival.say_many(voice.variant, words, voice.stretch)
+    clips = {w: _trim_and_level(audio, rate) for w, (audio, rate) in zip(words, said)}
+    for w, clip in clips.items():
+        path = _user_clip_path(folder, voice, w)
+        if not path.exists():
+            _cached_clip(path, lambda clip=clip: clip)
+    return clips
+
+
+def _user_clip_path(folder: Path, voice: UserVoice, word: str) -> Path:
+    return folder / "words" / f"user_{voice.id}_{word}.npy"
 
 
 def _user_clip(folder: Path, voice: UserVoice, word: str) -> np.ndarray:
-    return _cached_clip(
-        folder / "words" / f"user_{voice.id}_{word}.npy", lambda: _espeak_word(voice, word, folder)
-    )
+    path = _user_clip_path(folder, voice, word)
+    if voice.engine == FESTIVAL:
+        return _cached_clip(path, lambda: _festival_words(voice, folder)[word])
+    return _cached_clip(path, lambda: _espeak_word(voice, word, folder))
 
 
 def _model_clip(folder: Path, word: str) -> np.ndarray:
@@ -528,7 +635,11 @@ def _plan_session(
     cfg = SPLITS[split]
     seed = seed_of(plan_key, split, index) % (2**31)
     rng = np.random.default_rng(seed)
-    voice = pool[int(rng.integers(len(pool)))]
+    engine = session_engine(split, index)  # first: the engine, by its quota; then a voice of it
+    candidates = [v for v in pool if v.engine == engine]
+    if not candidates:
+        raise DataError(f"the dialogue split {split} has no {engine} users")
+    voice = candidates[int(rng.integers(len(candidates)))]
     prompts = TRAIN_PROMPTS if _voice_split(split) == "train" else HELDOUT_PROMPTS
     augment = _draw_augment(cfg.get("augment"), plan_key, split, index)
     lo, hi = cfg["turns"]
@@ -606,6 +717,8 @@ def dialogue_sessions(
     plan_key = split_hash(split, json.loads((folder / "recipe.json").read_text()))
     variants = espeak_variants()
     pool = voices(split, variants)
+    # every festival voice this split needs is installed, before a word is said
+    festival.check_voices(sorted({v.variant for v in pool if v.engine == FESTIVAL} | {MODEL_VOICE}))
     mixed = mixed_variants(split, variants)
     if mixed:
         espeak_mix.data_dir(folder, mixed)
@@ -678,6 +791,7 @@ def corpus_figures(sessions: list[Session]) -> dict[str, Any]:
         "hours": round(sum(s.duration_s for s in sessions) / 3600, 3),
         "voices": len({s.voice.variant for s in sessions}),
         "voice_styles": len({s.voice.id for s in sessions}),
+        "sessions_by_engine": {e: sum(s.voice.engine == e for s in sessions) for e in (ESPEAK, FESTIVAL)},
         "turns_with_pause": sum(t.pause is not None for s in sessions for t in s.turns),
         "sha256": sessions_sha256(sessions),
     }
@@ -740,7 +854,7 @@ def tokenised_split(
     manifest_path = folder / "manifest.json"
     # before planning: a cache hit starts no worker and reads no clip. A manifest from before the
     # per-session voices were recorded is rewritten (its shards are kept: they are the same bytes).
-    if manifest_path.is_file() and "groups" in json.loads(manifest_path.read_text()):
+    if manifest_path.is_file() and {"groups", "engine_groups"} <= set(json.loads(manifest_path.read_text())):
         return folder
     sessions = dialogue_sessions(
         split, limit=limit, cache_dir=cache_dir, answer_gap_s=answer_gap_s, workers=workers
@@ -778,8 +892,10 @@ def tokenised_split(
         "vocab": list(vocab().tokens),
         **({"answer_gap_s": check_gap(answer_gap_s)} if gap_suffix(answer_gap_s) else {}),
         **corpus_figures(sessions),
-        # which user voice each session has, so that the trainer reports held-out accuracy per voice
+        # which user voice (and engine) each session has, so that the trainer reports held-out accuracy
+        # per voice (and per engine)
         "groups": {"by": "user voice", "of": {s.id: s.voice.variant for s in sessions}},
+        "engine_groups": {"by": "user engine", "of": {s.id: s.voice.engine for s in sessions}},
     }
     _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
     return folder

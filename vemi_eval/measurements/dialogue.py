@@ -199,7 +199,7 @@ CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 
 def accuracy_by_voice(turns: list[TurnResult], voice_of: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Correct answers and turns per held-out user voice."""
+    """Correct answers and turns per held-out user voice (or per engine, with ``voice_of`` the engines)."""
     return counts_by_group(((voice_of[t.session], bool(t.correct), 1) for t in turns), total="turns")
 
 
@@ -260,6 +260,7 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     )
     records: list[MetricRecord] = []
     voice_of = {s.id: s.voice.variant for s in sessions}
+    engine_of = {s.id: s.voice.engine for s in sessions}
     for snr in ladder:
         turns = results[snr]
         records.append(
@@ -271,7 +272,11 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
                 len(turns),
                 condition={"snr_db": snr, "source": "text"},
                 higher_is_better=True,
-                extra={**common, "by_voice": accuracy_by_voice(turns, voice_of)},
+                extra={
+                    **common,
+                    "by_voice": accuracy_by_voice(turns, voice_of),
+                    "by_engine": accuracy_by_voice(turns, engine_of),
+                },
             )
         )
     first = results[ladder[0]]

@@ -248,7 +248,10 @@ def measure_lm_heldout(ctx: MeasureContext) -> list[MetricRecord]:
         with_audio = c is None and bool(p["audio"])
         s = score_grids(lm, grids, spans, int(p["seq_len"]), with_audio)
         ctx.add_samples({**cond, "metric": "tf_answer_hit", "value": v} for v in s.answer_hits)
-        by_voice = {"by_voice": hits_by_voice(s, [x.voice.variant for x in sessions])}
+        by_voice = {
+            "by_voice": hits_by_voice(s, [x.voice.variant for x in sessions]),
+            "by_engine": hits_by_voice(s, [x.voice.engine for x in sessions]),
+        }
         records.append(
             _record(
                 ctx, "tf_answer_accuracy", "fraction", s.answer_hits, cond, True, {**common, **by_voice}, data

@@ -22,7 +22,9 @@ An optional ``manifest.json`` beside them is recorded in the sidecar (e.g. the c
 Recipe options (``--option NAME``; vemi_eval/training/lm_options, one module each: distill,
 latency-curriculum, noise-aug) change one step through hooks that default to nothing: which grids a step
 crops from, the batch after cropping, the loss. Without options the batches, the loss and the recipe
-digest are the plain recipe's; with them, their names go into the sidecar's ``trained_with``.
+digest are the plain recipe's; with them, their names go into the sidecar's ``trained_with``. On the
+dialogue corpus the bundled recipe adds noise on the user channel (``train_tiny_dialogue(user_noise=True)``,
+lm_options/noise_aug.py ``default_user_noise``): in the recipe, not in ``trained_with``.
 
 Time-budgeted and resumable: the state (weights, AdamW moments, step, the data sampler's RNG state,
 elapsed time) is written atomically every ``checkpoint_every_s`` into one safetensors file (the small
@@ -56,7 +58,7 @@ from vemi_eval.errors import DataError, one_line
 from vemi_eval.stats import counts_by_group
 
 from .interrupt import StopRequest, end_of_loop
-from .lm_options import CorpusRef, LMOption, OptionContext
+from .lm_options import CorpusRef, LMOption, OptionContext, with_default_user_noise
 from .state import (
     file_sha256,
     git_commit,
@@ -84,10 +86,11 @@ class TokenData:
     manifest: dict[str, Any] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)  # each grid's tensor name (a session id), or empty
 
-    def groups(self) -> tuple[str, list[str]] | None:
+    def groups(self, entry_name: str = "groups") -> tuple[str, list[str]] | None:
         """(what the groups are, each grid's group) from the manifest's ``groups`` entry
-        ({"by": "user voice", "of": {name: group}}), or None when it has none or misses a grid."""
-        entry = self.manifest.get("groups")
+        ({"by": "user voice", "of": {name: group}}; the dialogue corpus's ``engine_groups`` by user
+        engine), or None when it has none or misses a grid."""
+        entry = self.manifest.get(entry_name)
         if not isinstance(entry, dict) or len(self.names) != len(self.grids):
             return None
         of = entry.get("of") or {}
@@ -367,15 +370,16 @@ def evaluate(
     seq_len: int,
     weights: LossWeights,
     groups: tuple[str, list[str]] | None = None,
+    engines: tuple[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Teacher-forced figures on held-out grids: losses (mean over windows) and the text stream's word
     accuracy (argmax at the frames where a word token is the target). With ``groups`` (what they are,
     each grid's group: the user voice of each held-out session), the accuracy per group too: a pooled
-    figure hides the few voices the model does not generalise to."""
+    figure hides the few voices the model does not generalise to. ``engines`` likewise, per speech engine."""
     was = lm.training
     lm.eval()
     text, audio, per_cb, hits, words, n = 0.0, 0.0, None, 0, 0, 0
-    tallies: list[tuple[str, int, int]] = []  # (group, word hits, words) per window
+    tallies: list[tuple[int, int, int]] = []  # (grid, word hits, words) per window
     for i, g in enumerate(grids):
         for w in eval_windows([g], seq_len):
             parts = moshi_loss(lm, w.to(lm.device), weights)
@@ -389,8 +393,7 @@ def evaluate(
             hits += parts.text_word_correct
             words += parts.text_words
             n += 1
-            if groups is not None:
-                tallies.append((groups[1][i], parts.text_word_correct, parts.text_words))
+            tallies.append((i, parts.text_word_correct, parts.text_words))
     lm.train(was)
     if n == 0:
         return {"windows": 0}
@@ -402,14 +405,16 @@ def evaluate(
         "text_word_accuracy_teacher_forced": hits / words if words else None,
         "text_words": words,
     }
-    if groups is not None:
-        out["text_word_accuracy_by_group"] = {
-            "by": groups[0],
-            "of": {
-                k: {**t, "accuracy": t["correct"] / t["words"] if t["words"] else None}
-                for k, t in counts_by_group(tallies, total="words").items()
-            },
-        }
+    for key, grouping in (("text_word_accuracy_by_group", groups), ("text_word_accuracy_by_engine", engines)):
+        if grouping is not None:
+            of = counts_by_group(((grouping[1][i], c, w) for i, c, w in tallies), total="words")
+            out[key] = {
+                "by": grouping[0],
+                "of": {
+                    k: {**t, "accuracy": t["correct"] / t["words"] if t["words"] else None}
+                    for k, t in of.items()
+                },
+            }
     return out
 
 
@@ -681,7 +686,7 @@ def train_lm(
     tail = np.array(recent[-200:]) if recent else np.zeros((1, 2))
     sidecar: dict[str, Any] = {
         "produced_by": "vemi_eval.training.lm.train_lm",
-        "trained_with": [o.name for o in options],
+        "trained_with": [o.name for o in options if not o.in_base_recipe],
         "weights": out_path.name,
         "weights_sha256": file_sha256(out_path),
         "weights_dtype": weights_dtype,
@@ -718,7 +723,9 @@ def train_lm(
             "source": heldout.source,
             "sha256": heldout.sha256,
             "sequences": len(heldout.grids),
-            **evaluate(lm, heldout.grids, seq_len, recipe.loss, heldout.groups()),
+            **evaluate(
+                lm, heldout.grids, seq_len, recipe.loss, heldout.groups(), heldout.groups("engine_groups")
+            ),
         }
         log(f"held-out ({time.time() - t_eval:.0f}s): {json.dumps(sidecar['heldout'])}")
     write_sidecar(out_path.with_suffix(".json"), sidecar)
@@ -736,13 +743,15 @@ def train_tiny_dialogue(
     corpus_split: str = "train",
     config: str | os.PathLike = "tiny",
     corpus_workers: int = 1,
+    user_noise: bool = True,
     log: Callable[[str], None] = print,
     **train_args: Any,
 ) -> dict[str, Any]:
     """``train_lm`` on ``data`` (a token-grid folder), or by default on the dialogue corpus's training
     split tokenised with the tiny codec (``codec_checkpoint``, default its bundled weights), evaluated
     on the held-out split (unseen voices and prompts). Tokenisation is cached; ``corpus_workers``
-    processes build it (the training itself runs on ``threads``)."""
+    processes build it (the training itself runs on ``threads``). ``user_noise``: on the corpus, the
+    recipe's noise on the user channel (off: an ablation; with ``data``, give noise-aug its copy_data)."""
     cfg = load_lm_config(config)
     extra: dict[str, Any] = {}
     if data is None:
@@ -765,10 +774,16 @@ def train_tiny_dialogue(
         extra["vocab"] = list(vocab.tokens)
         ckpt = None if codec_checkpoint is None else str(codec_checkpoint)
         train_args.setdefault("corpus", CorpusRef(ckpt, train_sessions, corpus_split))
+        if user_noise:
+            train_args["options"] = with_default_user_noise(list(train_args.get("options") or []))
         # the pair check (reference_model/pairing.py) accepts a codec with the same tokeniser tensors
         extra["codec_tokenizer_sha256"] = tokenizer_sha256(ckpt or bundled_codec_weights("tiny"))
     elif corpus_split != "train":
         raise TrainDataError("--corpus-split chooses a dialogue corpus split; it has no use with --data")
+    elif not user_noise:
+        raise TrainDataError(
+            "--no-user-noise turns off the dialogue corpus's noise; it has no use with --data"
+        )
     train = load_token_folder(data, cfg.n_q + 1)
     held = load_token_folder(heldout_data, cfg.n_q + 1) if heldout_data is not None else None
     extra["codec_sha256"] = train.manifest.get("codec_sha256")

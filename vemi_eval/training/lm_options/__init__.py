@@ -75,6 +75,9 @@ class LMOption:
 
     name: ClassVar[str] = ""
     rng: np.random.Generator = field(init=False, repr=False, compare=False)
+    # Part of the bundled recipe itself (the default user-channel noise), not an enhancement asked for:
+    # recorded in the recipe, left out of the sidecar's "trained_with" (what the registry attributes).
+    in_base_recipe: bool = field(default=False, init=False, repr=False)
 
     def seed(self, seed: int) -> None:
         h = hashlib.sha256(f"{seed}/{self.name}".encode()).digest()
@@ -109,7 +112,8 @@ class LMOption:
         return tensors
 
     def recipe(self) -> dict[str, Any]:
-        return {"name": self.name, **{f.name: _plain(getattr(self, f.name)) for f in _args(self)}}
+        base = {"base_recipe": True} if self.in_base_recipe else {}  # absent otherwise: digests unchanged
+        return {"name": self.name, **base, **{f.name: _plain(getattr(self, f.name)) for f in _args(self)}}
 
     def report(self) -> dict[str, Any]:
         return {}
@@ -202,6 +206,24 @@ def build_options(
             raise OptionError(f"option {name!r}: {e}") from None
     _check_combination(out)
     return out
+
+
+def with_default_user_noise(options: list[LMOption]) -> list[LMOption]:
+    """The bundled recipe's options: ``options`` and its user-channel noise (noise_aug.default_user_noise),
+    unless an explicit ``noise-aug`` option sets the noise itself."""
+    from .noise_aug import NoiseAugmentation, default_user_noise
+
+    if any(o.name == NoiseAugmentation.name for o in options):
+        return options
+    for o in options:
+        if type(o).grids is not LMOption.grids:
+            why = "replaces the training grids that the recipe's user-channel noise augments"
+        elif type(o).objective is not LMOption.objective:
+            why = "replaces the loss: the recipe's user-channel noise would change nothing"
+        else:
+            continue
+        raise OptionError(f"option {o.name} {why}; add --no-user-noise")
+    return [*options, default_user_noise()]
 
 
 def _check_combination(options: list[LMOption]) -> None:
