@@ -134,3 +134,39 @@ def speech_onset_s(audio: np.ndarray, sample_rate: int) -> float | None:
     x = resample(audio, sample_rate, SAMPLE_RATE)
     spans = get_speech_timestamps(x, VadOptions(min_silence_duration_ms=100, speech_pad_ms=0))
     return spans[0]["start"] / SAMPLE_RATE if spans else None
+
+
+def speech_spans_s(
+    audio: np.ndarray, sample_rate: int, min_silence_ms: int = 100
+) -> list[tuple[float, float]]:
+    """Speech spans (start, end) in seconds by the same Silero VAD (no padding): Full-Duplex-Bench's
+    backchannel scorer counts these segments."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise EvaluatorError("VAD input is empty or has NaN/inf samples")
+    x = resample(audio, sample_rate, SAMPLE_RATE)
+    spans = get_speech_timestamps(x, VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=0))
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in spans]
+
+
+def transcribe_spans(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    model_dir: str | Path | None = None,
+    beam_size: int = DEFAULT_BEAM,
+    threads: int = 1,
+) -> list[tuple[float, float, list[tuple[str, float, float]]]]:
+    """A long clip as speech segments: each VAD span (start, end) with the words ASR hears in it, their
+    times in seconds of the whole clip and kept inside the span. Transcribing span by span anchors word
+    times to the speech (whisper alone puts a clip's first word at its start whatever the silence before
+    it), as M3-DuplexBench's ASR does with faster-whisper's VAD filter."""
+    out = []
+    for a, b in speech_spans_s(audio, sample_rate):
+        clip = audio[int(a * sample_rate) : int(np.ceil(b * sample_rate))]
+        words = transcribe_words(clip, sample_rate, model_dir=model_dir, beam_size=beam_size, threads=threads)
+        timed = [(w, min(b, a + max(0.0, s)), min(b, a + max(0.0, e))) for w, s, e in words if w]
+        out.append((a, b, timed))
+    return out
