@@ -141,8 +141,18 @@ def read_channel(path: Path, channel: int | None) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
-def _audio_info(path: Path, channel: int | None) -> tuple[int, int]:
-    """(rate, frames) of a usable wav, reading and checking its samples."""
+def _audio_info(path: Path, channel: int | None, channels: int | None = None) -> tuple[int, int]:
+    """(rate, frames) of a usable wav (with ``channels`` channels when given), reading and checking its
+    samples."""
+    if channels is not None and path.is_file():
+        import soundfile as sf
+
+        try:
+            found = sf.info(str(path)).channels
+        except Exception:  # unreadable: read_channel says why
+            found = channels
+        if found != channels:
+            raise AudioError(f"has {found} channel(s), not {channels} (the user's and the partner's)")
     audio, rate = read_channel(path, channel)
     return rate, audio.size
 
@@ -296,7 +306,7 @@ def _read_m3(root: Path, manifests: list[Path], user_channel: int) -> DuplexData
                 name = f"{manifest.name} line {ln} ({sid})"
                 wav = root / "audio" / f"{sid}.wav"
                 try:
-                    rate, n = _audio_info(wav, user_channel)
+                    rate, n = _audio_info(wav, user_channel, channels=2)
                 except AudioError as e:
                     raise ValueError(f"audio/{sid}.wav: {e}") from None
                 evs, turns = m3_events(events, user_channel)

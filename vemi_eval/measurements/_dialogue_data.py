@@ -7,7 +7,8 @@ Per sample: the user's stream (``prepend_silence_s`` of silence first, where a g
 ``--prepend-silence-sec``) goes through the live loop; the model's channel, cut back to the input's
 length, is its output. With ``ignore_before_first_turn``, what the model says before the user first speaks
 (M3: the first TURN; FDB: the input's first speech by Silero VAD) is dropped from the words, the audio and
-the exports. The model's words come from two places: its text stream (decoded by the run's tokenizer,
+the exports, each stretch of its speech (an ASR segment) that started before then to its end. The
+model's words come from two places: its text stream (decoded by the run's tokenizer,
 ``source=text``) and the suite's ASR on its audio, span by span of Silero VAD (``source=asr``: the words
 ``output.json`` holds, and M3's segments).
 
@@ -337,14 +338,18 @@ def measure_on_data(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
         s, n, cut = data.samples[i], n_of.pop(i), cut_of.pop(i)
         audio = streamed.audio[prepend : prepend + n].copy()
         words = decode_words(streamed.tokens, tokenizer, pads, frame_s, offset_s=prepend / sr)
-        words = [w for w in words if w.start >= cut]  # the prepended silence, and a greeting if ignored
-        audio[: int(round(cut * sr))] = 0.0
         segments, asr_error = None, None
         try:
             spans = asr_ev.transcribe_spans(audio, sr, model_dir=asr_dir, beam_size=int(params["beam_size"]))
             segments = [rules.Segment(a, b, tuple(TimedWord(*w) for w in ws)) for a, b, ws in spans]
         except EvaluatorError as e:
             asr_error = str(e)
+        if cut > 0:  # a greeting: every stretch of speech that started before the user, to its end
+            early = [seg for seg in segments or [] if seg.start < cut]
+            cut = max([cut] + [seg.end for seg in early])
+            segments = None if segments is None else [seg for seg in segments if seg.start >= cut]
+            audio[: int(round(cut * sr))] = 0.0
+        words = [w for w in words if w.start >= cut]  # the prepended silence, and a greeting if ignored
         outcomes.extend(score_sample(s, words, segments, asr_error, dist))
         spoken[s.id] = audio[int(round(cut * sr)) :]
         if ctx.artifacts is not None:
@@ -368,8 +373,8 @@ def measure_on_data(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
     common = {
         "data": {"duplex_data": data.sha256},
         "layout": data.layout,
-        "samples": len(data.samples),
-        "skipped_samples": len(data.skipped),
+        "data_samples": len(data.samples),
+        "data_skipped": len(data.skipped),
         "weights": weights_of(model),
         "text_tokenizer": tokenizer.name,
         "batch_size": int(params["batch_size"]),
@@ -446,7 +451,8 @@ def llm_judged(
                 status=SKIPPED,
                 reason=LLM_JUDGED,
                 condition={"task": task or "fdb_v1.5_overlap", "rule": "fdb"},
-                extra=dict(common),
+                data=dict(common["data"]),
+                extra={k: v for k, v in common.items() if k != "data"},
             )
         )
     return out
