@@ -257,3 +257,33 @@ def test_interruption_relevance_is_said_to_be_llm_judged(tmp_path, monkeypatch):
     assert by[("response_latency_s", "user_interruption", "vemi", "text")].value == pytest.approx(0.5)
     # M3's stop latency: the greeting was playing at 0.3 s and ends at 1.28 s
     assert by[("stop_latency_s", "user_interruption", "m3", "asr")].value == pytest.approx(0.98, abs=0.02)
+
+
+def test_an_m3_conversation(tmp_path, monkeypatch):
+    from tests.duplex_fixtures import m3_folder
+
+    events = {
+        "0": [
+            {"event": "TURN", "time": [0.2, 1.6]},
+            {"event": "BC", "time": [0.5, 0.7]},
+            {"event": "TURN", "time": [3.2, 3.9]},
+            {"event": "BARGE_IN", "time": [3.2, 3.5]},
+        ],
+        "1": [{"event": "TURN_SHIFT", "time": [1.6, 2.0]}],
+    }
+    root = m3_folder(tmp_path / "m3", [{"id": "conv1", "events": events}])
+    sf.write(str(tmp_path / "voice.wav"), speechlike(2.0, [(0.1, 1.9)], rate=SR), SR)
+    ctx, by = run(root, tmp_path, monkeypatch, ["turn_greeting"])
+    st = "smooth_turn_taking"
+    assert ("turn_over_rate", st, "fdb", "asr") not in by  # FDB's rules read a one-event sample's output
+    assert by[("response_latency_s", st, "m3", "asr")].value == pytest.approx(0.4)
+    assert by[("response_latency_s", st, "vemi", "text")].value == pytest.approx(0.4)
+    # the user backchannels at 0.5 s over the greeting (until 1.28 s): the model went on for 0.78 s
+    bc = by[("stop_latency_s", "user_backchannel", "m3", "asr")]
+    assert bc.value == pytest.approx(0.78, abs=0.02) and bc.higher_is_better is True
+    # the barge-in at 3.2 s finds the model silent ("eight" ended at 2.48 s): counted, not scored
+    barge = by[("stop_latency_s", "barge_in", "m3", "asr")]
+    assert barge.value is None and barge.extra["of"] == 1
+    # the export holds the conversation's own line of the events file
+    line = (ctx.artifacts / "conv1" / "test.jsonl").read_text()
+    assert json.loads(line) == {"id": "conv1", "events": events}

@@ -524,6 +524,8 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     out = Path(opts.out) if opts.out else rundir.default_out(suite.name)
     job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity, models)
     fingerprint = _fingerprint(suite, model, variants, seed, opts.quick, models)
+    if "text_tokenizer" in data:  # another tokenizer reads other words: not the same run to resume
+        fingerprint["text_tokenizer"] = data["text_tokenizer"]
     entries, started = _prepare_out(out, fingerprint, opts.resume, opts.overwrite)
     handler = _attach_log(out)
     torch.set_num_threads(threads)

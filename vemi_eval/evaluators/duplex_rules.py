@@ -20,8 +20,9 @@ Definitions taken (not code) from:
   among segments ending after the user's turn end and starting no earlier than 0.4 s before it (short
   utterances count), the one starting closest to the turn end; latency = its start - the turn end (not
   clipped: down to -0.4 s). Pause: a non-backchannel segment overlapping the pause is a take-over.
-  Stop latency after a user's backchannel or barge-in at t: the first segment starting before t + 0.5 s;
-  its end - t (not scored when the model was not speaking).
+  Stop latency after a user's backchannel or barge-in at t: the first segment starting before t + 0.5 s
+  (of those still going at t: M3 transcribes the output from the event on); its end - t (not scored when
+  the model was not speaking).
 - **vemi** (ours): only what the model says after the user's turn ends counts (a greeting, or words
   while the user still talks, are neither a response nor its latency); the model responds when any word
   starts in [turn end, window end); latency = that word's start - the turn end. Our corpus's answers are
@@ -155,7 +156,9 @@ def m3_pause(segments: Sequence[Segment], start: float, end: float) -> bool:
 
 
 def m3_stop_latency(segments: Sequence[Segment], t: float) -> float | None:
-    cands = [s for s in segments if s.start < t + M3_SHORT_PAUSE_S]
+    """M3 transcribes only the output from the event on, so a segment that ended before ``t`` is not
+    there; on a whole conversation's output those are left out here."""
+    cands = [s for s in segments if s.start < t + M3_SHORT_PAUSE_S and s.end > t]
     if not cands:
         return None
     return min(cands, key=lambda s: s.start).end - t
