@@ -170,9 +170,11 @@ def score_sample(
     segments: list[rules.Segment] | None,
     asr_error: str | None,
     distribution: dict[str, list[float]] | None,
+    vad_spans: list[tuple[float, float]] | None = None,
 ) -> list[Outcome]:
     """Every rule on every event of a sample. ``segments`` None: the ASR failed (``asr_error``), so its
-    rules are counted and not scored."""
+    rules are counted and not scored. ``vad_spans``: Silero VAD's speech spans of the output (FDB's
+    backchannel task)."""
     out: list[Outcome] = []
     sid, fdb = sample.id, sample.layout == "fdb"
     asr_words = [w for s in segments for w in s.words] if segments is not None else []
@@ -227,8 +229,7 @@ def score_sample(
         elif ev.task == BACKCHANNEL:
             key = Path(sid).name
             ref = None if distribution is None else distribution.get(key)
-            spans = [(s.start, s.end) for s in segments or []]
-            bc = rules.fdb_backchannel(spans, asr_words, sample.duration_s, ref)
+            bc = rules.fdb_backchannel(vad_spans or [], asr_words, sample.duration_s, ref)
             add(ev.task, "fdb", "asr", "turn_over_rate", float(bc.take_over))
             add(ev.task, "fdb", "asr", "backchannel_frequency_hz", bc.frequency_hz)
             if distribution is not None:
@@ -350,7 +351,13 @@ def measure_on_data(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             segments = None if segments is None else [seg for seg in segments if seg.start >= cut]
             audio[: int(round(cut * sr))] = 0.0
         words = [w for w in words if w.start >= cut]  # the prepended silence, and a greeting if ignored
-        outcomes.extend(score_sample(s, words, segments, asr_error, dist))
+        vad = None
+        if BACKCHANNEL in s.tasks:
+            try:
+                vad = asr_ev.speech_spans_s(audio, sr)
+            except EvaluatorError as e:
+                asr_error, segments = f"VAD: {e}", None
+        outcomes.extend(score_sample(s, words, segments, asr_error, dist, vad))
         spoken[s.id] = audio[int(round(cut * sr)) :]
         if ctx.artifacts is not None:
             asr_words = None if segments is None else [w for seg in segments for w in seg.words]
