@@ -26,6 +26,13 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
 
 Each record has a bootstrap interval over turns (or sessions) and says "scored N of M"; a turn or
 session that could not be scored (no speech to embed, an evaluator error) is counted, never scored.
+
+The text stream is read through one tokenizer interface (``data/text_stream.py``): the tiny LM's word
+vocabulary, or the SentencePiece model a run names (``--text-tokenizer`` or ``text_tokenizer``); padding
+ids come from the LM's config. ``batch_size`` conversations stream at once, one per batch item.
+
+With ``--data`` (a user's own conversations in Full-Duplex-Bench's or M3-DuplexBench's layout) the
+measurement streams those instead and scores each benchmark's rules beside ours: ``_dialogue_data.py``.
 """
 
 from __future__ import annotations
