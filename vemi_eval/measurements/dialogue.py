@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..data import dialogue as dlg
-from ..data.text_stream import TimedWord, decode_words
+from ..data.text_stream import TimedWord, WordVocabTokenizer, decode_words
 from ..evaluators import EvaluatorError, all_specs
 from ..records import MetricRecord
 from ..stats import counts_by_group
@@ -127,6 +127,13 @@ def score_text(
 
 
 _record = dialogue_record
+
+
+def corpus_words(tokens: list[int | None], frame_s: float) -> list[TimedWord]:
+    """Words of a text stream in the dialogue corpus's own vocabulary (its padding ids are the corpus's,
+    ``dialogue_vocab.json``): the tiny LM's training data, as the preference trainer scores it."""
+    v = dlg.vocab()
+    return decode_words(tokens, WordVocabTokenizer(v.tokens), (v.pad_id, v.epad_id), frame_s)
 
 
 def normalize_word(text: str) -> str:
