@@ -3,6 +3,8 @@ are known: the records must give exactly those figures (and score real evaluator
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,9 @@ class ScriptedModel:
         self.schedule = schedule  # [(session, script)] in streaming order
         self.stream = -1
         self.o = 0
-        self.lm = self.codec = None
+        # the LM's config as far as the text stream needs it: its padding ids and text card
+        self.lm = SimpleNamespace(text_padding_token_id=3, end_of_text_padding_id=0, text_card=32)
+        self.codec = None
 
     def reset(self, mask=None):
         self.o = 0

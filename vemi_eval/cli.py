@@ -153,6 +153,12 @@ Variants: the suite's [[variants]] (the first is the baseline).
 @click.option("--threads", type=int, help="torch threads (default: the suite's, else 1); recorded.")
 @click.option("--quick", is_flag=True, help="The suite's quick settings (fewer frames, utterances).")
 @click.option("--data", type=click.Path(), help="Data directory handed to the quality measurements.")
+@click.option(
+    "--text-tokenizer",
+    type=click.Path(),
+    help="SentencePiece model of the LM's text stream (dialogue suite; Moshi: tokenizer_spm_32k_3.model). "
+    "Default: the suite's, else the tiny LM's word vocabulary.",
+)
 @output_options("run", default_out="runs/SUITE-TIME")
 def run_cmd(
     suite: str,
@@ -168,6 +174,7 @@ def run_cmd(
     threads: int | None,
     quick: bool,
     data: str | None,
+    text_tokenizer: str | None,
     output: OutputSettings,
 ) -> int:
     from .runner import RunOptions, run_suite
@@ -186,6 +193,7 @@ def run_cmd(
         threads=threads,
         quick=quick,
         data=data,
+        text_tokenizer=text_tokenizer,
         **output.fields(),
         progress=sys.stderr.isatty(),
     )
@@ -212,7 +220,8 @@ def resume_command(opts: Any, out_dir: Path) -> str:
     import shlex
 
     args = ["vemi-eval", "run", opts.suite, "--out", str(out_dir)]
-    for name in ("preset", "config", "checkpoint", "codec_checkpoint", "device", "seed", "threads", "data"):
+    names = ("preset", "config", "checkpoint", "codec_checkpoint", "device", "seed", "threads", "data")
+    for name in (*names, "text_tokenizer"):
         value = getattr(opts, name)
         if value is not None:
             args += ["--" + name.replace("_", "-"), str(value)]

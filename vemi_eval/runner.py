@@ -60,6 +60,7 @@ class RunOptions:
     threads: int | None = None
     quick: bool = False
     data: str | None = None
+    text_tokenizer: str | None = None  # SentencePiece model of the LM's text stream (the dialogue suite)
     out: str | None = None
     resume: bool = False
     overwrite: bool = False  # replace an earlier run in ``out`` (without it, such a run is never touched)
@@ -525,10 +526,18 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     data = {**suite.data, "quick": opts.quick}
     if opts.data is not None:  # --data wins over the suite's [data] dir
         data["dir"] = str(Path(opts.data).resolve())
+    if opts.text_tokenizer is not None:
+        data["text_tokenizer"] = str(Path(opts.text_tokenizer).resolve())
+    for kind in suite.kinds:  # each kind reads and checks the data it will run on, before any work
+        check = getattr(kinds[kind], "check_data", None)
+        if check is not None:
+            check(dict(data), suite.params_for(kind, opts.quick))
 
     out = Path(opts.out) if opts.out else rundir.default_out(suite.name)
     job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity, models)
     fingerprint = _fingerprint(suite, model, variants, seed, opts.quick, models)
+    if "text_tokenizer" in data:  # another tokenizer reads other words: not the same run to resume
+        fingerprint["text_tokenizer"] = data["text_tokenizer"]
     entries, started = _prepare_out(out, fingerprint, opts.resume, opts.overwrite)
     handler = _attach_log(out)
     torch.set_num_threads(threads)
@@ -664,6 +673,7 @@ def _measure_one(
         quick=job.quick,
         device=job.device,
         data=dict(job.data),
+        artifacts=out / kind / (variant.name if not replicate else f"{variant.name}-r{replicate}"),
         progress=lambda msg: job.bar.set_postfix_str(str(msg)[:60], refresh=True),
     )
     if getattr(fn, "clean_heap", False):  # a peak-memory kind must not start in pages others left behind

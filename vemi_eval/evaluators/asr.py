@@ -100,8 +100,11 @@ def _decode(
     threads: int,
     *,
     word_timestamps: bool,
+    vad: dict | None = None,
 ) -> list:
-    """faster-whisper's segments of one clip: greedy-deterministic English decoding, no VAD, no context."""
+    """faster-whisper's segments of one clip: greedy-deterministic English decoding, no context; no VAD
+    unless ``vad`` (faster-whisper's VAD filter with these options: only speech is decoded, its times
+    mapped back onto the clip)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.size == 0 or not np.all(np.isfinite(audio)):
         raise EvaluatorError("ASR input is empty or has NaN/inf samples")
@@ -114,7 +117,8 @@ def _decode(
             beam_size=beam_size,
             temperature=0.0,
             condition_on_previous_text=False,
-            vad_filter=False,
+            vad_filter=vad is not None,
+            vad_parameters=vad,
             word_timestamps=word_timestamps,
         )
         return list(segments)  # the decoding runs here, as the generator is consumed
@@ -134,3 +138,44 @@ def speech_onset_s(audio: np.ndarray, sample_rate: int) -> float | None:
     x = resample(audio, sample_rate, SAMPLE_RATE)
     spans = get_speech_timestamps(x, VadOptions(min_silence_duration_ms=100, speech_pad_ms=0))
     return spans[0]["start"] / SAMPLE_RATE if spans else None
+
+
+def speech_spans_s(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:
+    """Speech spans (start, end) in seconds by the Silero VAD faster-whisper ships, with the silero-vad
+    package's defaults that Full-Duplex-Bench's backchannel scorer uses (``get_speech_timestamps``:
+    threshold 0.5, speech >= 250 ms, silences >= 100 ms split, 30 ms of padding)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise EvaluatorError("VAD input is empty or has NaN/inf samples")
+    x = resample(audio, sample_rate, SAMPLE_RATE)
+    opts = VadOptions(
+        threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=100, speech_pad_ms=30
+    )
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in get_speech_timestamps(x, opts)]
+
+
+# M3-DuplexBench's ASR settings (m3_duplexbench/asr/run_whisper_asr.py: faster-whisper, VAD filter)
+M3_VAD = {"min_speech_duration_ms": 150, "min_silence_duration_ms": 100, "speech_pad_ms": 300}
+
+
+def transcribe_spans(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    model_dir: str | Path | None = None,
+    beam_size: int = DEFAULT_BEAM,
+    threads: int = 1,
+) -> list[tuple[float, float, list[tuple[str, float, float]]]]:
+    """A long clip as ASR segments (start, end, words with their times), in seconds of the whole clip:
+    faster-whisper with its Silero VAD filter, as M3-DuplexBench transcribes (only speech is decoded, so
+    word times are anchored to it: whisper alone puts a clip's first word at its start whatever the
+    silence before it). Segments with no words are left out, as M3 leaves out empty ones."""
+    segments = _decode(audio, sample_rate, model_dir, beam_size, threads, word_timestamps=True, vad=M3_VAD)
+    out = []
+    for seg in segments:
+        words = [(w.word.strip(), float(w.start), float(w.end)) for w in (seg.words or []) if w.word.strip()]
+        if words:
+            out.append((float(seg.start), float(seg.end), words))
+    return out

@@ -14,7 +14,9 @@ metric renamed here is renamed for the registry too, and a test checks that ever
 
 The runner builds the context (the variant to measure, the suite's parameters for this kind, the seed,
 where raw samples go) and stores what comes back. A measurement never writes results files itself; it
-hands raw per-sample rows to ``ctx.add_samples`` and returns records.
+hands raw per-sample rows to ``ctx.add_samples`` and returns records. A kind whose outputs other tools
+read (the dialogue suite's exports for Full-Duplex-Bench's scorers) writes them under ``ctx.artifacts``,
+a folder of the run directory of its own (``<run>/<kind>/<variant>/``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import SuiteError
@@ -54,6 +57,7 @@ class MeasureContext:
     data: Any = None  # data handle for quality suites (vemi_eval.data), None for systems suites
     samples: list[dict[str, Any]] = field(default_factory=list)
     skipped_inputs: list[dict[str, str]] = field(default_factory=list)  # {"input", "reason"}
+    artifacts: Path | None = None  # where the kind's exported files go (None: export nothing)
     progress: Callable[[str], None] = lambda msg: None
 
     def add_samples(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -93,12 +97,16 @@ def measurement(
     *,
     claims: ClaimDecl | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
+    check_data: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     clean_heap: bool = False,
     exact: Sequence[str] = (),
     data: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
     suite loader calls it on the merged parameters (with and without quick) before any work.
+    ``check_data(data, params)`` reads and checks the run's data (``ctx.data``: --data and the files the
+    run names) and raises a user error (DataError: exit 2) when it cannot run; the runner calls it before
+    any work, with the suite's table for the kind (quick applied).
     ``clean_heap``: the kind measures peak memory, so the runner collects garbage and trims the heap
     before it (a second or so; the other kinds do not pay it).
     ``exact``: globs over the metric names this kind computes deterministically (the same model, data and
@@ -113,6 +121,8 @@ def measurement(
         MEASUREMENTS[kind] = fn
         if check is not None:
             fn.check_params = check  # type: ignore[attr-defined]
+        if check_data is not None:
+            fn.check_data = check_data  # type: ignore[attr-defined]
         fn.clean_heap = clean_heap  # type: ignore[attr-defined]
         fn.exact_metrics = tuple(exact)  # type: ignore[attr-defined]
         fn.takes_data = data  # type: ignore[attr-defined]

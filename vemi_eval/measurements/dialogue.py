@@ -26,6 +26,13 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
 
 Each record has a bootstrap interval over turns (or sessions) and says "scored N of M"; a turn or
 session that could not be scored (no speech to embed, an evaluator error) is counted, never scored.
+
+The text stream is read through one tokenizer interface (``data/text_stream.py``): the tiny LM's word
+vocabulary, or the SentencePiece model a run names (``--text-tokenizer`` or ``text_tokenizer``); padding
+ids come from the LM's config. ``batch_size`` conversations stream at once, one per batch item.
+
+With ``--data`` (a user's own conversations in Full-Duplex-Bench's or M3-DuplexBench's layout) the
+measurement streams those instead and scores each benchmark's rules beside ours: ``_dialogue_data.py``.
 """
 
 from __future__ import annotations
@@ -34,13 +41,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data import dialogue as dlg
+from ..data.text_stream import TimedWord, WordVocabTokenizer, decode_words
 from ..evaluators import EvaluatorError, all_specs
-from ..records import FAILED, MetricRecord
-from ..stats import bootstrap_ci, counts_by_group
-from . import MeasureContext, measurement, merged_params
+from ..records import MetricRecord
+from ..stats import counts_by_group
+from . import MeasureContext, at_least, measurement, merged_params, one_of
+from ._dialogue_data import check_inputs, measure_on_data
+from ._duplex import (
+    Streamed,
+    dialogue_record,
+    frame_seconds,
+    speech_or_error,
+    stream_batch,
+    stream_session,
+    text_pad_ids,
+    text_tokenizer,
+    voice_reference,
+    weights_of,
+)
 
 PARAMS: dict[str, Any] = {
     "sessions": 0,  # held-out sessions to stream (0: all of them)
@@ -48,41 +68,18 @@ PARAMS: dict[str, Any] = {
     "noise": "pink",
     "asr_model": "",  # local faster-whisper folder; "" = the bundled tiny.en
     "beam_size": 5,
+    "batch_size": 1,  # conversations streamed at once, one per batch item
+    "text_tokenizer": "",  # SentencePiece model of the LM's text stream ("": the tiny word vocabulary)
+    "voice_reference": "",  # WAV of the model's voice ("": the tiny model's, festival ked_diphone)
+    # --- with --data (a user's own conversations; see data/duplex_layouts.py and _dialogue_data.py)
+    "samples": 0,  # samples of the data directory to stream (0: all of them)
+    "user_channel": 0,  # M3: the user's channel of the 2-channel wav (the model replaces the other)
+    "prepend_silence_s": 0.0,  # silence streamed before each input (a greeting can go there; M3's option)
+    "ignore_before_first_turn": False,  # drop the model's output before the user first speaks
+    "backchannel_distribution": "",  # FDB's reference distribution JSON for the backchannel JSD
 }
 CLEAN = "clean"
-
-
-# --- streaming ------------------------------------------------------------------------------------------
-@dataclass
-class Streamed:
-    """What the model did during one session: a token (None while inside its delays) and audio per frame."""
-
-    tokens: list[int | None]
-    audio: np.ndarray  # model audio as played, frame o at samples [o * frame_size, (o + 1) * frame_size)
-
-
-@torch.no_grad()
-def stream_session(model, user_audio: np.ndarray) -> Streamed:
-    """Stream ``user_audio`` through the variant (batch item 0) after a reset; the loop runs one frame
-    past the end of the audio for every frame of delay, so the last frames' outputs come out."""
-    model.reset()
-    fs = int(model.frame_size)
-    b = int(getattr(model, "batch_size", 1))
-    n = -(-user_audio.size // fs) + int(getattr(model, "max_delay", 0))
-    x = np.zeros(n * fs, np.float32)
-    x[: user_audio.size] = user_audio
-    dev = getattr(model, "device", "cpu")
-    tokens: list[int | None] = []
-    audio = []
-    for i in range(n):
-        frame = (
-            torch.from_numpy(x[i * fs : (i + 1) * fs]).view(1, 1, fs).expand(b, 1, fs).contiguous().to(dev)
-        )
-        text, pcm = model.step(frame)
-        tokens.append(None if text is None else int(text[0]))
-        audio.append(pcm[0, 0].float().cpu().numpy())
-    model.reset()
-    return Streamed(tokens, np.concatenate(audio))
+__all__ = ["PARAMS", "Streamed", "measure_dialogue", "stream_session"]
 
 
 # --- scoring one session -----------------------------------------------------------------------------------
@@ -109,68 +106,39 @@ def answer_windows(session: dlg.Session) -> list[tuple[int, int]]:
 
 
 def score_text(
-    session: dlg.Session, streamed: Streamed, snr: str, frame_size: int, sr: int
+    session: dlg.Session, words: list[TimedWord], snr: str, frame_size: int, sr: int
 ) -> list[TurnResult]:
-    v = dlg.vocab()
-    words = [(o, v.word(tok)) for o, tok in enumerate(streamed.tokens) if tok is not None and v.word(tok)]
+    """Per turn: the first text-stream word whose first frame overlaps the answer window, and the words
+    that start inside the turn's pause (word times in seconds, on frame boundaries)."""
+    at = [(int(round(w.start * sr)), normalize_word(w.text)) for w in words]
     out = []
     for k, (turn, (lo, hi)) in enumerate(zip(session.turns, answer_windows(session))):
         said, latency = None, None
-        for o, w in words:  # the first word whose frame overlaps the window
-            if o * frame_size < hi and (o + 1) * frame_size > lo:
-                said, latency = w, max(0.0, (o * frame_size - lo) / sr)
+        for t0, w in at:
+            if t0 < hi and t0 + frame_size > lo:
+                said, latency = w, max(0.0, (t0 - lo) / sr)
                 break
         pause_words = None
         if turn.pause is not None:
             p0, p1 = turn.pause
-            pause_words = sum(1 for o, _ in words if p0 <= o * frame_size < p1)
+            pause_words = sum(1 for t0, _ in at if p0 <= t0 < p1)
         out.append(TurnResult(session.id, k, snr, turn.expected, said, latency, pause_words, (lo, hi)))
     return out
 
 
-# --- records -----------------------------------------------------------------------------------------------
-def _record(
-    ctx: MeasureContext,
-    metric: str,
-    unit: str,
-    values: list[float],
-    of: int,
-    *,
-    statistic: str = "mean",
-    condition: dict[str, Any] | None = None,
-    higher_is_better: bool | None = None,
-    failures: list[str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> MetricRecord:
-    ex = {
-        **(extra or {}),
-        "scored": len(values),
-        "of": of,
-        "scored_text": f"scored {len(values)} of {of}",
-        "failures": (failures or [])[:5],
-    }
-    base = dict(
-        suite=ctx.suite,
-        variant=ctx.variant.name,
-        metric=metric,
-        unit=unit,
-        condition=dict(condition or {}),
-        higher_is_better=higher_is_better,
-        statistic=statistic,
-        data=ex.pop("data", {}),
-        evaluator=ex.pop("evaluator", None),
-    )
-    if not values:
-        why = f"nothing scored of {of}" + (f": {failures[0]}" if failures else "")
-        return MetricRecord(value=None, n=0, status=FAILED, reason=why, extra=ex, **base)
-    a = np.asarray(values, np.float64)
-    value = float(np.median(a) if statistic == "median" else a.mean())
-    lo, hi = bootstrap_ci(a, statistic, seed=ctx.seed)
-    samples = [float(x) for x in a]
-    rec = MetricRecord(value=value, n=len(values), ci_low=lo, ci_high=hi, samples=samples, extra=ex, **base)
-    if len(values) < of:
-        rec.reason = f"scored {len(values)} of {of}" + (f"; {failures[0]}" if failures else "")
-    return rec
+_record = dialogue_record
+
+
+def corpus_words(tokens: list[int | None], frame_s: float) -> list[TimedWord]:
+    """Words of a text stream in the dialogue corpus's own vocabulary (its padding ids are the corpus's,
+    ``dialogue_vocab.json``): the tiny LM's training data, as the preference trainer scores it."""
+    v = dlg.vocab()
+    return decode_words(tokens, WordVocabTokenizer(v.tokens), (v.pad_id, v.epad_id), frame_s)
+
+
+def normalize_word(text: str) -> str:
+    """Lower case without punctuation (a SentencePiece word may carry it: "Eight.")."""
+    return "".join(c for c in text.lower() if c.isalnum() or c in "'-")
 
 
 def _snr_label(x: Any) -> str:
@@ -179,15 +147,6 @@ def _snr_label(x: Any) -> str:
 
 def _answer_audio(audio: np.ndarray, windows: list[tuple[int, int]]) -> list[np.ndarray]:
     return [audio[lo:hi] for lo, hi in windows]
-
-
-def _speech(audio: np.ndarray) -> np.ndarray:
-    """The clip itself, or EvaluatorError when the model said nothing (a silence is not scored)."""
-    from ..data.audio import SILENCE_RMS
-
-    if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS:
-        raise EvaluatorError("the model was silent in its answer windows")
-    return audio
 
 
 # The model's own voice and speech quality stand for these claim metrics (the training-side enhancements
@@ -203,16 +162,38 @@ def accuracy_by_voice(turns: list[TurnResult], voice_of: dict[str, str]) -> dict
     return counts_by_group(((voice_of[t.session], bool(t.correct), 1) for t in turns), total="turns")
 
 
-@measurement("dialogue", claims=CLAIMS, exact=("*",))  # model time, not wall-clock
+def check_params(params: dict[str, Any]) -> None:
+    at_least(params, "batch_size", 1)
+    at_least(params, "prepend_silence_s", 0)
+    one_of(params, "user_channel", (0, 1))
+    one_of(params, "ignore_before_first_turn", (True, False))
+
+
+def check_data(data: dict[str, Any], params: dict[str, Any]) -> None:
+    """Before any work: the user's data directory (every sample read and checked; nothing usable is a
+    DataError), the text tokenizer and the voice reference files the run names."""
+    check_inputs(data, {**PARAMS, **params})
+
+
+@measurement("dialogue", claims=CLAIMS, check=check_params, check_data=check_data, exact=("*",))
 def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
+    """The built-in held-out split, or the user's data directory (--data) when the run has one."""
+    params = merged_params(ctx, PARAMS)
+    if (ctx.data or {}).get("dir"):
+        return measure_on_data(ctx, params)
+    return measure_heldout(ctx, params)
+
+
+def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricRecord]:
     from ..data.noise import make_noise, mix_at_snr
     from ..evaluators import asr as asr_ev
     from ..evaluators import dnsmos as dnsmos_ev
     from ..evaluators import speaker as spk
 
-    params = merged_params(ctx, PARAMS)
-    model = ctx.variant.build()
+    model = ctx.variant.build(batch_size=int(params["batch_size"]))
     sr, fs = int(model.sample_rate), int(model.frame_size)
+    tokenizer = text_tokenizer(model, (ctx.data or {}).get("text_tokenizer") or params["text_tokenizer"])
+    pads = text_pad_ids(model)
     if sr != dlg.SAMPLE_RATE:
         raise ValueError(
             f"the dialogue corpus is at {dlg.SAMPLE_RATE} Hz; the variant's codec runs at {sr} Hz"
@@ -228,22 +209,35 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
         "answer_gap_s": dlg.ANSWER_GAP_S,
         "corpus_latency_median_s": float(np.median(corpus_gaps)),  # what the corpus's model does
         "weights": weights_of(model),
+        "text_tokenizer": tokenizer.name,
+        "batch_size": int(params["batch_size"]),
     }
 
-    results: dict[str, list[TurnResult]] = {s: [] for s in ladder}
+    # every (session, SNR) is its own conversation, streamed batch_size at a time
+    jobs = [(sess, snr) for sess in sessions for snr in ladder]
+    by_job: dict[int, list[TurnResult]] = {}
     clean_audio: dict[str, np.ndarray] = {}
-    for i, sess in enumerate(sessions):
-        for snr in ladder:
-            ctx.progress(f"dialogue: {sess.id} snr={snr} ({i + 1}/{len(sessions)})")
-            user = sess.user_audio()
-            if snr != CLEAN:
-                noise = make_noise(str(params["noise"]), user.size, sr, sess.seed + 17)
-                user = mix_at_snr(user, noise, float(snr), sr)
-            streamed = stream_session(model, user)
-            turns = score_text(sess, streamed, snr, fs, sr)
-            results[snr] += turns
-            if snr == ladder[0]:
-                clean_audio[sess.id] = streamed.audio[: sess.n_samples]
+
+    def load(j: int) -> np.ndarray:
+        sess, snr = jobs[j]
+        ctx.progress(f"dialogue: {sess.id} snr={snr} ({j + 1}/{len(jobs)})")
+        user = sess.user_audio()
+        if snr != CLEAN:
+            noise = make_noise(str(params["noise"]), user.size, sr, sess.seed + 17)
+            user = mix_at_snr(user, noise, float(snr), sr)
+        return user
+
+    def done(j: int, streamed: Streamed) -> None:
+        sess, snr = jobs[j]
+        words = decode_words(streamed.tokens, tokenizer, pads, frame_seconds(model))
+        by_job[j] = score_text(sess, words, snr, fs, sr)
+        if snr == ladder[0]:
+            clean_audio[sess.id] = streamed.audio[: sess.n_samples]
+
+    stream_batch(model, len(jobs), load, done)
+    results: dict[str, list[TurnResult]] = {s: [] for s in ladder}
+    for j, (_, snr) in enumerate(jobs):
+        results[snr] += by_job[j]
     ctx.add_samples(
         {
             "session": t.session,
@@ -382,8 +376,9 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     sims, drifts, spk_fail = [], [], []
     mos: dict[str, list[float]] = {"ovrl": [], "sig": [], "bak": []}
     mos_fail = []
+    ref_audio, ref_name = voice_reference(params["voice_reference"], sr)
     try:
-        ref = spk.embed(dlg.model_reference_audio(), sr)
+        ref = spk.embed(ref_audio, sr)
     except EvaluatorError as e:
         ref, spk_fail = None, [f"reference: {e}"]
     for sess in sessions:
@@ -391,14 +386,14 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
         half = len(pieces) // 2
         if ref is not None:
             try:
-                sims.append(spk.similarity(spk.embed(_speech(np.concatenate(pieces)), sr), ref))
-                early = spk.similarity(spk.embed(_speech(np.concatenate(pieces[:half])), sr), ref)
-                late = spk.similarity(spk.embed(_speech(np.concatenate(pieces[half:])), sr), ref)
+                sims.append(spk.similarity(spk.embed(speech_or_error(np.concatenate(pieces)), sr), ref))
+                early = spk.similarity(spk.embed(speech_or_error(np.concatenate(pieces[:half])), sr), ref)
+                late = spk.similarity(spk.embed(speech_or_error(np.concatenate(pieces[half:])), sr), ref)
                 drifts.append(late - early)
             except EvaluatorError as e:
                 spk_fail.append(f"{sess.id}: {e}")
         try:
-            m = dnsmos_ev.dnsmos(_speech(np.concatenate(pieces)), sr)
+            m = dnsmos_ev.dnsmos(speech_or_error(np.concatenate(pieces)), sr)
             for key in mos:
                 mos[key].append(float(m[key]))
         except EvaluatorError as e:
@@ -414,7 +409,7 @@ def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
             condition=cond0,
             higher_is_better=True,
             failures=spk_fail,
-            extra={**spk_extra, "reference": f"festival {dlg.MODEL_VOICE}"},
+            extra={**spk_extra, "reference": ref_name},
         )
     )
     records.append(
@@ -511,16 +506,6 @@ def corpus_answer_wer(
                 extra=extra,
             )
         )
-    return out
-
-
-def weights_of(model) -> dict[str, str | None]:
-    """Which weights the variant runs: the checkpoint files, or "random"."""
-    out = {}
-    for name in ("lm", "codec"):
-        part = getattr(model, name, None)
-        ck = getattr(part, "checkpoint", None)
-        out[name] = "random" if ck is None else str(ck)
     return out
 
 

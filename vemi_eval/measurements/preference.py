@@ -33,7 +33,7 @@ from ..evaluators import EvaluatorError
 from ..records import FAILED, MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, measurement, merged_params
-from .dialogue import Streamed, answer_windows, score_text
+from .dialogue import answer_windows, corpus_words, score_text
 
 LATENCY_SCALE_S = 0.3  # a second late scores exp(-1 / 0.3) = 0.04
 MIN_WINDOW_S = 1.2  # a turn is scored when this much of its answer window lies inside the frames
@@ -61,7 +61,7 @@ def score_turns(
     """(correct, latency score) per turn whose answer window lies inside the streamed frames."""
     end = len(tokens) * frame_size
     out = []
-    for t in score_text(session, Streamed(tokens, np.zeros(0, np.float32)), "clean", frame_size, sr):
+    for t in score_text(session, corpus_words(tokens, frame_size / sr), "clean", frame_size, sr):
         lo, _ = t.window
         if lo + MIN_WINDOW_S * sr > end:
             continue
