@@ -104,13 +104,23 @@ class ISTFTDecoder(nn.Module):
         )
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         self.out = nn.Linear(dim, n_fft + 2)  # log-magnitude and phase of n_fft / 2 + 1 bins
-        window = torch.hann_window(n_fft, periodic=True)
-        # the steady-state sum of squared windows over overlapping frames (Vocos divides by the envelope)
-        self.register_buffer("window", window / ((window**2).sum() / hop_length), persistent=False)
+        self._window: torch.Tensor | None = None  # made on first use, on the input's device (see window())
+
+    def window(self, like: torch.Tensor) -> torch.Tensor:
+        """The synthesis window divided by the steady-state sum of squared windows over overlapping frames
+        (Vocos divides by that envelope). Not a buffer: a model built on ``meta`` and loaded from a file
+        (which holds no window) would keep a meta buffer."""
+        w = self._window
+        if w is None or w.device != like.device or w.dtype != like.dtype:
+            w = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+            w = (w / ((w**2).sum() / self.hop_length)).to(device=like.device, dtype=like.dtype)
+            self._window = w
+        return w
 
     def new_state(self, batch_size: int) -> ISTFTState:
         convs = [self.embed.new_state(batch_size)] + [b.dwconv.new_state(batch_size) for b in self.blocks]
-        return ISTFTState(convs, torch.zeros(batch_size, self.delay, device=self.window.device))
+        like = self.out.weight
+        return ISTFTState(convs, torch.zeros(batch_size, self.delay, device=like.device, dtype=like.dtype))
 
     def frames(self, x: torch.Tensor, state: ISTFTState | None = None) -> torch.Tensor:
         """Latent [B, dimension, T] -> windowed time frames [B, T * upsample, n_fft]."""
@@ -123,7 +133,8 @@ class ISTFTDecoder(nn.Module):
         logmag, phase = self.out(self.final_norm(h.transpose(1, 2))).chunk(2, dim=-1)
         mag = torch.exp(logmag).clamp(max=1e2)
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-        return torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1)
+        return frames * self.window(frames)
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """[B, n, n_fft] -> [B, (n - 1) * hop + n_fft]: frame i laid at i * hop."""
