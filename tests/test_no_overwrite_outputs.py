@@ -130,7 +130,7 @@ def test_data_for_a_suite_whose_kinds_read_none_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     args = [
         "run",
-        "dialogue",
+        "latency",  # (the dialogue kind reads --data: a user's own conversations)
         "--quick",
         "--data",
         str(tmp_path / "audio"),

@@ -113,7 +113,7 @@ def measurement(
     seed give the same value: bytes, token agreement, quality scores on fixed data). The gate compares
     those exactly; every other metric (wall-clock timings, peak RSS) through a tolerance and a U test.
     ``data``: the kind reads the audio of ``--data`` / the suite's ``[data]`` (``ctx.data``); ``--data``
-    for a suite with no such kind is refused, not ignored."""
+    for a suite with no such kind is refused, not ignored (a kind with a ``check_data`` reads data too)."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
@@ -125,7 +125,7 @@ def measurement(
             fn.check_data = check_data  # type: ignore[attr-defined]
         fn.clean_heap = clean_heap  # type: ignore[attr-defined]
         fn.exact_metrics = tuple(exact)  # type: ignore[attr-defined]
-        fn.takes_data = data  # type: ignore[attr-defined]
+        fn.takes_data = data or check_data is not None  # type: ignore[attr-defined]  # a data check reads data
         CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 
