@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .storage import file_sha256
 from .suites import VariantDecl
 
 
@@ -145,7 +146,6 @@ def weights_files_of(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     the file was trained (steps, recipe digest, data hash, the weights it started from) and its training
     budget (minutes, device, whether its loss had stopped falling: vemi_eval/training_budget.py). A path
     alone does not say which weights ran: a bundled file is replaced by retraining, a run folder is reused."""
-    from .evaluators import file_sha256
     from .training_budget import budget_from_sidecar
 
     out: dict[str, dict[str, Any] | None] = {}
