@@ -14,26 +14,16 @@ import_cycles = importlib.util.module_from_spec(_spec)
 sys.modules["import_cycles"] = import_cycles  # dataclasses look their module up by name
 _spec.loader.exec_module(import_cycles)
 
-# Cycles still to break (issue 35); the list only shrinks.
-KNOWN_CYCLES: list[list[str]] = [
-    [
-        "vemi_eval.replicates",
-        "vemi_eval.report",
-        "vemi_eval.results",
-        "vemi_eval.rundir",
-        "vemi_eval.runner",
-        "vemi_eval.variant_models",
-    ],
-    ["vemi_eval.sweep.cluster", "vemi_eval.sweep.driver"],
-]
 
-
-def test_no_new_import_cycle() -> None:
+def test_no_import_cycle() -> None:
     found = import_cycles.check()
-    new = [c for c in found.cycles if c not in KNOWN_CYCLES]
-    gone = [c for c in KNOWN_CYCLES if c not in found.cycles]
-    assert not new, f"import cycles: {new}"
-    assert not gone, f"cycles broken: remove them from KNOWN_CYCLES: {gone}"
+    assert not found.cycles, "import cycles:\n" + "\n".join(
+        f"{', '.join(c)}:\n"
+        + "\n".join(
+            f"    {e.where}: {e.source} -> {e.target}" for e in found.edges if e.source in c and e.target in c
+        )
+        for c in found.cycles
+    )
 
 
 def test_no_module_imports_a_higher_layer() -> None:
