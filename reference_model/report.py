@@ -11,15 +11,157 @@ The harness reads this module's types and nothing else of how a flag is implemen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-if TYPE_CHECKING:  # the counters live with their algorithms
-    from .enhancements.cuda_graphs import GraphedCallable
-    from .enhancements.dynamic_bitrate import BitrateMeter
-    from .enhancements.mod import MoDStats
-    from .enhancements.speculative import SpecStats
+if TYPE_CHECKING:
+    import torch
+
     from .quant.swap import QuantSummary
+
+
+# --- live counters -------------------------------------------------------------------------------------
+# The counters the flags update while the model streams live here, beside the entries that hold them, so
+# that the enhancement modules import this module and never the reverse.
+@dataclass
+class MoDStats:
+    """Counters of the flag (``ModReport.stats``): tokens seen and processed per temporal layer, and
+    matmul FLOPs.
+
+    FLOPs are those of the layer's linear projections (2 x in x out per token): attention scores and
+    values (which shrink too, since skipped tokens leave no keys) are not counted; the router's own
+    dot product is counted as overhead.
+    """
+
+    capacity: float
+    layer_flops: list[int]  # linear FLOPs of one token through each layer
+    router_flops: int  # FLOPs of one router score
+    seen: list[int] = field(default_factory=list)
+    processed: list[int] = field(default_factory=list)
+    fit_r2: list[float] = field(default_factory=list)  # how well each router predicts its update norm
+    # What the routers were fitted on: the codec's codes of speech where the variant has a codec (what
+    # the model hears), else random codes. Either way a fresh stream's first frames are processed more
+    # than C (scripts/mod_share_by_calibration.py, C = 0.5, bundled tiny LM 06f7cbe4, 12 frames of
+    # speech: 0.50-0.92 per layer fitted on speech, 0.58-0.83 on random codes): early positions have
+    # larger updates.
+    calibration: str = "random user codes"
+
+    def __post_init__(self) -> None:
+        self.seen = [0] * len(self.layer_flops)
+        self.processed = [0] * len(self.layer_flops)
+
+    def reset(self) -> None:
+        self.seen = [0] * len(self.layer_flops)
+        self.processed = [0] * len(self.layer_flops)
+
+    @property
+    def processed_share(self) -> list[float]:
+        return [p / s if s else float("nan") for p, s in zip(self.processed, self.seen)]
+
+    @property
+    def flops_full(self) -> int:
+        return sum(s * f for s, f in zip(self.seen, self.layer_flops))
+
+    @property
+    def flops_executed(self) -> int:
+        routers = self.router_flops * sum(self.seen) if self.capacity < 1.0 else 0
+        return sum(p * f for p, f in zip(self.processed, self.layer_flops)) + routers
+
+    @property
+    def flops_saved_share(self) -> float:
+        full = self.flops_full
+        return 1.0 - self.flops_executed / full if full else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        shares = self.processed_share
+        return {
+            "capacity": self.capacity,
+            "processed_share": sum(self.processed) / sum(self.seen) if sum(self.seen) else float("nan"),
+            "processed_share_min_layer": min(shares) if shares else float("nan"),
+            "processed_share_max_layer": max(shares) if shares else float("nan"),
+            "flops_saved_share": self.flops_saved_share,
+        }
+
+
+@dataclass
+class SpecStats:
+    """Counters of the flag (``SpeculativeReport.stats``), read by the fidelity and latency suites."""
+
+    k: int
+    frames: int = 0
+    rounds: int = 0  # verification passes
+    proposed: int = 0  # draft tokens proposed (summed over batch items)
+    accepted: int = 0  # draft tokens accepted (summed over batch items, before the batch-common cut)
+    committed: int = 0  # tokens emitted (summed over batch items)
+    rounds_per_frame: list[int] = field(default_factory=list)
+    accepted_per_frame: list[float] = field(default_factory=list)  # acceptance rate of each frame
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else float("nan")
+
+    @property
+    def tokens_per_round(self) -> float:
+        return self.committed / self.rounds if self.rounds else float("nan")
+
+    def reset(self) -> None:
+        self.frames = self.rounds = self.proposed = self.accepted = self.committed = 0
+        self.rounds_per_frame.clear()
+        self.accepted_per_frame.clear()
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "k": self.k,
+            "frames": self.frames,
+            "rounds": self.rounds,
+            "acceptance_rate": self.acceptance_rate,
+            "tokens_per_round": self.tokens_per_round,
+            "rounds_per_frame": self.rounds / self.frames if self.frames else float("nan"),
+        }
+
+
+class BitrateMeter:
+    """What the codec actually sent: bits per frame = codebooks x log2(bins) + the side information that
+    says how many codebooks follow (ceil(log2(choices)) bits)."""
+
+    def __init__(self, bins: int, frame_rate: float, fixed_codebooks: int, choices: int) -> None:
+        self.bits_per_codebook = math.log2(bins)
+        self.side_bits = math.ceil(math.log2(choices)) if choices > 1 else 0
+        self.frame_rate = frame_rate
+        self.fixed_kbps = fixed_codebooks * self.bits_per_codebook * frame_rate / 1000
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames = 0
+        self.codebooks = 0
+        self.last: torch.Tensor | None = None  # [B, F] codebooks per frame of the last encode
+
+    def add(self, n: torch.Tensor) -> None:
+        self.last = n.detach().cpu()
+        self.frames += n.numel()
+        self.codebooks += int(n.sum())
+
+    @property
+    def mean_codebooks(self) -> float:
+        return self.codebooks / self.frames if self.frames else float("nan")
+
+    @property
+    def mean_kbps(self) -> float:
+        if not self.frames:
+            return float("nan")
+        bits = self.codebooks * self.bits_per_codebook + self.frames * self.side_bits
+        return bits / self.frames * self.frame_rate / 1000
+
+
+class GraphCounts(Protocol):
+    """What a CUDA-graph part counts (``reference_model.enhancements.cuda_graphs.GraphedCallable``)."""
+
+    replays: int
+    capture_s: float
+
+    @property
+    def captured(self) -> int: ...
 
 
 @dataclass
@@ -109,7 +251,7 @@ class GraphPart:
 @dataclass
 class CudaGraphsReport(FlagReport):
     warmup_s: float  # warm-up + capture wall time
-    graphs: dict[str, GraphedCallable]  # live: part name -> its graphed callable (captures, replays)
+    graphs: dict[str, GraphCounts]  # live: part name -> its graphed callable (captures, replays)
     # The graphed temporal step attends over every one of the cache's slots from the first frame (masked),
     # where the eager step attends over the filled span only: same result, different work per frame.
     attention_span: str = "full capacity (masked)"

@@ -144,9 +144,10 @@ def test_fill_levels_cap_and_dedupe():
 
 
 def test_attention_suite_loads_with_eager_as_baseline():
+    from vemi_eval.measurements import load_all
     from vemi_eval.suites import load_suite
 
-    suite = load_suite(str(ROOT / "suites" / "attention.toml"))
+    suite = load_suite(str(ROOT / "suites" / "attention.toml"), known_kinds=load_all())
     assert suite.baseline.flags == ("attn=eager",)
     assert [v.flags for v in suite.variants[1:]] == [("attn=sdpa",), ("attn=flash",)]
     assert list(suite.kinds) == ["attention", "latency"]

@@ -264,7 +264,7 @@ def test_bad_parameter_values_are_refused_when_the_suite_loads(table, message, m
 
     monkeypatch.undo()  # the real kinds
     with pytest.raises(SuiteError, match=message):
-        parse_suite(f'[suite]\nname = "x"\ndescription = "d"\n{table}\n')
+        parse_suite(f'[suite]\nname = "x"\ndescription = "d"\n{table}\n', known_kinds=measurements.load_all())
 
 
 @pytest.mark.parametrize("args", [["--seed", "-1"], ["--seed", str(2**64)], ["--threads", "0"]])

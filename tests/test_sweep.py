@@ -221,7 +221,7 @@ def test_grid_parsing_and_axes() -> None:
 def test_plan_conflicts_defaults_and_seeds(tmp_path) -> None:
     from reference_model.enhancements import FlagError
 
-    suite = parse_suite(SUITE, path=tmp_path / "s.toml")
+    suite = parse_suite(SUITE, path=tmp_path / "s.toml", known_kinds=measurements.load_all())
     # no flag set: the suite's own non-baseline variants
     plan = plan_sweep(suite, "s", seeds=[0, 1])
     assert [(p.slug, p.suite_variant, p.seed) for p in plan.points] == [

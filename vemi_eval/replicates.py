@@ -26,10 +26,19 @@ def _key(rec: MetricRecord) -> tuple[str, str]:
     return rec.metric, json.dumps(rec.condition, sort_keys=True, default=str)
 
 
-def _row_samples(rec: MetricRecord, rows: list[dict[str, Any]]) -> list[float] | None:
-    from .runner import record_samples
-
-    return record_samples(rec, rows)
+def record_samples(rec: MetricRecord, rows: list[dict[str, Any]]) -> list[float] | None:
+    """Raw samples behind a record: its own samples, else ctx rows naming its metric and condition."""
+    s = rec.samples
+    if isinstance(s, list) and s and all(isinstance(x, (int, float)) for x in s):
+        return [float(x) for x in s]
+    picked = [
+        float(r["value"])
+        for r in rows
+        if r.get("metric") == rec.metric
+        and isinstance(r.get("value"), (int, float))
+        and all(r.get(k) == v for k, v in rec.condition.items())
+    ]
+    return picked or None
 
 
 def pool_replicates(replicates: list[Replicate]) -> tuple[list[MetricRecord], list[dict[str, Any]]]:
@@ -59,7 +68,7 @@ def _pool(items: list[tuple[int, MetricRecord, list[dict[str, Any]]]], n: int) -
         out.reason = f"scored on none of {n} replicates" + (f"; first: {first}" if first else "")
         return out
     own = [rec.samples if isinstance(rec.samples, list) and rec.samples else None for _, rec, _ in ok]
-    from_rows = [_row_samples(rec, rows) for _, rec, rows in ok]
+    from_rows = [record_samples(rec, rows) for _, rec, rows in ok]
     raw = own if all(own) else (from_rows if all(from_rows) else None)
     stat = None
     if raw is not None:  # the statistic the value is of the samples (named, else inferred)

@@ -31,10 +31,10 @@ from .environment import environment, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef
 from .records import FAILED, INVALID, OK, SKIPPED, MetricRecord
-from .replicates import pool_replicates
+from .replicates import pool_replicates, record_samples
 from .stats import bootstrap_ci, infer_statistic, ratio_ci
 from .suites import Suite, VariantDecl, load_suite
-from .variant_models import VariantModel, variant_models
+from .variant_models import VariantModel, check_model, variant_models, weights_provenance
 
 log = logging.getLogger("vemi_eval.run")
 
@@ -119,57 +119,6 @@ def model_spec(suite: Suite, opts: RunOptions) -> dict[str, Any]:
     m["weights"] = weights_provenance(m)
     check_model(m)
     return m
-
-
-def check_model(m: dict[str, Any], what: str = "") -> None:
-    """The LM config or preset and the codec preset exist, every checkpoint exists and fits its config
-    (read from the file's header: a pickle, a wrong key, shape or dtype), all before any work: a bad one
-    is a one-line error (exit 2), not a crash when the first variant is built."""
-    from reference_model import CheckpointError, ConfigError, DuplexSpec, check_weights
-
-    where = f"{what}: " if what else ""
-    try:
-        for key in ("lm_checkpoint", "codec_checkpoint"):
-            p = m.get(key)
-            if p and p != "random" and not Path(p).is_file():
-                raise CheckpointError(f"checkpoint not found: {p}")
-        check_weights(
-            DuplexSpec(
-                lm=m["lm"],
-                codec=m["codec"],
-                lm_checkpoint=m.get("lm_checkpoint"),
-                codec_checkpoint=m.get("codec_checkpoint"),
-            )
-        )
-    except (ConfigError, CheckpointError) as exc:
-        raise type(exc)(where + str(exc)) from None
-
-
-def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
-    """Whether the LM and the codec run weights from a file (which) or random ones: results.json and the
-    report say so, since a figure of a random-weight model describes no trained model."""
-    from reference_model import ConfigError, bundled_codec_weights, bundled_lm_weights
-
-    def bundled(find: Callable[[str], Path], preset: Any) -> Path | None:
-        try:
-            path = find(preset) if isinstance(preset, str) else None
-        except ConfigError:  # no weights are shipped for this preset
-            return None
-        return path if path is not None and path.is_file() else None
-
-    out = {}
-    for part, find in (("lm", bundled_lm_weights), ("codec", bundled_codec_weights)):
-        ckpt, preset = m.get(f"{part}_checkpoint"), m.get(part)
-        shipped = bundled(find, preset)
-        if ckpt == "random":
-            out[part] = "random (asked for)"
-        elif ckpt:
-            out[part] = f"checkpoint {ckpt}"
-        elif shipped is not None:
-            out[part] = f"trained, bundled {shipped.name}"
-        else:
-            out[part] = "random (no checkpoint given and none bundled)"
-    return out
 
 
 def default_dtype(device: str) -> str:
@@ -331,21 +280,6 @@ def apply_validity(rec: MetricRecord, rules: dict[str, Any]) -> None:
 
 def _cond_key(rec: MetricRecord) -> str:
     return json.dumps(rec.condition, sort_keys=True, default=str)
-
-
-def record_samples(rec: MetricRecord, rows: list[dict[str, Any]]) -> list[float] | None:
-    """Raw samples behind a record: its own samples, else ctx rows naming its metric and condition."""
-    s = rec.samples
-    if isinstance(s, list) and s and all(isinstance(x, (int, float)) for x in s):
-        return [float(x) for x in s]
-    picked = [
-        float(r["value"])
-        for r in rows
-        if r.get("metric") == rec.metric
-        and isinstance(r.get("value"), (int, float))
-        and all(r.get(k) == v for k, v in rec.condition.items())
-    ]
-    return picked or None
 
 
 def _statistic(rec: MetricRecord, samples: list[float]) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,21 @@ def cache_home() -> Path:
     """Where the harness keeps what it builds once (corpora, token grids, random weights):
     ``$VEMI_CACHE``, default ``~/.cache/vemi-eval``."""
     return Path(os.environ.get("VEMI_CACHE") or Path.home() / ".cache" / "vemi-eval")
+
+
+@functools.cache
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, computed once per (path, size, mtime)."""
+    st = os.stat(path)
+    return _sha256_cached(str(path), st.st_size, st.st_mtime)
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:

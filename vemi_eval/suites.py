@@ -218,12 +218,13 @@ def resolve_suite_path(name_or_path: str) -> Path:
 def load_suite(
     name_or_path: str,
     *,
-    known_kinds: Mapping[str, Any] | None = None,
+    known_kinds: Mapping[str, Any],
     check_flags: bool = True,
 ) -> Suite:
     """Read and validate a suite; raise SuiteError (one line) or FlagError naming what is wrong.
 
-    ``known_kinds`` maps measurement kind -> function (default: every registered kind).
+    ``known_kinds`` maps measurement kind -> function (``vemi_eval.measurements.load_all()``: the caller
+    passes it, so that suites never import the measurements that read them).
     """
     path = resolve_suite_path(name_or_path)
     try:
@@ -237,7 +238,7 @@ def parse_suite(
     content: str,
     *,
     path: Path | None = None,
-    known_kinds: Mapping[str, Any] | None = None,
+    known_kinds: Mapping[str, Any],
     check_flags: bool = True,
 ) -> Suite:
     where = str(path) if path else "<suite>"
@@ -245,11 +246,6 @@ def parse_suite(
         doc = tomllib.loads(content)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"invalid suite file {where}: {exc}") from None
-    if known_kinds is None:
-        from .measurements import load_all
-
-        known_kinds = load_all()
-
     head = _table(doc, "suite", where, required=True)
     _check_keys(head, _SUITE_KEYS, f"{where}: [suite]")
     for req in ("name", "description"):

@@ -11,10 +11,12 @@ variant to a training-side enhancement by it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .storage import file_sha256
 from .suites import VariantDecl
 
 
@@ -37,8 +39,6 @@ def variant_models(
 ) -> dict[str, VariantModel]:
     """Variant name -> its model; ConfigError / CheckpointError (one line, exit 2) for an unknown preset,
     a config or checkpoint that is missing or does not fit, or an unreadable sidecar."""
-    from .runner import check_model
-
     out: dict[str, VariantModel] = {}
     for v in variants:
         specs = []
@@ -62,8 +62,6 @@ def _replicate_spec(
     v: VariantDecl, r: int, base: dict[str, Any], presets: dict[str, tuple[str, str]]
 ) -> dict[str, Any]:
     from reference_model import ConfigError
-
-    from .runner import weights_provenance
 
     spec = {k: val for k, val in base.items() if k != "weights"}
     if v.preset is not None:  # an LM preset without a codec of its own keeps the suite's (check_model
@@ -145,7 +143,6 @@ def weights_files_of(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     the file was trained (steps, recipe digest, data hash, the weights it started from) and its training
     budget (minutes, device, whether its loss had stopped falling: vemi_eval/training_budget.py). A path
     alone does not say which weights ran: a bundled file is replaced by retraining, a run folder is reused."""
-    from .evaluators import file_sha256
     from .training_budget import budget_from_sidecar
 
     out: dict[str, dict[str, Any] | None] = {}
@@ -169,4 +166,56 @@ def weights_files_of(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
         if doc:
             sidecar["training"] = budget_from_sidecar(doc).to_dict()
         out[part] = {"path": str(ckpt), "sha256": file_sha256(ckpt), "sidecar": sidecar if doc else None}
+    return out
+
+
+# --- model checks and provenance (before any work) ------------------------------------------------
+def check_model(m: dict[str, Any], what: str = "") -> None:
+    """The LM config or preset and the codec preset exist, every checkpoint exists and fits its config
+    (read from the file's header: a pickle, a wrong key, shape or dtype), all before any work: a bad one
+    is a one-line error (exit 2), not a crash when the first variant is built."""
+    from reference_model import CheckpointError, ConfigError, DuplexSpec, check_weights
+
+    where = f"{what}: " if what else ""
+    try:
+        for key in ("lm_checkpoint", "codec_checkpoint"):
+            p = m.get(key)
+            if p and p != "random" and not Path(p).is_file():
+                raise CheckpointError(f"checkpoint not found: {p}")
+        check_weights(
+            DuplexSpec(
+                lm=m["lm"],
+                codec=m["codec"],
+                lm_checkpoint=m.get("lm_checkpoint"),
+                codec_checkpoint=m.get("codec_checkpoint"),
+            )
+        )
+    except (ConfigError, CheckpointError) as exc:
+        raise type(exc)(where + str(exc)) from None
+
+
+def weights_provenance(m: dict[str, Any]) -> dict[str, str]:
+    """Whether the LM and the codec run weights from a file (which) or random ones: results.json and the
+    report say so, since a figure of a random-weight model describes no trained model."""
+    from reference_model import ConfigError, bundled_codec_weights, bundled_lm_weights
+
+    def bundled(find: Callable[[str], Path], preset: Any) -> Path | None:
+        try:
+            path = find(preset) if isinstance(preset, str) else None
+        except ConfigError:  # no weights are shipped for this preset
+            return None
+        return path if path is not None and path.is_file() else None
+
+    out = {}
+    for part, find in (("lm", bundled_lm_weights), ("codec", bundled_codec_weights)):
+        ckpt, preset = m.get(f"{part}_checkpoint"), m.get(part)
+        shipped = bundled(find, preset)
+        if ckpt == "random":
+            out[part] = "random (asked for)"
+        elif ckpt:
+            out[part] = f"checkpoint {ckpt}"
+        elif shipped is not None:
+            out[part] = f"trained, bundled {shipped.name}"
+        else:
+            out[part] = "random (no checkpoint given and none bundled)"
     return out

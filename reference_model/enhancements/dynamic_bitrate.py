@@ -19,13 +19,12 @@ no hook for a send policy, so these two callables are replaced on the instances)
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import torch
 
-from ..report import BitrateReport
+from ..report import BitrateMeter, BitrateReport
 from . import FlagError, FlagSpec, register
 
 NOT_SENT = -1
@@ -102,39 +101,6 @@ class ContentPolicy:
         n = torch.full_like(rms_db, self.min_codebooks, dtype=torch.long)
         n = torch.where(active, torch.full_like(n, middle), n)
         return torch.where(keep, torch.full_like(n, self.max_codebooks), n)
-
-
-class BitrateMeter:
-    """What the codec actually sent: bits per frame = codebooks x log2(bins) + the side information that
-    says how many codebooks follow (ceil(log2(choices)) bits)."""
-
-    def __init__(self, bins: int, frame_rate: float, fixed_codebooks: int, choices: int) -> None:
-        self.bits_per_codebook = math.log2(bins)
-        self.side_bits = math.ceil(math.log2(choices)) if choices > 1 else 0
-        self.frame_rate = frame_rate
-        self.fixed_kbps = fixed_codebooks * self.bits_per_codebook * frame_rate / 1000
-        self.reset()
-
-    def reset(self) -> None:
-        self.frames = 0
-        self.codebooks = 0
-        self.last: torch.Tensor | None = None  # [B, F] codebooks per frame of the last encode
-
-    def add(self, n: torch.Tensor) -> None:
-        self.last = n.detach().cpu()
-        self.frames += n.numel()
-        self.codebooks += int(n.sum())
-
-    @property
-    def mean_codebooks(self) -> float:
-        return self.codebooks / self.frames if self.frames else float("nan")
-
-    @property
-    def mean_kbps(self) -> float:
-        if not self.frames:
-            return float("nan")
-        bits = self.codebooks * self.bits_per_codebook + self.frames * self.side_bits
-        return bits / self.frames * self.frame_rate / 1000
 
 
 def decode_sent(quantizer, codes: torch.Tensor) -> torch.Tensor:

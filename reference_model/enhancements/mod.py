@@ -29,12 +29,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..report import ModReport
+from ..report import ModReport, MoDStats
 from . import FlagError, FlagSpec, register
 
 
@@ -74,66 +74,6 @@ def apply(lm, codec, capacity: float) -> ModReport:
 CALIBRATION_STEPS = 64
 CALIBRATION_SEED = 1234
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # ridge strengths, relative to the feature variance
-
-
-@dataclass
-class MoDStats:
-    """Counters of the flag (``ModReport.stats``): tokens seen and processed per temporal layer, and
-    matmul FLOPs.
-
-    FLOPs are those of the layer's linear projections (2 x in x out per token): attention scores and
-    values (which shrink too, since skipped tokens leave no keys) are not counted; the router's own
-    dot product is counted as overhead.
-    """
-
-    capacity: float
-    layer_flops: list[int]  # linear FLOPs of one token through each layer
-    router_flops: int  # FLOPs of one router score
-    seen: list[int] = field(default_factory=list)
-    processed: list[int] = field(default_factory=list)
-    fit_r2: list[float] = field(default_factory=list)  # how well each router predicts its update norm
-    # What the routers were fitted on: the codec's codes of speech where the variant has a codec (what
-    # the model hears), else random codes. Either way a fresh stream's first frames are processed more
-    # than C (scripts/mod_share_by_calibration.py, C = 0.5, bundled tiny LM 06f7cbe4, 12 frames of
-    # speech: 0.50-0.92 per layer fitted on speech, 0.58-0.83 on random codes): early positions have
-    # larger updates.
-    calibration: str = "random user codes"
-
-    def __post_init__(self) -> None:
-        self.seen = [0] * len(self.layer_flops)
-        self.processed = [0] * len(self.layer_flops)
-
-    def reset(self) -> None:
-        self.seen = [0] * len(self.layer_flops)
-        self.processed = [0] * len(self.layer_flops)
-
-    @property
-    def processed_share(self) -> list[float]:
-        return [p / s if s else float("nan") for p, s in zip(self.processed, self.seen)]
-
-    @property
-    def flops_full(self) -> int:
-        return sum(s * f for s, f in zip(self.seen, self.layer_flops))
-
-    @property
-    def flops_executed(self) -> int:
-        routers = self.router_flops * sum(self.seen) if self.capacity < 1.0 else 0
-        return sum(p * f for p, f in zip(self.processed, self.layer_flops)) + routers
-
-    @property
-    def flops_saved_share(self) -> float:
-        full = self.flops_full
-        return 1.0 - self.flops_executed / full if full else float("nan")
-
-    def summary(self) -> dict[str, float]:
-        shares = self.processed_share
-        return {
-            "capacity": self.capacity,
-            "processed_share": sum(self.processed) / sum(self.seen) if sum(self.seen) else float("nan"),
-            "processed_share_min_layer": min(shares) if shares else float("nan"),
-            "processed_share_max_layer": max(shares) if shares else float("nan"),
-            "flops_saved_share": self.flops_saved_share,
-        }
 
 
 def layer_linear_flops(layer: torch.nn.Module) -> int:

@@ -36,11 +36,11 @@ cannot run inside a CUDA graph, hence its conflict with ``cuda-graphs``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ..report import SpeculativeReport
+from ..report import SpecStats, SpeculativeReport
 from . import FlagError, FlagSpec, register
 
 DRAFT_LAYERS = 1  # depth layers the self-draft keeps (of 6 in Moshi 7B, 2 in the tiny preset)
@@ -199,43 +199,6 @@ def verify(
         tokens[rows, at] = torch.where(n_accepted < L, extra, tokens[rows, at])
     n_new = torch.clamp(n_accepted + 1, max=L)
     return Verdict(tokens=tokens, n_accepted=n_accepted, n_new=n_new)
-
-
-@dataclass
-class SpecStats:
-    """Counters of the flag (``SpeculativeReport.stats``), read by the fidelity and latency suites."""
-
-    k: int
-    frames: int = 0
-    rounds: int = 0  # verification passes
-    proposed: int = 0  # draft tokens proposed (summed over batch items)
-    accepted: int = 0  # draft tokens accepted (summed over batch items, before the batch-common cut)
-    committed: int = 0  # tokens emitted (summed over batch items)
-    rounds_per_frame: list[int] = field(default_factory=list)
-    accepted_per_frame: list[float] = field(default_factory=list)  # acceptance rate of each frame
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.proposed if self.proposed else float("nan")
-
-    @property
-    def tokens_per_round(self) -> float:
-        return self.committed / self.rounds if self.rounds else float("nan")
-
-    def reset(self) -> None:
-        self.frames = self.rounds = self.proposed = self.accepted = self.committed = 0
-        self.rounds_per_frame.clear()
-        self.accepted_per_frame.clear()
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "k": self.k,
-            "frames": self.frames,
-            "rounds": self.rounds,
-            "acceptance_rate": self.acceptance_rate,
-            "tokens_per_round": self.tokens_per_round,
-            "rounds_per_frame": self.rounds / self.frames if self.frames else float("nan"),
-        }
 
 
 # propose(hidden [B, D], prefix [B, j + 1] (text token then accepted audio tokens), m, temp, top_k)

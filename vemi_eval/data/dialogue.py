@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..storage import cache_home
+from ..storage import cache_home, file_sha256
 from . import DataError, espeak_mix, festival
 from .audio import dither, resample
 from .seeds import seed_of
@@ -799,8 +799,6 @@ def corpus_figures(sessions: list[Session]) -> dict[str, Any]:
 
 # --- tokenisation through a codec ---------------------------------------------------------------------
 def codec_sha256(checkpoint: str | os.PathLike) -> str:
-    from ..evaluators import file_sha256
-
     return file_sha256(checkpoint)
 
 

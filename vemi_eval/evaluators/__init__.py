@@ -12,16 +12,16 @@ item as failed with that reason and never substitute a number.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ..storage import file_sha256  # noqa: F401  (re-exported: scripts and trainers read it here)
 
 T = TypeVar("T")
 
@@ -71,21 +71,6 @@ def load_once(load: Callable[..., T]) -> Callable[..., T]:
             return loaded[args]
 
     return cached
-
-
-@functools.cache
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, computed once per (path, size, mtime)."""
-    st = os.stat(path)
-    return _sha256_cached(str(path), st.st_size, st.st_mtime)
 
 
 def package_file(package: str, *parts: str) -> Path:

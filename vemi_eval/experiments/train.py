@@ -149,10 +149,9 @@ def _train_on_ray(todo: list[Training], echo: Callable[[str], None], address: st
     """One Ray task per training, one CPU each. Each node needs the same checkout at the same path (the
     trainer runs there); the checkpoint and its sidecar come back as bytes and are written here."""
     from ..sweep.cluster import connect, import_ray
-    from ..sweep.driver import SweepOptions
 
     ray = import_ray("`vemi-eval experiment run --ray`")
-    started = connect(ray, SweepOptions(address=address), echo)
+    started = connect(ray, address, None, echo)
 
     @ray.remote(num_cpus=1, max_calls=1)
     def train_remote(argv: tuple[str, ...], out: str) -> dict[str, bytes | int]:

@@ -37,14 +37,14 @@ measurement streams those instead and scores each benchmark's rules beside ours:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..data import dialogue as dlg
-from ..data.text_stream import TimedWord, WordVocabTokenizer, decode_words
+from ..data.text_stream import decode_words
 from ..evaluators import EvaluatorError, all_specs
+from ..evaluators.dialogue_scoring import TurnResult, answer_windows, corpus_words, normalize_word, score_text  # noqa: F401
 from ..records import MetricRecord
 from ..stats import counts_by_group
 from . import MeasureContext, at_least, measurement, merged_params, one_of
@@ -83,62 +83,7 @@ __all__ = ["PARAMS", "Streamed", "measure_dialogue", "stream_session"]
 
 
 # --- scoring one session -----------------------------------------------------------------------------------
-@dataclass
-class TurnResult:
-    session: str
-    turn: int
-    snr_db: str
-    expected: str
-    said: str | None  # first word of the text stream in the answer window
-    latency_text_s: float | None
-    pause_words: int | None  # word tokens during the mid-turn pause (None: the turn has no pause)
-    window: tuple[int, int]  # answer window in samples [user end, next turn's start)
-
-    @property
-    def correct(self) -> bool:
-        return self.said == self.expected
-
-
-def answer_windows(session: dlg.Session) -> list[tuple[int, int]]:
-    """[end of the user's turn, start of the next turn) for every turn (the last: the session's end)."""
-    starts = [t.words[0].start for t in session.turns[1:]] + [session.n_samples]
-    return [(t.user_end, nxt) for t, nxt in zip(session.turns, starts)]
-
-
-def score_text(
-    session: dlg.Session, words: list[TimedWord], snr: str, frame_size: int, sr: int
-) -> list[TurnResult]:
-    """Per turn: the first text-stream word whose first frame overlaps the answer window, and the words
-    that start inside the turn's pause (word times in seconds, on frame boundaries)."""
-    at = [(int(round(w.start * sr)), normalize_word(w.text)) for w in words]
-    out = []
-    for k, (turn, (lo, hi)) in enumerate(zip(session.turns, answer_windows(session))):
-        said, latency = None, None
-        for t0, w in at:
-            if t0 < hi and t0 + frame_size > lo:
-                said, latency = w, max(0.0, (t0 - lo) / sr)
-                break
-        pause_words = None
-        if turn.pause is not None:
-            p0, p1 = turn.pause
-            pause_words = sum(1 for t0, _ in at if p0 <= t0 < p1)
-        out.append(TurnResult(session.id, k, snr, turn.expected, said, latency, pause_words, (lo, hi)))
-    return out
-
-
 _record = dialogue_record
-
-
-def corpus_words(tokens: list[int | None], frame_s: float) -> list[TimedWord]:
-    """Words of a text stream in the dialogue corpus's own vocabulary (its padding ids are the corpus's,
-    ``dialogue_vocab.json``): the tiny LM's training data, as the preference trainer scores it."""
-    v = dlg.vocab()
-    return decode_words(tokens, WordVocabTokenizer(v.tokens), (v.pad_id, v.epad_id), frame_s)
-
-
-def normalize_word(text: str) -> str:
-    """Lower case without punctuation (a SentencePiece word may carry it: "Eight.")."""
-    return "".join(c for c in text.lower() if c.isalnum() or c in "'-")
 
 
 def _snr_label(x: Any) -> str:

@@ -108,7 +108,7 @@ def score_grids(
     with_audio: bool,
 ) -> Scores:
     """Teacher-forced figures over consecutive windows of every grid (the trainer's objective)."""
-    from ..training.lm import LossWeights, moshi_loss, temporal_forward, text_terms, valid_targets
+    from ..training.lm_objective import LossWeights, moshi_loss, temporal_forward, text_terms, valid_targets
 
     weights = LossWeights()
     s = Scores([], [], [], [], [])
@@ -188,7 +188,7 @@ def _record(
 @measurement("lm_heldout", claims=CLAIMS, check=check, exact=("*",))  # teacher-forced on fixed data
 def measure_lm_heldout(ctx: MeasureContext) -> list[MetricRecord]:
     from ..data import dialogue_noise as dn
-    from ..training.lm import load_token_folder
+    from ..training.lm_objective import load_token_folder
 
     p = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

@@ -21,101 +21,27 @@ that wrap the streamer's stages (speculative decoding) are not exercised: this k
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..data import dialogue as dlg
-from ..evaluators import EvaluatorError
+from ..evaluators.dialogue_scoring import (  # noqa: F401  (the reward is defined there, for the dpo option too)
+    LATENCY_SCALE_S,
+    MIN_WINDOW_S,
+    Reward,
+    RewardWeights,
+    answers_audio,
+    reference_embedding,
+    reward,
+    score_turns,
+    speaker_score,
+)
 from ..records import FAILED, MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, measurement, merged_params
-from .dialogue import answer_windows, corpus_words, score_text
-
-LATENCY_SCALE_S = 0.3  # a second late scores exp(-1 / 0.3) = 0.04
-MIN_WINDOW_S = 1.2  # a turn is scored when this much of its answer window lies inside the frames
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    correct: float = 0.6
-    latency: float = 0.3
-    speaker: float = 0.1
-
-
-@dataclass(frozen=True)
-class Reward:
-    correct: float  # share of the turns answered right (and not during the pause)
-    latency: float  # mean latency score over the turns
-    speaker: float | None  # similarity of the answers to the voice's reference (None: not computed)
-    turns: int
-    total: float
-
-
-def score_turns(
-    session: dlg.Session, tokens: list[int | None], frame_size: int, sr: int
-) -> list[tuple[bool, float]]:
-    """(correct, latency score) per turn whose answer window lies inside the streamed frames."""
-    end = len(tokens) * frame_size
-    out = []
-    for t in score_text(session, corpus_words(tokens, frame_size / sr), "clean", frame_size, sr):
-        lo, _ = t.window
-        if lo + MIN_WINDOW_S * sr > end:
-            continue
-        turn = session.turns[t.turn]
-        correct = t.correct and not t.pause_words
-        if t.latency_text_s is None:
-            lat = 0.0
-        else:
-            gap = (turn.answer.start - turn.user_end) / sr
-            lat = math.exp(-max(0.0, t.latency_text_s - gap) / LATENCY_SCALE_S)
-        out.append((correct, lat))
-    return out
-
-
-def answers_audio(session: dlg.Session, audio: np.ndarray, sr: int) -> np.ndarray:
-    """The model's audio in the answer windows that lie inside ``audio``, concatenated."""
-    pieces = [
-        audio[lo : min(hi, audio.size)]
-        for lo, hi in answer_windows(session)
-        if lo + MIN_WINDOW_S * sr <= audio.size
-    ]
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-
-
-def speaker_score(audio: np.ndarray, sr: int, reference: np.ndarray) -> float:
-    """Cosine of the answers' embedding to the reference's; 0 when there is no speech to embed."""
-    from ..evaluators import speaker as spk
-
-    try:
-        return spk.similarity(spk.embed(audio, sr), reference)
-    except EvaluatorError:
-        return 0.0
-
-
-def reward(
-    session: dlg.Session,
-    tokens: list[int | None],
-    frame_size: int,
-    sr: int,
-    weights: RewardWeights,
-    speaker: float | None = None,
-) -> Reward:
-    turns = score_turns(session, tokens, frame_size, sr)
-    correct = float(np.mean([c for c, _ in turns])) if turns else 0.0
-    latency = float(np.mean([lat for _, lat in turns])) if turns else 0.0
-    total = weights.correct * correct + weights.latency * latency + weights.speaker * (speaker or 0.0)
-    return Reward(correct, latency, speaker, len(turns), total)
-
-
-def reference_embedding() -> np.ndarray:
-    from ..evaluators import speaker as spk
-
-    return spk.embed(dlg.model_reference_audio(), dlg.SAMPLE_RATE)
-
 
 # --- the measurement --------------------------------------------------------------------------------
 PARAMS: dict[str, Any] = {

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import (
     OptionsError,
     one_line,
 )
-
-if TYPE_CHECKING:
-    from .driver import SweepOptions
-
 
 RAY_MIN_VERSION = (2, 9)
 
@@ -33,22 +29,21 @@ def import_ray(what: str = "`vemi-eval sweep`") -> Any:
     return ray
 
 
-def connect(ray: Any, opts: SweepOptions, echo: Callable[[str], None]) -> bool:
-    """Join --address, or reuse a Ray already initialised here, or start a local instance; True when this
-    call started it (and so shuts it down at the end)."""
+def connect(ray: Any, address: str | None, local_cpus: int | None, echo: Callable[[str], None]) -> bool:
+    """Join ``address`` (--address), or reuse a Ray already initialised here, or start a local instance
+    with ``local_cpus`` CPUs (default: this machine's); True when this call started it (and so shuts it
+    down at the end)."""
     import logging
 
     if ray.is_initialized():
         return False
-    if opts.address:
+    if address:
         try:
-            ray.init(address=opts.address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:
-            raise OptionsError(
-                f"--address {opts.address}: cannot join the Ray cluster: {one_line(exc)}"
-            ) from None
+            raise OptionsError(f"--address {address}: cannot join the Ray cluster: {one_line(exc)}") from None
         return True
-    cpus = opts.local_cpus or os.cpu_count() or 1
+    cpus = local_cpus or os.cpu_count() or 1
     echo(f"starting a local Ray instance ({cpus} CPUs)")
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     return True

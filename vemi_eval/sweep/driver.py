@@ -90,7 +90,7 @@ def run_sweep(plan: SweepPlan, opts: SweepOptions, echo: Callable[[str], None] =
     newly_done: list[str] = []
     try:
         if todo:
-            started_ray = connect(ray, opts, echo)
+            started_ray = connect(ray, opts.address, opts.local_cpus, echo)
             summary["ray"] = cluster_facts(ray, opts.address)
             # max_calls=1: a fresh worker process per run (see the module docstring); Ray takes it only here
             remote = ray.remote(max_calls=1)(run_point)

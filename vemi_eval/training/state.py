@@ -19,8 +19,11 @@ from safetensors.torch import load_file, save
 
 from ..environment import git_state
 from ..errors import DataError, one_line
-from ..evaluators import file_sha256  # noqa: F401  (the trainers' weights digests: one cached helper)
-from ..storage import write_atomic, writes
+from ..storage import (
+    file_sha256,  # noqa: F401  (the trainers' weights digests: one cached helper)
+    write_atomic,
+    writes,
+)
 
 STATE_VERSION = 2
 KEPT = "the training state is kept: free space, then the same command resumes and writes the outputs"

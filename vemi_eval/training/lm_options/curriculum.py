@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import LMOption, OptionContext, OptionError
+from .base import LMOption, OptionContext, OptionError
 
 
 def stage_gaps(start_gap_s: float, target_gap_s: float, stages: int) -> list[float]:
@@ -64,7 +64,7 @@ class LatencyCurriculum(LMOption):
         return stage_gaps(self.start_gap_s, self.target_gap_s, self.stages)
 
     def setup(self, ctx: OptionContext) -> None:
-        from ..lm import load_token_folder
+        from ..lm_objective import load_token_folder
 
         if self.stage_data:
             folders = list(self.stage_data)

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch.nn import functional as F
 
-from . import LMOption, OptionContext, OptionError
+from .base import LMOption, OptionContext, OptionError
 
 if TYPE_CHECKING:
     from reference_model.lm.model import LMModel
 
-    from ..lm import LossParts
+    from ..lm_objective import LossParts
 
 SHARED_FIELDS = ("text_card", "card", "n_q", "dep_q", "delays", "existing_text_padding_id")
 
@@ -110,7 +110,7 @@ class Distill(LMOption):
     def loss(
         self, lm: LMModel, batch: torch.Tensor, frames: torch.Tensor | None, parts: LossParts
     ) -> LossParts:
-        from ..lm import teacher_forced_logits
+        from ..lm_objective import teacher_forced_logits
 
         with torch.no_grad():
             t_text, t_audio, _ = teacher_forced_logits(self.model, batch, frames)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import LMOption, OptionContext, OptionError
+from .base import LMOption, OptionContext, OptionError
 
 
 def dpo_loss(
@@ -44,7 +44,7 @@ def dpo_loss(
 def sequence_logp(lm, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """codes [B, K, T] -> (total log-prob [B], text log-prob [B], audio log-prob [B]) of the model's
     streams over the valid targets (every frame through the depth transformer)."""
-    from ..lm import teacher_forced_logits, valid_targets
+    from ..lm_objective import teacher_forced_logits, valid_targets
 
     text_logits, audio_logits, targets = teacher_forced_logits(lm, codes)
     valid = valid_targets(lm, targets)
@@ -198,9 +198,11 @@ class Dpo(LMOption):
 
     def _rewards(self, sessions, samples: torch.Tensor, ctx: OptionContext):
         from vemi_eval.data import dialogue as dlg
-        from vemi_eval.measurements import preference as pref
+        from vemi_eval.evaluators import dialogue_scoring as scoring
 
-        weights = pref.RewardWeights(speaker=pref.RewardWeights().speaker if self.speaker_reward else 0.0)
+        weights = scoring.RewardWeights(
+            speaker=scoring.RewardWeights().speaker if self.speaker_reward else 0.0
+        )
         sr, fs = dlg.SAMPLE_RATE, dlg.FRAME_SIZE
         codec = ref = None
         if self.speaker_reward:
@@ -208,7 +210,7 @@ class Dpo(LMOption):
 
             ckpt = ctx.corpus.codec_checkpoint if ctx.corpus is not None else None
             codec = load_codec("tiny", ckpt or bundled_codec_weights("tiny"))
-            ref = pref.reference_embedding()
+            ref = scoring.reference_embedding()
         self.reward_weights = weights
         out = []
         for j, grid in enumerate(samples):
@@ -218,8 +220,8 @@ class Dpo(LMOption):
             if codec is not None:
                 with torch.no_grad():
                     audio = codec.decode(grid[None, 1 : 1 + ctx.cfg.dep_q].clamp(min=0))[0, 0].numpy()
-                spk = pref.speaker_score(pref.answers_audio(sess, audio, sr), sr, ref)
-            out.append(pref.reward(sess, tokens, fs, sr, weights, spk))
+                spk = scoring.speaker_score(scoring.answers_audio(sess, audio, sr), sr, ref)
+            out.append(scoring.reward(sess, tokens, fs, sr, weights, spk))
         return out
 
     @torch.no_grad()
@@ -231,7 +233,7 @@ class Dpo(LMOption):
 
     # --- the objective -------------------------------------------------------------------------------
     def objective(self, lm, batch: torch.Tensor, frames: torch.Tensor | None):
-        from ..lm import LossParts
+        from ..lm_objective import LossParts
 
         n = self.pairs.chosen.shape[0]
         idx = torch.from_numpy(self.rng.choice(n, size=min(self.pair_batch, n), replace=False))
@@ -263,7 +265,7 @@ class Dpo(LMOption):
         )
 
     def recipe(self) -> dict[str, Any]:
-        from vemi_eval.measurements.preference import RewardWeights
+        from vemi_eval.evaluators.dialogue_scoring import RewardWeights
 
         w = RewardWeights()
         weights = {

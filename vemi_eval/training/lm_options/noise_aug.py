@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from . import LMOption, OptionContext, OptionError
+from .base import LMOption, OptionContext, OptionError
 
 TRAIN_BABBLE_OFFSET = 4  # the measurement's babble uses the first 4 espeak training speakers
 # The bundled LM recipe's own noise (issue 36: the LM trained on clean and 10-40 dB white/pink users fell
@@ -81,7 +81,7 @@ class NoiseAugmentation(LMOption):
         n_user = ctx.cfg.n_q - ctx.cfg.dep_q
         self.user_from = 1 + ctx.cfg.dep_q
         if self.copy_data:
-            from ..lm import load_token_folder
+            from ..lm_objective import load_token_folder
 
             copies = [
                 [g[self.user_from :] for g in load_token_folder(f, ctx.cfg.n_q + 1).grids]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import LMOption, OptionContext, OptionError
+from .base import LMOption, OptionContext, OptionError
 
 SHIFTS = tuple(s for s in range(-4, 5) if s != 0)  # semitones a copy may be shifted by
 GAIN_DB = (-6.0, 6.0)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import LMOption, OptionContext
+from .base import LMOption, OptionContext
 
 
 def reference_embedding() -> np.ndarray:
@@ -142,7 +142,7 @@ class SpeakerCond(LMOption):
         return self.cond().to(lm.dtype) if self.conditioning else None
 
     def loss(self, lm, batch: torch.Tensor, frames: torch.Tensor | None, parts):
-        from ..lm import delay_grid, valid_targets
+        from ..lm_objective import delay_grid, valid_targets
 
         _, targets = delay_grid(lm, batch)
         valid = valid_targets(lm, targets)
