@@ -157,9 +157,21 @@ def _claim_index(matrix: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, st
     return out
 
 
-def variant_figures(
+@dataclass(frozen=True)
+class HeadlineRecord:
+    """A variant's headline figure: its label, the record, the baseline value a ratio was taken against
+    and the claim verdict it carries ("5.1 falls short"), if any."""
+
+    variant: str
+    label: str
+    record: Mapping[str, Any]
+    base: Any
+    verdict: str
+
+
+def headline_records(
     doc: Mapping[str, Any], matrix: Sequence[Mapping[str, Any]], per_variant: int
-) -> list[Figure]:
+) -> list[HeadlineRecord]:
     """Up to ``per_variant`` headline figures per variant: for a compared variant the records a claim was
     judged on first, then the headline list; a suite none of whose metrics is listed shows its first."""
     metrics = [m for m in doc.get("metrics", []) if m.get("status") in ("ok", "invalid")]
@@ -187,8 +199,18 @@ def variant_figures(
                 chosen.append((_short_label(m), m))
         for label, m in chosen:
             verdict = claims.get((v, m["metric"], _cond_key(m)), "")
-            out.append(Figure(v, figure_text(label, m, baseline_value(m, baseline), verdict)))
+            out.append(HeadlineRecord(v, label, m, baseline_value(m, baseline), verdict))
     return out
+
+
+def variant_figures(
+    doc: Mapping[str, Any], matrix: Sequence[Mapping[str, Any]], per_variant: int
+) -> list[Figure]:
+    """The headline figures as text, one per (variant, figure)."""
+    return [
+        Figure(h.variant, figure_text(h.label, h.record, h.base, h.verdict))
+        for h in headline_records(doc, matrix, per_variant)
+    ]
 
 
 def _short_label(m: Mapping[str, Any]) -> str:

@@ -225,6 +225,8 @@ def sweep(
         hi = np.asarray([np.nan if v is None else v for v in line["hi"]], dtype=float)[order]
         if np.isfinite(lo).any():
             ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+        for y_ref, what in line.get("refs") or []:  # a labelled rung of the ladder ("clean")
+            ax.axhline(y_ref, color=c, ls=":", lw=1.2, label=f"{line['label']}: {what}")
     if hline is not None:
         ax.axhline(hline[0], color=BAD, ls="--", lw=1, label=hline[1])
     if log_x:
@@ -236,7 +238,7 @@ def sweep(
     ax.set_ylabel(f"{metric} ({unit})" if unit else metric)
     ax.set_title(f"{metric} vs {x_key}", fontsize=10)
     ax.grid(alpha=0.3)
-    if len(lines) > 1 or hline is not None:
+    if len(lines) > 1 or hline is not None or any(line.get("refs") for line in lines):
         ax.legend(fontsize=7, loc="best")
     return to_data_uri(fig)
 
@@ -299,6 +301,9 @@ def frame_series(series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], b
     ax.axhline(budget_ms, color=BAD, ls="--", lw=1, label="frame budget")
     ax.set_yscale("log")
     ax.set_ylim(bottom, top)
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     if off_scale:
         shown = "; ".join(off_scale[:4]) + (f"; +{len(off_scale) - 4} more" if len(off_scale) > 4 else "")
         ax.set_title(f"off the scale (drawn at the top, ^): {shown}", fontsize=8, loc="left")
