@@ -339,7 +339,7 @@ def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
 @click.option(
     "--markdown",
     is_flag=True,
-    help="One Markdown table row per measured claim and context (the README's table).",
+    help="One Markdown table row per measured claim and context (the table of docs/results.md).",
 )
 def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool, markdown: bool) -> int:
     """The document's priority matrix beside what the runs measured (claims met, short, inconclusive)."""
