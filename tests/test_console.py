@@ -53,6 +53,17 @@ def test_a_run_ends_in_a_short_summary_and_logs_progress(tmp_path, capsys) -> No
 
 
 @pytest.mark.usefixtures("fakes")
+def test_a_resumed_run_says_once_what_was_on_disk(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    suite = str(write_suite(tmp_path))
+    assert _run(capsys, "run", suite, "--out", str(out), "--no-report")[0] == 0
+    (out / "results.json").unlink()  # as if killed before the end: every measurement is on disk
+    code, stdout, stderr = _run(capsys, "run", suite, "--out", str(out), "--no-report", "--resume")
+    assert code == 0 and stdout.startswith("status: VALID")
+    assert stderr.splitlines() == [f"resume: 4 of 4 measurements already on disk in {out}"]
+
+
+@pytest.mark.usefixtures("fakes")
 def test_the_long_table_is_behind_table_and_show(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     code, stdout, _ = _run(capsys, "run", str(write_suite(tmp_path)), "--out", str(out), "--table")

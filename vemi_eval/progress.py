@@ -75,5 +75,7 @@ def progress(total: int, enabled: bool, stream: TextIO | None = None) -> Any:
     if stream.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="measurement", leave=True, dynamic_ncols=True, file=stream)
+        bar = tqdm(total=total, unit="measurement", leave=True, dynamic_ncols=True, file=stream)
+        bar.write = lambda line: tqdm.write(line, file=stream)  # above the bar, on its stream (not stdout)
+        return bar
     return LineProgress(total, stream)

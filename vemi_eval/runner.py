@@ -589,7 +589,12 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     base_name = variants[0].name
     todo = plan(suite, variants, opts.quick)
     interrupted = False
-    job.bar = progress(sum(len(models[v.name].replicates) for v, _ in todo), opts.progress)
+    planned = [(kind, v.name, r) for v, kind in todo for r in range(len(models[v.name].replicates))]
+    on_disk = sum(1 for key in planned if key in done)
+    # the bar counts what is left to measure; a resumed run says once what it found on disk
+    job.bar = progress(len(planned) - on_disk, opts.progress)
+    if on_disk:
+        job.bar.write(f"resume: {on_disk} of {len(planned)} measurements already on disk in {out}")
     try:
         for v in variants:
             for r in range(len(models[v.name].replicates)):
@@ -601,11 +606,10 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
                         continue
                     job.bar.set_description(f"{kind} / {v.name}" + (f" #{r + 1}" if r else ""))
                     if (kind, v.name, r) in done:
-                        job.bar.set_description(f"{kind} / {v.name} (on disk: resumed)")
                         log.info("resume: %s/%s replicate %d already on disk, skipped", kind, v.name, r)
-                    else:
-                        ref, base = refs[(v.name, r)], refs[(base_name, base_r)]
-                        _measure_one(job, kind, kinds[kind], ref, base, r, skip_reason.get(v.name))
+                        continue
+                    ref, base = refs[(v.name, r)], refs[(base_name, base_r)]
+                    _measure_one(job, kind, kinds[kind], ref, base, r, skip_reason.get(v.name))
                     job.bar.update(1)
                 if v.name != base_name:
                     builders[(v.name, r)].release()
