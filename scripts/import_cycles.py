@@ -77,7 +77,9 @@ LAYERS: dict[str, int] = {
     "vemi_eval.sweep": 9,
     "vemi_eval.experiments": 9,
     "vemi_eval.cli_options": 9,
+    "vemi_eval.run_summary": 9,  # the console's summary of a run (reads the registry's claims)
     "vemi_eval.cli": 10,
+    "vemi_eval.history_command": 10,  # `vemi-eval history`
     "vemi_eval.experiments.command": 10,
     "vemi_eval.cli_training": 10,
 }

@@ -158,7 +158,16 @@ def test_report_is_self_contained_and_complete(two_runs: list[Path], tmp_path: P
     assert "ASR evaluator crashed: bad audio" in text  # failures listed with their reason
     assert "frames_per_second against batch_size" in text
     assert "deadbeef" in text and "ef" * 32 in text  # environment and data hashes
-    assert "Enhancements: claims against measurements" in text
+    # an INVALID run opens the page: a red banner naming it and its reasons, before anything measured
+    opening = r'<div class="banner INVALID" role="alert"><b>run-b: INVALID.</b>(.*?)</div>'
+    banner = re.search(opening, text, re.S)
+    assert banner and banner.start() < text.index('id="lead"')
+    assert "40 measured frames &lt; min_frames 200" in banner.group(1)
+    assert 'class="banner' not in text.replace(banner.group(0), "")  # run-a is VALID: no banner
+    # a ratio says which baseline value it was taken against
+    assert re.search(r'class="ratio [a-z]*">x[\d.]+ \[[\d.]+, [\d.]+\] of [\d.]+ ms<', text)
+    # wide tables scroll instead of being cut
+    assert '<div class="scroll"><table>' in text and ".scroll{overflow-x:auto" in text
 
 
 def test_report_single_run_and_bad_input(two_runs: list[Path], tmp_path: Path):

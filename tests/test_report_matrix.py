@@ -71,8 +71,16 @@ def test_report_leads_with_the_matrix_in_the_documents_order(tmp_path: Path) -> 
     checker.feed(text)
     assert not checker.errors and not checker.stack
     first_h2 = re.search(r"<h2[^>]*>(.*?)</h2>", text).group(1)
-    assert first_h2 == "The priority matrix, measured"
+    assert first_h2 == "What was measured"
     lead = _lead(text)
+    # the rows measured come first; the enhancements nothing measured collapse into one line with why
+    claims = lead.index("The priority matrix: the claims these runs measured")
+    collapsed = re.search(r"<b>(\d+) of 18 enhancements not measured by this suite:</b>", lead)
+    assert collapsed and claims < collapsed.start() and int(collapsed.group(1)) == 18 - 2
+    table = lead[claims : lead.index("</table>", claims)]
+    assert table.count("<tr>") - 1 == 6  # 2.2's three claims and 5.1's three (and the header row)
+    # the matrix is rendered once: the measurement appears on its two claims' rows and nowhere else
+    assert "Every claim and measurement" not in text and text.count("attn-eager: attention_time") == 2
     # the document's priority-matrix order: Flash Attention, 4-bit Quantization, Speculative Decoding...
     at = [lead.index(f"{i} {registry.BY_ID[i].title}") for i in ("2.2", "5.1", "1.2", "2.1", "1.1")]
     assert at == sorted(at)

@@ -25,11 +25,31 @@ from .errors import (
     one_line,
     user_error_types,
 )
+from .text_table import echo_table
 
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
 
 
+def package_version() -> str:
+    """The installed package's version (pyproject.toml), or the source tree's when run uninstalled."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vemi-eval")
+    except PackageNotFoundError:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+
+
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_version(), "--version", "-V", prog_name="vemi-eval", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Benchmark and evaluate full-duplex speech-to-speech models (Moshi family): latency, throughput,
     memory, fidelity, WER, codec quality, speaker consistency and noise robustness, for any combination
@@ -70,12 +90,14 @@ def list_cmd(what: str, as_json: bool) -> int:
                 "suites": ",".join(e["suites"]) or "-",
             }
         )
+    click.echo(f"The document's {len(entries)} enhancements:")
     _table(rows, ["id", "title", "priority", "flags", "implemented", "suites", "claims"], wrap=90)
-    click.echo("\nnot implemented:")
-    for e in entries:
-        if e["status"] != "implemented":
+    missing = [e for e in entries if e["status"] != "implemented"]
+    if missing:
+        click.echo(f"\nNot implemented here ({len(missing)}), and why:")
+        for e in missing:
             click.echo(f"  {e['id']}  {e['reason']}")
-    click.echo("")
+    click.echo(f"\nFlags ({len(flags)}, each implemented; write name or name=value, comma-separated):")
     _table(
         [
             {
@@ -159,6 +181,9 @@ Variants: the suite's [[variants]] (the first is the baseline).
     help="SentencePiece model of the LM's text stream (dialogue suite; Moshi: tokenizer_spm_32k_3.model). "
     "Default: the suite's, else the tiny LM's word vocabulary.",
 )
+@click.option(
+    "--table", is_flag=True, help="Print every record (the long table) before the summary; also `show`."
+)
 @output_options("run", default_out="runs/SUITE-TIME")
 def run_cmd(
     suite: str,
@@ -175,6 +200,7 @@ def run_cmd(
     quick: bool,
     data: str | None,
     text_tokenizer: str | None,
+    table: bool,
     output: OutputSettings,
 ) -> int:
     from .runner import RunOptions, run_suite
@@ -195,21 +221,13 @@ def run_cmd(
         data=data,
         text_tokenizer=text_tokenizer,
         **output.fields(),
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, a line per measurement in a log
     )
     outcome = run_suite(opts, echo=lambda m: click.echo(m, err=True))
-    doc = outcome.results
-    _print_metrics(doc.get("metrics", []))
-    click.echo("")
-    click.echo(f"status: {outcome.status}")
-    for r in doc.get("invalid_reasons", []):
-        click.echo(f"  invalid: {r}")
-    for e in doc.get("errors", []):
-        click.echo(f"  error: {e['kind']}/{e['variant']}: {e['error']}")
-    for m in doc.get("missing", []):
-        click.echo(f"  not measured: {m}")
-    files = ["results.json", "samples.csv", "run.log"] + (["report.html"] if outcome.report else [])
-    click.echo(f"run directory: {outcome.out_dir}  ({', '.join(files)})")
+    if table:
+        _print_metrics(outcome.results.get("metrics", []))
+        click.echo("")
+    _print_summary(outcome.results, outcome.out_dir, outcome.report)
     if outcome.exit_code == EXIT_INTERRUPTED:
         click.echo(f"interrupted: continue with `{resume_command(opts, outcome.out_dir)}`", err=True)
     return outcome.exit_code
@@ -234,7 +252,34 @@ def resume_command(opts: Any, out_dir: Path) -> str:
     return shlex.join([*args, "--resume"])
 
 
+def _print_summary(doc: dict[str, Any], out_dir: Path, report: Path | None) -> None:
+    """What the run found, in at most 40 lines: status and reasons, claims, headline figures, the report."""
+    from .run_summary import summary_lines
+
+    click.echo("\n".join(summary_lines(doc, out_dir, report)))
+
+
+@cli.command("show", epilog=EXIT_CODES_HELP)
+@click.argument("run_dir", type=click.Path())
+def show_cmd(run_dir: str) -> int:
+    """Every record of a finished run (value, interval, ratio to the baseline, status), then its summary."""
+    from .results import read_results, results_path
+
+    doc = read_results(run_dir)
+    folder = results_path(run_dir).parent
+    _print_metrics(doc.get("metrics", []))
+    click.echo("")
+    report = folder / "report.html"
+    _print_summary(doc, folder, report if report.is_file() else None)
+    return EXIT_OK
+
+
 def _print_metrics(metrics: list[dict[str, Any]]) -> None:
+    from .run_summary import baseline_value, number
+
+    first = metrics[0]["variant"] if metrics else ""
+    base = {f"{m['metric']}|{json.dumps(m.get('condition') or {}, sort_keys=True, default=str)}": m
+            for m in metrics if m["variant"] == first}  # fmt: skip
     rows = []
     for m in metrics:
 
@@ -247,6 +292,9 @@ def _print_metrics(metrics: list[dict[str, Any]]) -> None:
             ratio = f"x{m['ratio_to_baseline']:.3g}"
             if m.get("ratio_ci_low") is not None:
                 ratio += f" [{m['ratio_ci_low']:.3g}, {m['ratio_ci_high']:.3g}]"
+            against = baseline_value(m, base)  # the interleaved twin where the ratio was paired
+            if against is not None:
+                ratio += f" of {number(against, m.get('unit') or '')}"
         cond = ",".join(f"{k}={v}" for k, v in (m.get("condition") or {}).items())
         value = f(m.get("value")) + (f" {m['unit']}" if m.get("unit") and m.get("value") is not None else "")
         rows.append(
@@ -270,7 +318,8 @@ def _print_metrics(metrics: list[dict[str, Any]]) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="HTML file (default: RUN_DIR/report.html for one run, ./report.html for several).",
+    help="HTML file (default: RUN_DIR/report.html for one run, ./report.html for several; the path "
+    "written is printed).",
 )
 def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
     """Build one self-contained HTML report from one or more run directories."""
@@ -288,7 +337,8 @@ def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
         path = build_report(dirs, target)
     except OSError as exc:  # the folder filled up or went away while the report was built
         raise StorageError(f"cannot write report {target}: {exc.strerror or exc}") from None
-    click.echo(f"report: {path}")
+    where = "" if out else " (the default for " + ("one run" if len(dirs) == 1 else "several runs") + ")"
+    click.echo(f"report: {Path(path).resolve()}{where}")
     return EXIT_OK
 
 
@@ -298,13 +348,14 @@ def report_cmd(run_dirs: tuple[str, ...], out: str | None) -> int:
 @click.option(
     "--markdown",
     is_flag=True,
-    help="One Markdown table row per measured claim and context (the README's table).",
+    help="One Markdown table row per measured claim and context (the table of docs/results.md).",
 )
 def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool, markdown: bool) -> int:
     """The document's priority matrix beside what the runs measured (claims met, short, inconclusive)."""
     from .registry import priority_matrix, priority_order
     from .report.matrix_markdown import matrix_markdown
     from .results import read_results
+    from .run_summary import claim_lines, interval
 
     if as_json and markdown:
         raise click.UsageError("--json and --markdown exclude each other")
@@ -331,16 +382,18 @@ def matrix_cmd(run_dirs: tuple[str, ...], as_json: bool, markdown: bool) -> int:
             if not c["rows"]:
                 out.append({**base, "context": "", "measured": "", "MDE": "", "verdict": c["verdict"]})
             for row in c["rows"]:  # one line per context: values of two contexts are never one range
-                vals = [m["measured"] for m in row["measurements"]]
-                measured = (
-                    f"{vals[0]:.3g}" if len(vals) == 1 else f"{min(vals):.3g}..{max(vals):.3g} ({len(vals)})"
-                )
+                first = row["measurements"][0]  # the first with its interval, then how many more
+                more = len(row["measurements"]) - 1
+                measured = f"{first['measured']:.3g}{interval(first.get('ci_low'), first.get('ci_high'), 3)}"
+                measured += f" (+{more})" if more else ""
                 mde = "" if row["mde"] is None else f"{row['mde']:.0%}"
                 out.append({**base, "context": row["context"], "measured": measured, "MDE": mde,
                             "verdict": row["verdict"]})  # fmt: skip
     # the verdict keeps its reason and the context comes last, whole: neither is cut
     cols = ["id", "title", "priority", "status", "claim", "bar", "measured", "MDE", "verdict", "context"]
     _table(out, cols)
+    click.echo("")
+    click.echo(claim_lines(rows)[0])
     return EXIT_OK
 
 
@@ -747,20 +800,7 @@ def train_lm_cmd(
 
 
 # --- plumbing -------------------------------------------------------------------------------------
-def _table(rows: list[dict[str, Any]], cols: list[str], wrap: int = 0) -> None:
-    """A plain left-aligned table; the last column is cut at ``wrap`` characters when wrap > 0."""
-    if not rows:
-        click.echo("(nothing)")
-        return
-
-    def cell(r: dict[str, Any], c: str) -> str:
-        s = str(r.get(c, ""))
-        return s[: wrap - 1] + "…" if wrap and c == cols[-1] and len(s) > wrap else s
-
-    widths = {c: max(len(c), *(len(cell(r, c)) for r in rows)) for c in cols[:-1]}
-    click.echo("  ".join([c.ljust(widths[c]) for c in cols[:-1]] + [cols[-1]]))
-    for r in rows:
-        click.echo("  ".join([cell(r, c).ljust(widths[c]) for c in cols[:-1]] + [cell(r, cols[-1])]))
+_table = echo_table  # the commands' tables (vemi_eval/text_table.py)
 
 
 def _register_sweep() -> None:
@@ -780,6 +820,15 @@ def _register_experiment() -> None:
 
 
 _register_experiment()
+
+
+def _register_history() -> None:
+    from .history_command import history_command
+
+    cli.add_command(history_command, "history")
+
+
+_register_history()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

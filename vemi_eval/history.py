@@ -171,19 +171,26 @@ def runs(path: Path | None = None, suite: str | None = None) -> list[dict[str, A
         con.close()
 
 
-def metric_history(metric: str, variant: str | None = None, path: Path | None = None) -> list[dict[str, Any]]:
-    """One metric across runs (oldest first): run_id, started, git_commit, variant, value, ci, condition."""
+def metric_history(
+    metric: str, variant: str | None = None, path: Path | None = None, suite: str | None = None
+) -> list[dict[str, Any]]:
+    """One metric across runs (oldest first): run_id, started, git_commit, suite, variant, value, ci,
+    ratio to its run's baseline, status, condition."""
     con = connect(path)
     con.row_factory = sqlite3.Row
     try:
         q = (
-            "SELECT m.run_id, r.started, r.git_commit, m.variant, m.value, m.ci_low, m.ci_high, m.status,"
+            "SELECT m.run_id, r.started, r.git_commit, r.suite, r.status AS run_status, m.variant, m.value,"
+            " m.unit, m.ci_low, m.ci_high, m.ratio_to_baseline, m.ratio_ci_low, m.ratio_ci_high, m.status,"
             " m.condition_json FROM metrics m JOIN runs r USING (run_id) WHERE m.metric = ?"
         )
         args: tuple = (metric,)
         if variant is not None:
             q += " AND m.variant = ?"
             args += (variant,)
+        if suite is not None:
+            q += " AND r.suite = ?"
+            args += (suite,)
         return [dict(r) for r in con.execute(q + " ORDER BY m.run_id", args)]
     finally:
         con.close()

@@ -30,9 +30,10 @@ from . import rundir
 from .environment import environment, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef
+from .progress import progress
 from .records import FAILED, INVALID, OK, SKIPPED, MetricRecord
 from .replicates import pool_replicates, record_samples
-from .stats import bootstrap_ci, infer_statistic, ratio_ci
+from .stats import bootstrap_ci, infer_statistic, is_sample_statistic, ratio_ci
 from .suites import Suite, VariantDecl, load_suite
 from .variant_models import VariantModel, check_model, variant_models, weights_provenance
 
@@ -306,7 +307,7 @@ def fill_intervals(
             continue
         samples = samples_of(r)
         stat = _statistic(r, samples) if samples else None
-        if samples and stat and r.ci_low is None and len(samples) > 1:
+        if samples and stat and r.ci_low is None and len(samples) > 1 and is_sample_statistic(stat):
             r.ci_low, r.ci_high = bootstrap_ci(samples, stat, seed=seed)
         if r.variant == baseline or r.ratio_to_baseline is not None:
             continue
@@ -321,7 +322,9 @@ def fill_intervals(
             b_value, b_samples = b.value, samples_of(b)
             b_stat = _statistic(b, b_samples) if b_samples else None
         r.ratio_to_baseline = r.value / b_value
-        if samples and b_samples and stat and b_stat == stat:
+        # an interval by resampling needs a statistic of the samples (a WER's total errors / total words
+        # is not one: its ratio stands without an interval)
+        if samples and b_samples and stat and b_stat == stat and is_sample_statistic(stat):
             try:
                 _, r.ratio_ci_low, r.ratio_ci_high = ratio_ci(samples, b_samples, stat, seed=seed)
             except ValueError as exc:  # a zero baseline statistic: the ratio stands without an interval
@@ -371,6 +374,30 @@ def check_data_is_read(suite: str, kinds: Sequence[str]) -> None:
         raise OptionsError(
             f"--data: no kind of suite {suite!r} ({', '.join(kinds)}) reads data; it would be ignored"
         )
+
+
+def check_enough_inputs(suite: Suite, data: dict[str, Any], validity: dict[str, Any], quick: bool) -> None:
+    """A data folder with fewer audio files than ``min_samples`` makes every per-input record INVALID:
+    known now, so said now (exit 2) instead of after minutes of work."""
+    from .data.byo import count_audio_entries
+    from .measurements import counts_inputs
+
+    source = data.get("dir") or data.get("path")
+    low = validity.get("min_samples")
+    kinds = [k for k in suite.kinds if counts_inputs(k)]
+    if not source or low is None or not kinds:
+        return
+    found = count_audio_entries(source)
+    for kind in kinds:
+        cap = int(suite.params_for(kind, quick).get("max_utterances") or 0)
+        usable = min(found, cap) if cap else found
+        if usable < low:
+            capped = f" (max_utterances = {cap} in [{kind}])" if cap and cap < found else ""
+            mode = " under --quick" if quick and "min_samples" in suite.validity.get("quick", {}) else ""
+            raise DataError(
+                f"data {source}: {kind} would score {usable} input(s){capped}, fewer than [validity] "
+                f"min_samples = {low}{mode}: every record would be INVALID; give at least {low} audio files"
+            )
 
 
 def _prepare_out(
@@ -466,6 +493,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
         check = getattr(kinds[kind], "check_data", None)
         if check is not None:
             check(dict(data), suite.params_for(kind, opts.quick))
+    check_enough_inputs(suite, data, validity, opts.quick)
 
     out = Path(opts.out) if opts.out else rundir.default_out(suite.name)
     job = RunJob(out, suite, model, variants, seed, threads, opts.quick, data, validity, models)
@@ -504,7 +532,12 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     base_name = variants[0].name
     todo = plan(suite, variants, opts.quick)
     interrupted = False
-    job.bar = _progress(sum(len(models[v.name].replicates) for v, _ in todo), opts.progress)
+    planned = [(kind, v.name, r) for v, kind in todo for r in range(len(models[v.name].replicates))]
+    on_disk = sum(1 for key in planned if key in done)
+    # the bar counts what is left to measure; a resumed run says once what it found on disk
+    job.bar = progress(len(planned) - on_disk, opts.progress)
+    if on_disk:
+        job.bar.write(f"resume: {on_disk} of {len(planned)} measurements already on disk in {out}")
     try:
         for v in variants:
             for r in range(len(models[v.name].replicates)):
@@ -517,9 +550,9 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
                     job.bar.set_description(f"{kind} / {v.name}" + (f" #{r + 1}" if r else ""))
                     if (kind, v.name, r) in done:
                         log.info("resume: %s/%s replicate %d already on disk, skipped", kind, v.name, r)
-                    else:
-                        ref, base = refs[(v.name, r)], refs[(base_name, base_r)]
-                        _measure_one(job, kind, kinds[kind], ref, base, r, skip_reason.get(v.name))
+                        continue
+                    ref, base = refs[(v.name, r)], refs[(base_name, base_r)]
+                    _measure_one(job, kind, kinds[kind], ref, base, r, skip_reason.get(v.name))
                     job.bar.update(1)
                 if v.name != base_name:
                     builders[(v.name, r)].release()
@@ -558,12 +591,6 @@ def plan(suite: Suite, variants: list[VariantDecl], quick: bool = False) -> list
             if v in runs_on or (v not in suite.variants and variants[0] in runs_on):
                 pairs.append((v, kind))
     return pairs
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="measurement", leave=False, dynamic_ncols=True)
 
 
 def _result_entry(
@@ -708,6 +735,12 @@ def scoring_problems(kind: str, variant: str, records: list[MetricRecord], max_f
     return []
 
 
+def invalid_line(rec: MetricRecord) -> str:
+    """variant/metric[condition]: why, so that records of one metric under two conditions read apart."""
+    cond = ",".join(f"{k}={v}" for k, v in rec.condition.items())
+    return f"{rec.variant}/{rec.metric}" + (f"[{cond}]" if cond else "") + f": {rec.reason or 'invalid'}"
+
+
 def finalize(
     job: RunJob, todo: list[tuple[VariantDecl, str]], started: str, interrupted: bool = False
 ) -> rs.RunResults:
@@ -750,8 +783,8 @@ def finalize(
         (k, v + (f" replicate {r + 1}" if len(job.models[v].replicates) > 1 else ""))
         for k, v, r in planned - set(latest)
     )
-    invalid = [f"{r.variant}/{r.metric}: {r.reason or 'invalid'}" for r in records if r.status == INVALID]
-    invalid += unscored
+    invalid = [invalid_line(r) for r in records if r.status == INVALID]
+    invalid = list(dict.fromkeys(invalid + unscored))  # each reason once
     if errors or interrupted or missing:
         status = INCOMPLETE
     elif invalid:

@@ -38,6 +38,15 @@ def statistic_fn(name: str) -> StatFn:
     raise ValueError(f"unknown statistic {name!r} (median, mean, min, max, std or pNN such as p90)")
 
 
+def is_sample_statistic(name: str) -> bool:
+    """Whether ``name`` is a statistic of a sample that statistic_fn computes (median, mean, p90, ...)."""
+    try:
+        statistic_fn(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _as_samples(samples: Sequence[float] | np.ndarray, what: str = "samples") -> np.ndarray:
     a = np.asarray(samples, dtype=np.float64).ravel()
     if a.size == 0:

@@ -111,7 +111,9 @@ def parse_flags(flags: str | Iterable[str] | None, *, device: str = "cpu") -> li
         spec = FLAGS.get(name)
         if spec is None:
             known = ", ".join(sorted(FLAGS))
-            raise FlagError(f"unknown flag {name!r} (known flags: {known})")
+            hint = suggest_flag(name)
+            hint = f"did you mean {hint!r}? " if hint else ""
+            raise FlagError(f"unknown flag {name!r} ({hint}known flags: {known})")
         text = value.strip() if "=" in raw else spec.default
         try:
             parsed = spec.parse(text)
@@ -122,6 +124,32 @@ def parse_flags(flags: str | Iterable[str] | None, *, device: str = "cpu") -> li
         out.append(Flag(name, parsed, raw))
     _check_combination(out)
     return sorted(out, key=lambda f: canonical_key(f.name))
+
+
+def _takes_value(spec: FlagSpec, value: str) -> bool:
+    """Whether ``value`` is one of the flag's own values (a flag that takes any text takes none)."""
+
+    def parses(text: str) -> bool:
+        try:
+            spec.parse(text)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    return parses(value) and not parses("\x00 not a value")
+
+
+def suggest_flag(name: str) -> str | None:
+    """What an unknown flag name most likely meant: ``flash`` -> ``attn=flash`` (a value written as a
+    name), ``speculatve`` -> ``speculative`` (a misspelling)."""
+    import difflib
+
+    # the LM's flags before the codec's: "gptq" more likely means int4=gptq than codec-int4=gptq
+    for spec in sorted(FLAGS.values(), key=lambda s: (s.name.startswith("codec-"), s.name)):
+        if _takes_value(spec, name):
+            return f"{spec.name}={name}"
+    close = difflib.get_close_matches(name, sorted(FLAGS), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _check_combination(flags: Sequence[Flag]) -> None:

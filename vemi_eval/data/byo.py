@@ -113,6 +113,23 @@ def _scan_folder(root: Path) -> list[dict]:
     return out
 
 
+def count_audio_entries(source: str | Path) -> int:
+    """How many entries of a folder or manifest name an audio file, without decoding any: an upper bound
+    of the inputs a measurement can score, known before any work."""
+    src = Path(source)
+    manifests = [src / f"manifest{ext}" for ext in MANIFEST_SUFFIXES] if src.is_dir() else []
+    manifest = next((m for m in manifests if m.is_file()), None)
+    if manifest is not None:
+        entries = _read_manifest(manifest)
+    elif src.is_dir():
+        entries = _scan_folder(src)
+    elif src.suffix.lower() in MANIFEST_SUFFIXES:
+        entries = _read_manifest(src)
+    else:
+        return 0
+    return sum(1 for e in entries if Path(e["name"]).suffix.lower() in AUDIO_SUFFIXES)
+
+
 def load_dataset(
     source: str | Path, *, sample_rate: int = 24000, limit: int | None = None, report=None
 ) -> Dataset:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,7 +125,10 @@ def run_cmd(
         return EXIT_OK
     opts = RunOptions(  # like the trainings, an unfinished measuring run continues where it stopped
         suite=str(suite), out=str(run_dir), quick=quick, threads=threads,
-        resume=resume or (unfinished and not overwrite), overwrite=overwrite, progress=sys.stderr.isatty(),
+        resume=resume or (unfinished and not overwrite), overwrite=overwrite, progress=True,
     )  # fmt: skip
     outcome = run_suite(opts, echo=click.echo)
+    from ..run_summary import summary_lines
+
+    click.echo("\n".join(summary_lines(outcome.results, outcome.out_dir, outcome.report)))
     return outcome.exit_code

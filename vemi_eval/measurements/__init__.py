@@ -101,6 +101,7 @@ def measurement(
     clean_heap: bool = False,
     exact: Sequence[str] = (),
     data: bool = False,
+    per_input: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
     suite loader calls it on the merged parameters (with and without quick) before any work.
@@ -113,7 +114,9 @@ def measurement(
     seed give the same value: bytes, token agreement, quality scores on fixed data). The gate compares
     those exactly; every other metric (wall-clock timings, peak RSS) through a tolerance and a U test.
     ``data``: the kind reads the audio of ``--data`` / the suite's ``[data]`` (``ctx.data``); ``--data``
-    for a suite with no such kind is refused, not ignored (a kind with a ``check_data`` reads data too)."""
+    for a suite with no such kind is refused, not ignored (a kind with a ``check_data`` reads data too).
+    ``per_input``: each record's ``n`` counts inputs of that data (one utterance scores once at most), so
+    data with fewer inputs than the suite's ``[validity] min_samples`` is refused before any work."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
@@ -126,6 +129,7 @@ def measurement(
         fn.clean_heap = clean_heap  # type: ignore[attr-defined]
         fn.exact_metrics = tuple(exact)  # type: ignore[attr-defined]
         fn.takes_data = data or check_data is not None  # type: ignore[attr-defined]  # a data check reads data
+        fn.per_input = per_input  # type: ignore[attr-defined]
         CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
         return fn
 
@@ -174,6 +178,11 @@ def is_exact(kind: str, metric: str) -> bool | None:
 def takes_data(kind: str) -> bool:
     """Whether ``kind`` reads ``--data`` (see :func:`measurement`)."""
     return bool(getattr(load_all().get(kind), "takes_data", False))
+
+
+def counts_inputs(kind: str) -> bool:
+    """Whether ``kind``'s records count one sample per input of its data (see :func:`measurement`)."""
+    return bool(getattr(load_all().get(kind), "per_input", False))
 
 
 def load_all() -> dict[str, MeasureFn]:

@@ -203,7 +203,7 @@ def check(p: dict[str, Any]) -> None:
     check_names(p["references"])
 
 
-@measurement("codec", claims=CLAIMS, check=check, exact=("*",), data=True)
+@measurement("codec", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

@@ -80,7 +80,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "beam_size", 1)
 
 
-@measurement("noise", claims=CLAIMS, check=check, exact=("*",), data=True)
+@measurement("noise", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
 def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     stages = [s for s in params["stages"]]

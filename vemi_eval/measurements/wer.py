@@ -58,7 +58,7 @@ def check(p: dict[str, Any]) -> None:
         at_least(p, key, low)
 
 
-@measurement("wer", claims=CLAIMS, check=check, exact=("*",), data=True)
+@measurement("wer", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
 def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()

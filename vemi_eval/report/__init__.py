@@ -86,33 +86,29 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
         table["latency"] = [view.figure(u, c) for u, c in view.latency_figures(suite_runs)]
         table["by_voice"] = view.by_voice_table(suite_runs)
         sections.append(table)
-    matrix_rows, lead, why = None, None, ""
+    measured, lead, why = None, None, ""
     try:
         from .. import registry
 
         measured = registry.priority_matrix([r["doc"] for r in runs])
-        matrix_rows = view.matrix(measured)
         lead = view.matrix_lead(measured, registry.priority_order(), runs)
     except ImportError as exc:
         why = f"the enhancement registry is not available: {exc}"
-    toc = [("lead", "The priority matrix, measured"), ("runs", "Runs"), ("noise", "A/A noise floor")]
+    toc = [("lead", "What was measured"), ("runs", "Runs"), ("noise", "A/A noise floor")]
     toc += [("summary", "Summary")]
     toc += [(s["anchor"], f"Suite: {s['name']}") for s in sections]
-    toc += [
-        ("matrix", "Every claim and measurement"),
-        ("problems", "Failures, skips and invalid records"),
-        ("environment", "Environment"),
-    ]
+    toc += [("problems", "Failures, skips and invalid records"), ("environment", "Environment")]
     page = render(
         "report.html.j2",
         title=title,
         toc=toc,
+        banners=view.banners(runs),
+        headlines=view.headlines(runs, measured),
         lead=lead,
         noise=view.noise_floor(runs),
         runs=view.header(runs),
         summary=view.summary(runs),
         suites=sections,
-        matrix=matrix_rows,
         matrix_missing=why,
         problems=view.problems(runs),
         environments=view.environment(runs),

@@ -55,6 +55,17 @@ def color_of(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+
+
+def style_of(i: int) -> dict[str, str]:
+    """Colour, line style and marker of series ``i``: the colours repeat every 10 series, so each round
+    of colours gets its own line style and marker (13 variants stay 13 distinct lines)."""
+    turn = (i // len(COLORS)) % len(LINESTYLES)
+    return {"color": color_of(i), "linestyle": LINESTYLES[turn], "marker": MARKERS[turn]}
+
+
 def ratio_ticks(lo: float, hi: float, min_gap: float = 0.085) -> list[float]:
     """Ticks of a log ratio axis from RATIO_TICKS, none closer than ``min_gap`` of the axis's log span
     (so their labels never overlap), 1 always kept."""
@@ -207,12 +218,15 @@ def sweep(
         order = np.argsort(line["x"])
         x = np.asarray(line["x"], dtype=float)[order]
         y = np.asarray(line["y"], dtype=float)[order]
-        c = color_of(i)
-        ax.plot(x, y, marker="o", color=c, label=line["label"], lw=1.5, markersize=4)
+        st = style_of(i)
+        c = st["color"]
+        ax.plot(x, y, label=line["label"], lw=1.5, markersize=4, **st)
         lo = np.asarray([np.nan if v is None else v for v in line["lo"]], dtype=float)[order]
         hi = np.asarray([np.nan if v is None else v for v in line["hi"]], dtype=float)[order]
         if np.isfinite(lo).any():
             ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+        for y_ref, what in line.get("refs") or []:  # a labelled rung of the ladder ("clean")
+            ax.axhline(y_ref, color=c, ls=":", lw=1.2, label=f"{line['label']}: {what}")
     if hline is not None:
         ax.axhline(hline[0], color=BAD, ls="--", lw=1, label=hline[1])
     if log_x:
@@ -224,7 +238,7 @@ def sweep(
     ax.set_ylabel(f"{metric} ({unit})" if unit else metric)
     ax.set_title(f"{metric} vs {x_key}", fontsize=10)
     ax.grid(alpha=0.3)
-    if len(lines) > 1 or hline is not None:
+    if len(lines) > 1 or hline is not None or any(line.get("refs") for line in lines):
         ax.legend(fontsize=7, loc="best")
     return to_data_uri(fig)
 
@@ -244,10 +258,12 @@ def latency_distribution(
         top = max(float(np.max(allv)), budget_ms if stage == "total" else 0.0) * 1.05
         bins = np.linspace(0, top, 40)
         for i, (label, v) in enumerate(data.items()):
-            c = color_of(i)
-            axes[0, j].hist(np.clip(v, 0, top), bins=bins, histtype="step", color=c, lw=1.4, label=label)
+            st = style_of(i)
+            c, ls = st["color"], st["linestyle"]
+            clipped = np.clip(v, 0, top)
+            axes[0, j].hist(clipped, bins=bins, histtype="step", color=c, ls=ls, lw=1.4, label=label)
             xs = np.sort(v)
-            axes[1, j].plot(xs, np.arange(1, xs.size + 1) / xs.size, color=c, lw=1.4, label=label)
+            axes[1, j].plot(xs, np.arange(1, xs.size + 1) / xs.size, color=c, ls=ls, lw=1.4, label=label)
         for ax in axes[:, j]:
             if budget_ms <= top:
                 ax.axvline(budget_ms, color=BAD, ls="--", lw=1)
@@ -266,12 +282,31 @@ def latency_distribution(
 def frame_series(series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], budget_ms: float) -> str:
     """Total frame time along the conversation (frame index), phases marked: first, warm-up, measured."""
     fig, ax = plt.subplots(figsize=(9, 3.2))
+    # the scale follows the measured frames: a first frame of seconds (a compile) would flatten the rest
+    kept = [y[m & np.isfinite(y) & (y > 0)] for _, y, m in series.values()]
+    kept = [k for k in kept if k.size]
+    top = max([float(np.max(k)) for k in kept] + [budget_ms]) * 1.6
+    bottom = min(float(np.min(k)) for k in kept) / 1.6 if kept else None
+    off_scale = []
     for i, (label, (x, y, measured)) in enumerate(series.items()):
-        c = color_of(i)
-        ax.plot(x, y, color=c, lw=0.8, label=label)
-        ax.plot(x[~measured], y[~measured], "x", color=c, markersize=5)
+        st = style_of(i)
+        c = st["color"]
+        ax.plot(x, np.minimum(y, top), color=c, ls=st["linestyle"], lw=0.8, label=label)
+        ax.plot(x[~measured], np.minimum(y[~measured], top), "x", color=c, markersize=5)
+        over = y > top
+        if over.any():
+            ax.plot(x[over], np.full(int(over.sum()), top), "^", color=c, markersize=6)
+            pairs = zip(x[over], y[over], strict=True)
+            off_scale += [f"{label} frame {int(f)}: {v:.0f} ms" for f, v in pairs]
     ax.axhline(budget_ms, color=BAD, ls="--", lw=1, label="frame budget")
     ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    if off_scale:
+        shown = "; ".join(off_scale[:4]) + (f"; +{len(off_scale) - 4} more" if len(off_scale) > 4 else "")
+        ax.set_title(f"off the scale (drawn at the top, ^): {shown}", fontsize=8, loc="left")
     ax.set_xlabel("frame (x: first frame and warm-up, excluded from the statistics)")
     ax.set_ylabel("total frame time (ms)")
     ax.grid(alpha=0.3, which="both")

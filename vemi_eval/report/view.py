@@ -40,9 +40,24 @@ def is_numeric(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def as_number(v: Any) -> float | None:
+    """A condition value as a number: 10, 10.0 and "10" alike (the dialogue kind writes its SNR ladder
+    as text beside "clean"); None for a label such as "clean"."""
+    if is_numeric(v):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            x = float(v)
+        except ValueError:
+            return None
+        return x if math.isfinite(x) else None
+    return None
+
+
 # --- cells ------------------------------------------------------------------------------------------
-def cell(m: dict[str, Any] | None) -> dict[str, Any] | None:
-    """One record as a table cell: value [CI] and, under it, x ratio to the baseline [CI]."""
+def cell(m: dict[str, Any] | None, base: Any = None) -> dict[str, Any] | None:
+    """One record as a table cell: value [CI] and, under it, x ratio to the baseline [CI] of ``base``, the
+    baseline value the ratio was taken against (an interleaved twin's where the ratio was paired)."""
     if m is None:
         return None
     status = m.get("status", "ok")
@@ -63,7 +78,8 @@ def cell(m: dict[str, Any] | None) -> dict[str, Any] | None:
     if r is not None:
         rlo, rhi = m.get("ratio_ci_low"), m.get("ratio_ci_high")
         rci = f" [{rlo:.3g}, {rhi:.3g}]" if rlo is not None and rhi is not None else ""
-        out["ratio"] = f"{r:.3g}{rci}"
+        of = f" of {fmt_value(base, unit)}{fmt_unit(unit)}" if base is not None else ""
+        out["ratio"] = f"{r:.3g}{rci}{of}"
         out["ratio_class"] = ratio_class(r, rlo, rhi, m.get("higher_is_better"))
     return out
 
@@ -147,8 +163,11 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if any(m["metric"] == name and m.get("condition", {}) == cond for run in runs for m in run["metrics"])
     ]
     header_row = ["run", "variant", *STATUSES] + [f"{n} {cond_label(c)}".strip() for n, c in present]
+    from ..run_summary import baseline_value
+
     rows = []
     for run in runs:
+        baselines = _baselines(run)
         for v in run["variants"]:
             ms = [m for m in run["metrics"] if m["variant"] == v]
             counts: dict[str, int] = defaultdict(int)
@@ -163,66 +182,35 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     "label": run["label"],
                     "variant": v,
                     "counts": [counts[s] for s in STATUSES],
-                    "cells": [cell(h) for h in hits],
+                    "cells": [None if h is None else cell(h, baseline_value(h, baselines)) for h in hits],
                 }
             )
     return {"header": header_row, "rows": rows}
 
 
-def matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One table row per claim (the enhancement's own cells span its claims)."""
-    out = []
-    for r in rows:
-        claims = r.get("claims") or [{}]
-        for i, c in enumerate(claims):
-            ms = c.get("measurements", [])
-            measured = [
-                {
-                    "what": f"{m['variant']} {m['metric']} {cond_label(m.get('condition', {}))}",
-                    "value": f"{m['measured']:.3g}",
-                    "ci": f"{m['ci_low']:.3g}, {m['ci_high']:.3g}" if m.get("ci_low") is not None else "",
-                    "verdict": m["verdict"],
-                }
-                for m in ms[:8]
-            ]
-            verdict = c.get("verdict", "")
-            claimed = ""
-            if c.get("claimed_low") is not None:
-                lo, hi = c["claimed_low"], c.get("claimed_high")
-                claimed = f"{lo:.3g}" + (f"-{hi:.3g}" if hi is not None and hi != lo else "")
-            out.append(
-                {
-                    "first": i == 0,
-                    "span": len(claims),
-                    "title": r.get("title"),
-                    "matrix_name": r.get("matrix_name") or "",
-                    "impact": r.get("impact"),
-                    "effort": r.get("effort"),
-                    "priority": r.get("priority"),
-                    "status": r.get("status", ""),
-                    "flags": ", ".join(r.get("flags_registered") or []),
-                    "reason": r.get("reason") or "",
-                    "text": c.get("text", ""),
-                    "metric": c.get("metric", ""),
-                    "better": c.get("better", ""),
-                    "claimed": claimed,
-                    "measured": measured,
-                    "more": max(0, len(ms) - 8),
-                    "verdict": verdict,
-                    "verdict_class": "verdict-" + (verdict.split()[0] if verdict else "not"),
-                }
-            )
-    return out
+def _baselines(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's baseline records by "metric|condition" (run_summary.baseline_value reads them)."""
+    base = run["variants"][0] if run["variants"] else ""
+    return {f"{m['metric']}|{_ckey(m)}": m for m in run["metrics"] if m["variant"] == base}
+
+
+def _ckey(m: dict[str, Any]) -> str:
+    return json.dumps(m.get("condition") or {}, sort_keys=True, default=str)
 
 
 def suite_table(suite: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Every metric of one suite: a row per (metric, condition), a column per (run, variant)."""
+    from ..run_summary import baseline_value
+
     columns = [(run["label"], v) for run in runs for v in run["variants"]]
     multi = len(runs) > 1
     cells: dict[tuple, dict[tuple, dict]] = defaultdict(dict)
+    bases: dict[tuple, Any] = {}
     order: list[tuple] = []
     for run in runs:
+        baselines = _baselines(run)
         for m in run["metrics"]:
+            bases[(run["label"], m["variant"], m["metric"], _ckey(m))] = baseline_value(m, baselines)
             key = (m["metric"], json.dumps(m.get("condition", {}), sort_keys=True, default=str))
             if key not in cells:
                 order.append(key)
@@ -239,7 +227,7 @@ def suite_table(suite: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "arrow": "" if hib is None else (" (higher better)" if hib else " (lower better)"),
                 "condition": cond_label(json.loads(key[1])),
                 "unit": any_m.get("unit", ""),
-                "cells": [cell(ms.get(c)) for c in columns],
+                "cells": [cell(ms.get(c), bases.get((*c, key[0], key[1]))) for c in columns],
             }
         )
     return {
@@ -293,7 +281,13 @@ def by_voice_table(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _cond_sort_key(cond: dict[str, Any]) -> tuple:
-    return tuple((k, (0, v, "") if is_numeric(v) else (1, 0, str(v))) for k, v in sorted(cond.items()))
+    """Numbers (and numeric text) in numeric order, then labels: SNR 5, 10, 20, clean."""
+
+    def one(v: Any) -> tuple:
+        x = as_number(v)
+        return (0, x, "") if x is not None else (1, 0.0, str(v))
+
+    return tuple((k, one(v)) for k, v in sorted(cond.items()))
 
 
 def problems(runs: list[dict[str, Any]]) -> list[list[str]]:
@@ -344,7 +338,7 @@ def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 14) -
             if r is None or r <= 0 or m.get("status") not in ("ok", "invalid"):
                 continue
             cond = m.get("condition", {})
-            if any(is_numeric(v) for v in cond.values()):
+            if any(as_number(v) is not None for v in cond.values()):
                 continue
             lo, hi = m.get("ratio_ci_low"), m.get("ratio_ci_high")
             if lo is not None and (lo <= 0 or hi is None or hi <= 0):
@@ -374,12 +368,13 @@ def sweep_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         for m in run["metrics"]:
             if m.get("value") is None:
                 continue
-            for key, val in (m.get("condition") or {}).items():
-                if is_numeric(val):
-                    groups[(m["metric"], key)].append((m, run, run["label"]))
+            for key in m.get("condition") or {}:
+                groups[(m["metric"], key)].append((m, run, run["label"]))
     out = []
     multi = len(runs) > 1
     for (metric, key), items in sorted(groups.items()):
+        if not any(as_number(m["condition"][key]) is not None for m, _, _ in items):
+            continue  # a label key (stage, source): no axis
         lines: dict[str, dict[str, list]] = {}
         unit = items[0][0].get("unit", "")
         for m, _run, label in items:
@@ -387,14 +382,21 @@ def sweep_figures(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
             name = f"{label}: {m['variant']}" if multi else m["variant"]
             if others:
                 name += f" ({cond_label(others)})"
-            line = lines.setdefault(name, {"label": name, "x": [], "y": [], "lo": [], "hi": []})
-            line["x"].append(float(m["condition"][key]))
+            line = lines.setdefault(name, {"label": name, "x": [], "y": [], "lo": [], "hi": [], "refs": []})
+            x = as_number(m["condition"][key])
+            if x is None:  # a labelled point of the same ladder ("clean"): a reference line beside it
+                line["refs"].append((float(m["value"]), f"{key}={m['condition'][key]}"))
+                continue
+            line["x"].append(x)
             line["y"].append(float(m["value"]))
             line["lo"].append(m.get("ci_low"))
             line["hi"].append(m.get("ci_high"))
-        if max(len(set(line["x"])) for line in lines.values()) < 2:
+        if max(len(set(line["x"])) + len(line["refs"]) for line in lines.values()) < 2:
             continue  # one point per line: nothing to plot against
+        lines = {k: v for k, v in lines.items() if v["x"]}
         xs = [x for line in lines.values() for x in line["x"]]
+        if not xs:
+            continue
         log_x = key in ("batch_size", "context") and min(xs) > 0 and max(xs) / min(xs) >= 8
         hline = None
         budget = items[0][0].get("budget_ms")
@@ -508,16 +510,17 @@ def _why_not_measured(entry: Any, claim: Any, runs: list[dict[str, Any]]) -> str
 
 
 def matrix_lead(
-    rows: list[dict[str, Any]], order: list[str], runs: list[dict[str, Any]], max_shown: int = 5
+    rows: list[dict[str, Any]], order: list[str], runs: list[dict[str, Any]], max_shown: int = 12
 ) -> dict[str, Any]:
-    """The report's first section: the enhancements in the document's priority order, each claim with
-    its measured ratio and interval, its verdict, the A/A noise floor of the same metric, and one figure
-    per measured enhancement (claimed range against measured intervals)."""
+    """The report's first section: the enhancements these runs measured, in the document's priority
+    order, each claim with its measured ratio and interval, its verdict, the A/A noise floor of the same
+    metric, and one figure per enhancement (claimed range against measured intervals); the enhancements
+    they did not measure as one list, each with why."""
     from .. import registry
 
     aa = _aa_index(runs)
     by_id = {r["id"]: r for r in rows}
-    overview, blocks = [], []
+    overview, blocks, unmeasured = [], [], []
     for rank, eid in enumerate((i for i in order if i in by_id), start=1):
         r, entry = by_id[eid], registry.BY_ID[eid]
         claims, plotted = [], []
@@ -597,6 +600,11 @@ def matrix_lead(
                 }
             )
         entry_rows[0]["span"] = len(entry_rows)
+        if not any(x["first"] for x in entry_rows):  # nothing of it measured: one line, with why
+            whys = list(dict.fromkeys(x["why"] for x in entry_rows if x["why"]))
+            why = "; ".join(whys) or r.get("reason") or r.get("status", "")
+            unmeasured.append({"rank": rank, "id": eid, "title": r.get("title"), "why": why})
+            continue
         overview += entry_rows
         figure_uri = None
         plotted = [p for p in plotted if p["measurements"]]  # the table says which are not measured
@@ -628,7 +636,44 @@ def matrix_lead(
         f"{h['model'].get('device')}{', quick' if h['quick'] else ''})"
         for h in header(runs)
     ]
-    return {"overview": overview, "blocks": blocks, "sources": sources}
+    total = len({o["id"] for o in overview}) + len(unmeasured)
+    return {"overview": overview, "blocks": blocks, "sources": sources, "unmeasured": unmeasured,
+            "total": total}  # fmt: skip
+
+
+def banners(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run that is not VALID, said first and in red: its status and every reason (header's list)."""
+    return [
+        {"label": h["label"], "status": h["status"], "reasons": h["reasons"]}
+        for h in header(runs)
+        if h["status"] != "VALID"
+    ]
+
+
+def headlines(runs: list[dict[str, Any]], matrix_rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Per run and variant, its headline figures (vemi_eval/run_summary.py: the ones the command line
+    ends with), as table rows; and the headline metrics' plots against their conditions (accuracy
+    against SNR, quality against the number of codebooks)."""
+    from ..run_summary import headline_records
+
+    rows = []
+    multi = len(runs) > 1
+    for run in runs:
+        for h in headline_records(run["doc"], matrix_rows or [], per_variant=5):
+            m = h.record
+            c = cell(m, h.base) or {}
+            rows.append(
+                {
+                    "variant": f"{run['label']}: {h.variant}" if multi else h.variant,
+                    "figure": h.label,
+                    "condition": cond_label(m.get("condition") or {}),
+                    "cell": c,
+                    "verdict": h.verdict,
+                }
+            )
+    metrics = {h.record["metric"] for run in runs for h in headline_records(run["doc"], [], per_variant=5)}
+    plotted = [{**run, "metrics": [m for m in run["metrics"] if m["metric"] in metrics]} for run in runs]
+    return {"rows": rows, "figures": [figure(u, c) for u, c in sweep_figures(plotted)]}
 
 
 def _paired(m: dict[str, Any]) -> bool:
