@@ -212,7 +212,7 @@ class ResidualVectorQuantizer(nn.Module):
         self.strides = tuple(int(x) for x in strides) + (1,) * (n_q - len(strides))
         # "relative": the commitment loss divided by the latent's energy, so that shrinking the latent (and
         # the EMA codebooks with it) cannot lower it; with "absolute" a weight-normalised encoder learns to
-        # do exactly that (the latent's std fell from ~0.9 to 0.006 in 1,000 steps; README "Findings").
+        # do exactly that (the latent's std fell from ~0.9 to 0.006 in 1,000 steps; docs/results.md).
         self.commitment = "absolute"
         self.dimension = dimension
         self.bins = bins

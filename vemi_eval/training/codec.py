@@ -1,6 +1,6 @@
 """Training recipe of the "tiny" codec preset, on CPU (or a GPU where one is given).
 
-Recipe 2 (the diagnosis behind it is in README "What the runs found"; the bundled weights were made with
+Recipe 2 (the diagnosis behind it is in docs/results.md; the bundled weights were made with
 ``--recipe v1-continue`` from recipe 1's, see their JSON sidecar):
 
 * Data: the codec corpus (``vemi_eval.data.codec_corpus``): espeak-ng's English voices x ~90 variants at
