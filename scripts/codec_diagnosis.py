@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import time
@@ -25,20 +24,10 @@ import numpy as np
 import torch
 
 from reference_model.codec import load_codec
-from vemi_eval.training.codec import _level_db, file_sha256, heldout_sets
+from vemi_eval.storage import file_sha256
+from vemi_eval.training.codec import heldout_sets, score_roundtrip
 
 CODEBOOKS = (1, 2, 4, 8, 16, 32)
-
-
-def _scores(ref: np.ndarray, out: np.ndarray, sample_rate: int) -> tuple[float, float, float]:
-    from pesq import pesq
-    from pystoi import stoi
-    from scipy.signal import resample_poly
-
-    g = math.gcd(16000, sample_rate)
-    r16 = resample_poly(ref, 16000 // g, sample_rate // g)
-    o16 = resample_poly(out, 16000 // g, sample_rate // g)
-    return pesq(16000, r16, o16, "wb"), stoi(r16, o16, 16000), _level_db(ref, out)
 
 
 def _usage(codes: np.ndarray, bins: int) -> list[dict[str, float]]:
@@ -79,12 +68,12 @@ def main() -> None:
                 every = torch.ones(1, dtype=torch.bool)
                 bypassed, codes, _ = codec.quantizer(latent, codec.max_codebooks, every)
                 y = codec.decode_latent(bypassed)[0, 0, : len(ref)].numpy()
-                rows["bypass"].append(_scores(ref, y, sr))
+                rows["bypass"].append(score_roundtrip(ref, y, sr))
                 all_codes.append(codes[0].numpy())
                 for n in CODEBOOKS:
                     codec.set_num_codebooks(n)
                     y = codec.decode(codec.encode(x))[0, 0, : len(ref)].numpy()
-                    rows[f"q{n}"].append(_scores(ref, y, sr))
+                    rows[f"q{n}"].append(score_roundtrip(ref, y, sr))
         codec.set_num_codebooks(codec.max_codebooks)
         summary = {
             path: dict(zip(("pesq_wb", "stoi", "level_db"), np.round(np.mean(v, 0), 4).tolist()))

@@ -14,7 +14,6 @@ input within 100 ms and removed, and reported with the rows.
 from __future__ import annotations
 
 import functools
-import math
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .data.audio import resample
 
 CODEC2_RATE = 8000
 
@@ -80,13 +81,6 @@ def check_names(names: list[str]) -> list[str]:
     return names
 
 
-def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    g = math.gcd(src, dst)
-    return resample_poly(audio.astype(np.float64), dst // g, src // g)
-
-
 def _pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
@@ -99,11 +93,11 @@ def _run(cmd: list[str]) -> None:
 
 
 def _codec2(codec: ReferenceCodec, audio: np.ndarray, sample_rate: int, tmp: Path) -> np.ndarray:
-    (tmp / "in.raw").write_bytes(_pcm16(_resample(audio, sample_rate, CODEC2_RATE)))
+    (tmp / "in.raw").write_bytes(_pcm16(resample(audio, sample_rate, CODEC2_RATE)))
     _run(["c2enc", codec.mode, str(tmp / "in.raw"), str(tmp / "bits.c2")])
     _run(["c2dec", codec.mode, str(tmp / "bits.c2"), str(tmp / "out.raw")])
     out = np.frombuffer((tmp / "out.raw").read_bytes(), dtype="<i2").astype(np.float64) / 32767
-    return _resample(out, CODEC2_RATE, sample_rate)
+    return resample(out, CODEC2_RATE, sample_rate)
 
 
 def _opus(codec: ReferenceCodec, audio: np.ndarray, sample_rate: int, tmp: Path) -> np.ndarray:

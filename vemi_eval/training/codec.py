@@ -49,6 +49,7 @@ from reference_model.checkpoint import load_into
 from reference_model.codec import MimiCodec, codec_config
 from reference_model.errors import CheckpointError
 
+from ..storage import file_sha256
 from .interrupt import StopRequest, end_of_loop
 from .state import git_commit, load_training_state, save_training_state, write_sidecar, write_weights
 
@@ -165,107 +166,50 @@ def named_recipes() -> dict[str, CodecRecipe]:
     The linear-mel term is what keeps the decoded level up: log-mel L1 alone is minimised, while the
     spectral detail cannot be predicted yet, by the per-bin *median* log energy, i.e. a quiet, smeared
     output (recipe-2 runs fell to -12 dB within 500 steps, from a start at the input's level)."""
+    replace = dataclasses.replace
+    v1_continue = CodecRecipe(
+        mel="lin+log",
+        mel_scales=SIX_MEL_SCALES,
+        commitment="absolute",
+        commit_weight=1.0,
+        wave_weight=0.1,
+        lr=5e-4,
+        warmup_steps=100,
+        init="default",
+    )
+    decoder_only = replace(
+        v1_continue, commit_weight=0.0, bypass_rate=0.0, train_parts="decoder", level_weight=1.0
+    )
+    long_crops = {"batch_size": 2, "segment_frames": 24}
     return {
         "v2": CodecRecipe(),
-        "v1-continue": CodecRecipe(
-            mel="lin+log",
-            mel_scales=SIX_MEL_SCALES,
-            commitment="absolute",
-            commit_weight=1.0,
-            wave_weight=0.1,
-            lr=5e-4,
-            warmup_steps=100,
-            init="default",
-        ),
+        "v1-continue": v1_continue,
         # The diagnosis (scripts/codec_diagnosis.py -> reports/training/codec-diagnosis-bundled.json, v3
         # held-out sets): through the unquantized latent the bundled codec scores STOI 0.725 / 0.733 /
         # 0.755, through 8 codebooks 0.717 / 0.725 / 0.746: the autoencoder, not the quantizer, is the limit
         # (hence quality flat beyond 4 codebooks). Train the decoder alone on the codes as they are (no
         # bypass: it only ever decodes quantized latents), with a frame-energy term against the level
         # loss; the tokeniser is unchanged, so the bundled LM stays valid.
-        "v1-decoder": CodecRecipe(
-            mel="lin+log",
-            mel_scales=SIX_MEL_SCALES,
-            commitment="absolute",
-            commit_weight=0.0,
-            wave_weight=0.1,
-            lr=5e-4,
-            warmup_steps=100,
-            init="default",
-            bypass_rate=0.0,
-            train_parts="decoder",
-            level_weight=1.0,
-        ),
+        "v1-decoder": decoder_only,
         # v1-decoder with EnCodec's MS-STFT discriminator, DAC's loss weights relative to its mel loss.
-        "v1-decoder-gan": CodecRecipe(
-            mel="lin+log",
-            mel_scales=SIX_MEL_SCALES,
-            commitment="absolute",
-            commit_weight=0.0,
-            wave_weight=0.1,
-            lr=2e-4,
-            warmup_steps=100,
-            init="default",
-            bypass_rate=0.0,
-            train_parts="decoder",
-            level_weight=1.0,
-            adv_weight=1 / 15,
-            feat_weight=2 / 15,
-            disc_lr=2e-4,
-        ),
+        "v1-decoder-gan": replace(decoder_only, lr=2e-4, adv_weight=1 / 15, feat_weight=2 / 15, disc_lr=2e-4),
         # The decoder A/B (issue 31): one frozen tokeniser (the bundled codec's encoder side), crops of 24
         # frames (1.92 s; 2 per step: the 48 frames per step of recipe 2), mel + linear STFT + level losses;
         # only the decoder differs. "ab-seanet": the bundled SEANet decoder, continued; "ab-istft": the
         # causal iSTFT decoder (reference_model/codec/istft.py), new, behind the bundled upsample and
         # decoder transformer.
-        **{name: CodecRecipe(
-            preset=preset,
-            batch_size=2,
-            segment_frames=24,
-            mel="lin+log",
-            mel_scales=SIX_MEL_SCALES,
-            commitment="absolute",
-            commit_weight=0.0,
-            wave_weight=0.1,
-            lr=5e-4,
-            warmup_steps=100,
-            init="default",
-            bypass_rate=0.0,
-            train_parts="decoder",
-            level_weight=1.0,
-            stft_weight=1.0,
-        ) for name, preset in (("ab-seanet", "tiny"), ("ab-istft", "tiny-istft"))},
+        "ab-seanet": replace(decoder_only, **long_crops, stft_weight=1.0),
+        "ab-istft": replace(decoder_only, **long_crops, stft_weight=1.0, preset="tiny-istft"),
         # After the A/B: the whole codec with the iSTFT decoder (new codes: an LM must be retrained on
         # them), warm from a tiny-istft codec (the A/B's decoder) or a tiny one (fresh decoder), Mimi's
         # quantizer bypass for half of the items, the A/B's crops and losses.
-        "istft-full": CodecRecipe(
-            preset="tiny-istft",
-            batch_size=2,
-            segment_frames=24,
-            mel="lin+log",
-            mel_scales=SIX_MEL_SCALES,
-            commitment="absolute",
-            commit_weight=1.0,
-            wave_weight=0.1,
-            lr=3e-4,
-            warmup_steps=100,
-            init="default",
-            bypass_rate=0.5,
-            level_weight=1.0,
-            stft_weight=1.0,
+        "istft-full": replace(
+            v1_continue, **long_crops, preset="tiny-istft", lr=3e-4, level_weight=1.0, stft_weight=1.0
         ),
     }  # fmt: skip
 
 
 ENCODER_SIDE = ("encoder", "encoder_transformer", "downsample", "quantizer")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def warm_start_into(codec: MimiCodec, path: Path) -> list[str]:
@@ -574,13 +518,21 @@ def _level_db(ref: np.ndarray, out: np.ndarray) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(out.astype(np.float64) ** 2)) / np.sqrt(np.mean(ref**2))))
 
 
-def evaluate_codec(codec: MimiCodec, sets: list[Heldout], codebooks=EVAL_CODEBOOKS) -> dict[str, Any]:
-    """PESQ-WB, STOI (16 kHz) and decoded level (dB re input) of offline encode/decode, per held-out set
-    and number of codebooks: mean over utterances, and per speaker."""
+def score_roundtrip(ref: np.ndarray, out: np.ndarray, sample_rate: int) -> tuple[float, float, float]:
+    """(PESQ-WB, STOI, decoded level in dB re input) of one decoded utterance, both resampled to 16 kHz."""
     from pesq import pesq
     from pystoi import stoi
     from scipy.signal import resample_poly
 
+    g = math.gcd(16000, sample_rate)
+    r16 = resample_poly(ref, 16000 // g, sample_rate // g)
+    o16 = resample_poly(out, 16000 // g, sample_rate // g)
+    return pesq(16000, r16, o16, "wb"), stoi(r16, o16, 16000), _level_db(ref, out)
+
+
+def evaluate_codec(codec: MimiCodec, sets: list[Heldout], codebooks=EVAL_CODEBOOKS) -> dict[str, Any]:
+    """PESQ-WB, STOI (16 kHz) and decoded level (dB re input) of offline encode/decode, per held-out set
+    and number of codebooks: mean over utterances, and per speaker."""
     was_training = codec.training
     codec.eval()
     keep = codec.num_codebooks
@@ -593,11 +545,7 @@ def evaluate_codec(codec: MimiCodec, sets: list[Heldout], codebooks=EVAL_CODEBOO
             for _uid, spk, ref in h.utterances:
                 with torch.no_grad():
                     out = codec.decode(codec.encode(torch.from_numpy(ref).view(1, 1, -1)))[0, 0, : len(ref)]
-                out = out.numpy()
-                g = math.gcd(16000, codec.sample_rate)
-                r16 = resample_poly(ref, 16000 // g, codec.sample_rate // g)
-                o16 = resample_poly(out, 16000 // g, codec.sample_rate // g)
-                rows.append((spk, pesq(16000, r16, o16, "wb"), stoi(r16, o16, 16000), _level_db(ref, out)))
+                rows.append((spk, *score_roundtrip(ref, out.numpy(), codec.sample_rate)))
             arr = np.array([r[1:] for r in rows])
             speakers = sorted({r[0] for r in rows})
             per_n[str(n)] = {
