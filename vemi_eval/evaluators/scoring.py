@@ -49,20 +49,61 @@ def check_metrics(names: Iterable[str]) -> list[str]:
     return names
 
 
+ENVELOPE_HOP_S = 0.001  # resolution of the envelope alignment
+ENVELOPE_WIN_S = 0.01
+COHERENT_CORR = 0.5  # normalised waveform correlation above which the waveform lag is trusted
+
+
+def _envelope(x: np.ndarray, hop: int, win: int) -> np.ndarray:
+    """RMS over ``win`` samples every ``hop`` samples."""
+    c = np.concatenate([[0.0], np.cumsum(x * x)])
+    starts = np.arange(0, max(1, x.size - win + 1), hop)
+    return np.sqrt(np.maximum(c[np.minimum(starts + win, x.size)] - c[starts], 0.0) / win)
+
+
+def _shifted(deg: np.ndarray, lag: int, n: int) -> np.ndarray:
+    """``deg`` advanced by ``lag`` samples (>0: it was delayed), zero-padded or cut to length n."""
+    out = np.zeros(n)
+    src = deg[max(0, lag) : max(0, lag) + n - max(0, -lag)]
+    out[max(0, -lag) : max(0, -lag) + src.size] = src
+    return out
+
+
 def align(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, max_lag_s: float = MAX_LAG_S):
-    """Shift ``degraded`` by the lag (|lag| <= max_lag_s) that maximises cross-correlation with the
-    reference; returns (aligned degraded of the reference's length, lag in samples: >0 = delayed)."""
+    """Shift ``degraded`` by its lag behind the reference (|lag| <= max_lag_s); returns (aligned degraded of
+    the reference's length, lag in samples: >0 = delayed).
+
+    The lag is found on RMS envelopes first (1 ms resolution), then refined to the sample by waveform
+    cross-correlation within 2 ms of it, kept only where the waveforms are coherent (normalised correlation
+    >= 0.5). A vocoder or an iSTFT decoder does not reproduce the input's phase, and the waveform
+    correlation's peak then lies anywhere in the search range: a 10-17 ms misalignment cost STOI 0.04-0.12
+    on the tiny iSTFT codec's output, which is aligned by construction."""
     from scipy.signal import correlate
 
     ref = np.asarray(reference, dtype=np.float64)
     deg = np.asarray(degraded, dtype=np.float64)
     n = ref.size
     max_lag = int(max_lag_s * sample_rate)
-    deg_p = np.concatenate([np.zeros(max_lag), deg, np.zeros(max(0, n + max_lag - deg.size))])
-    corr = correlate(deg_p[: n + 2 * max_lag], ref, mode="valid", method="fft")  # lags -max..+max
-    lag = int(np.argmax(corr)) - max_lag
-    out = deg_p[max_lag + lag : max_lag + lag + n]
-    return out.astype(np.float32), lag
+    hop = max(1, int(ENVELOPE_HOP_S * sample_rate))
+    win = max(hop, int(ENVELOPE_WIN_S * sample_rate))
+    e_ref = _envelope(ref, hop, win)
+    e_deg = _envelope(_shifted(deg, -max_lag, n + 2 * max_lag), hop, win)  # e_deg[k + max_lag/hop] ~ lag 0
+    e_ref = e_ref - e_ref.mean()
+    e_deg = e_deg - e_deg.mean()
+    steps = max_lag // hop
+    corr = correlate(e_deg[: e_ref.size + 2 * steps], e_ref, mode="valid", method="fft")
+    lag = (int(np.argmax(corr[: 2 * steps + 1])) - steps) * hop
+    # refine on the waveform near the envelope's lag, where the waveforms are coherent
+    span = 2 * hop
+    lo, hi = max(-max_lag, lag - span), min(max_lag, lag + span)
+    deg_p = _shifted(deg, lo, n + hi - lo)
+    wcorr = correlate(deg_p, ref, mode="valid", method="fft")  # lags lo..hi
+    best = int(np.argmax(wcorr))
+    cand = _shifted(deg, lo + best, n)
+    norm = float(np.sqrt((ref @ ref) * (cand @ cand)))
+    if norm > 0 and wcorr[best] / norm >= COHERENT_CORR:
+        lag = lo + best
+    return _shifted(deg, lag, n).astype(np.float32), lag
 
 
 @dataclass
