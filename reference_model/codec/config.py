@@ -2,7 +2,9 @@
 ``quantizer``, ``transformer``), so a released Mimi config JSON is read as is.
 
 Presets: ``mimi`` (the released Mimi architecture, 79.3M parameters) and ``tiny`` (same structure and
-frame geometry, small enough to stream a frame in a few ms on one CPU thread).
+frame geometry, small enough to stream a frame in a few ms on one CPU thread); ``tiny-istft`` (the tiny
+codec with a causal iSTFT decoder) and ``tiny-stft`` (spectral on both sides: a causal STFT encoder
+front-end too). The optional ``encoder`` / ``decoder`` sections switch SEANet's side for the spectral one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .istft import ISTFT_DEFAULTS
+from .stft_encoder import STFT_ENCODER_DEFAULTS
 
 _MIMI_SEANET: dict[str, Any] = {
     "channels": 1,
@@ -84,7 +87,16 @@ _TINY: dict[str, Any] = {
 # the encoder side (and so every code) is the tiny preset's; it adds n_fft - hop samples of decoder delay.
 _TINY_ISTFT: dict[str, Any] = {**_TINY, "decoder": dict(ISTFT_DEFAULTS)}
 
-PRESETS: dict[str, dict[str, Any]] = {"mimi": _MIMI, "tiny": _TINY, "tiny-istft": _TINY_ISTFT}
+# Spectral on both sides: a causal STFT front-end (codec/stft_encoder.py) in place of the SEANet encoder as
+# well, so every learned layer runs at 100 Hz or below; new codes (an LM must be trained on them).
+_TINY_STFT: dict[str, Any] = {**_TINY_ISTFT, "encoder": dict(STFT_ENCODER_DEFAULTS)}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "mimi": _MIMI,
+    "tiny": _TINY,
+    "tiny-istft": _TINY_ISTFT,
+    "tiny-stft": _TINY_STFT,
+}
 
 _SUPPORTED = {
     ("seanet", "activation"): {"ELU"},
@@ -113,6 +125,8 @@ class CodecConfig:
     name: str = "custom"
     # None: moshi's SEANet decoder; {"kind": "istft", ...}: the causal iSTFT decoder (codec/istft.py)
     decoder: dict[str, Any] | None = None
+    # None: moshi's SEANet encoder; {"kind": "stft", ...}: the causal STFT front-end (codec/stft_encoder.py)
+    encoder: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -152,6 +166,8 @@ class CodecConfig:
         }
         if self.decoder is not None:
             out["decoder"] = self.decoder
+        if self.encoder is not None:
+            out["encoder"] = self.encoder
         return copy.deepcopy(out)
 
 
@@ -173,9 +189,15 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
         quantizer=dict(d["quantizer"]),
         transformer=dict(d["transformer"]),
         decoder=decoder_section(d.get("decoder"), name),
+        encoder=encoder_section(d.get("encoder"), name),
         name=name,
         raw=copy.deepcopy(d),
     )
+    if cfg.encoder is not None and cfg.hop_length % int(cfg.encoder["hop_length"]):
+        raise ConfigError(
+            f"codec config {name!r}: the stft encoder's hop {cfg.encoder['hop_length']} must divide the "
+            f"encoder hop {cfg.hop_length} (the product of seanet.ratios)"
+        )
     if cfg.channels != 1:
         raise ConfigError(f"codec config {name!r}: only mono is supported, got channels={cfg.channels}")
     ratio = cfg.encoder_frame_rate / cfg.frame_rate
@@ -198,18 +220,20 @@ def _from_dict(d: dict[str, Any], name: str) -> CodecConfig:
     return cfg
 
 
-def decoder_section(section: Any, name: str) -> dict[str, Any] | None:
-    """A config's ``decoder`` section checked and completed with the iSTFT defaults (None: SEANet)."""
+def _spectral_section(
+    section: Any, name: str, side: str, kind: str, defaults: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A config's ``encoder`` / ``decoder`` section checked and completed with its defaults (None: SEANet)."""
     if section is None:
         return None
-    if not isinstance(section, dict) or section.get("kind") != "istft":
+    if not isinstance(section, dict) or section.get("kind") != kind:
         raise ConfigError(
-            f"codec config {name!r}: decoder must be absent (SEANet) or {{'kind': 'istft', ...}}"
+            f"codec config {name!r}: {side} must be absent (SEANet) or {{'kind': '{kind}', ...}}"
         )
-    unknown = set(section) - set(ISTFT_DEFAULTS)
+    unknown = set(section) - set(defaults)
     if unknown:
-        raise ConfigError(f"codec config {name!r}: unknown decoder fields {sorted(unknown)}")
-    out = {**ISTFT_DEFAULTS, **section}
+        raise ConfigError(f"codec config {name!r}: unknown {side} fields {sorted(unknown)}")
+    out = {**defaults, **section}
     bad = [
         k
         for k, v in out.items()
@@ -217,10 +241,20 @@ def decoder_section(section: Any, name: str) -> dict[str, Any] | None:
     ]
     if bad or out["n_fft"] < out["hop_length"] or out["n_fft"] % 2:
         raise ConfigError(
-            f"codec config {name!r}: decoder fields must be positive integers with an even n_fft >= "
+            f"codec config {name!r}: {side} fields must be positive integers with an even n_fft >= "
             f"hop_length, got {section}"
         )
     return out
+
+
+def decoder_section(section: Any, name: str) -> dict[str, Any] | None:
+    """A config's ``decoder`` section checked and completed with the iSTFT defaults (None: SEANet)."""
+    return _spectral_section(section, name, "decoder", "istft", ISTFT_DEFAULTS)
+
+
+def encoder_section(section: Any, name: str) -> dict[str, Any] | None:
+    """A config's ``encoder`` section checked and completed with the STFT defaults (None: SEANet)."""
+    return _spectral_section(section, name, "encoder", "stft", STFT_ENCODER_DEFAULTS)
 
 
 def codec_config(config: str | os.PathLike | dict | CodecConfig) -> CodecConfig:

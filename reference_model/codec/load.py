@@ -9,7 +9,7 @@ import torch
 
 from ..checkpoint import load_into
 from ..errors import CheckpointError, ConfigError
-from .config import CodecConfig, codec_config, decoder_section
+from .config import CodecConfig, codec_config, decoder_section, encoder_section
 from .model import MimiCodec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -65,7 +65,8 @@ def load_codec(
 
 # Quantizer fields that change what the weights compute without changing their keys: a checkpoint trained
 # with one records it in its safetensors metadata, so that loading it needs no separate config. The same
-# holds for a decoder other than SEANet (metadata "decoder": the config's decoder section as JSON).
+# holds for a decoder or encoder other than SEANet (metadata "decoder" / "encoder": the config's section as
+# JSON).
 STRUCTURE_FIELDS = ("multi_rate_strides",)
 
 
@@ -83,17 +84,22 @@ def with_checkpoint_structure(cfg: CodecConfig, checkpoint: str | os.PathLike) -
     except Exception:  # not safetensors: load_into names the problem
         return cfg
     recorded = {k: json.loads(meta[k]) for k in STRUCTURE_FIELDS if k in meta}
-    decoder = json.loads(meta["decoder"]) if "decoder" in meta else None
-    if not recorded and decoder is None:
+    sides = {
+        side: (json.loads(meta[side]), check)
+        for side, check in (("decoder", decoder_section), ("encoder", encoder_section))
+        if side in meta
+    }
+    if not recorded and not sides:
         return cfg
     out = copy.deepcopy(cfg)
-    if decoder is not None:  # the decoder the weights were trained as (an iSTFT one: codec/istft.py)
-        if cfg.decoder is not None and cfg.decoder != decoder:
+    for side, (section, check) in sides.items():  # the side the weights were trained as (spectral ones)
+        mine = getattr(cfg, side)
+        if mine is not None and mine != section:
             raise CheckpointError(
-                f"codec checkpoint {checkpoint} has the decoder {decoder}, the config says {cfg.decoder}"
+                f"codec checkpoint {checkpoint} has the {side} {section}, the config says {mine}"
             )
         try:
-            out.decoder = decoder_section(decoder, str(checkpoint))
+            setattr(out, side, check(section, str(checkpoint)))
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
     for key, value in recorded.items():

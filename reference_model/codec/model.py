@@ -1,5 +1,7 @@
 """MimiCodec: SEANet encoder -> transformer -> learned stride-2 downsample -> split RVQ, and back through
 a channel-wise transposed upsample -> transformer -> SEANet decoder. Keys match moshi's ``MimiModel``.
+The config's ``encoder`` / ``decoder`` sections swap a SEANet side for a spectral one (stft_encoder.py,
+istft.py); the Mimi preset keeps both SEANet sides.
 
 Offline ``encode``/``decode`` run the same causal arithmetic as streaming (``CodecStreamer``), which feeds
 one 80 ms frame at a time through the ``*_step`` methods with explicit per-stream state.
@@ -17,6 +19,7 @@ from .conv import StreamingConv1d, StreamingConvTranspose1d
 from .istft import ISTFTDecoder
 from .quantizer import SplitResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder
+from .stft_encoder import STFTEncoder
 from .transformer import ProjectedTransformer, TransformerState
 
 
@@ -54,7 +57,7 @@ class ConvTrUpsample1d(nn.Module):
 
 @dataclass
 class EncoderState:
-    seanet: list
+    seanet: object  # the SEANet encoder's conv states, or the STFT encoder's state
     transformer: TransformerState
     downsample: object
 
@@ -70,7 +73,10 @@ class MimiCodec(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = SEANetEncoder(**config.seanet)
+        if config.encoder is None:
+            self.encoder: nn.Module = SEANetEncoder(**config.seanet)
+        else:
+            self.encoder = STFTEncoder(config.seanet["dimension"], config.hop_length, **config.encoder)
         if config.decoder is None:
             self.decoder: nn.Module = SEANetDecoder(**config.seanet)
         else:

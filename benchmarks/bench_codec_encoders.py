@@ -1,0 +1,112 @@
+"""Cost of one whole-codec training step and of one streamed frame's encoding: the SEANet encoder
+(``tiny-istft``) against the causal STFT encoder front-end (``tiny-stft``), both with the iSTFT decoder,
+side by side in one process.
+
+A training step is the ``istft-full`` recipe's (vemi_eval/training/codec.py): every part learns, batch 2 x
+24 frames (1.92 s), forward + mel, linear-STFT, level, waveform and commitment losses + backward + AdamW.
+Calls alternate (SEANet-encoder step, STFT-encoder step, ...) so load from other processes hits both alike;
+medians over ``--steps`` after 2 warm-up steps. Then the streaming encode of one 80 ms frame.
+
+    python benchmarks/bench_codec_encoders.py --steps 10 --threads 1 [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from reference_model.codec import CodecStreamer, MimiCodec, codec_config
+from vemi_eval.training.codec import (
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    frame_level_loss,
+    named_recipes,
+)
+
+PRESETS = ("tiny-istft", "tiny-stft")
+
+
+def _arm(preset: str):
+    recipe = named_recipes()["istft-full"]
+    codec = MimiCodec(codec_config(preset))
+    codec.train()
+    opt = torch.optim.AdamW(codec.parameters(), lr=1e-4)
+    mel = MultiScaleMelLoss(codec.sample_rate, recipe.mel_scales, recipe.mel)
+    stft = MultiResolutionSTFTLoss()
+    keep = recipe.segment_frames * codec.frame_size - codec.decode_delay
+    n_enc = sum(p.numel() for p in codec.encoder.parameters())
+
+    def step(x: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        y, _, commit = codec(x, 8)
+        y, xx = y[..., :keep], x[..., :keep]
+        loss = mel(y, xx) + stft(y, xx) + frame_level_loss(y, xx) + 0.1 * F.l1_loss(y, xx) + commit
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    return recipe, codec, step, n_enc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    arms = {preset: _arm(preset) for preset in PRESETS}
+    recipe = arms[PRESETS[0]][0]
+    length = recipe.segment_frames * 1920
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for i in range(args.steps + 2):
+        x = torch.from_numpy(rng.standard_normal((recipe.batch_size, 1, length)).astype(np.float32) * 0.1)
+        for name, (_, _, step, _) in arms.items():
+            t = step(x)
+            if i >= 2:
+                times[name].append(t)
+    frame_ms: dict[str, list[float]] = {name: [] for name in arms}
+    streams = {name: CodecStreamer(codec.eval(), 1) for name, (_, codec, _, _) in arms.items()}
+    for i in range(args.frames + 3):
+        frame = torch.from_numpy(rng.standard_normal((1, 1, 1920)).astype(np.float32) * 0.1)
+        for name, s in streams.items():
+            t0 = time.perf_counter()
+            s.encode(frame)
+            if i >= 3:
+                frame_ms[name].append((time.perf_counter() - t0) * 1e3)
+    out = {
+        "threads": args.threads,
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "arms": {
+            name: {
+                "encoder_parameters": arms[name][3],
+                "train_step_s_median": statistics.median(times[name]),
+                "train_step_s_all": [round(t, 4) for t in times[name]],
+                "stream_encode_frame_ms_median": statistics.median(frame_ms[name]),
+            }
+            for name in arms
+        },
+    }
+    a, b = (out["arms"][n]["train_step_s_median"] for n in PRESETS)
+    out["stft_over_seanet_encoder_step"] = b / a
+    print(json.dumps(out, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
