@@ -316,6 +316,14 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines + underpowered_lines(doc)
 
 
+def _too_few(m: Mapping[str, Any]) -> str:
+    """ "n=1 take-overs < min_samples=4" from the runner's reason; "n=0 take-overs" when none happened."""
+    reason = str(m.get("reason") or "")
+    if "underpowered: " in reason:
+        return reason.rsplit("underpowered: ", 1)[1].removesuffix(", no verdict")
+    return f"n={m.get('n') or 0} {m.get('conditional_on') or 'events'}"
+
+
 def underpowered_lines(doc: Mapping[str, Any]) -> list[str]:
     """The records measured on too few of the events they are conditioned on: shown, never a verdict."""
     under = [m for m in doc.get("metrics", []) if m.get("status") == UNDERPOWERED]
@@ -323,7 +331,8 @@ def underpowered_lines(doc: Mapping[str, Any]) -> list[str]:
     for m in under[:MAX_UNDERPOWERED]:
         cond = ",".join(f"{k}={v}" for k, v in (m.get("condition") or {}).items())
         where = f"{m.get('variant')}/{m.get('metric')}" + (f"[{cond}]" if cond else "")
-        lines.append(_cut(f"  underpowered: {where}: {m.get('reason') or 'too few events'}"))
+        # n and the threshold first: a long condition is what the width cuts
+        lines.append(_cut(f"  underpowered, {_too_few(m)}: {where}"))
     if len(under) > MAX_UNDERPOWERED:
         more = len(under) - MAX_UNDERPOWERED
         lines.append(f"  ... {more} more underpowered records: vemi-eval show RUN_DIR")
