@@ -60,6 +60,8 @@ def test_level_and_pitch_of_a_steady_tone() -> None:
     assert mean_db == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.2) and std_db < 0.5
     f0, f0_std = ob.pitch_stats(x, SR)
     assert f0 == pytest.approx(180.0, rel=0.03) and f0_std < 5
+    noise = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    assert ob.pitch_stats(noise, SR) == (None, None)  # no periodic frame: no pitch, not the 50 Hz floor
 
 
 def test_each_part_is_measured_on_its_own_and_a_silent_part_has_no_measure() -> None:

@@ -13,7 +13,8 @@ Definitions taken (not code) from ``v1_v1.5/evaluation/eval_general_before_after
   together): sudden cutoffs (30 ms frames whose level falls >= 18 dB from the frame before, which stood
   >= 6 dB above the 10th percentile of the last 30 frames), mean and standard deviation of the level
   (dB of the RMS of 10 ms frames) and of F0 over voiced frames (pYIN, 50-600 Hz, 10 ms hop: FDB's second
-  pitch backend; its first, Praat, is not installed here).
+  pitch backend; its first, Praat, is not installed here; a frame is voiced at a voicing probability
+  >= 0.5, as Praat leaves weakly periodic frames unvoiced).
 
 Its SQuIM and UTMOSv2 scores need weights downloaded at run time: not measured. A part with no speech
 has no measure (None): the statistics are taken given speech in the part, never as 0.
@@ -36,6 +37,7 @@ CUTOFF_MARGIN_DB = 6.0
 CUTOFF_HISTORY = 30
 LEVEL_FRAME_S = 0.01
 PITCH_MIN_HZ, PITCH_MAX_HZ = 50.0, 600.0
+MIN_VOICED_PROB = 0.5  # pYIN's voicing probability a frame needs to count as voiced
 EPS = 1e-10
 
 # measure -> unit (the records' metric names)
@@ -117,8 +119,12 @@ def pitch_stats(x: np.ndarray, sr: int) -> tuple[float | None, float | None]:
     hop = max(1, int(round(sr * LEVEL_FRAME_S)))
     if x.size < 4 * hop:
         return None, None
-    f0, _, _ = librosa.pyin(x.astype(np.float32), fmin=PITCH_MIN_HZ, fmax=PITCH_MAX_HZ, sr=sr, hop_length=hop)
-    voiced = f0[np.isfinite(f0) & (f0 > 0) & (f0 <= PITCH_MAX_HZ)]
+    f0, _, prob = librosa.pyin(
+        x.astype(np.float32), fmin=PITCH_MIN_HZ, fmax=PITCH_MAX_HZ, sr=sr, hop_length=hop
+    )
+    # pYIN's voicing path can hold a frame "voiced" at a probability of 0.01 (the tiny codec's speech: every
+    # such frame at the 50 Hz floor); Praat, FDB's first backend, calls weakly periodic frames unvoiced
+    voiced = f0[np.isfinite(f0) & (f0 > 0) & (f0 <= PITCH_MAX_HZ) & (prob >= MIN_VOICED_PROB)]
     if voiced.size == 0:
         return None, None
     return float(voiced.mean()), float(voiced.std(ddof=1)) if voiced.size > 1 else 0.0

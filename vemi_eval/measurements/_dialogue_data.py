@@ -101,7 +101,7 @@ LOWER_TOR = {PAUSE, BACKCHANNEL}  # tasks where taking the turn is the failure
 CONDITIONAL = {
     "response_latency_s": "take-overs",
     "stop_latency_s": "events the model was speaking at",
-    **{m: "parts with speech" for m in overlap_split.MEASURES},
+    **{m: f"parts with {'voiced ' if m.startswith('pitch') else ''}speech" for m in overlap_split.MEASURES},
 }
 UNITS.update(overlap_split.MEASURES)
 
@@ -295,7 +295,8 @@ def before_after_outcomes(
                     value, why, none = None, f"ASR failed: {asr_error}", False
                 else:
                     value = getattr(measures, metric)
-                    why, none = (None, False) if value is not None else (f"no speech {part} the split", True)
+                    what = "voiced speech" if metric.startswith("pitch") else "speech"
+                    why, none = (None, False) if value is not None else (f"no {what} {part} the split", True)
                 out.append(Outcome(sample.id, ev.task, "fdb", source, metric, value, why, none, part))
     return out
 
