@@ -17,6 +17,7 @@ from vemi_eval.data import dialogue as dlg
 from vemi_eval.measurements import MeasureContext, VariantRef
 from vemi_eval.measurements._duplex import stream_batch
 from vemi_eval.measurements.dialogue import measure_dialogue
+from vemi_eval.runner import apply_validity
 
 SR, FS = 24000, 1920
 V = dlg.vocab()
@@ -173,7 +174,8 @@ def run(root, tmp_path, monkeypatch, order, **params):
     ctx.artifacts = tmp_path / "run" / "dialogue" / "scripted"
     records = measure_dialogue(ctx)
     by = {
-        (r.metric, r.condition.get("task"), r.condition.get("rule"), r.condition.get("source")): r
+        (r.metric, r.condition.get("task"), r.condition.get("rule"), r.condition.get("source"))
+        + ((r.condition["part"],) if "part" in r.condition else ()): r
         for r in records
     }
     return ctx, by
@@ -192,6 +194,16 @@ def test_each_rule_gives_its_known_figures(fdb_root, tmp_path, monkeypatch):
     assert by[("turn_over_rate", st, "fdb", "asr")].value == 0.5
     lat = by[("response_latency_s", st, "fdb", "asr")]
     assert lat.value == 0.0 and lat.n == 1 and lat.extra["of"] == 2
+    # a latency is taken given a take-over: the turn not taken is no failure, n counts take-overs, and
+    # below min_samples the record is underpowered (no verdict) while the rate over samples stays valid
+    assert lat.conditional_on == "take-overs" and lat.extra["failures"] == []
+    assert lat.reason == "take-overs: 1 of 2"
+    tor = by[("turn_over_rate", st, "fdb", "asr")]
+    for r in (lat, tor):
+        apply_validity(r, {"min_samples": 2})
+    assert lat.status == "underpowered" and lat.value == 0.0
+    assert lat.reason == "take-overs: 1 of 2; underpowered: n=1 take-overs < min_samples=2, no verdict"
+    assert tor.status == "ok"
     # M3: the greeting ends before the turn end; the backchannel counts (short utterances allowed)
     assert by[("turn_over_rate", st, "m3", "asr")].value == 1.0
     assert by[("response_latency_s", st, "m3", "asr")].value == pytest.approx(0.4)
@@ -259,6 +271,34 @@ def test_interruption_relevance_is_said_to_be_llm_judged(tmp_path, monkeypatch):
     assert by[("stop_latency_s", "user_interruption", "m3", "asr")].value == pytest.approx(0.98, abs=0.02)
 
 
+def fake_spans(audio, sr):
+    """Silero's spans of the scripted buzz: its ASR segments' spans."""
+    return [(a, b) for a, b, _ in fake_transcribe_spans(audio, sr)]
+
+
+def test_fdb_v15_before_and_after_the_overlap_without_a_judge(tmp_path, monkeypatch):
+    from vemi_eval.evaluators import asr
+
+    monkeypatch.setattr(asr, "speech_spans_s", fake_spans)
+    root = tmp_path / "fdb"
+    meta = {"context_text": "a", "current_turn_text": "b", "timestamps": [0.3, 1.5]}
+    fdb_sample(root / "user_interruption" / "1", "metadata.json", meta)
+    sf.write(str(tmp_path / "voice.wav"), speechlike(2.0, [(0.1, 1.9)], rate=SR), SR)
+    _, by = run(root, tmp_path, monkeypatch, ["turn_greeting"])
+    by_part = {(r.metric, r.condition["part"]): r for r in by.values() if "part" in r.condition}
+    # the overlap ends at 1.5 s: the split is at "eight" (2.0 s); before it "hello there friend" over
+    # 1.2 s (150 words/min), after it "eight" over 0.48 s (125 words/min)
+    before, after = by_part[("speaking_rate_wpm", "before")], by_part[("speaking_rate_wpm", "after")]
+    assert before.value == pytest.approx(150, rel=0.05) and after.value == pytest.approx(125, rel=0.05)
+    assert before.condition == {"task": "user_interruption", "rule": "fdb", "source": "asr", "part": "before"}
+    for part in ("before", "after"):
+        level = by_part[("level_mean_db", part)]
+        assert level.n == 1 and level.value < 0 and level.higher_is_better is None
+        assert level.conditional_on == "parts with speech"
+    # the behaviour categories stay the judge's: said, not scored
+    assert by[("behavior", "fdb_v1.5_overlap", "fdb", None)].status == "skipped"
+
+
 def test_an_m3_conversation(tmp_path, monkeypatch):
     from tests.duplex_fixtures import m3_folder
 
@@ -281,9 +321,11 @@ def test_an_m3_conversation(tmp_path, monkeypatch):
     # the user backchannels at 0.5 s over the greeting (until 1.28 s): the model went on for 0.78 s
     bc = by[("stop_latency_s", "user_backchannel", "m3", "asr")]
     assert bc.value == pytest.approx(0.78, abs=0.02) and bc.higher_is_better is True
-    # the barge-in at 3.2 s finds the model silent ("eight" ended at 2.48 s): counted, not scored
+    # the barge-in at 3.2 s finds the model silent ("eight" ended at 2.48 s): counted, not scored; no
+    # event to take a stop latency over is no failure: underpowered, with no value
     barge = by[("stop_latency_s", "barge_in", "m3", "asr")]
-    assert barge.value is None and barge.extra["of"] == 1
+    assert barge.value is None and barge.extra["of"] == 1 and barge.status == "underpowered"
+    assert barge.reason.startswith("events the model was speaking at: 0 of 1")
     # the export holds the conversation's own line of the events file
     line = (ctx.artifacts / "conv1" / "test.jsonl").read_text()
     assert json.loads(line) == {"id": "conv1", "events": events}

@@ -163,7 +163,9 @@ def test_silent_model_is_never_scored_as_a_value(cache, monkeypatch):
     records = {(r.metric, r.condition.get("source")): r for r in measure_dialogue(ctx)}
     assert records[("answer_accuracy", "text")].value == 0.0
     lat = records[("response_latency_s", "text")]
-    assert lat.value is None and lat.status == "failed" and lat.extra["scored_text"] == "scored 0 of 4"
+    # no answer, no latency to take: underpowered (no value, no verdict), not a failure of the measurement
+    assert lat.value is None and lat.status == "underpowered"
+    assert lat.extra["scored_text"] == "answers: 0 of 4"
     assert records[("speaker_similarity", None)].value is None
     assert records[("dnsmos_ovrl", None)].value is None and records[("answer_wer", "asr")].value == 1.0
     # no codec on this stand-in: the speech ceiling only, scored on every turn whatever the model says

@@ -28,7 +28,9 @@ Three tests, chosen per metric:
   of the fast variants and fails there. The A/A control's own rows are not gated: they are the tolerance.
 
 A metric measured in the baseline but missing, failed or invalid now is a regression too (a gate that passes
-when a measurement disappears catches nothing), and so is a run that is not VALID.
+when a measurement disappears catches nothing), and so is a run that is not VALID. A record underpowered on
+either side (a latency given a take-over, with fewer take-overs than min_samples) is not gated: its value
+bears no verdict, and the rate of its events (the turn-over rate) is gated on its own.
 
 Rules file (TOML; the first matching rule wins; patterns are globs)::
 
@@ -60,7 +62,7 @@ from typing import Any
 
 from .errors import ResultsError, VemiError
 from .gate_ratios import SideBySide, combined_band, metric_key, side_by_side
-from .records import upgrade_metric
+from .records import UNDERPOWERED, upgrade_metric
 from .results import read_results
 from .stats import mann_whitney
 
@@ -306,6 +308,12 @@ def compare(
     if theirs_sbs.single_variant:
         notes.append("a single-variant suite: its timings are gated on absolute values (no ratio to take)")
     for key, b in base.items():
+        weak = [x for x in (b, cur.get(key) or {}) if x.get("status") == UNDERPOWERED]
+        if weak:  # no verdict on either side: the rate of its events is gated instead
+            why = "; ".join(str(x.get("reason") or UNDERPOWERED) for x in weak)
+            now = (cur.get(key) or {}).get("value")
+            rows.append(_unscored(b, b.get("value"), now, rules.tolerance, NOT_GATED, why))
+            continue
         if b.get("status") != "ok" or b.get("value") is None:
             continue
         variant, metric = key[1], key[2]

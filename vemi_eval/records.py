@@ -11,6 +11,10 @@ OK = "ok"  # measured
 INVALID = "invalid"  # measured, but the run broke a validity rule (too few frames, too short...)
 FAILED = "failed"  # could not be measured (evaluator error, bad input): value is None, reason says why
 SKIPPED = "skipped"  # not applicable (metric needs a reference or transcript that this data lacks)
+# measured, but a statistic conditioned on an event (a latency given a take-over) met fewer such events
+# than the suite's min_samples: shown with its n and the threshold, never a verdict, not a broken rule
+UNDERPOWERED = "underpowered"
+MEASURED = (OK, INVALID, UNDERPOWERED)  # the statuses of a record that measured something
 
 
 @dataclass
@@ -47,6 +51,10 @@ class MetricRecord:
     budget_ms: float | None = None  # the frame budget a timing was measured against
     # a variant measured on several checkpoints (training seeds): each one's figures, pooled into value
     replicates: list[dict[str, Any]] | None = None
+    # the event each sample is conditioned on ("a take-over" for a latency given one); n counts those
+    # events, so n below min_samples makes the record UNDERPOWERED, not INVALID (the model took few turns:
+    # the unconditioned rate says so and carries the verdict)
+    conditional_on: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from .claim_verdicts import ClaimBar, Evidence, interval_verdict, judge
 from .errors import SuiteError
+from .records import MEASURED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -496,7 +497,7 @@ def _claim_measurements(
     aa = next((v["name"] for v in res.get("variants", []) if v.get("aa")), None)
     out = []
     for m in res.get("metrics", []):
-        if m.get("status") not in ("ok", "invalid") or not _matches(m, c, table):
+        if m.get("status") not in MEASURED or not _matches(m, c, table):
             continue
         v, b = facts.get(m.get("variant"), {}), facts.get(base, {})
         if m.get("variant") == base or v.get("aa"):  # an A/A control measures noise only

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .records import FAILED, INVALID, OK, MetricRecord
+from .records import FAILED, INVALID, MEASURED, OK, UNDERPOWERED, MetricRecord
 from .stats import infer_statistic, summarize
 
 Replicate = tuple[int, list[MetricRecord], list[dict[str, Any]]]  # (index, records, ctx sample rows)
@@ -60,7 +60,7 @@ def _pool(items: list[tuple[int, MetricRecord, list[dict[str, Any]]]], n: int) -
          "status": rec.status, "reason": rec.reason}
         for r, rec, _ in items
     ]  # fmt: skip
-    ok = [(r, rec, rows) for r, rec, rows in items if rec.status in (OK, INVALID) and rec.value is not None]
+    ok = [(r, rec, rows) for r, rec, rows in items if rec.status in MEASURED and rec.value is not None]
     out.ci_low = out.ci_high = None
     if not ok:
         out.status, out.value = FAILED, None
@@ -84,12 +84,14 @@ def _pool(items: list[tuple[int, MetricRecord, list[dict[str, Any]]]], n: int) -
     out.value = summarize(np.asarray(samples), stat)
     out.n = sum(int(rec.n or 0) for _, rec, _ in ok)
     _pool_paired(out, [rec for _, rec, _ in ok])
-    out.status = OK if all(rec.status == OK for _, rec, _ in ok) else INVALID
+    statuses = {rec.status for _, rec, _ in ok}
+    # a broken rule on any replicate outweighs too few conditional events on some
+    out.status = INVALID if INVALID in statuses else (UNDERPOWERED if UNDERPOWERED in statuses else OK)
     if len(ok) < n:
         out.status = INVALID
         note = f"ok on {len(ok)} of {n} replicates"
         out.reason = f"{out.reason}; {note}" if out.reason else note
-    elif out.status == INVALID:
+    elif out.status != OK:
         out.reason = "; ".join(sorted({rec.reason for _, rec, _ in ok if rec.reason}))
     return out
 

@@ -20,9 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .records import MEASURED, UNDERPOWERED
+
 MAX_LINES = 40
 WIDTH = 118
 MAX_REASONS = 6
+MAX_UNDERPOWERED = 3
 MAX_CLAIM_LINES = 10
 CLAIM_TEXT = 44  # characters of a claim's text in its line (the verdict is not cut)
 FIGURE_LINES = 16  # the headline figures' share of MAX_LINES
@@ -174,7 +177,9 @@ def headline_records(
 ) -> list[HeadlineRecord]:
     """Up to ``per_variant`` headline figures per variant: for a compared variant the records a claim was
     judged on first, then the headline list; a suite none of whose metrics is listed shows its first."""
-    metrics = [m for m in doc.get("metrics", []) if m.get("status") in ("ok", "invalid")]
+    metrics = [
+        m for m in doc.get("metrics", []) if m.get("status") in MEASURED and m.get("value") is not None
+    ]
     variants = [v["name"] for v in doc.get("variants", [])]
     variants = variants or list(dict.fromkeys(m["variant"] for m in metrics))
     base_name = variants[0] if variants else ""
@@ -308,6 +313,29 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
     if len(reasons) > MAX_REASONS:
         more = len(reasons) - MAX_REASONS
         lines.append(f"  ... {more} more reasons: results.json (invalid_reasons, errors)")
+    return lines + underpowered_lines(doc)
+
+
+def _too_few(m: Mapping[str, Any]) -> str:
+    """ "n=1 take-overs < min_samples=4" from the runner's reason; "n=0 take-overs" when none happened."""
+    reason = str(m.get("reason") or "")
+    if "underpowered: " in reason:
+        return reason.rsplit("underpowered: ", 1)[1].removesuffix(", no verdict")
+    return f"n={m.get('n') or 0} {m.get('conditional_on') or 'events'}"
+
+
+def underpowered_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The records measured on too few of the events they are conditioned on: shown, never a verdict."""
+    under = [m for m in doc.get("metrics", []) if m.get("status") == UNDERPOWERED]
+    lines = []
+    for m in under[:MAX_UNDERPOWERED]:
+        cond = ",".join(f"{k}={v}" for k, v in (m.get("condition") or {}).items())
+        where = f"{m.get('variant')}/{m.get('metric')}" + (f"[{cond}]" if cond else "")
+        # n and the threshold first: a long condition is what the width cuts
+        lines.append(_cut(f"  underpowered, {_too_few(m)}: {where}"))
+    if len(under) > MAX_UNDERPOWERED:
+        more = len(under) - MAX_UNDERPOWERED
+        lines.append(f"  ... {more} more underpowered records: vemi-eval show RUN_DIR")
     return lines
 
 

@@ -31,7 +31,7 @@ from .environment import environment, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef
 from .progress import progress
-from .records import FAILED, INVALID, OK, SKIPPED, MetricRecord
+from .records import FAILED, INVALID, MEASURED, OK, SKIPPED, UNDERPOWERED, MetricRecord
 from .replicates import pool_replicates, record_samples
 from .stats import bootstrap_ci, infer_statistic, is_sample_statistic, ratio_ci
 from .suites import Suite, VariantDecl, load_suite
@@ -262,11 +262,14 @@ def seed_everything(seed: int) -> None:
 
 # --- validity, ratios -------------------------------------------------------------------------------
 def apply_validity(rec: MetricRecord, rules: dict[str, Any]) -> None:
-    """Mark an ok record INVALID when it breaks a suite rule (too few samples, frames or seconds)."""
+    """Mark an ok record INVALID when it breaks a suite rule (too few samples, frames or seconds), or
+    UNDERPOWERED when its only fault is too few of the events it is conditioned on (``conditional_on``):
+    shown with n and the threshold, never a verdict, and not a broken rule of the run."""
     if rec.status != OK:
         return
     why = []
-    if "min_samples" in rules and rec.n < rules["min_samples"]:
+    few = "min_samples" in rules and rec.n < rules["min_samples"]
+    if few:
         why.append(f"n={rec.n} < min_samples={rules['min_samples']}")
     frames = rec.extra.get("frames")
     if "min_frames" in rules and isinstance(frames, (int, float)) and frames < rules["min_frames"]:
@@ -274,8 +277,13 @@ def apply_validity(rec: MetricRecord, rules: dict[str, Any]) -> None:
     dur = rec.extra.get("duration_s")
     if "min_duration_s" in rules and isinstance(dur, (int, float)) and dur < rules["min_duration_s"]:
         why.append(f"duration {dur:.2f}s < min_duration_s={rules['min_duration_s']}")
-    if why:
+    if few and rec.conditional_on and len(why) == 1:
+        low = rules["min_samples"]
+        why = [f"underpowered: n={rec.n} {rec.conditional_on} < min_samples={low}, no verdict"]
+        rec.status = UNDERPOWERED
+    elif why:
         rec.status = INVALID
+    if why:
         rec.reason = "; ".join([rec.reason] + why if rec.reason else why)
 
 
@@ -303,7 +311,7 @@ def fill_intervals(
         return record_samples(r, rows.get((r.kind, r.variant), []))
 
     for r in records:
-        if r.value is None or r.status not in (OK, INVALID):
+        if r.value is None or r.status not in MEASURED:
             continue
         samples = samples_of(r)
         stat = _statistic(r, samples) if samples else None
@@ -716,7 +724,8 @@ def _append(out: Path, entry: dict[str, Any]) -> None:
 
 def scoring_problems(kind: str, variant: str, records: list[MetricRecord], max_failed: float) -> list[str]:
     """Why a (kind, variant) makes the run INVALID although no record broke a rule: it scored nothing
-    (no record, or none ok), or more than ``max_failed`` of its records failed."""
+    (no record, or none ok: underpowered records bear no verdict), or more than ``max_failed`` of its
+    records failed."""
     if not records:
         return [f"{variant}/{kind}: scored nothing (the measurement returned no record)"]
     by_status: dict[str, int] = {}
@@ -725,7 +734,8 @@ def scoring_problems(kind: str, variant: str, records: list[MetricRecord], max_f
     if not (by_status.get(OK, 0) + by_status.get(INVALID, 0)):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
         first = next((r.reason for r in records if r.reason), "")
-        return [f"{variant}/{kind}: scored nothing ({counts}" + (f"; first: {first})" if first else ")")]
+        what = "nothing but underpowered records" if by_status.get(UNDERPOWERED) else "nothing"
+        return [f"{variant}/{kind}: scored {what} ({counts}" + (f"; first: {first})" if first else ")")]
     failed = by_status.get(FAILED, 0)
     if failed / len(records) > max_failed:
         return [

@@ -37,7 +37,9 @@ Schema (every table but [suite] is optional; unknown keys are errors)::
     [validity]                         # rules a measurement must meet or its records become INVALID
     min_frames = 50                    # records carrying extra["frames"] below this are INVALID
     min_duration_s = 4.0               # records carrying extra["duration_s"] below this are INVALID
-    min_samples = 5                    # every ok record with n below this is INVALID
+    min_samples = 5                    # every ok record with n below this is INVALID; one taken given
+                                       # an event (a latency given a take-over) is UNDERPOWERED: shown,
+                                       # no verdict, the run stays VALID on its other records
     max_failed_share = 0.5             # a kind (on one variant) with more failed records is INVALID;
                                        # one that scored nothing (no ok record) always is
 

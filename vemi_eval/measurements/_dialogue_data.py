@@ -32,6 +32,11 @@ read windows and are scored on both. M3 teacher-forces the original partner's ch
 here the model speaks for itself the whole conversation, so a stop latency is scored only where the model
 was speaking when the user backchannelled or barged in (not scored otherwise, and counted).
 
+A latency is a statistic given an event (a response latency given a take-over, a stop latency given the
+model speaking): its n counts those events (``conditional_on``), an event that did not happen is no
+failure, and fewer events than the suite's ``min_samples`` make the record underpowered (shown with n and
+the threshold, never a verdict) instead of the run invalid; the rates over samples carry the verdict.
+
 Exports, under ``<run>/dialogue/<variant>/<sample id>/``: ``output.wav`` (the model's channel, as long as
 ``input.wav`` and at its rate), ``output.json`` (FDB's format: the ASR words of ``output.wav``; for an
 interruption, those after it ends, as FDB's ``get_transcript/asr.py --task user_interruption`` writes),
@@ -62,7 +67,7 @@ from ..data.duplex_layouts import (
     load_duplex_data,
 )
 from ..data.text_stream import SentencePieceTokenizer, TimedWord, decode_words
-from ..evaluators import EvaluatorError, all_specs
+from ..evaluators import EvaluatorError, all_specs, overlap_split
 from ..evaluators import duplex_rules as rules
 from ..records import SKIPPED, MetricRecord
 from ..storage import write_atomic
@@ -92,6 +97,13 @@ UNITS = {
     "answer_wer": "fraction",
 }
 LOWER_TOR = {PAUSE, BACKCHANNEL}  # tasks where taking the turn is the failure
+# statistics taken given an event, and the events their n counts (few of them: underpowered, not invalid)
+CONDITIONAL = {
+    "response_latency_s": "take-overs",
+    "stop_latency_s": "events the model was speaking at",
+    **{m: f"parts with {'voiced ' if m.startswith('pitch') else ''}speech" for m in overlap_split.MEASURES},
+}
+UNITS.update(overlap_split.MEASURES)
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,8 @@ class Outcome:
     metric: str
     value: float | None
     why: str | None = None
+    no_event: bool = False  # the event a conditional statistic needs did not happen: not a failure
+    part: str = ""  # FDB v1.5's before/after split: "before" or "after" the overlap
 
 
 # --- before any work ----------------------------------------------------------------------------------
@@ -181,9 +195,10 @@ def score_sample(
     sources = {"text": text_words, "asr": asr_words}
 
     def add(task: str, rule: str, source: str, metric: str, value: float | None, why: str | None = None):
+        no_event = value is None and why is not None and metric in CONDITIONAL
         if source == "asr" and segments is None:
-            value, why = None, f"ASR failed: {asr_error}"
-        out.append(Outcome(sid, task, rule, source, metric, value, why))
+            value, why, no_event = None, f"ASR failed: {asr_error}", False
+        out.append(Outcome(sid, task, rule, source, metric, value, why, no_event))
 
     def turn(task: str, rule: str, source: str, score: rules.TurnScore) -> None:
         add(task, rule, source, "turn_over_rate", float(score.taken))
@@ -192,14 +207,8 @@ def score_sample(
 
     def stop(task: str, t: float) -> None:
         lat = rules.m3_stop_latency(segments or [], t)
-        add(
-            task,
-            "m3",
-            "asr",
-            "stop_latency_s",
-            lat,
-            None if lat is not None else "the model was not speaking",
-        )
+        why = None if lat is not None else "the model was not speaking"
+        add(task, "m3", "asr", "stop_latency_s", lat, why)
 
     for ev in sample.events:
         if ev.task == SMOOTH_TURN:
@@ -251,6 +260,44 @@ def score_sample(
             add(REFERENCE_TASK, "vemi", "asr", "answer_wer", r["word_errors"] / max(1, r["words"]))
         else:
             add(REFERENCE_TASK, "vemi", "asr", "answer_wer", None)
+    return out
+
+
+def is_v15(sample: DuplexSample) -> bool:
+    """An FDB v1.5 overlap sample (its annotation is ``metadata.json``)."""
+    return sample.layout == "fdb" and any(f.name == "metadata.json" for f in sample.annotation_files)
+
+
+def before_after_outcomes(
+    sample: DuplexSample,
+    audio: np.ndarray,
+    sr: int,
+    segments: list[rules.Segment] | None,
+    vad: list[tuple[float, float]] | None,
+    asr_error: str | None,
+) -> list[Outcome]:
+    """FDB v1.5's general_before_after on an overlap sample: each measure of the output before and after
+    the overlap (``evaluators/overlap_split.py``); a part without speech is no event, an ASR or VAD
+    failure is counted, neither is scored."""
+    if not is_v15(sample):
+        return []
+    out = []
+    for ev in sample.events:
+        ba = None
+        if segments is not None and vad is not None:
+            words = [w for seg in segments for w in seg.words]
+            ba = overlap_split.before_after(audio, sr, words, vad, ev.end)
+        for part in ("before", "after"):
+            measures = None if ba is None else getattr(ba, part)
+            for metric in overlap_split.MEASURES:
+                source = "asr" if metric == "speaking_rate_wpm" else "audio"
+                if measures is None:
+                    value, why, none = None, f"ASR failed: {asr_error}", False
+                else:
+                    value = getattr(measures, metric)
+                    what = "voiced speech" if metric.startswith("pitch") else "speech"
+                    why, none = (None, False) if value is not None else (f"no {what} {part} the split", True)
+                out.append(Outcome(sample.id, ev.task, "fdb", source, metric, value, why, none, part))
     return out
 
 
@@ -352,12 +399,13 @@ def measure_on_data(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             audio[: int(round(cut * sr))] = 0.0
         words = [w for w in words if w.start >= cut]  # the prepended silence, and a greeting if ignored
         vad = None
-        if BACKCHANNEL in s.tasks:
+        if BACKCHANNEL in s.tasks or is_v15(s):
             try:
                 vad = asr_ev.speech_spans_s(audio, sr)
             except EvaluatorError as e:
                 asr_error, segments = f"VAD: {e}", None
         outcomes.extend(score_sample(s, words, segments, asr_error, dist, vad))
+        outcomes.extend(before_after_outcomes(s, audio, sr, segments, vad, asr_error))
         spoken[s.id] = audio[int(round(cut * sr)) :]
         if ctx.artifacts is not None:
             asr_words = None if segments is None else [w for seg in segments for w in seg.words]
@@ -397,19 +445,19 @@ def aggregate(
     ctx: MeasureContext, outcomes: list[Outcome], common: dict[str, Any], asr_info: dict[str, Any]
 ) -> list[MetricRecord]:
     """One record per (task, rule, source, metric), in the order first met."""
-    groups: dict[tuple[str, str, str, str], list[Outcome]] = {}
+    groups: dict[tuple[str, str, str, str, str], list[Outcome]] = {}
     for o in outcomes:
-        groups.setdefault((o.task, o.rule, o.source, o.metric), []).append(o)
+        groups.setdefault((o.task, o.rule, o.source, o.metric, o.part), []).append(o)
     records = []
-    for (task, rule, source, metric), rows in groups.items():
+    for (task, rule, source, metric, part), rows in groups.items():
         if metric == "turn_over_rate":
             higher: bool | None = task not in LOWER_TOR
         elif metric == "stop_latency_s":
             higher = task == USER_BACKCHANNEL  # the model should go on over a backchannel
         elif metric in ("answer_accuracy",):
             higher = True
-        elif metric == "backchannel_frequency_hz":
-            higher = None
+        elif metric == "backchannel_frequency_hz" or metric in overlap_split.MEASURES:
+            higher = None  # descriptive: how the speech changes across the overlap, no better side
         else:
             higher = False
         statistic = "median" if metric == "response_latency_s" and rule == "vemi" else "mean"
@@ -424,10 +472,13 @@ def aggregate(
                 [o.value for o in rows if o.value is not None],
                 len(rows),
                 statistic=statistic,
-                condition={"task": task, "rule": rule, "source": source},
+                condition={"task": task, "rule": rule, "source": source, **({"part": part} if part else {})},
                 higher_is_better=higher,
-                failures=[f"{o.sample}: {o.why}" for o in rows if o.value is None and o.why],
+                failures=[
+                    f"{o.sample}: {o.why}" for o in rows if o.value is None and o.why and not o.no_event
+                ],
                 extra=extra,
+                conditional_on=CONDITIONAL.get(metric, ""),
             )
         )
     return records
@@ -436,15 +487,13 @@ def aggregate(
 def llm_judged(
     ctx: MeasureContext, samples: list[DuplexSample], common: dict[str, Any]
 ) -> list[MetricRecord]:
-    """FDB's interruption relevance (GPT-4) and v1.5's behaviour categories: said, never faked."""
+    """FDB's interruption relevance (GPT-4) and v1.5's behaviour categories: said, never faked (v1.5's
+    general_before_after measures that need no judge are scored: ``before_after_outcomes``)."""
     tasks = {e.task for s in samples for e in s.events}
     out = []
     for metric, task in (("relevance", INTERRUPTION), ("behavior", None)):
-        hit = (
-            task in tasks
-            if task
-            else bool(tasks - {SMOOTH_TURN, PAUSE, INTERRUPTION, BACKCHANNEL, USER_BACKCHANNEL, BARGE_IN})
-        )
+        # v1.5's behaviour categories judge every overlap sample (its metadata.json), whatever the subset
+        hit = task in tasks if task else any(is_v15(s) for s in samples)
         if not hit:
             continue
         out.append(

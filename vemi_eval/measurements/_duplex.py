@@ -19,7 +19,7 @@ from ..data.text_stream import (
     WordVocabTokenizer,
     padding_ids,
 )
-from ..records import FAILED, MetricRecord
+from ..records import FAILED, UNDERPOWERED, MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext
 
@@ -144,14 +144,21 @@ def dialogue_record(
     higher_is_better: bool | None = None,
     failures: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    conditional_on: str = "",
 ) -> MetricRecord:
     """One record with a bootstrap interval over its values and "scored N of M"; FAILED when nothing was
-    scored (a value is never made up)."""
+    scored (a value is never made up).
+
+    ``conditional_on`` names the events a statistic is taken given ("take-overs" for a latency): each
+    value is one such event, ``of`` the chances for one, ``failures`` only what broke (an event that did
+    not happen is not a failure). No event at all, and nothing broke, is UNDERPOWERED with no value;
+    the runner marks too few of them (below min_samples) the same way."""
+    scored = f"{conditional_on}: {len(values)} of {of}" if conditional_on else f"scored {len(values)} of {of}"
     ex = {
         **(extra or {}),
         "scored": len(values),
         "of": of,
-        "scored_text": f"scored {len(values)} of {of}",
+        "scored_text": scored,
         "failures": (failures or [])[:5],
     }
     base = dict(
@@ -164,7 +171,11 @@ def dialogue_record(
         statistic=statistic,
         data=ex.pop("data", {}),
         evaluator=ex.pop("evaluator", None),
+        conditional_on=conditional_on,
     )
+    if not values and conditional_on and not failures:
+        why = f"{scored}: nothing to take the statistic over, no verdict"
+        return MetricRecord(value=None, n=0, status=UNDERPOWERED, reason=why, extra=ex, **base)
     if not values:
         why = f"nothing scored of {of}" + (f": {failures[0]}" if failures else "")
         return MetricRecord(value=None, n=0, status=FAILED, reason=why, extra=ex, **base)
@@ -174,7 +185,7 @@ def dialogue_record(
     samples = [float(x) for x in a]
     rec = MetricRecord(value=value, n=len(values), ci_low=lo, ci_high=hi, samples=samples, extra=ex, **base)
     if len(values) < of:
-        rec.reason = f"scored {len(values)} of {of}" + (f"; {failures[0]}" if failures else "")
+        rec.reason = scored + (f"; {failures[0]}" if failures else "")
     return rec
 
 

@@ -14,7 +14,9 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
 - ``response_latency_s`` (median): start of the model's first word minus the end of the user's turn,
   clipped at 0 as Full-Duplex-Bench; from the text stream (the frame of the first word token, condition
   {"source": "text"}) and from the speech onset in the model's audio by Silero VAD ({"source": "vad"}).
-  The training corpus's own gap is ``ANSWER_GAP_S`` (recorded in extra).
+  The training corpus's own gap is ``ANSWER_GAP_S`` (recorded in extra). A latency is taken given an
+  answer (``conditional_on``): a turn with none is no event, not a failure; too few answers make the
+  record underpowered (shown, no verdict) rather than the run invalid: accuracy carries the verdict.
 - ``pause_turn_over_rate``: over turns with a pause inside them (before the number), the share where
   the model takes the turn during the pause (Full-Duplex-Bench's pause-handling TOR; lower is better).
   The model's answers are one word long, so "takes the turn" means any word token in the text stream
@@ -231,8 +233,8 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             statistic="median",
             condition={**cond0, "source": "text"},
             higher_is_better=False,
-            failures=[f"{t.session}/{t.turn}: no word in the answer window" for t in first if t.said is None],
             extra=common,
+            conditional_on="answers",  # a turn with no word in its window has no latency: not a failure
         )
     )
     paused = [t for t in first if t.pause_words is not None]
@@ -253,7 +255,7 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
     # by VAD for the latency (whisper's word times put a short clip's first word at its start: every turn
     # read 0 s when they were used).
     by_id = {s.id: s for s in sessions}
-    wer_rows, asr_lat, asr_fail, pause_asr, no_speech = [], [], [], [], []
+    wer_rows, asr_lat, asr_fail, pause_asr = [], [], [], []
     for t in first:
         sess = by_id[t.session]
         lo, hi = t.window
@@ -262,8 +264,6 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             onset = asr_ev.speech_onset_s(clean_audio[t.session][lo:hi], sr)
             if onset is not None:
                 asr_lat.append(onset)
-            else:
-                no_speech.append(f"{t.session}/{t.turn}: no speech (VAD) in the answer window")
             turn = sess.turns[t.turn]
             if turn.pause is not None:
                 p0, p1 = turn.pause
@@ -295,8 +295,9 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             statistic="median",
             condition={**cond0, "source": "vad"},
             higher_is_better=False,
-            failures=asr_fail + no_speech,  # every turn not scored is in one of the two
+            failures=asr_fail,  # a turn not scored either broke or had no speech (no answer: no event)
             extra=asr_extra,
+            conditional_on="answers with speech",
         )
     )
     records.append(

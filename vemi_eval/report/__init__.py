@@ -97,7 +97,7 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
     toc = [("lead", "What was measured"), ("runs", "Runs"), ("noise", "A/A noise floor")]
     toc += [("summary", "Summary")]
     toc += [(s["anchor"], f"Suite: {s['name']}") for s in sections]
-    toc += [("problems", "Failures, skips and invalid records"), ("environment", "Environment")]
+    toc += [("problems", "Failures, skips, invalid and underpowered records"), ("environment", "Environment")]
     page = render(
         "report.html.j2",
         title=title,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..records import MEASURED
 from . import plots
 
 FLOAT_FMT = "{:.4g}"
@@ -63,7 +64,7 @@ def cell(m: dict[str, Any] | None, base: Any = None) -> dict[str, Any] | None:
     status = m.get("status", "ok")
     unit = m.get("unit", "")
     out: dict[str, Any] = {"status": status, "reason": m.get("reason") or "", "n": m.get("n")}
-    if status in ("failed", "skipped"):
+    if status in ("failed", "skipped") or m.get("value") is None:
         return {**out, "failed": True}
     lo, hi = m.get("ci_low"), m.get("ci_high")
     out.update(
@@ -152,7 +153,7 @@ HEADLINE = (
     ("peak_rss_increase_bytes", {}),
     ("peak_cuda_allocated_increase_bytes", {}),
 )
-STATUSES = ("ok", "invalid", "failed", "skipped")
+STATUSES = ("ok", "invalid", "underpowered", "failed", "skipped")
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -335,7 +336,7 @@ def forest_figures(suite: str, runs: list[dict[str, Any]], max_rows: int = 14) -
         by_variant: dict[str, list[dict[str, Any]]] = {}
         for m in run["metrics"]:
             r = m.get("ratio_to_baseline")
-            if r is None or r <= 0 or m.get("status") not in ("ok", "invalid"):
+            if r is None or r <= 0 or m.get("status") not in MEASURED:
                 continue
             cond = m.get("condition", {})
             if any(as_number(v) is not None for v in cond.values()):
