@@ -16,8 +16,9 @@ from vemi_eval import measurements
 from vemi_eval.cli import main
 from vemi_eval.gate import EXACT, IMPROVED, MANN_WHITNEY, NEW, OK, REGRESSION, Rules, compare, load_rules
 from vemi_eval.gate_files import BIGGER, SMALLER, benchmark_entries, junit_xml
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import MetricRecord
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.runner import RunOptions
 
 
 # --- a fake kind: one wall-clock timing, one deterministic count ------------------------------------------

@@ -22,8 +22,9 @@ from vemi_eval.errors import (
     StorageError,
     SuiteError,
 )
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import FAILED, OK, MetricRecord
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.runner import RunOptions
 from vemi_eval.storage import append_line, write_atomic
 
 pytestmark = pytest.mark.usefixtures("fakes")
@@ -322,10 +323,11 @@ def test_options_error_for_resume_and_overwrite(tmp_path, capsys) -> None:
 def test_a_run_frees_memory_only_where_it_matters(tmp_path, monkeypatch) -> None:
     """gc + malloc_trim cost about 0.15 s a call: once per variant that held a model, and before the
     kinds that measure peak memory, not before every measurement."""
-    from vemi_eval import runner
+    from vemi_eval import runner, variant_builder
 
     calls = []
-    monkeypatch.setattr(runner, "release_memory", lambda: calls.append(1))
+    monkeypatch.setattr(runner, "release_memory", lambda: calls.append(1))  # before a peak-memory kind
+    monkeypatch.setattr(variant_builder, "release_memory", lambda: calls.append(1))  # a variant freed
     suite = write_suite(tmp_path)  # two variants, two kinds, no peak-memory kind
     run_suite(_opts(tmp_path, suite, history=False), echo=lambda m: None)
     assert len(calls) == 2

@@ -203,7 +203,8 @@ def run_cmd(
     table: bool,
     output: OutputSettings,
 ) -> int:
-    from .runner import RunOptions, run_suite
+    from .recorded_run import run_suite
+    from .runner import RunOptions
 
     opts = RunOptions(
         suite=suite,

@@ -80,7 +80,8 @@ def run_cmd(
     from .. import results as rs
     from .. import rundir
     from ..cli_training import check_device
-    from ..runner import RUN_FILES, RunOptions, run_suite
+    from ..recorded_run import run_suite
+    from ..runner import RUN_FILES, RunOptions
     from .spec import read_experiment
     from .suite import measuring_suite
     from .train import TrainingFailed, plan_trainings, train_all
