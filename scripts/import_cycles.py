@@ -20,8 +20,8 @@ one; an unlisted module of ``vemi_eval`` is an error, so a new module must be pl
     7  vemi_eval.runner                       orchestration of one suite
     8  vemi_eval.{results, history, registry}  reading results back, past runs, the claims
     9  vemi_eval.{report, gate, gate_files, gate_ratios, sweep, experiments}.*,
-       vemi_eval.{cli_options, recorded_run}  what reads results; a run with its report and history
-   10  vemi_eval.{cli, cli_training, experiments.command}   the commands
+       vemi_eval.{run_summary, recorded_run}  what reads results; a run with its report and history
+   10  vemi_eval.cli.*                        the commands, one module each
 
 Run ``python scripts/import_cycles.py``: it prints each cycle (a strongly connected group of modules)
 and each upward import, and exits 1 on a cycle, on any upward import or on a module with no layer.
@@ -80,13 +80,9 @@ LAYERS: dict[str, int] = {
     "vemi_eval.gate_ratios": 9,
     "vemi_eval.sweep": 9,
     "vemi_eval.experiments": 9,
-    "vemi_eval.cli_options": 9,
     "vemi_eval.recorded_run": 9,  # a run with its report and its line in the history
     "vemi_eval.run_summary": 9,  # the console's summary of a run (reads the registry's claims)
     "vemi_eval.cli": 10,
-    "vemi_eval.history_command": 10,  # `vemi-eval history`
-    "vemi_eval.experiments.command": 10,
-    "vemi_eval.cli_training": 10,
 }
 
 

@@ -254,7 +254,8 @@ def test_the_example_workflow_calls_real_commands_and_options() -> None:
     import shlex
     from pathlib import Path
 
-    from vemi_eval.cli import gate_cmd, run_cmd
+    from vemi_eval.cli.gate import gate_cmd
+    from vemi_eval.cli.run import run_cmd
 
     text = (Path(__file__).parents[1] / ".github" / "workflows" / "vemi-eval-gate.yml").read_text()
     commands = [shlex.split(c) for c in _workflow_commands(text) if c.startswith(".venv/bin/vemi-eval")]

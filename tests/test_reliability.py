@@ -13,7 +13,8 @@ import pytest
 from tests.test_runner_helpers import CALLS, CRASH_ON, FAKE_KINDS, fake_build, fakes, write_suite  # noqa: F401
 from vemi_eval import measurements
 from vemi_eval import results as rs
-from vemi_eval.cli import main, resume_command
+from vemi_eval.cli import main
+from vemi_eval.cli.run import resume_command
 from vemi_eval.errors import (
     EXIT_BAD_INPUT,
     EXIT_INVALID,
