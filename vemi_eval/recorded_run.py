@@ -13,8 +13,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from . import history
 from .errors import StorageError
-from .history import append_run, check_history
 from .run_results import RunResults
 from .rundir import LOG_FILE, REPORT_FILE
 from .runner import RunOptions, RunOutcome, execute_run, prepare_run
@@ -27,7 +27,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
     a user error (exit 2) before any work when the input is bad, the history's included."""
     job = prepare_run(opts)
     if opts.history:
-        check_history(opts.history_path)
+        history.check_history(opts.history_path)
 
     def finish(results: RunResults) -> Path | None:
         report = build_run_report(job.out, echo) if opts.report else None
@@ -40,7 +40,7 @@ def run_suite(opts: RunOptions, echo: Callable[[str], None] = print) -> RunOutco
 
 def append_to_history(results: RunResults, out: Path, path: Path | None) -> None:
     try:
-        run_id = append_run(results.to_dict(), out_dir=out.resolve(), path=path)
+        run_id = history.append_run(results.to_dict(), out_dir=out.resolve(), path=path)
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"the run is complete in {out} but was not added to the history: {exc}") from None
     log.info("history: run %d appended", run_id)

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rundir
+from . import run_results, rundir
 from .aggregate import aggregate, apply_validity
 from .environment import environment, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef
 from .progress import progress
 from .records import SKIPPED, MetricRecord
-from .run_results import RunResults, SuiteFacts, VariantFacts, sample_rows, write_results, write_samples_csv
+from .run_results import RunResults, SuiteFacts, VariantFacts, sample_rows
 from .suites import Suite, VariantDecl, load_suite
 from .variant_builder import VariantBuilder, release_memory
 from .variant_models import ModelSpec, VariantModel, model_spec, variant_models
@@ -512,7 +512,7 @@ def finalize(
     run = aggregate(
         rundir.read_partial(out), planned, replicates, variants[0].name, job.seed, job.validity, interrupted
     )
-    write_samples_csv(out, sample_rows(run.records, run.sample_rows))
+    run_results.write_samples_csv(out, sample_rows(run.records, run.sample_rows))
     results = RunResults(
         suite=SuiteFacts.of(suite),
         model=job.model,
@@ -532,6 +532,6 @@ def finalize(
         skipped_inputs=run.skipped_inputs,
         metrics=run.records,
     )
-    write_results(out, results.to_dict())
+    run_results.write_results(out, results.to_dict())
     log.info("results.json written: status %s, %d records", run.status, len(run.records))
     return results
