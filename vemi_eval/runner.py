@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import run_results, rundir
+from . import measurements, run_results, rundir
 from .aggregate import aggregate, apply_validity
+from .data.byo import count_audio_entries
 from .environment import environment, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
-from .measurements import MeasureContext, VariantRef
+from .measurements import MeasureContext, VariantRef, counts_inputs, takes_data
 from .progress import progress
 from .records import SKIPPED, MetricRecord
 from .run_results import RunResults, SuiteFacts, VariantFacts, sample_rows
@@ -169,8 +170,6 @@ def check_data_dir(path: Path) -> None:
 
 def check_data_is_read(suite: str, kinds: Sequence[str]) -> None:
     """--data for a suite none of whose kinds reads data would be ignored while the run says VALID."""
-    from .measurements import takes_data
-
     if not any(takes_data(k) for k in kinds):
         raise OptionsError(
             f"--data: no kind of suite {suite!r} ({', '.join(kinds)}) reads data; it would be ignored"
@@ -180,9 +179,6 @@ def check_data_is_read(suite: str, kinds: Sequence[str]) -> None:
 def check_enough_inputs(suite: Suite, data: dict[str, Any], validity: dict[str, Any], quick: bool) -> None:
     """A data folder with fewer audio files than ``min_samples`` makes every per-input record INVALID:
     known now, so said now (exit 2) instead of after minutes of work."""
-    from .data.byo import count_audio_entries
-    from .measurements import counts_inputs
-
     source = data.get("dir") or data.get("path")
     low = validity.get("min_samples")
     kinds = [k for k in suite.kinds if counts_inputs(k)]
@@ -262,9 +258,7 @@ class RunJob:
 def prepare_run(opts: RunOptions) -> RunJob:
     """Everything about a run that can be checked before any work, checked: a user error (exit 2) for
     bad input; nothing is written yet."""
-    from .measurements import load_all
-
-    kinds = load_all()
+    kinds = measurements.load_all()  # looked up when called: tests register kinds of their own
     suite = load_suite(opts.suite, known_kinds=kinds)
     model = model_spec(
         suite,

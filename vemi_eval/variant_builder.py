@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .random_weights import random_lm_file
 from .suites import VariantDecl
 from .variant_models import ModelSpec
 
@@ -46,8 +47,6 @@ class VariantBuilder:
         fields["dtype"] = getattr(torch, fields["dtype"])
         fields.update(flags=list(self.decl.flags), batch_size=batch_size, seed=self.seed)
         fields.update(overrides)
-        from .random_weights import random_lm_file
-
         # a large random LM is drawn once and read back from a file (the same values, seconds not minutes)
         cached = random_lm_file(fields["lm"], fields.get("lm_checkpoint"), self.seed, fields["dtype"])
         if cached is not None:

@@ -19,6 +19,8 @@ from typing import Any
 from .errors import OptionsError
 from .storage import file_sha256
 from .suites import Suite, VariantDecl
+from .training.recipes import trained_with
+from .training_budget import budget_from_sidecar
 
 # --preset NAME: the LM preset and the codec it goes with.
 PRESETS = {"tiny": ("tiny", "tiny"), "moshi-7b": ("moshi-7b", "mimi"), "moshi-2b": ("moshi-2b", "mimi")}
@@ -231,8 +233,6 @@ def read_sidecar(ckpt: Path) -> dict[str, Any] | None:
 def trained_with_of(spec: ModelSpec) -> tuple[str, ...]:
     """The recipe options the spec's LM and codec weights were trained with (their sidecars' union); a
     checkpoint without a sidecar, random weights: none. The bundled weights' sidecars count too."""
-    from .training.recipes import trained_with
-
     names: list[str] = []
     for part in ("lm", "codec"):
         ckpt = weights_file(spec, part)
@@ -247,8 +247,6 @@ def weights_files_of(spec: ModelSpec) -> dict[str, dict[str, Any] | None]:
     the file was trained (steps, recipe digest, data hash, the weights it started from) and its training
     budget (minutes, device, whether its loss had stopped falling: vemi_eval/training_budget.py). A path
     alone does not say which weights ran: a bundled file is replaced by retraining, a run folder is reused."""
-    from .training_budget import budget_from_sidecar
-
     out: dict[str, dict[str, Any] | None] = {}
     for part in ("lm", "codec"):
         ckpt = weights_file(spec, part)
