@@ -17,7 +17,8 @@ KINDS = {"weights": lambda ctx: []}
 
 
 def _suite(model: str = "", variants: str = "") -> object:
-    text = f'[suite]\nname = "s"\ndescription = "d"\n[model]\n{model}\n[weights]\n[[variants]]\nname = "baseline"\n{variants}'
+    head = '[suite]\nname = "s"\ndescription = "d"\n'
+    text = f'{head}[model]\n{model}\n[weights]\n[[variants]]\nname = "baseline"\n{variants}'
     return parse_suite(text, known_kinds=KINDS)
 
 
