@@ -257,7 +257,7 @@ class RunJob:
 
 def prepare_run(opts: RunOptions) -> RunJob:
     """Everything about a run that can be checked before any work, checked: a user error (exit 2) for
-    bad input; nothing is written yet."""
+    bad input; nothing of the run is written yet."""
     kinds = measurements.load_all()  # looked up when called: tests register kinds of their own
     suite = load_suite(opts.suite, known_kinds=kinds)
     model = model_spec(
