@@ -161,7 +161,7 @@ def test_invalid_lines_once_each_with_their_condition(tmp_path, capsys) -> None:
 
 
 def test_a_ratio_of_sums_gets_no_internal_message_in_the_log(caplog) -> None:
-    from vemi_eval.runner import fill_intervals
+    from vemi_eval.aggregate import fill_intervals
 
     def wer(variant: str, errors: list[int]) -> MetricRecord:
         rec = MetricRecord("s", variant, "wer", sum(errors) / 40, "", 4, kind="wer", ci_low=0.1, ci_high=0.3)
@@ -294,7 +294,7 @@ def test_plot_styles_do_not_repeat_for_thirteen_variants() -> None:
 
 
 def test_records_of_invalid_status_count_as_reasons() -> None:
-    from vemi_eval.runner import invalid_line
+    from vemi_eval.aggregate import invalid_line
 
     rec = MetricRecord("s", "v", "stoi", 0.5, "", 2, condition={"n_codebooks": 8})
     rec.status, rec.reason = INVALID, "n=2 < min_samples=4"

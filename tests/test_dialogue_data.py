@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 
 from tests.duplex_fixtures import fdb_sample, pause, speechlike, turn_taking
+from vemi_eval.aggregate import apply_validity
 from vemi_eval.data import dialogue as dlg
 from vemi_eval.measurements import MeasureContext, VariantRef
 from vemi_eval.measurements._duplex import stream_batch
 from vemi_eval.measurements.dialogue import measure_dialogue
-from vemi_eval.runner import apply_validity
 
 SR, FS = 24000, 1920
 V = dlg.vocab()

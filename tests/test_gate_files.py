@@ -16,8 +16,9 @@ from vemi_eval import measurements
 from vemi_eval.cli import main
 from vemi_eval.gate import EXACT, IMPROVED, MANN_WHITNEY, NEW, OK, REGRESSION, Rules, compare, load_rules
 from vemi_eval.gate_files import BIGGER, SMALLER, benchmark_entries, junit_xml
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import MetricRecord
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.runner import RunOptions
 
 
 # --- a fake kind: one wall-clock timing, one deterministic count ------------------------------------------
@@ -253,7 +254,8 @@ def test_the_example_workflow_calls_real_commands_and_options() -> None:
     import shlex
     from pathlib import Path
 
-    from vemi_eval.cli import gate_cmd, run_cmd
+    from vemi_eval.cli.gate import gate_cmd
+    from vemi_eval.cli.run import run_cmd
 
     text = (Path(__file__).parents[1] / ".github" / "workflows" / "vemi-eval-gate.yml").read_text()
     commands = [shlex.split(c) for c in _workflow_commands(text) if c.startswith(".venv/bin/vemi-eval")]

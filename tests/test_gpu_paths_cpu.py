@@ -224,7 +224,7 @@ def test_quantized_weights_are_cached_by_weights_and_method(monkeypatch, tmp_pat
 
 
 def test_dtype_defaults_to_bf16_on_cuda_only() -> None:
-    from vemi_eval.runner import default_dtype
+    from vemi_eval.variant_models import default_dtype
 
     assert default_dtype("cuda") == "bfloat16" and default_dtype("cuda:1") == "bfloat16"
     assert default_dtype("cpu") == "float32"

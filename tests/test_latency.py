@@ -226,7 +226,7 @@ def test_interleaved_blocks_run_in_abba_order(clock):
 
 
 def test_interleaving_removes_drift_from_the_ratio(clock):
-    from vemi_eval.runner import fill_intervals
+    from vemi_eval.aggregate import fill_intervals
 
     def ratio(interleave: int, factor: float) -> float:
         clock.ns = 0

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.test_runner_helpers import CALLS, CRASH_ON, FAKE_KINDS, fake_build, fakes, write_suite  # noqa: F401
-from vemi_eval import measurements
+from vemi_eval import measurements, run_results, rundir
 from vemi_eval import results as rs
-from vemi_eval.cli import main, resume_command
+from vemi_eval.cli import main
+from vemi_eval.cli.run import resume_command
 from vemi_eval.errors import (
     EXIT_BAD_INPUT,
     EXIT_INVALID,
@@ -22,8 +23,9 @@ from vemi_eval.errors import (
     StorageError,
     SuiteError,
 )
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import FAILED, OK, MetricRecord
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.runner import RunOptions
 from vemi_eval.storage import append_line, write_atomic
 
 pytestmark = pytest.mark.usefixtures("fakes")
@@ -111,7 +113,7 @@ def test_a_failed_whole_file_write_leaves_the_old_content(tmp_path, monkeypatch)
 # --- case 4: full disks and bad histories --------------------------------------------------------------
 def test_disk_full_mid_run_is_exit_5_and_keeps_what_was_measured(tmp_path, monkeypatch, capsys) -> None:
     suite = write_suite(tmp_path)
-    real, calls = rs.append_partial, []
+    real, calls = rundir.append_partial, []
 
     def fills_up(out_dir, entry) -> None:
         calls.append(entry.get("type"))
@@ -119,7 +121,7 @@ def test_disk_full_mid_run_is_exit_5_and_keeps_what_was_measured(tmp_path, monke
             raise OSError(28, "No space left on device")
         real(out_dir, entry)
 
-    monkeypatch.setattr(rs, "append_partial", fills_up)
+    monkeypatch.setattr(rundir, "append_partial", fills_up)
     out = tmp_path / "run"
     code, _, err = _run(capsys, "run", str(suite), "--out", str(out), "--no-history")
     assert code == EXIT_STORAGE and "No space left" in _one_line(err) and "--resume" in err
@@ -133,7 +135,7 @@ def test_disk_full_at_finalize_is_exit_5_and_no_half_file(tmp_path, monkeypatch)
     def full(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rs, "write_results", full)
+    monkeypatch.setattr(run_results, "write_results", full)
     with pytest.raises(StorageError, match="No space left"):
         run_suite(_opts(tmp_path, suite, history=False), echo=lambda m: None)
     entries = rs.read_partial(tmp_path / "run")
@@ -322,10 +324,11 @@ def test_options_error_for_resume_and_overwrite(tmp_path, capsys) -> None:
 def test_a_run_frees_memory_only_where_it_matters(tmp_path, monkeypatch) -> None:
     """gc + malloc_trim cost about 0.15 s a call: once per variant that held a model, and before the
     kinds that measure peak memory, not before every measurement."""
-    from vemi_eval import runner
+    from vemi_eval import runner, variant_builder
 
     calls = []
-    monkeypatch.setattr(runner, "release_memory", lambda: calls.append(1))
+    monkeypatch.setattr(runner, "release_memory", lambda: calls.append(1))  # before a peak-memory kind
+    monkeypatch.setattr(variant_builder, "release_memory", lambda: calls.append(1))  # a variant freed
     suite = write_suite(tmp_path)  # two variants, two kinds, no peak-memory kind
     run_suite(_opts(tmp_path, suite, history=False), echo=lambda m: None)
     assert len(calls) == 2

@@ -9,8 +9,9 @@ import pytest
 from tests.test_runner_helpers import CALLS, CRASH_ON, SUITE, fake_build, fakes, write_suite  # noqa: F401
 from vemi_eval import history
 from vemi_eval.errors import EXIT_INCOMPLETE, EXIT_INVALID, EXIT_OK, OptionsError
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.results import read_partial, read_results
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.runner import RunOptions
 
 pytestmark = pytest.mark.usefixtures("fakes")
 

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.recorded_run import run_suite
+from vemi_eval.runner import RunOptions
 
 TINY = textwrap.dedent(
     """\

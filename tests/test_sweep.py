@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from vemi_eval import measurements
+from vemi_eval.cli.sweep import sweep_command
 from vemi_eval.errors import EXIT_INCOMPLETE, EXIT_OK, OptionsError, SuiteError
 from vemi_eval.records import MetricRecord
 from vemi_eval.suites import parse_suite
@@ -36,7 +37,6 @@ from vemi_eval.sweep import (
     read_sweep_file,
     run_sweep,
     slugify,
-    sweep_command,
 )
 
 FAKE_KIND = "sweep_fake"

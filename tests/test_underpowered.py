@@ -1,7 +1,7 @@
 """A statistic conditioned on an event (a latency given a take-over) with fewer events than min_samples is
 underpowered: shown with n and the threshold, never a verdict, and it does not make the run INVALID while
 the unconditioned records (the rate of those events) are valid; a run with nothing but underpowered or
-failed records is still not VALID. One definition (``runner.apply_validity``), read by the summary, the
+failed records is still not VALID. One definition (``aggregate.apply_validity``), read by the summary, the
 report, the gate, the claims and the replicates' pooling."""
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import pytest
 
 from tests.test_runner_helpers import FAKE_KINDS, fake_build, fakes  # noqa: F401
 from vemi_eval import measurements
+from vemi_eval.aggregate import apply_validity
 from vemi_eval.claim_verdicts import NO_VERDICT, ClaimBar, Evidence, judge
 from vemi_eval.errors import EXIT_INVALID, EXIT_OK
 from vemi_eval.gate import NOT_GATED, REGRESSION, compare
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import INVALID, OK, UNDERPOWERED, MetricRecord
 from vemi_eval.replicates import pool_replicates
 from vemi_eval.report.view import cell
 from vemi_eval.run_summary import status_lines
-from vemi_eval.runner import RunOptions, apply_validity, run_suite
+from vemi_eval.runner import RunOptions
 
 RULES = {"min_samples": 4}
 

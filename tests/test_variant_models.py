@@ -16,9 +16,10 @@ import torch
 from reference_model import CheckpointError, ConfigError
 from vemi_eval import measurements, registry
 from vemi_eval.errors import SuiteError
+from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import MetricRecord
 from vemi_eval.results import read_results
-from vemi_eval.runner import RunOptions, run_suite
+from vemi_eval.runner import RunOptions
 from vemi_eval.suites import parse_suite
 
 PRESET = Path(__file__).resolve().parent.parent / "reference_model" / "presets" / "tiny_lm.json"
@@ -242,8 +243,8 @@ def test_flags_on_the_command_line_keep_the_aa_control() -> None:
 
 
 def test_pooling_keeps_the_interleaved_baseline_twin_of_each_replicate() -> None:
+    from vemi_eval.aggregate import fill_intervals
     from vemi_eval.replicates import pool_replicates
-    from vemi_eval.runner import fill_intervals
 
     def rec(samples, twin):
         r = MetricRecord(suite="s", variant="v", kind="latency", metric="frame_time_p50_ms", unit="ms",

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from reference_model.lm import load_lm
 from reference_model.lm.load import BUNDLED
-from vemi_eval.runner import weights_provenance
+from vemi_eval.variant_models import ModelSpec, weights_provenance
 
 
 def test_provenance_of_bundled_given_and_random_weights(tmp_path):
-    spec = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": None, "codec_checkpoint": None}
+    spec = ModelSpec(lm="tiny", codec="tiny", lm_checkpoint=None, codec_checkpoint=None)
     got = weights_provenance(spec)
-    assert got["codec"] == "trained, bundled tiny_codec.safetensors"
+    assert got.codec == "trained, bundled tiny_codec.safetensors"
     if BUNDLED["tiny"].is_file():
-        assert got["lm"] == "trained, bundled tiny_lm.safetensors"
+        assert got.lm == "trained, bundled tiny_lm.safetensors"
     else:
-        assert got["lm"].startswith("random")
-    assert weights_provenance({**spec, "lm_checkpoint": "random"})["lm"] == "random (asked for)"
-    assert weights_provenance({**spec, "lm": "moshi-7b"})["lm"].startswith("random")
+        assert got.lm.startswith("random")
+    assert weights_provenance(replace(spec, lm_checkpoint="random")).lm == "random (asked for)"
+    assert weights_provenance(replace(spec, lm="moshi-7b")).lm.startswith("random")
     assert (
-        weights_provenance({**spec, "lm_checkpoint": "/x/w.safetensors"})["lm"]
+        weights_provenance(replace(spec, lm_checkpoint="/x/w.safetensors")).lm
         == "checkpoint /x/w.safetensors"
     )
 
@@ -38,7 +40,7 @@ def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
     from reference_model import bundled_codec_weights
     from vemi_eval.variant_models import weights_files_of
 
-    spec = {"lm": "tiny", "codec": "tiny", "lm_checkpoint": "random", "codec_checkpoint": None}
+    spec = ModelSpec(lm="tiny", codec="tiny", lm_checkpoint="random", codec_checkpoint=None)
     got = weights_files_of(spec)
     assert got["lm"] is None
     codec = bundled_codec_weights("tiny")
@@ -58,7 +60,7 @@ def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
         "loss_history": [{"step": 5, "text": 2.0}, {"step": 9, "text": 1.0}, {"step": 12, "text": 0.5}],
     }
     (tmp_path / "w.json").write_text(json.dumps(side))
-    lm = weights_files_of({**spec, "lm_checkpoint": str(ckpt)})["lm"]
+    lm = weights_files_of(replace(spec, lm_checkpoint=str(ckpt)))["lm"]
     assert lm["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert lm["sidecar"] == {
         "steps": 12,
@@ -79,4 +81,4 @@ def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
         },
     }
     (tmp_path / "w.json").unlink()
-    assert weights_files_of({**spec, "lm_checkpoint": str(ckpt)})["lm"]["sidecar"] is None
+    assert weights_files_of(replace(spec, lm_checkpoint=str(ckpt)))["lm"]["sidecar"] is None

@@ -1,189 +1,34 @@
-"""The results store of one run directory: results.json (schema-versioned), samples.csv, the partial file.
+"""Reading one run's results back: results.json (schema-versioned, checked field by field) and where it is.
 
-results.json carries everything needed to trust and redo a run (lm-evaluation-harness style): the suite's
-text and hash, the model spec, variants and flags, seed, threads, git commit and dirtiness, package
-versions, CPU/GPU, evaluator versions and weight hashes, data hashes, then one record per metric.
-
-results.partial.jsonl gets one line per finished (kind, variant) the moment it finishes, so a killed run
-loses nothing and ``--resume`` skips what is there.
+The runner writes the files of a run directory (vemi_eval/run_results.py, vemi_eval/rundir.py); this
+module is what the commands above the runner (report, gate, history, sweep) read them with. It
+re-exports the files' names, the partial file's reader and writer and the schema: a reader imports one
+module.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionsError, ResultsError
-from .records import MetricRecord, upgrade_metric
-from .storage import append_line, write_atomic
+from .errors import ResultsError
+from .records import upgrade_metric
+from .run_results import SCHEMA, SCHEMA_VERSION  # noqa: F401  (re-exported: the schema written)
+from .rundir import (  # noqa: F401  (re-exported: the run directory's file names and its partial file)
+    LOG_FILE,
+    PARTIAL_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUN_DATA_FILES,
+    SAMPLES_FILE,
+    append_partial,
+    read_partial,
+    refuse_run_data_name,
+)
 
-SCHEMA = "vemi-eval/results"
-SCHEMA_VERSION = 2  # 2: a record's kind, samples, statistic, evaluator, data, budget_ms are fields
 READABLE_VERSIONS = (1, 2)  # schema 1 is upgraded on reading (those facts lived in the record's extra)
-RESULTS_FILE = "results.json"
-PARTIAL_FILE = "results.partial.jsonl"
-SAMPLES_FILE = "samples.csv"
-LOG_FILE = "run.log"
-REPORT_FILE = "report.html"
-# what a run measured: no command's output file may take one of these names (a report or a trainer's
-# sidecar written over results.json destroys the run)
-RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
-
-
-def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
-    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
-    if Path(path).name in RUN_DATA_FILES:
-        raise OptionsError(
-            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
-        )
-
-
-# --- results.json --------------------------------------------------------------------------------
-@dataclass
-class SuiteFacts:
-    """The suite a run ran: its text and hash (so it can be redone exactly)."""
-
-    name: str
-    description: str
-    path: str | None
-    sha256: str
-    content: str
-
-    @classmethod
-    def of(cls, suite: Any) -> SuiteFacts:
-        path = str(suite.path) if suite.path else None
-        return cls(suite.name, suite.description, path, suite.sha256, suite.content)
-
-
-@dataclass
-class VariantFacts:
-    """A variant as it ran: its flags and its effective model (the suite's [model] under the variant's
-    own fields), one checkpoint per replicate, and what those checkpoints were trained with."""
-
-    name: str
-    flags: list[str]
-    is_baseline: bool
-    lm: str | None = None  # LM preset or config path
-    codec: str | None = None
-    lm_checkpoint: list[str | None] = field(default_factory=list)  # per replicate; None: bundled/random
-    codec_checkpoint: list[str | None] = field(default_factory=list)
-    dtype: str | None = None
-    weights: str | None = None  # "trained" | "random"
-    weights_detail: list[dict[str, str]] = field(default_factory=list)  # provenance per replicate
-    trained_with: list[str] = field(default_factory=list)  # recipe options (checkpoints' sidecars)
-    weights_files: list[dict[str, Any]] = field(default_factory=list)  # per replicate: path, sha256, sidecar
-    replicates: int = 1
-    aa: bool = False  # an A/A control (the baseline again): the noise floor, never attributed
-
-    @classmethod
-    def of(cls, decl: Any, is_baseline: bool, model: Any) -> VariantFacts:
-        """From a suite's VariantDecl and its VariantModel (vemi_eval/variant_models.py)."""
-        from .variant_models import weights_files_of
-
-        reps = model.replicates
-        return cls(
-            name=decl.name,
-            flags=list(decl.flags),
-            is_baseline=is_baseline,
-            lm=str(reps[0]["lm"]),
-            codec=str(reps[0]["codec"]),
-            lm_checkpoint=[r.get("lm_checkpoint") for r in reps],
-            codec_checkpoint=[r.get("codec_checkpoint") for r in reps],
-            dtype=reps[0].get("dtype"),
-            weights=model.weights,
-            weights_detail=[dict(r["weights"]) for r in reps],
-            trained_with=list(model.trained_with),
-            weights_files=[weights_files_of(r) for r in reps],
-            replicates=len(reps),
-            aa=decl.aa,
-        )
-
-
-@dataclass
-class RunResults:
-    """results.json of one run: how it was made, its status and why, then one record per metric."""
-
-    suite: SuiteFacts
-    model: dict[str, Any]
-    variants: list[VariantFacts]
-    seed: int
-    quick: bool
-    threads: int
-    status: str  # VALID | INVALID | INCOMPLETE
-    invalid_reasons: list[str]
-    errors: list[dict[str, str]]  # {"kind", "variant", "error"} of each measurement that crashed
-    missing: list[str]  # "kind/variant" planned but never finished
-    environment: dict[str, Any]
-    evaluators: dict[str, Any]
-    data: dict[str, Any]
-    started: str
-    finished: str
-    skipped_inputs: list[dict[str, str]] = field(default_factory=list)  # {kind, variant, input, reason}
-    metrics: list[MetricRecord] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "metrics":
-                value = [r.to_dict() for r in value]
-            elif f.name in ("suite", "variants"):
-                value = asdict(value) if f.name == "suite" else [asdict(v) for v in value]
-            doc[f.name] = value
-        return doc
-
-
-# --- the partial file -----------------------------------------------------------------------------
-def append_partial(out_dir: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it: a kill right after loses nothing that was reported done."""
-    append_line(out_dir / PARTIAL_FILE, json.dumps(entry, default=_json_default))
-
-
-def read_partial(out_dir: Path) -> list[dict[str, Any]]:
-    """Entries of the partial file; a torn last line (killed while writing) is ignored."""
-    path = out_dir / PARTIAL_FILE
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries
-
-
-def record_from_dict(d: dict[str, Any]) -> MetricRecord:
-    return MetricRecord.from_dict(d)
-
-
-def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
-
-
-def write_results(out_dir: Path, doc: dict[str, Any]) -> Path:
-    """Write results.json atomically (a reader never sees half a file)."""
-    return write_atomic(out_dir / RESULTS_FILE, json.dumps(doc, indent=1, default=_json_default) + "\n")
 
 
 def results_path(run_dir_or_file: str | os.PathLike) -> Path:
@@ -253,41 +98,3 @@ def check_structure(doc: dict[str, Any], p: Path) -> None:
 
 def _name(t: type | tuple[type, ...]) -> str:
     return {dict: "an object", list: "a list", str: "a string"}.get(t, str(t))  # type: ignore[call-overload]
-
-
-# --- samples.csv ----------------------------------------------------------------------------------
-def sample_rows(records: Iterable[MetricRecord], ctx_rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Raw rows for samples.csv: what measurements gave to ctx.add_samples, plus every record's
-    ``samples`` as one row per sample (metric, sample index, value, condition keys)."""
-    rows = [dict(r) for r in ctx_rows]
-    for rec in records:
-        samples = rec.samples
-        if not isinstance(samples, list):
-            continue
-        for i, v in enumerate(samples):
-            rows.append(
-                {
-                    "suite": rec.suite,
-                    "variant": rec.variant,
-                    "kind": rec.kind,
-                    "metric": rec.metric,
-                    "unit": rec.unit,
-                    "sample": i,
-                    "value": v,
-                    **{f"cond_{k}": c for k, c in rec.condition.items()},
-                }
-            )
-    return rows
-
-
-def write_samples_csv(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
-    import pandas as pd
-
-    path = out_dir / SAMPLES_FILE
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        frame = pd.DataFrame(columns=["suite", "variant", "kind", "metric", "sample", "value"])
-    else:
-        lead = [c for c in ("suite", "variant", "kind", "metric", "unit", "sample", "value") if c in frame]
-        frame = frame[lead + [c for c in frame.columns if c not in lead]]
-    return write_atomic(path, frame.to_csv(index=False))

@@ -1,5 +1,10 @@
-"""What `run` and `sweep` share about a directory of results: the fingerprint that --resume checks,
-what a fresh start clears, where output goes by default, and the exit code a set of statuses gives."""
+"""What `run` and `sweep` share about a directory of results: the names of its files, the partial file
+(one line per finished measurement), the fingerprint that --resume checks, what a fresh start clears,
+where output goes by default, and the exit code a set of statuses gives.
+
+results.partial.jsonl gets one line per finished (kind, variant) the moment it finishes, so a killed run
+loses nothing and ``--resume`` skips what is there.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError
-from .results import refuse_run_data_name
-from .storage import write_atomic
+from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError, StorageError
+from .records import MetricRecord
+from .storage import append_line, write_atomic
+
+RESULTS_FILE = "results.json"
+PARTIAL_FILE = "results.partial.jsonl"
+SAMPLES_FILE = "samples.csv"
+LOG_FILE = "run.log"
+REPORT_FILE = "report.html"
+# what a run measured: no command's output file may take one of these names (a report or a trainer's
+# sidecar written over results.json destroys the run)
+RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
+
+
+def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
+    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
+    if Path(path).name in RUN_DATA_FILES:
+        raise OptionsError(
+            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
+        )
+
 
 SWEEP_FILE = "sweep.json"  # a sweep directory's summary (vemi_eval/sweep/summary.py)
 
@@ -112,3 +135,75 @@ def exit_code(statuses: Iterable[str], interrupted: bool = False) -> int:
     if INVALID in found:
         return EXIT_INVALID
     return EXIT_OK
+
+
+# --- the partial file -----------------------------------------------------------------------------
+def append_partial(out_dir: Path, entry: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it: a kill right after loses nothing that was reported done."""
+    append_line(out_dir / PARTIAL_FILE, json.dumps(entry, default=json_default))
+
+
+def append_entry(out: Path, entry: dict[str, Any]) -> None:
+    """One line of the partial file; a failed write (a full disk) ends the run with exit 5, keeping every
+    line written before it."""
+    try:
+        append_partial(out, entry)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {out / PARTIAL_FILE}: {exc.strerror or exc}; the measurements finished before "
+            "are kept there: free space, then run again with --resume"
+        ) from None
+
+
+def result_entry(
+    kind: str, variant: str, records: list[MetricRecord], samples: list, replicate: int = 0
+) -> dict[str, Any]:
+    """The partial-file line of one finished (kind, variant, replicate)."""
+    return {
+        "type": "result",
+        "kind": kind,
+        "variant": variant,
+        "replicate": replicate,
+        "records": [r.to_dict() for r in records],
+        "samples": samples,
+    }
+
+
+def entry_key(e: dict[str, Any]) -> tuple[str, str, int]:
+    """(kind, variant, replicate) of a partial entry (entries written before replicates: replicate 0)."""
+    return (e["kind"], e["variant"], int(e.get("replicate") or 0))
+
+
+def read_partial(out_dir: Path) -> list[dict[str, Any]]:
+    """Entries of the partial file; a torn last line (killed while writing) is ignored."""
+    path = out_dir / PARTIAL_FILE
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def json_default(o: Any) -> Any:
+    """What json.dumps writes for numpy values, paths, sets and tuples (and str() of anything else)."""
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)

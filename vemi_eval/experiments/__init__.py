@@ -23,7 +23,7 @@ replicates), and writes the run where `vemi-eval matrix` reads it.
     options = ["ervq"]
 
 Modules: spec (the file, validated), train (the arm x seed trainings, local or as Ray tasks), suite (the
-measuring suite with its generated variants), command (the CLI).
+measuring suite with its generated variants); the command line is vemi_eval/cli/experiment.py.
 """
 
 from .spec import Arm, Experiment, read_experiment

@@ -39,11 +39,11 @@ Without any flag set (no --grid, [[variants]] or [grid]), the suite's own non-ba
 sweep: `vemi-eval sweep memory` runs each of them beside the baseline in a task of its own.
 
 Modules: sweepfile (the sweep file), plan (flag sets -> points), worker (one point in a Ray worker),
-cluster (Ray itself), summary (sweep.json), driver (the points as Ray tasks), command (the CLI).
+cluster (Ray itself), summary (sweep.json), driver (the points as Ray tasks); the command line is
+vemi_eval/cli/sweep.py.
 """
 
 from .cluster import import_ray
-from .command import sweep_command
 from .driver import SweepOptions, SweepOutcome, run_sweep
 from .plan import SweepPlan, SweepPoint, build_plan, expand_axes, parse_grid, plan_sweep, slugify
 from .summary import FAILED, INCOMPLETE, INVALID, SWEEP_FILE, VALID
@@ -67,5 +67,4 @@ __all__ = [
     "read_sweep_file",
     "run_sweep",
     "slugify",
-    "sweep_command",
 ]

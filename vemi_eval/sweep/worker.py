@@ -38,7 +38,8 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
             task["setup"]()  # e.g. imports registering measurement kinds or flags of one's own
         for name, data in (task.get("resume_files") or {}).items():
             (run_dir / name).write_bytes(data)
-        from ..runner import RunOptions, run_suite
+        from ..recorded_run import run_suite
+        from ..runner import RunOptions
 
         opts = RunOptions(
             suite=_suite_here(task, scratch),

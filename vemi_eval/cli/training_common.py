@@ -4,17 +4,23 @@ the command that resumes (exit 130)."""
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import EXIT_INTERRUPTED, OptionsError
+from ..errors import EXIT_INTERRUPTED, OptionsError, one_line
 
 SEED_MAX = 2**63 - 1  # numpy's and torch's seeds
+OVERWRITE_HELP = (
+    "Replace finished weights at --out and their sidecar (without it they are never touched; a file "
+    "another program wrote is never replaced)."
+)
 
 
 def check_range(
@@ -76,8 +82,8 @@ def resume_command(ctx: click.Context, drop: tuple[str, ...] = ("fresh",)) -> st
 @contextmanager
 def training_session(outputs: Any) -> Iterator[Any]:
     """The lock on the outputs (training/outputs.py) and the signals' stop request, for one training."""
-    from .training.interrupt import stop_on_signal
-    from .training.outputs import one_writer
+    from ..training.interrupt import stop_on_signal
+    from ..training.outputs import one_writer
 
     with one_writer(outputs), stop_on_signal() as stop:
         yield stop
@@ -85,7 +91,7 @@ def training_session(outputs: Any) -> Iterator[Any]:
 
 def run_training(ctx: click.Context, outputs: Any, train: Callable[[Any], Any]) -> Any:
     """``train(stop)`` inside a training session; a signal's stop becomes the resume line and exit 130."""
-    from .training.interrupt import TrainingInterrupted
+    from ..training.interrupt import TrainingInterrupted
 
     try:
         with training_session(outputs) as stop:
@@ -93,3 +99,15 @@ def run_training(ctx: click.Context, outputs: Any, train: Callable[[Any], Any]) 
     except TrainingInterrupted as exc:
         click.echo(f"{exc}; continue with `{resume_command(ctx)}`", err=True)
         ctx.exit(EXIT_INTERRUPTED)
+
+
+def check_sidecar_readable(sidecar: Path, what: str) -> None:
+    """A weights file's sidecar, when there is one, is a JSON object (one line naming it otherwise)."""
+    if not sidecar.is_file():
+        return
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OptionsError(f"{what}: cannot read its sidecar {sidecar}: {one_line(exc)}") from None
+    if not isinstance(info, dict):
+        raise OptionsError(f"{what}: its sidecar {sidecar} is not a JSON object")

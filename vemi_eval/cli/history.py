@@ -17,10 +17,9 @@ from typing import Any
 
 import click
 
-from .errors import EXIT_CODES, EXIT_OK, OptionsError, StorageError
-from .text_table import echo_table as _table
-
-EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
+from ..errors import EXIT_OK, OptionsError, StorageError
+from ..text_table import echo_table as _table
+from .options import EXIT_CODES_HELP as EPILOG
 
 
 def _readable(path: Path) -> Path:
@@ -81,13 +80,13 @@ def history_command(
     metric: str | None, suite: str | None, variant: str | None, history_path: str | None, out: str | None
 ) -> int:
     """The runs the history holds (every `vemi-eval run` appends one), or one metric's trend."""
-    from . import history
+    from .. import history
 
     if (variant or out) and not metric:
         raise click.UsageError("--variant and --out go with --metric")
     path = Path(history_path) if history_path else history.default_history_path()
     if out is not None:
-        from .rundir import check_output_file
+        from ..rundir import check_output_file
 
         check_output_file(Path(out), "history page", create_folder=True)
     if not path.is_file():
@@ -121,7 +120,7 @@ def history_command(
     table = trend_rows(rows)
     _table(table, list(table[0]))
     if out is not None:
-        from .report.history_page import build_history_page
+        from ..report.history_page import build_history_page
 
         try:
             written = build_history_page(metric, rows, Path(out), source=path)

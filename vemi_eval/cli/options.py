@@ -1,5 +1,6 @@
 """Command-line options that `vemi-eval run` and `vemi-eval sweep` share, and the checks of how they
-combine: written once, so that the two commands cannot drift apart."""
+combine: written once, so that the two commands cannot drift apart; the exit codes every command's help
+ends with."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any, TypeVar
 
 import click
 
+from ..errors import EXIT_CODES
+
 F = TypeVar("F", bound=Callable[..., object])
+
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
 
 
 def _apply(fn: F, options: list[Callable[[F], F]]) -> F:

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..cli_options import check_at_least
-from ..errors import EXIT_CODES, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SuiteError
+from ..errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SuiteError
+from .options import EXIT_CODES_HELP, check_at_least
+from .training_common import check_device
 
 if TYPE_CHECKING:
-    from .train import Training
-
-EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
+    from ..experiments.train import Training
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent.parent / "suites" / "experiments"
 
@@ -26,7 +25,7 @@ def experiment_command() -> None:
 @experiment_command.command("list")
 def list_cmd() -> int:
     """The experiment files: enhancement, trainer, arms, steps x seeds."""
-    from .spec import read_experiment
+    from ..experiments.spec import read_experiment
 
     for path in sorted(EXPERIMENTS_DIR.glob("*.toml")):
         e = read_experiment(path)
@@ -79,11 +78,11 @@ def run_cmd(
     side by side: one variant per arm, its seeds pooled as replicates."""
     from .. import results as rs
     from .. import rundir
-    from ..cli_training import check_device
-    from ..runner import RUN_FILES, RunOptions, run_suite
-    from .spec import read_experiment
-    from .suite import measuring_suite
-    from .train import TrainingFailed, plan_trainings, train_all
+    from ..experiments.spec import read_experiment
+    from ..experiments.suite import measuring_suite
+    from ..experiments.train import TrainingFailed, plan_trainings, train_all
+    from ..recorded_run import run_suite
+    from ..runner import RUN_FILES, RunOptions
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import OutputSettings, check_at_least, model_options, output_options
-from .driver import SweepOptions, SweepOutcome, run_sweep
-from .plan import build_plan, parse_int_list
-from .summary import SWEEP_FILE, comparison_rows
-from .sweepfile import check_device
+from ..sweep.driver import SweepOptions, SweepOutcome, run_sweep
+from ..sweep.plan import build_plan, parse_int_list
+from ..sweep.summary import SWEEP_FILE, comparison_rows
+from ..sweep.sweepfile import check_device
+from .options import OutputSettings, check_at_least, model_options, output_options
 
 SWEEP_HELP = """Run SUITE over a grid of flag sets on Ray: each variant in a task of its own, beside the
 suite's baseline (every ratio is measured side by side on one machine, never across machines).
