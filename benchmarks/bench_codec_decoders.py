@@ -22,13 +22,9 @@ import torch
 from torch.nn import functional as F
 
 from reference_model.codec import CodecStreamer, MimiCodec, codec_config
-from vemi_eval.training.codec import (
-    MultiResolutionSTFTLoss,
-    MultiScaleMelLoss,
-    frame_level_loss,
-    freeze_encoder_side,
-    named_recipes,
-)
+from vemi_eval.training.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, frame_level_loss
+from vemi_eval.training.codec_model import freeze_encoder_side
+from vemi_eval.training.codec_recipes import named_recipes
 
 
 def _arm(recipe_name: str):

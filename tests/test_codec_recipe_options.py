@@ -9,7 +9,8 @@ import torch
 from reference_model.codec import MimiCodec, codec_config
 from reference_model.codec.quantizer import EuclideanCodebook, ResidualVectorQuantizer
 from tests.test_codec_training import _FakeAudio
-from vemi_eval.training.codec import CodecRecipe, named_recipes, train_codec, with_options
+from vemi_eval.training.codec import train_codec
+from vemi_eval.training.codec_recipes import CodecRecipe, named_recipes, with_options
 from vemi_eval.training.ervq import LevelInputs, balance_loss, decorrelation_loss, level_inputs
 
 
@@ -33,7 +34,7 @@ def test_default_recipes_keep_their_digest_and_options_change_it():
 
 
 def test_every_codec_option_is_declared_for_the_registry():
-    from vemi_eval.training.codec import CODEC_OPTIONS
+    from vemi_eval.training.codec_recipes import CODEC_OPTIONS
     from vemi_eval.training.recipes import available_recipes, check_options
 
     declared = {n for n, r in available_recipes().items() if r.trainer == "codec"}
@@ -50,7 +51,7 @@ def test_cli_refuses_an_unknown_option(capsys):
         main(["train", "codec", "--option", "nope", "--steps", "1"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "unknown codec recipe option 'nope'" in err
-    from vemi_eval.training.codec import CODEC_OPTIONS
+    from vemi_eval.training.codec_recipes import CODEC_OPTIONS
 
     with pytest.raises(SystemExit):
         main(["train", "codec", "--help"])
@@ -146,7 +147,7 @@ def test_codebook_usage_figures():
 
 
 def test_plain_codec_forward_is_untouched_by_the_taps():
-    from vemi_eval.training.codec import QuantizerTaps
+    from vemi_eval.training.codec_losses import QuantizerTaps
 
     torch.manual_seed(0)
     codec = MimiCodec(codec_config("tiny")).eval()
@@ -161,7 +162,7 @@ def test_plain_codec_forward_is_untouched_by_the_taps():
 
 # --- semantic distillation ------------------------------------------------------------------------------
 def test_distillation_gradient_reaches_only_the_first_codebook_path_and_the_head():
-    from vemi_eval.training.codec import QuantizerTaps
+    from vemi_eval.training.codec_losses import QuantizerTaps
     from vemi_eval.training.semantic import SemanticHead, distill_loss
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 
 from reference_model.config import load_lm_config
 from vemi_eval.data import dialogue
-from vemi_eval.training.codec import CodecRecipe, named_recipes, with_options
+from vemi_eval.training.codec_recipes import CodecRecipe, named_recipes, with_options
 from vemi_eval.training.lm import LMTrainRecipe
 
 CODEC_DIGESTS = {
