@@ -17,29 +17,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionsError, ResultsError
+from .errors import ResultsError
 from .records import MetricRecord, upgrade_metric
-from .storage import append_line, write_atomic
+
+# the names of a run's measurement files live with the files (storage.py): the trainers refuse them too
+from .storage import PARTIAL_FILE, RESULTS_FILE, SAMPLES_FILE, append_line, write_atomic
 
 SCHEMA = "vemi-eval/results"
 SCHEMA_VERSION = 2  # 2: a record's kind, samples, statistic, evaluator, data, budget_ms are fields
 READABLE_VERSIONS = (1, 2)  # schema 1 is upgraded on reading (those facts lived in the record's extra)
-RESULTS_FILE = "results.json"
-PARTIAL_FILE = "results.partial.jsonl"
-SAMPLES_FILE = "samples.csv"
 LOG_FILE = "run.log"
 REPORT_FILE = "report.html"
-# what a run measured: no command's output file may take one of these names (a report or a trainer's
-# sidecar written over results.json destroys the run)
-RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
-
-
-def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
-    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
-    if Path(path).name in RUN_DATA_FILES:
-        raise OptionsError(
-            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
-        )
 
 
 # --- results.json --------------------------------------------------------------------------------

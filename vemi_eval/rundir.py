@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError
-from .results import refuse_run_data_name
-from .storage import write_atomic
+from .storage import check_writable as check_writable  # moved below the trainers; its callers use rundir's
+from .storage import refuse_run_data_name
 
 SWEEP_FILE = "sweep.json"  # a sweep directory's summary (vemi_eval/sweep/summary.py)
 
@@ -46,21 +46,6 @@ def refuse_to_destroy(where: Path, names: Iterable[str], overwrite: bool) -> Non
             f"{where} holds an earlier run ({', '.join(found)}): --resume continues it, --overwrite "
             "replaces it, or choose another --out"
         )
-
-
-def check_writable(where: Path) -> None:
-    """Create ``where`` and write a probe file into it, so that an output that cannot be written is a
-    one-line error before any work (exit 2), not a traceback after it."""
-    probe = where / ".vemi-write-probe"
-    blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise OptionsError(f"cannot write to {where}: {blocking} is a file, not a directory")
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        write_atomic(probe, b"\0" * 4096)
-        probe.unlink()
-    except OSError as exc:
-        raise OptionsError(f"cannot write to {where}: {exc.strerror or exc}") from None
 
 
 def check_output_file(path: str | os.PathLike, what: str, create_folder: bool = False) -> Path:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OptionsError
-from ..results import refuse_run_data_name
-from ..rundir import check_writable
+from ..storage import check_writable, refuse_run_data_name
 
 
 @dataclass(frozen=True)
