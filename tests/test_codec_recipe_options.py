@@ -12,6 +12,7 @@ from tests.test_codec_training import _FakeAudio
 from vemi_eval.training.codec import train_codec
 from vemi_eval.training.codec_recipes import CodecRecipe, named_recipes, with_options
 from vemi_eval.training.ervq import LevelInputs, balance_loss, decorrelation_loss, level_inputs
+from vemi_eval.training.state import RecipeMismatchError
 
 
 def _rvq(bins: int = 8, dim: int = 4, n_q: int = 2) -> ResidualVectorQuantizer:
@@ -133,7 +134,7 @@ def test_ervq_training_records_its_terms_and_trained_with(tmp_path):
     assert "balance" not in base["final_losses_mean_last_500"]
     # a resume with another option set is refused
     fake = _FakeAudio(batch_size=2)
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(RecipeMismatchError, match="another recipe"):
         train_codec(out, minutes=1, recipe=fake.recipe, max_steps=3, evaluate=False, audio=fake.inner,
                     log=lambda *_: None)  # fmt: skip
 
