@@ -1,8 +1,8 @@
 """Cost of one decoder-A/B training step and of one streamed frame: the tiny codec's SEANet decoder against
 the causal iSTFT decoder (``tiny-istft``), side by side in one process.
 
-A training step is the A/B recipes' (``ab-seanet`` / ``ab-istft`` in vemi_eval/training/codec.py): frozen
-encoder side, batch 2 x 24 frames (1.92 s), forward + mel, linear-STFT, level and waveform losses +
+A training step is the A/B recipes' (``ab-seanet`` / ``ab-istft`` in vemi_eval/training/codec_recipes.py):
+frozen encoder side, batch 2 x 24 frames (1.92 s), forward + mel, linear-STFT, level and waveform losses +
 backward + AdamW. Calls alternate (SEANet step, iSTFT step, ...) so load from other processes hits both
 alike; medians over ``--steps`` after 2 warm-up steps. Then the streaming decode of one 80 ms frame.
 

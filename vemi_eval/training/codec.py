@@ -59,6 +59,7 @@ from .codec_recipes import CodecRecipe
 from .interrupt import StopRequest
 from .loop import (
     Budget,
+    Checkpoint,
     Provenance,
     Schedule,
     TrainingLoop,
@@ -197,20 +198,11 @@ def train_codec(
     def state_tensors() -> dict[str, torch.Tensor]:
         return {"rng.torch": torch.get_rng_state(), **(parts.state_tensors() if parts is not None else {})}
 
+    checkpoint = Checkpoint(
+        st_path, codec, opt, recipe.digest(), state_meta, state_tensors, checkpoint_every_s
+    )
     loop = TrainingLoop(
-        budget=budget,
-        schedule=codec_schedule(recipe),
-        model=codec,
-        opt=opt,
-        state_path=st_path,
-        digest=recipe.digest(),
-        save_meta=state_meta,
-        save_extra=state_tensors,
-        checkpoint_every_s=checkpoint_every_s,
-        stop=stop,
-        step=step,
-        elapsed_s=elapsed,
-        cpu_s=cpu_s,
+        budget, codec_schedule(recipe), checkpoint, stop, step=step, elapsed_s=elapsed, cpu_s=cpu_s
     )
 
     def write_outputs(final: bool, extra: dict[str, Any]) -> None:

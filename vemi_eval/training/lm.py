@@ -78,7 +78,7 @@ from .lm_objective import (  # noqa: F401
     valid_targets,
 )
 from .lm_options import CorpusRef, LMOption, OptionContext, with_default_user_noise
-from .loop import Budget, Provenance, Schedule, TrainingLoop, resume_state
+from .loop import Budget, Checkpoint, Provenance, Schedule, TrainingLoop, resume_state
 from .state import file_sha256, write_sidecar, write_weights
 
 
@@ -243,20 +243,10 @@ def train_lm(
     def state_tensors() -> dict[str, torch.Tensor]:
         return {f"option.{n}.{k}": v for n, m in option_modules.items() for k, v in m.state_dict().items()}
 
-    loop = TrainingLoop(
-        budget=budget,
-        schedule=lm_schedule(recipe),
-        model=lm,
-        opt=opt,
-        state_path=state_path,
-        digest=recipe.digest(),
-        save_meta=state_meta,
-        save_extra=state_tensors,
-        checkpoint_every_s=checkpoint_every_s,
-        stop=stop,
-        step=step,
-        elapsed_s=elapsed_before,
+    checkpoint = Checkpoint(
+        state_path, lm, opt, recipe.digest(), state_meta, state_tensors, checkpoint_every_s
     )
+    loop = TrainingLoop(budget, lm_schedule(recipe), checkpoint, stop, step=step, elapsed_s=elapsed_before)
 
     def one_step() -> None:
         grids = train.grids

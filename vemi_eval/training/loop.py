@@ -143,37 +143,41 @@ def resumed_without_state(weights: Path, step: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a save writes, and how often: ``model`` and ``opt`` into the state file at ``path``, under the
+    recipe's ``digest``, with the trainer's own ``meta`` (JSON) and ``tensors`` beside the loop's."""
+
+    path: Path
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    digest: str
+    meta: Callable[[], dict[str, Any]]
+    tensors: Callable[[], dict[str, torch.Tensor]]
+    every_s: float
+
+
 class TrainingLoop:
     """Steps until the budget is spent (or a signal asks to stop), at the schedule's learning rate; saves
-    the state every ``checkpoint_every_s`` and at the end.
+    the state every ``checkpoint.every_s`` and at the end. A resumed training starts at ``step``, with
+    ``elapsed_s`` wall and ``cpu_s`` CPU seconds already spent.
 
-    The trainer gives ``save_meta`` and ``save_extra`` (its own state beside the loop's), ``one_step``
-    (one optimiser step at the loop's current ``step``), ``after_step`` (logging, evaluations: it sees the
-    new step count, before a checkpoint) and ``on_checkpoint`` (what else a checkpoint writes)."""
+    ``run`` takes the trainer's ``one_step`` (one optimiser step at the loop's current ``step``),
+    ``after_step`` (logging, evaluations: it sees the new step count, before a checkpoint) and
+    ``on_checkpoint`` (what else a checkpoint writes)."""
 
     def __init__(
         self,
-        *,
         budget: Budget,
         schedule: Schedule,
-        model: torch.nn.Module,
-        opt: torch.optim.Optimizer,
-        state_path: Path,
-        digest: str,
-        save_meta: Callable[[], dict[str, Any]],
-        save_extra: Callable[[], dict[str, torch.Tensor]],
-        checkpoint_every_s: float,
+        checkpoint: Checkpoint,
         stop: StopRequest | None = None,
+        *,
         step: int = 0,
         elapsed_s: float = 0.0,
         cpu_s: float = 0.0,
     ) -> None:
-        self.budget, self.schedule = budget, schedule
-        self.model, self.opt = model, opt
-        self.state_path, self.digest = state_path, digest
-        self.save_meta, self.save_extra = save_meta, save_extra
-        self.checkpoint_every_s = checkpoint_every_s
-        self.stop = stop
+        self.budget, self.schedule, self.checkpoint, self.stop = budget, schedule, checkpoint, stop
         self.step, self.first_step = step, step
         self.cpu_s = cpu_s  # CPU seconds of the training steps, over resumes
         self.t_start = time.time() - elapsed_s
@@ -208,10 +212,9 @@ class TrainingLoop:
         return b.seconds is not None and self.spent() >= b.seconds
 
     def save(self) -> None:
-        meta = {"recipe_digest": self.digest, "step": self.step, "elapsed_s": self.elapsed()}
-        save_training_state(
-            self.state_path, self.model, self.opt, {**meta, **self.save_meta()}, self.save_extra()
-        )
+        c = self.checkpoint
+        meta = {"recipe_digest": c.digest, "step": self.step, "elapsed_s": self.elapsed(), **c.meta()}
+        save_training_state(c.path, c.model, c.opt, meta, c.tensors())
 
     def run(
         self,
@@ -226,14 +229,14 @@ class TrainingLoop:
         while not self.done():
             c0 = time.process_time()
             self.lr = self.schedule.lr(self.step, self.fraction())
-            for group in self.opt.param_groups:
+            for group in self.checkpoint.opt.param_groups:
                 group["lr"] = self.lr
             one_step()
             self.step += 1
             self.cpu_s += time.process_time() - c0
             self.steps_s = time.time() - self.t_run
             after_step()
-            if time.time() - last_ckpt > self.checkpoint_every_s:
+            if time.time() - last_ckpt > self.checkpoint.every_s:
                 self.save()
                 on_checkpoint()
                 last_ckpt = time.time()
@@ -241,5 +244,5 @@ class TrainingLoop:
                 self.save()
                 return False
         self.save()
-        end_of_loop(self.stop, self.state_path, self.step)
+        end_of_loop(self.stop, self.checkpoint.path, self.step)
         return True
