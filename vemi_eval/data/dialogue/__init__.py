@@ -69,6 +69,12 @@ from .spec import (
     n_frames,
     vocab,
 )
+
+# private helpers other modules, scripts and tests call through the package (as they did the module)
+from .synth import _cached_clip as _cached_clip
+from .synth import _espeak_say as _espeak_say
+from .synth import _model_clip as _model_clip
+from .synth import _trim_and_level as _trim_and_level
 from .synth import (
     cache_folder,
     check_bases_take_variants,
