@@ -1,8 +1,8 @@
 """Cost of one decoder-A/B training step and of one streamed frame: the tiny codec's SEANet decoder against
 the causal iSTFT decoder (``tiny-istft``), side by side in one process.
 
-A training step is the A/B recipes' (``ab-seanet`` / ``ab-istft`` in vemi_eval/training/codec.py): frozen
-encoder side, batch 2 x 24 frames (1.92 s), forward + mel, linear-STFT, level and waveform losses +
+A training step is the A/B recipes' (``ab-seanet`` / ``ab-istft`` in vemi_eval/training/codec_recipes.py):
+frozen encoder side, batch 2 x 24 frames (1.92 s), forward + mel, linear-STFT, level and waveform losses +
 backward + AdamW. Calls alternate (SEANet step, iSTFT step, ...) so load from other processes hits both
 alike; medians over ``--steps`` after 2 warm-up steps. Then the streaming decode of one 80 ms frame.
 
@@ -22,13 +22,9 @@ import torch
 from torch.nn import functional as F
 
 from reference_model.codec import CodecStreamer, MimiCodec, codec_config
-from vemi_eval.training.codec import (
-    MultiResolutionSTFTLoss,
-    MultiScaleMelLoss,
-    frame_level_loss,
-    freeze_encoder_side,
-    named_recipes,
-)
+from vemi_eval.training.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, frame_level_loss
+from vemi_eval.training.codec_model import freeze_encoder_side
+from vemi_eval.training.codec_recipes import named_recipes
 
 
 def _arm(recipe_name: str):

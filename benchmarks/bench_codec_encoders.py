@@ -2,7 +2,7 @@
 (``tiny-istft``) against the causal STFT encoder front-end (``tiny-stft``), both with the iSTFT decoder,
 side by side in one process.
 
-A training step is the ``istft-full`` recipe's (vemi_eval/training/codec.py): every part learns, batch 2 x
+A training step is the ``istft-full`` recipe's (training/codec_recipes.py): every part learns, batch 2 x
 24 frames (1.92 s), forward + mel, linear-STFT, level, waveform and commitment losses + backward + AdamW.
 Calls alternate (SEANet-encoder step, STFT-encoder step, ...) so load from other processes hits both alike;
 medians over ``--steps`` after 2 warm-up steps. Then the streaming encode of one 80 ms frame.
@@ -23,12 +23,8 @@ import torch
 from torch.nn import functional as F
 
 from reference_model.codec import CodecStreamer, MimiCodec, codec_config
-from vemi_eval.training.codec import (
-    MultiResolutionSTFTLoss,
-    MultiScaleMelLoss,
-    frame_level_loss,
-    named_recipes,
-)
+from vemi_eval.training.codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, frame_level_loss
+from vemi_eval.training.codec_recipes import named_recipes
 
 PRESETS = ("tiny-istft", "tiny-stft")
 

@@ -25,7 +25,7 @@ import torch
 
 from reference_model.codec import load_codec
 from vemi_eval.storage import file_sha256
-from vemi_eval.training.codec import heldout_sets, score_roundtrip
+from vemi_eval.training.codec_eval import heldout_sets, score_roundtrip
 
 CODEBOOKS = (1, 2, 4, 8, 16, 32)
 

@@ -5,7 +5,7 @@ on every prompt and number word, per voice; writes the checked-in file the corpu
 
 Each voice says every word of the corpus's prompts (training and held-out) and every number the user asks
 about, one word at a time at Duration_Stretch 1, trimmed and levelled as the corpus does
-(vemi_eval/data/dialogue.py). The words are put together into 19 utterances, one per number, the prompts
+(vemi_eval/data/dialogue/). The words are put together into 19 utterances, one per number, the prompts
 in turn ("what comes after one", "what number comes after two", ...), with 50 ms between words, and
 transcribed by faster-whisper tiny.en (vemi_eval/evaluators/asr.py; beam 5, temperature 0). WER is
 corpus-level under the harness's one normalisation (vemi_eval/evaluators/wer.py). A word the voice

@@ -92,7 +92,7 @@ def test_bad_decoder_sections_are_config_errors():
 
 
 def test_an_istft_codec_warm_starts_from_a_seanet_codecs_encoder_side(tmp_path):
-    from vemi_eval.training.codec import codes_digest, warm_start_into
+    from vemi_eval.training.codec_model import codes_digest, warm_start_into
     from vemi_eval.training.state import write_weights
 
     torch.manual_seed(4)

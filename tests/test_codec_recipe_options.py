@@ -9,8 +9,10 @@ import torch
 from reference_model.codec import MimiCodec, codec_config
 from reference_model.codec.quantizer import EuclideanCodebook, ResidualVectorQuantizer
 from tests.test_codec_training import _FakeAudio
-from vemi_eval.training.codec import CodecRecipe, named_recipes, train_codec, with_options
+from vemi_eval.training.codec import train_codec
+from vemi_eval.training.codec_recipes import CodecRecipe, named_recipes, with_options
 from vemi_eval.training.ervq import LevelInputs, balance_loss, decorrelation_loss, level_inputs
+from vemi_eval.training.state import RecipeMismatchError
 
 
 def _rvq(bins: int = 8, dim: int = 4, n_q: int = 2) -> ResidualVectorQuantizer:
@@ -33,7 +35,7 @@ def test_default_recipes_keep_their_digest_and_options_change_it():
 
 
 def test_every_codec_option_is_declared_for_the_registry():
-    from vemi_eval.training.codec import CODEC_OPTIONS
+    from vemi_eval.training.codec_recipes import CODEC_OPTIONS
     from vemi_eval.training.recipes import available_recipes, check_options
 
     declared = {n for n, r in available_recipes().items() if r.trainer == "codec"}
@@ -50,7 +52,7 @@ def test_cli_refuses_an_unknown_option(capsys):
         main(["train", "codec", "--option", "nope", "--steps", "1"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "unknown codec recipe option 'nope'" in err
-    from vemi_eval.training.codec import CODEC_OPTIONS
+    from vemi_eval.training.codec_recipes import CODEC_OPTIONS
 
     with pytest.raises(SystemExit):
         main(["train", "codec", "--help"])
@@ -132,7 +134,7 @@ def test_ervq_training_records_its_terms_and_trained_with(tmp_path):
     assert "balance" not in base["final_losses_mean_last_500"]
     # a resume with another option set is refused
     fake = _FakeAudio(batch_size=2)
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(RecipeMismatchError, match="another recipe"):
         train_codec(out, minutes=1, recipe=fake.recipe, max_steps=3, evaluate=False, audio=fake.inner,
                     log=lambda *_: None)  # fmt: skip
 
@@ -146,7 +148,7 @@ def test_codebook_usage_figures():
 
 
 def test_plain_codec_forward_is_untouched_by_the_taps():
-    from vemi_eval.training.codec import QuantizerTaps
+    from vemi_eval.training.codec_losses import QuantizerTaps
 
     torch.manual_seed(0)
     codec = MimiCodec(codec_config("tiny")).eval()
@@ -161,7 +163,7 @@ def test_plain_codec_forward_is_untouched_by_the_taps():
 
 # --- semantic distillation ------------------------------------------------------------------------------
 def test_distillation_gradient_reaches_only_the_first_codebook_path_and_the_head():
-    from vemi_eval.training.codec import QuantizerTaps
+    from vemi_eval.training.codec_losses import QuantizerTaps
     from vemi_eval.training.semantic import SemanticHead, distill_loss
 
     torch.manual_seed(0)

@@ -6,7 +6,15 @@ import torch
 
 from reference_model.codec import MimiCodec, codec_config
 from reference_model.codec.quantizer import EuclideanCodebook, ResidualVectorQuantizer
-from vemi_eval.training.codec import MultiScaleMelLoss, _lr_at
+from vemi_eval.errors import OptionsError
+from vemi_eval.training.codec import codec_schedule
+from vemi_eval.training.codec_losses import MultiScaleMelLoss
+from vemi_eval.training.codec_recipes import CodecRecipe
+from vemi_eval.training.state import RecipeMismatchError
+
+
+def _lr_at(base: float, step: int, frac: float, warmup: int) -> float:
+    return codec_schedule(CodecRecipe(lr=base, warmup_steps=warmup)).lr(step, frac)
 
 
 def test_kmeans_and_ema_track_the_data():
@@ -85,7 +93,8 @@ class _FakeAudio:
     def __init__(self, batch_size: int) -> None:
         import numpy as np
 
-        from vemi_eval.training.codec import CodecRecipe, TrainingAudio
+        from vemi_eval.training.codec_audio import TrainingAudio
+        from vemi_eval.training.codec_recipes import CodecRecipe
 
         t = np.arange(24000 * 3) / 24000
         wave = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 900), 1))
@@ -120,7 +129,7 @@ def _train(tmp_path, name: str, steps: int, fresh: bool = False, kill_at: int | 
 
 
 def test_weight_norm_folds_to_the_same_function():
-    from vemi_eval.training.codec import add_weight_norm, plain_copy
+    from vemi_eval.training.codec_model import add_weight_norm, plain_copy
 
     torch.manual_seed(0)
     codec = MimiCodec(codec_config("tiny")).eval()
@@ -161,11 +170,12 @@ def test_resume_continues_exactly_and_same_seed_same_weights(tmp_path):
 def test_resume_refuses_another_recipe(tmp_path):
     import pytest
 
-    from vemi_eval.training.codec import CodecRecipe, train_codec
+    from vemi_eval.training.codec import train_codec
+    from vemi_eval.training.codec_recipes import CodecRecipe
 
     out, _ = _train(tmp_path, "r", 1)
     fake = _FakeAudio(batch_size=2)
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(RecipeMismatchError, match="another recipe"):
         train_codec(out, minutes=1, recipe=CodecRecipe(batch_size=2, segment_frames=2, lr=1e-5), max_steps=2,
                     evaluate=False, audio=fake.inner, log=lambda *_: None)  # fmt: skip
 
@@ -185,7 +195,9 @@ def test_decoder_only_recipe_keeps_every_code_and_trains_the_decoder(tmp_path):
     from safetensors.torch import load_file
 
     from reference_model.checkpoint import load_into
-    from vemi_eval.training.codec import ENCODER_SIDE, codes_digest, named_recipes, train_codec
+    from vemi_eval.training.codec import train_codec
+    from vemi_eval.training.codec_model import ENCODER_SIDE, codes_digest
+    from vemi_eval.training.codec_recipes import named_recipes
     from vemi_eval.training.state import write_weights
 
     torch.manual_seed(0)
@@ -195,7 +207,7 @@ def test_decoder_only_recipe_keeps_every_code_and_trains_the_decoder(tmp_path):
     recipe = dataclasses.replace(
         named_recipes()["v1-decoder"], batch_size=2, segment_frames=2, warmup_steps=1
     )
-    with pytest.raises(ValueError, match="--init-from"):
+    with pytest.raises(OptionsError, match="--init-from"):
         train_codec(tmp_path / "x.safetensors", minutes=1, recipe=recipe, max_steps=1, evaluate=False,
                     audio=fake.inner, log=lambda *_: None)  # fmt: skip
     losses: list[float] = []
@@ -222,7 +234,7 @@ def test_decoder_only_recipe_keeps_every_code_and_trains_the_decoder(tmp_path):
 
 
 def test_frame_level_loss_sees_a_quiet_output():
-    from vemi_eval.training.codec import frame_level_loss
+    from vemi_eval.training.codec_losses import frame_level_loss
 
     x = torch.randn(2, 1, 4800) * 0.1
     assert frame_level_loss(x, x).item() == 0.0
@@ -236,7 +248,8 @@ def test_adversarial_decoder_recipe_resumes_exactly_with_its_discriminator(tmp_p
     import pytest
     from safetensors.torch import load_file
 
-    from vemi_eval.training.codec import named_recipes, train_codec
+    from vemi_eval.training.codec import train_codec
+    from vemi_eval.training.codec_recipes import named_recipes
     from vemi_eval.training.state import write_weights
 
     torch.manual_seed(0)
@@ -273,7 +286,7 @@ def test_adversarial_decoder_recipe_resumes_exactly_with_its_discriminator(tmp_p
 def _istft_recipe():
     import dataclasses
 
-    from vemi_eval.training.codec import named_recipes
+    from vemi_eval.training.codec_recipes import named_recipes
 
     return dataclasses.replace(named_recipes()["ab-istft"], batch_size=2, segment_frames=2, warmup_steps=1)
 

@@ -93,8 +93,8 @@ def test_cache_hit_and_determinism(cache, train2, monkeypatch):
     def no_synthesis(*a, **k):
         raise AssertionError("synthesised again")
 
-    monkeypatch.setattr(dialogue, "_espeak_word", no_synthesis)
-    monkeypatch.setattr(dialogue, "festival_say", no_synthesis)
+    monkeypatch.setattr(dialogue.synth, "_espeak_word", no_synthesis)
+    monkeypatch.setattr(dialogue.synth, "festival_say", no_synthesis)
     again = dialogue.dialogue_sessions("train", limit=2, cache_dir=cache)
     assert dialogue.sessions_sha256(again) == dialogue.sessions_sha256(train2)
     assert np.array_equal(again[0].user_audio(), train2[0].user_audio())
@@ -265,7 +265,7 @@ def test_augmented_split_times_the_perturbed_words_and_leaves_the_other_plans(ca
         assert s.voice.id in train_voices and lo <= s.augment.speed <= hi
         for t in s.turns:
             for w in t.words:
-                clip = dialogue._user_clip(s.folder, s.voice, w.text)
+                clip = dialogue.synth._user_clip(s.folder, s.voice, w.text)
                 assert w.end - w.start == s.augment.word(clip).size
         assert s.user_audio(with_noise=False).size == s.n_samples
     plain = [dataclasses.replace(s, augment=dialogue.NO_AUGMENT) for s in perturbed]
@@ -274,14 +274,17 @@ def test_augmented_split_times_the_perturbed_words_and_leaves_the_other_plans(ca
 
 def test_echo_split_draws_echoes_in_some_perturbed_sessions(cache):
     cfg = dialogue.SPLITS["train_aug_echo"]["augment"]
-    draws = [dialogue._draw_augment(cfg, "key", "train_aug_echo", i) for i in range(200)]
+    draws = [dialogue.sessions._draw_augment(cfg, "key", "train_aug_echo", i) for i in range(200)]
     echoed = [a for a in draws if a.has_echo]
     assert 40 < len(echoed) < 120  # p 0.8 x echo_p 0.5 of 200
     for a in echoed:
         assert cfg["echo_delay_s"][0] <= a.echo_delay_s <= cfg["echo_delay_s"][1]
         assert cfg["echo_gain"][0] <= a.echo_gain <= cfg["echo_gain"][1]
     # train_aug's draws are what they were: no echo, same speed and tilt
-    plain = [dialogue._draw_augment(dialogue.SPLITS["train_aug"]["augment"], "k", "s", i) for i in range(50)]
+    plain = [
+        dialogue.sessions._draw_augment(dialogue.SPLITS["train_aug"]["augment"], "k", "s", i)
+        for i in range(50)
+    ]
     assert not any(a.has_echo for a in plain)
     sessions = dialogue.dialogue_sessions("train_aug_echo", limit=4, cache_dir=cache)
     for s in sessions:
@@ -340,10 +343,10 @@ def test_mixed_split_adds_crossover_speakers_bred_from_training_voices_only(cach
     assert mixed and all(s.voice in pool for s in sessions)
     s = mixed[0]
     word = s.turns[0].words[0].text
-    said = dialogue._user_clip(s.folder, s.voice, word)
+    said = dialogue.synth._user_clip(s.folder, s.voice, word)
     for parent in mixes[int(s.voice.variant[3:])].parents:
         other = dataclasses.replace(s.voice, id=f"{parent}-x", variant=parent)
-        assert not np.array_equal(said, dialogue._espeak_word(other, word, s.folder))
+        assert not np.array_equal(said, dialogue.synth._espeak_word(other, word, s.folder))
     # a data folder built by other crossovers is refused, not reused with its word clips
     espeak_mix.data_dir(tmp_path, mixes[:2])
     with pytest.raises(DataError, match="other crossover voices"):
@@ -353,6 +356,6 @@ def test_mixed_split_adds_crossover_speakers_bred_from_training_voices_only(cach
 def test_every_base_voice_keeps_its_variant(monkeypatch):
     dialogue.check_bases_take_variants(["m3", "f2"])  # the recipe's bases: each variant is its own speaker
     # espeak-ng 1.51 says "en-gb+m3" exactly as "en-gb" (recipe v2's British styles were one speaker)
-    monkeypatch.setattr(dialogue, "BASE_VOICES", ("en-us", "en-gb"))
+    monkeypatch.setattr(dialogue.synth, "BASE_VOICES", ("en-us", "en-gb"))
     with pytest.raises(DataError, match="ignores variant 'm3' of base voice 'en-gb'"):
         dialogue.check_bases_take_variants(["m3"])

@@ -40,7 +40,9 @@ def test_a_missing_festival_voice_is_one_line_naming_the_voice_and_its_package(c
     users, _ = dialogue.festival_users()
     gone = next(u.name for u in users if u.heldout)
     monkeypatch.setattr(festival, "installed_voices", lambda: {v.name for v in festival.ALL_VOICES} - {gone})
-    monkeypatch.setattr(dialogue, "_espeak_word", lambda *a, **k: pytest.fail("synthesised before the check"))
+    monkeypatch.setattr(
+        dialogue.synth, "_espeak_word", lambda *a, **k: pytest.fail("synthesised before the check")
+    )
     with pytest.raises(DataError) as e:
         dialogue.dialogue_sessions("heldout", limit=2, cache_dir=cache)
     message = str(e.value)

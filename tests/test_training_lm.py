@@ -23,6 +23,7 @@ from vemi_eval.training.lm import (
     teacher_forced_logits,
     train_lm,
 )
+from vemi_eval.training.state import RecipeMismatchError
 
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 
@@ -205,7 +206,7 @@ def test_weights_load_as_the_preset_model_and_sidecar_records(tmp_path):
 
 def test_resume_state_of_another_recipe_is_refused(tmp_path):
     _train(tmp_path, "r", stop_after_steps=2)
-    with pytest.raises(TrainDataError, match="another recipe"):
+    with pytest.raises(RecipeMismatchError, match="another recipe"):
         _train(tmp_path, "r", lr=1e-4)
     assert _train(tmp_path, "r", lr=1e-4, fresh=True)["steps"] == 6
 

@@ -358,3 +358,29 @@ def test_ctrl_c_in_the_codec_trainer_saves_its_state_and_resumes_exactly(tmp_pat
     resumed = run("cut")
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- one error type for a resume under another recipe; no ValueError turned into a usage error ----------
+def test_a_resume_under_another_recipe_is_one_line_for_the_lm(task, capsys):
+    assert cli(capsys, tl(task, "w.safetensors", steps=2))[0] == EXIT_OK  # leaves its state beside --out
+    err = refused(capsys, tl(task, "w.safetensors", "--overwrite", "--lr", "1e-4"), task, "another recipe")
+    assert "--fresh" in err
+
+
+def test_the_codec_command_maps_a_recipe_mismatch_to_exit_2_and_lets_a_bug_through(task, capsys, monkeypatch):
+    import vemi_eval.training.codec as codec_trainer
+    from vemi_eval.training.state import RecipeMismatchError
+
+    def mismatch(*_a, **_k):
+        raise RecipeMismatchError("c.state.safetensors holds a run with another recipe (a != b)")
+
+    args = ["train", "codec", "--out", str(task / "c.safetensors"), "--steps", "1", "--no-heldout-eval"]
+    monkeypatch.setattr(codec_trainer, "train_codec", mismatch)
+    refused(capsys, args, task, "another recipe")
+
+    def bug(*_a, **_k):
+        raise ValueError("a bug inside the training")
+
+    monkeypatch.setattr(codec_trainer, "train_codec", bug)
+    with pytest.raises(ValueError, match="a bug inside the training"):  # a traceback, not "usage error"
+        main(args)

@@ -18,25 +18,19 @@ from typing import Any
 
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, OptionsError, StorageError
 from .records import MetricRecord
-from .storage import append_line, write_atomic
+from .storage import (  # noqa: F401  (re-exported: the run's data-file names live with the files)
+    PARTIAL_FILE,
+    RESULTS_FILE,
+    RUN_DATA_FILES,
+    SAMPLES_FILE,
+    append_line,
+    check_writable,
+    refuse_run_data_name,
+    write_atomic,
+)
 
-RESULTS_FILE = "results.json"
-PARTIAL_FILE = "results.partial.jsonl"
-SAMPLES_FILE = "samples.csv"
 LOG_FILE = "run.log"
 REPORT_FILE = "report.html"
-# what a run measured: no command's output file may take one of these names (a report or a trainer's
-# sidecar written over results.json destroys the run)
-RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
-
-
-def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
-    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
-    if Path(path).name in RUN_DATA_FILES:
-        raise OptionsError(
-            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
-        )
-
 
 SWEEP_FILE = "sweep.json"  # a sweep directory's summary (vemi_eval/sweep/summary.py)
 
@@ -69,21 +63,6 @@ def refuse_to_destroy(where: Path, names: Iterable[str], overwrite: bool) -> Non
             f"{where} holds an earlier run ({', '.join(found)}): --resume continues it, --overwrite "
             "replaces it, or choose another --out"
         )
-
-
-def check_writable(where: Path) -> None:
-    """Create ``where`` and write a probe file into it, so that an output that cannot be written is a
-    one-line error before any work (exit 2), not a traceback after it."""
-    probe = where / ".vemi-write-probe"
-    blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise OptionsError(f"cannot write to {where}: {blocking} is a file, not a directory")
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        write_atomic(probe, b"\0" * 4096)
-        probe.unlink()
-    except OSError as exc:
-        raise OptionsError(f"cannot write to {where}: {exc.strerror or exc}") from None
 
 
 def check_output_file(path: str | os.PathLike, what: str, create_folder: bool = False) -> Path:

@@ -9,7 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StorageError
+from .errors import OptionsError, StorageError
+
+RESULTS_FILE = "results.json"
+PARTIAL_FILE = "results.partial.jsonl"
+SAMPLES_FILE = "samples.csv"
+# what a run measured: no command's output file may take one of these names (a report or a trainer's
+# sidecar written over results.json destroys the run)
+RUN_DATA_FILES = (RESULTS_FILE, PARTIAL_FILE, SAMPLES_FILE)
 
 
 def cache_home() -> Path:
@@ -77,3 +84,26 @@ def writes(what: str, keep: str = "") -> Iterator[None]:
         raise StorageError(
             f"cannot write {what}: {exc.strerror or exc}" + (f"; {keep}" if keep else "")
         ) from None
+
+
+def refuse_run_data_name(path: str | os.PathLike, what: str) -> None:
+    """An output file named like a run's measurements is refused (exit 2), whether or not one is there."""
+    if Path(path).name in RUN_DATA_FILES:
+        raise OptionsError(
+            f"{what} {path}: {Path(path).name} is the name of a run's measurements; choose another file name"
+        )
+
+
+def check_writable(where: Path) -> None:
+    """Create ``where`` and write a probe file into it, so that an output that cannot be written is a
+    one-line error before any work (exit 2), not a traceback after it."""
+    probe = where / ".vemi-write-probe"
+    blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OptionsError(f"cannot write to {where}: {blocking} is a file, not a directory")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        write_atomic(probe, b"\0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise OptionsError(f"cannot write to {where}: {exc.strerror or exc}") from None

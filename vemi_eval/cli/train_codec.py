@@ -115,7 +115,8 @@ def train_codec_cmd(
     check_device(device)
     import dataclasses
 
-    from ..training.codec import named_recipes, train_codec, with_options
+    from ..training.codec import train_codec
+    from ..training.codec_recipes import named_recipes, with_options
     from ..training.outputs import check_training_outputs, sidecar_of
     from ..training.recipes import check_options
 
@@ -134,13 +135,11 @@ def train_codec_cmd(
         out, Path(out).with_suffix(".state.safetensors"), "vemi_eval.training.codec.train_codec", overwrite
     )
     ctx = click.get_current_context()
-    try:
-        run_training(ctx, outputs, lambda stop: train_codec(
-            Path(out), minutes=minutes, recipe=recipe, seed=seed, threads=threads, device=device,
-            init_from=init_from, fresh=fresh, max_steps=steps, evaluate=not no_heldout_eval, clock=clock,
-            stop=stop,
-        ))  # fmt: skip
-    except ValueError as e:  # a resume state from another recipe
-        raise click.UsageError(str(e)) from e
+    # a resume state of another recipe raises RecipeMismatchError: a user error (exit 2) like any other
+    run_training(ctx, outputs, lambda stop: train_codec(
+        Path(out), minutes=minutes, recipe=recipe, seed=seed, threads=threads, device=device,
+        init_from=init_from, fresh=fresh, max_steps=steps, evaluate=not no_heldout_eval, clock=clock,
+        stop=stop,
+    ))  # fmt: skip
     click.echo(f"codec weights: {out} (recipe and held-out quality: {Path(out).with_suffix('.json')})")
     return EXIT_OK

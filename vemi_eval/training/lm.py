@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -52,7 +50,7 @@ from reference_model.config import LMConfig, load_lm_config
 from reference_model.lm import load_lm
 from reference_model.pairing import tokenizer_sha256
 
-from .interrupt import StopRequest, end_of_loop
+from .interrupt import StopRequest
 
 # The objective lives in lm_objective.py; its names stay importable from here for the callers.
 from .lm_objective import (  # noqa: F401
@@ -80,14 +78,8 @@ from .lm_objective import (  # noqa: F401
     valid_targets,
 )
 from .lm_options import CorpusRef, LMOption, OptionContext, with_default_user_noise
-from .state import (
-    file_sha256,
-    git_commit,
-    load_training_state,
-    save_training_state,
-    write_sidecar,
-    write_weights,
-)
+from .loop import Budget, Checkpoint, Provenance, Schedule, TrainingLoop, resume_state
+from .state import file_sha256, write_sidecar, write_weights
 
 
 @dataclass
@@ -122,11 +114,9 @@ class LMTrainRecipe:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def lr_at(recipe: LMTrainRecipe, step: int, progress: float) -> float:
-    warm = min(1.0, (step + 1) / max(1, recipe.warmup_steps))
-    cos = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    floor = recipe.min_lr_fraction
-    return recipe.lr * warm * (floor + (1 - floor) * cos)
+def lm_schedule(recipe: LMTrainRecipe) -> Schedule:
+    """Warmup, then cosine over the budget's fraction down to ``min_lr_fraction`` of the peak."""
+    return Schedule(recipe.lr, recipe.warmup_steps, recipe.min_lr_fraction, floor_kind="blend")
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -171,8 +161,7 @@ def train_lm(
     under ``runs/``). ``stop_after_steps`` stops early as a kill would (tests); ``stop``: a signal's
     request to stop (training/interrupt.py): the state is saved, TrainingInterrupted raised. Returns the
     sidecar."""
-    if minutes is None and max_steps is None:
-        raise ValueError("give minutes (a time budget) or max_steps")
+    budget = Budget(None if minutes is None else minutes * 60.0, max_steps)  # neither: ValueError
     torch.set_num_threads(threads)
     out_path = Path(out_path)
     state_path = Path(state_path) if state_path else out_path.with_name(out_path.stem + ".state.safetensors")
@@ -229,15 +218,7 @@ def train_lm(
     step, elapsed_before, history = 0, 0.0, []
     resumed_from = None
     if state_path.is_file() and not fresh:
-
-        def same_recipe(meta: dict[str, Any]) -> None:
-            if meta.get("recipe_digest") != recipe.digest():
-                raise TrainDataError(
-                    f"{state_path} holds a run with another recipe ({meta.get('recipe_digest')} != "
-                    f"{recipe.digest()}); pass --fresh to start over or another --state"
-                )
-
-        info, extra_state = load_training_state(state_path, lm, opt, same_recipe)
+        info, extra_state = resume_state(state_path, lm, opt, recipe.digest())
         for name, module in option_modules.items():
             prefix = f"option.{name}."
             module.load_state_dict(
@@ -249,51 +230,28 @@ def train_lm(
             o.rng.bit_generator.state = st
         resumed_from = {"step": step, "elapsed_s": elapsed_before}
         log(f"resuming from {state_path} at step {step} ({elapsed_before:.0f}s done)")
-    budget_s = minutes * 60.0 if minutes is not None else None
-    start_step = step
-    # the code this process trains with; the sidecar's "git_commit" is read when it is written, which a
-    # commit made during a long run would otherwise misattribute
-    commit_at_start = git_commit()
-    t0 = time.time()
-    last_ckpt = t0
+    provenance = Provenance.at_start(seed, threads, device)
     recent: list[tuple[float, float]] = []
 
-    def elapsed() -> float:
-        return elapsed_before + time.time() - t0
+    def state_meta() -> dict[str, Any]:
+        return {
+            "rng": rng.bit_generator.state,
+            "history": history[-400:],
+            **({"option_rng": [o.rng.bit_generator.state for o in options]} if options else {}),
+        }
 
-    def progress() -> float:
-        return step / max_steps if max_steps is not None else elapsed() / budget_s  # type: ignore[operator]
+    def state_tensors() -> dict[str, torch.Tensor]:
+        return {f"option.{n}.{k}": v for n, m in option_modules.items() for k, v in m.state_dict().items()}
 
-    def done() -> bool:
-        if stop is not None and stop():
-            return True
-        if max_steps is not None and step >= max_steps:
-            return True
-        return budget_s is not None and elapsed() >= budget_s
+    checkpoint = Checkpoint(
+        state_path, lm, opt, recipe.digest(), state_meta, state_tensors, checkpoint_every_s
+    )
+    loop = TrainingLoop(budget, lm_schedule(recipe), checkpoint, stop, step=step, elapsed_s=elapsed_before)
 
-    def checkpoint() -> None:
-        save_training_state(
-            state_path,
-            lm,
-            opt,
-            {
-                "recipe_digest": recipe.digest(),
-                "step": step,
-                "elapsed_s": elapsed(),
-                "rng": rng.bit_generator.state,
-                "history": history[-400:],
-                **({"option_rng": [o.rng.bit_generator.state for o in options]} if options else {}),
-            },
-            {f"option.{n}.{k}": v for n, m in option_modules.items() for k, v in m.state_dict().items()},
-        )
-
-    while not done():
-        lr_now = lr_at(recipe, step, progress())
-        for group in opt.param_groups:
-            group["lr"] = lr_now
+    def one_step() -> None:
         grids = train.grids
         for o in options:
-            grids = o.grids(step, progress(), grids)
+            grids = o.grids(loop.step, loop.fraction(), grids)
         plan = crop_plan(grids, rng, batch_size, seq_len)
         batch = crops(grids, plan, seq_len)
         for o in options:
@@ -309,39 +267,37 @@ def train_lm(
             for o in options:
                 parts = o.loss(lm, batch, frames, parts)
         if not torch.isfinite(parts.total):
-            raise FloatingPointError(f"LM training diverged at step {step} (loss {float(parts.total)})")
+            raise FloatingPointError(f"LM training diverged at step {loop.step} (loss {float(parts.total)})")
         opt.zero_grad(set_to_none=True)
         parts.total.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
         opt.step()
-        step += 1
         recent.append((parts.text, parts.audio))
-        if step % log_every == 0:
+
+    def after_step() -> None:
+        if loop.step % log_every == 0:
             r = np.array(recent[-log_every:])
             history.append(
                 {
-                    "step": step,
-                    "t": round(elapsed(), 1),
+                    "step": loop.step,
+                    "t": round(loop.elapsed(), 1),
                     "text": float(r[:, 0].mean()),
                     "audio": float(r[:, 1].mean()),
                 }
             )
+            steps_per_s = (loop.step - loop.first_step) / max(loop.run_seconds(), 1e-9)
             log(
-                f"step {step} t={elapsed():.0f}s lr={lr_now:.2e} text={r[:, 0].mean():.4f} "
-                f"audio={r[:, 1].mean():.4f} ({(step - start_step) / max(time.time() - t0, 1e-9):.3f} step/s)"
+                f"step {loop.step} t={loop.elapsed():.0f}s lr={loop.lr:.2e} text={r[:, 0].mean():.4f} "
+                f"audio={r[:, 1].mean():.4f} ({steps_per_s:.3f} step/s)"
             )
-        if time.time() - last_ckpt > checkpoint_every_s:
-            checkpoint()
-            last_ckpt = time.time()
-        if stop_after_steps is not None and step >= stop_after_steps:
-            checkpoint()
-            return {"stopped_at": step, "state": str(state_path)}
-    checkpoint()
-    end_of_loop(stop, state_path, step)
+
+    if not loop.run(one_step, after_step, stop_after_steps=stop_after_steps):
+        return {"stopped_at": loop.step, "state": str(state_path)}
+    step = loop.step
     lm.eval()
-    wall = elapsed()
-    run_s = time.time() - t0
-    run_steps = step - start_step
+    wall = loop.elapsed()
+    run_s = loop.run_seconds()
+    run_steps = step - loop.first_step
     # The shipped weights are stored in weights_dtype (half the bytes of fp32; loading casts them to the
     # dtype asked for); the resume state keeps exact fp32.
     store = getattr(torch, weights_dtype)
@@ -371,9 +327,7 @@ def train_lm(
             "manifest": train.manifest,
         },
         "parameters": sum(p.numel() for p in lm.parameters()),
-        "seed": seed,
-        "threads": threads,
-        "device": device,
+        **provenance.run_fields(),
         "minutes_budget": minutes,
         "steps": step,
         "wall_time_s": round(wall, 1),
@@ -381,10 +335,7 @@ def train_lm(
         "resumed_from": resumed_from,
         "final_losses_mean_last_200": {"text": float(tail[:, 0].mean()), "audio": float(tail[:, 1].mean())},
         "loss_history": history[-400:],
-        "git_commit": git_commit(),
-        "git_commit_at_start": commit_at_start,
-        "torch": torch.__version__,
-        "platform": platform.platform(),
+        **provenance.code_fields(),
         **({"options": {o.name: o.report() for o in options}} if options else {}),
         **(extra_info or {}),
     }

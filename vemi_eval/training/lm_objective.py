@@ -28,7 +28,8 @@ ZERO = -1  # Moshi's zero token: zero embedding as input, masked as target
 
 
 class TrainDataError(DataError):
-    """Unusable training data or resume state (one line; the CLI exits 2)."""
+    """Unusable training data (one line; the CLI exits 2). A resume state of another recipe raises
+    training.state.RecipeMismatchError, for both trainers."""
 
 
 # --- data ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OptionsError
-from ..rundir import check_writable, refuse_run_data_name
+from ..storage import check_writable, refuse_run_data_name
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ RECIPE_OPTIONS += (
     ),
 )
 
-# Codec trainer (vemi_eval/training/codec.py CODEC_OPTIONS says what each sets).
+# Codec trainer (vemi_eval/training/codec_recipes.py CODEC_OPTIONS says what each sets).
 RECIPE_OPTIONS += (
     RecipeOption(
         name="ervq",

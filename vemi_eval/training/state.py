@@ -96,6 +96,10 @@ class TrainingStateError(DataError):
     """A resume state that cannot be read back (one line naming the file and --fresh; exit 2)."""
 
 
+class RecipeMismatchError(TrainingStateError):
+    """A resume state written under another recipe (either trainer; one line naming --fresh; exit 2)."""
+
+
 def unreadable(path: Path, exc: BaseException) -> TrainingStateError:
     return TrainingStateError(
         f"cannot resume from {path}: {one_line(exc)}; pass --fresh to start over (it replaces that file)"

@@ -1,0 +1,66 @@
+"""The digests that name trainings and caches stay byte-identical across refactors: a codec or LM training
+resumes only under the digest it started with, and the dialogue corpus's cache folder is its recipe hash
+(a changed hash silently re-synthesises the corpus and orphans the cache)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from reference_model.config import load_lm_config
+from vemi_eval.data import dialogue
+from vemi_eval.training.codec_recipes import CodecRecipe, named_recipes, with_options
+from vemi_eval.training.lm import LMTrainRecipe
+
+CODEC_DIGESTS = {
+    "v2": "4fc1b4fb2cf68560",
+    "v1-continue": "2b7f6c60ab35af2f",
+    "v1-decoder": "0c58305a406629e5",
+    "v1-decoder-gan": "2be587c12b330adb",
+    "ab-seanet": "a7a5ab5f471df13f",
+    "ab-istft": "217da4f7bcec0d30",
+    "istft-full": "8a5e7a9985d5381d",
+}
+CODEC_OPTION_DIGESTS = {
+    "ervq": "15cdab88c160fc9c",
+    "semantic-distill": "3300abd6f1d266e5",
+    "multi-rate": "9e8701ec17a2f55e",
+}
+
+
+def test_every_named_codec_recipe_keeps_its_digest():
+    assert {name: r.digest() for name, r in named_recipes().items()} == CODEC_DIGESTS
+
+
+def test_codec_recipe_options_keep_their_digests():
+    got = {name: with_options(CodecRecipe(), [name]).digest() for name in CODEC_OPTION_DIGESTS}
+    assert got == CODEC_OPTION_DIGESTS
+
+
+def test_lm_recipe_digests_are_unchanged():
+    config = load_lm_config("tiny").to_dict()
+    plain = LMTrainRecipe(config=config, data_sha256="d", data_source="s")
+    full = LMTrainRecipe(
+        config=config,
+        data_sha256="d",
+        data_source="s",
+        max_steps=6,
+        options=[{"name": "x"}],
+        init_from={"path": "p", "sha256": "h"},
+    )
+    assert (plain.digest(), full.digest()) == ("ee79664b9b92987c", "57c7f1f855c3a402")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the recipe lists espeak-ng's variants")
+def test_dialogue_corpus_recipe_and_split_hashes_are_unchanged():
+    # fixed tool versions: the hash pins the code's recipe, not this machine's espeak/festival builds
+    rec = dialogue.recipe({"espeak": "E", "festival": "F"})
+    assert dialogue.recipe_hash(rec) == "7b6fc80f227faca6"
+    assert {s: dialogue.split_hash(s, rec) for s in dialogue.SPLITS} == {
+        "train": "e18528ae179cf605",
+        "train_aug": "afadcafdb63da99c",
+        "train_aug_echo": "9910a4cd31362437",
+        "train_aug_mix": "1322166b235e242b",
+        "heldout": "1415dc2620990aa0",
+    }
