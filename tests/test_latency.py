@@ -252,7 +252,7 @@ def test_interleaving_removes_drift_from_the_ratio(clock):
 
 
 def test_interleave_is_refused_with_pace(clock):
-    from vemi_eval.measurements.latency import DEFAULTS, check
+    from vemi_eval.measurements.latency import PARAMS, check
 
     with pytest.raises(ValueError, match="interleave and pace"):
-        check({**DEFAULTS, "interleave": 5, "pace": True})
+        check({**PARAMS, "interleave": 5, "pace": True})

@@ -16,6 +16,7 @@ import torch
 from reference_model import CheckpointError, ConfigError
 from vemi_eval import measurements, registry
 from vemi_eval.errors import SuiteError
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.records import MetricRecord
 from vemi_eval.results import read_results
 from vemi_eval.runner import RunOptions, run_suite
@@ -40,12 +41,12 @@ def weight_stats(ctx):
     ]  # fmt: skip
 
 
-weight_stats.params = {}
+WEIGHT_STATS = MeasurementSpec("weights", weight_stats, params={})
 
 
 @pytest.fixture
 def kinds(monkeypatch, tmp_path):
-    monkeypatch.setattr(measurements, "load_all", lambda: {"weights": weight_stats})
+    monkeypatch.setattr(measurements, "load_all", lambda: {"weights": WEIGHT_STATS})
     monkeypatch.setenv("VEMI_HISTORY", str(tmp_path / "history.sqlite"))
 
 

@@ -48,6 +48,9 @@ class MetricRecord:
     # a variant measured on several checkpoints (training seeds): each one's figures, pooled into value
     replicates: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # the definition of the kind's metrics it was measured under (@measurement(version=...)); results
+    # written before versions read as 1. The gate never compares values of two versions.
+    measurement_version: int = 1
 
     def __post_init__(self) -> None:
         clash = sorted(set(self.extra) & TYPED_FIELDS)

@@ -44,7 +44,9 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("codebook_usage", check=check, exact=("*",), data=True)  # counts on fixed data
+@measurement(
+    "codebook_usage", params=PARAMS, version=1, check=check, exact=("*",), data=True
+)  # counts on fixed data
 def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     codec = codec_of(ctx.variant.build())
@@ -93,6 +95,3 @@ def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
         )
     )  # fmt: skip
     return records
-
-
-measure_codebook_usage.params = PARAMS

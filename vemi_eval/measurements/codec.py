@@ -203,7 +203,9 @@ def check(p: dict[str, Any]) -> None:
     check_names(p["references"])
 
 
-@measurement("codec", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
+@measurement(
+    "codec", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+)
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
@@ -285,6 +287,3 @@ def reference_records(ctx: MeasureContext, names: list[str], ds: Dataset, scorer
         records += recs
         ctx.add_samples(rows)
     return records
-
-
-measure_codec.params = PARAMS

@@ -120,7 +120,15 @@ def check_data(data: dict[str, Any], params: dict[str, Any]) -> None:
     check_inputs(data, {**PARAMS, **params})
 
 
-@measurement("dialogue", claims=CLAIMS, check=check_params, check_data=check_data, exact=("*",))
+@measurement(
+    "dialogue",
+    params=PARAMS,
+    version=1,
+    claims=CLAIMS,
+    check=check_params,
+    check_data=check_data,
+    exact=("*",),
+)
 def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     """The built-in held-out split, or the user's data directory (--data) when the run has one."""
     params = merged_params(ctx, PARAMS)
@@ -452,6 +460,3 @@ def corpus_answer_wer(
             )
         )
     return out
-
-
-measure_dialogue.params = PARAMS

@@ -59,7 +59,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("first_audio", claims=CLAIMS, check=check, data=True)
+@measurement("first_audio", params=PARAMS, version=1, claims=CLAIMS, check=check, data=True)
 def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     codec = codec_of(ctx.variant.build())
@@ -97,6 +97,3 @@ def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
             ),
         ]  # fmt: skip
     return records
-
-
-measure_first_audio.params = PARAMS

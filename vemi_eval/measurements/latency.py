@@ -40,7 +40,7 @@ from . import MeasureContext, at_least, measurement, merged_params, one_of
 
 STAGES = ("encode", "lm", "decode", "total")
 
-DEFAULTS: dict[str, Any] = {
+PARAMS: dict[str, Any] = {
     "frames": 250,  # 20 s of conversation
     "warmup_frames": 5,
     "min_frames": 200,
@@ -443,9 +443,9 @@ def attach_paired_baseline(
         }
 
 
-@measurement("latency", claims=CLAIMS, check=check)
+@measurement("latency", params=PARAMS, version=1, claims=CLAIMS, check=check)
 def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, DEFAULTS)
+    params = merged_params(ctx, PARAMS)
     batch_size = int(params["batch_size"])
     block = int(params["interleave"])
     paired = block > 0 and not ctx.variant.is_baseline
@@ -524,6 +524,3 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
         rec.extra.update({"frames": len(measured), "duration_s": round(measured_s, 3)})
     make.invalidate(reasons)
     return make.records
-
-
-measure_latency.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

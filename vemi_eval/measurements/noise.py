@@ -80,7 +80,9 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "beam_size", 1)
 
 
-@measurement("noise", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
+@measurement(
+    "noise", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+)
 def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     stages = [s for s in params["stages"]]
@@ -163,6 +165,3 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                 )
             )
     return annotated(records, scorer, codec, ds)
-
-
-measure_noise.params = PARAMS

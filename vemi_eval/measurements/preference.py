@@ -101,7 +101,9 @@ _BASELINE_CACHE: dict[tuple, list[Reward]] = {}
 CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {"user_satisfaction": [("preference_reward", {})]}
 
 
-@measurement("preference", claims=CLAIMS, check=check, exact=("*",))  # model behaviour, not wall-clock
+@measurement(
+    "preference", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",)
+)  # model behaviour, not wall-clock
 def measure_preference(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     draws = int(params["draws"])
@@ -174,6 +176,3 @@ def measure_preference(ctx: MeasureContext) -> list[MetricRecord]:
     if ref is not None:
         out.append(record("preference_speaker_similarity", "cosine", [r.speaker or 0.0 for r in mine]))
     return out
-
-
-measure_preference.params = PARAMS

@@ -81,7 +81,7 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {"naturalness": [("dnsmos_ovrl", {})]}
 
 
-@measurement("prosody", claims=CLAIMS, check=check, exact=("*",))
+@measurement("prosody", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",))
 def measure_prosody(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators import dnsmos as dnsmos_ev
     from ..training.lm_options.dpo import sample_conversations
@@ -165,6 +165,3 @@ def measure_prosody(ctx: MeasureContext) -> list[MetricRecord]:
             _record(ctx, f"dnsmos_{key}", "MOS", vals, len(sessions), hib=True, extra=extra, data=data)
         )
     return out
-
-
-measure_prosody.params = PARAMS

@@ -46,7 +46,9 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("semantic_content", check=check, exact=("*",), data=True)  # fixed data, fixed teacher
+@measurement(
+    "semantic_content", params=PARAMS, version=1, check=check, exact=("*",), data=True
+)  # fixed data, fixed teacher
 def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators.asr import SPEC
     from ..training.semantic import WhisperTeacher
@@ -79,6 +81,3 @@ def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )  # fmt: skip
     return records
-
-
-measure_semantic_content.params = PARAMS

@@ -104,7 +104,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "window_s", 1e-9)
 
 
-@measurement("speaker", claims=CLAIMS, check=check, exact=("*",), data=True)
+@measurement("speaker", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True)
 def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
@@ -224,6 +224,3 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
     rt_extra = {**extra, "n_codebooks": n}
     records.append(eer_record(ctx, "roundtrip", enrol, tests_rt, speakers, rt_extra, facts))
     return records
-
-
-measure_speaker.params = PARAMS

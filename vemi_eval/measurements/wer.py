@@ -58,7 +58,9 @@ def check(p: dict[str, Any]) -> None:
         at_least(p, key, low)
 
 
-@measurement("wer", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
+@measurement(
+    "wer", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+)
 def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     model = ctx.variant.build()
@@ -107,6 +109,3 @@ def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )
     return records
-
-
-measure_wer.params = PARAMS
