@@ -10,8 +10,9 @@ import torch
 
 from reference_model.report import ModelReport
 from vemi_eval import timing
+from vemi_eval.data.speech_input import synthetic_speech
 from vemi_eval.measurements import MeasureContext, VariantRef
-from vemi_eval.measurements.latency import measure_latency, synthetic_speech
+from vemi_eval.measurements.latency import measure_latency
 
 FRAME = 1920
 

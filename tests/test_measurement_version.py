@@ -5,27 +5,24 @@ written before versions read as version 1. The committed quick matrix is the dat
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from tests.test_gate_ratios import QUICK, ROOT, RULES
 from vemi_eval import measurements
 from vemi_eval.gate import REDEFINED, REGRESSION, compare, format_table, load_rules
 from vemi_eval.gate_files import junit_xml
 from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.records import MetricRecord
 
-ROOT = Path(__file__).resolve().parent.parent
-QUICK = ROOT / "reports" / "matrix-tiny-quick" / "results.json"
-RULES = ROOT / ".github" / "vemi-eval-gate-rules.toml"
-
 
 @pytest.fixture(scope="module")
-def quick() -> dict:
-    return json.loads(QUICK.read_text(encoding="utf-8"))
+def matrix() -> dict:
+    return json.loads(QUICK.read_text(encoding="utf-8"))  # the committed quick matrix
 
 
 def _with_version(doc: dict, kind: str | None, version: int) -> dict:
@@ -69,28 +66,28 @@ def test_a_record_without_a_version_reads_as_version_1() -> None:
     assert MetricRecord.from_dict(again.to_dict()).measurement_version == 2
 
 
-def test_the_same_version_compares_as_before(quick: dict) -> None:
+def test_the_same_version_compares_as_before(matrix: dict) -> None:
     """Old results (no version) against themselves stamped version 1: every verdict as without versions."""
-    before = _verdicts(quick, quick)
-    assert _verdicts(_with_version(quick, None, 1), quick) == before
-    assert _verdicts(quick, _with_version(quick, None, 1)) == before
+    before = _verdicts(matrix, matrix)
+    assert _verdicts(_with_version(matrix, None, 1), matrix) == before
+    assert _verdicts(matrix, _with_version(matrix, None, 1)) == before
     assert not any(v == REDEFINED for *_, v in before)
 
 
-def test_a_redefined_kind_is_reported_not_compared(quick: dict) -> None:
-    run = _with_version(quick, "codec", 2)
+def test_a_redefined_kind_is_reported_not_compared(matrix: dict) -> None:
+    run = _with_version(matrix, "codec", 2)
     for m in run["metrics"]:
         if m.get("kind") == "codec" and m["value"] is not None:
             m["value"] *= 0.5  # a new definition may move every value: no regression is called on it
-    result = compare(run, quick, load_rules(RULES))
-    codec_rows = [r for r in result.rows if r.metric != "run status" and _kind_of(quick, r) == "codec"]
+    result = compare(run, matrix, load_rules(RULES))
+    codec_rows = [r for r in result.rows if r.metric != "run status" and _kind_of(matrix, r) == "codec"]
     assert codec_rows and all(r.verdict == REDEFINED for r in codec_rows)
     assert "version 2 here and 1 in the baseline" in codec_rows[0].reason
     assert not result.failed  # not a failure of the model
     assert any("measurement redefined since the baseline: codec" in n for n in result.notes)
-    others = [(r.variant, r.metric, r.verdict) for r in result.rows if _kind_of(quick, r) != "codec"]
-    unchanged = compare(quick, quick, load_rules(RULES)).rows
-    assert others == [(r.variant, r.metric, r.verdict) for r in unchanged if _kind_of(quick, r) != "codec"]
+    others = [(r.variant, r.metric, r.verdict) for r in result.rows if _kind_of(matrix, r) != "codec"]
+    unchanged = compare(matrix, matrix, load_rules(RULES)).rows
+    assert others == [(r.variant, r.metric, r.verdict) for r in unchanged if _kind_of(matrix, r) != "codec"]
     assert "measurement redefined" in format_table(result)  # shown without --all, like a regression
     cases = ET.fromstring(junit_xml(result).split("\n", 1)[1]).iter("testcase")
     redefined = [
@@ -99,11 +96,11 @@ def test_a_redefined_kind_is_reported_not_compared(quick: dict) -> None:
     assert len(redefined) == len(codec_rows)  # JUnit: skipped, neither a failure nor a pass
 
 
-def test_a_failed_metric_of_a_redefined_kind_still_fails(quick: dict) -> None:
-    run = _with_version(quick, "codec", 2)
+def test_a_failed_metric_of_a_redefined_kind_still_fails(matrix: dict) -> None:
+    run = _with_version(matrix, "codec", 2)
     m = next(m for m in run["metrics"] if m.get("kind") == "codec" and m["status"] == "ok")
     m.update(status="failed", value=None, reason="evaluator crashed")
-    rows = [r for r in compare(run, quick).rows if r.metric == m["metric"] and r.variant == m["variant"]]
+    rows = [r for r in compare(run, matrix).rows if r.metric == m["metric"] and r.variant == m["variant"]]
     assert any(r.verdict == REGRESSION for r in rows)
 
 
@@ -116,3 +113,22 @@ def _kind_of(doc: dict, row) -> str:
         ):
             return m.get("kind", "")
     return ""
+
+
+def test_no_kind_imports_another_kind() -> None:
+    """A kind's module reads the package's libraries (common, frame_loop, _duplex...) and the lower layers,
+    never another kind's module; imports inside functions count too."""
+    pkg = ROOT / "vemi_eval" / "measurements"
+    kinds = {p.stem for p in pkg.glob("*.py") if "@measurement(" in p.read_text(encoding="utf-8")}
+    assert {"codec", "latency", "preference"} <= kinds
+    for path in pkg.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "vemi_eval.measurements."
+            ):
+                names = [node.module.rsplit(".", 1)[1]]
+            else:
+                continue
+            assert not set(names) & kinds, f"{path.name} imports the kind module {set(names) & kinds}"

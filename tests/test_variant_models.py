@@ -181,7 +181,7 @@ def test_bad_variant_model_is_refused_before_any_work(tmp_path, kinds, variant, 
 def test_suite_schema_of_variant_models(variant, match) -> None:
     with pytest.raises(SuiteError, match=match):
         parse_suite(
-            suite_text(f'[[variants]]\nname = "v"\n{variant}\n'), known_kinds={"weights": weight_stats}
+            suite_text(f'[[variants]]\nname = "v"\n{variant}\n'), known_kinds={"weights": WEIGHT_STATS}
         )
 
 
@@ -237,7 +237,7 @@ def test_flags_on_the_command_line_keep_the_aa_control() -> None:
     text = suite_text(
         '[[variants]]\nname = "int8"\nflags = ["int8=rtn"]\n[[variants]]\nname = "again"\naa = true\n'
     )
-    suite = parse_suite(text, known_kinds={"weights": weight_stats})
+    suite = parse_suite(text, known_kinds={"weights": WEIGHT_STATS})
     chosen = select_variants(suite, RunOptions(suite="x", flags=["kv-compress=int8"]), "cpu")
     assert [v.name for v, _ in chosen] == ["baseline", "kv-compress=int8", "again"]
 

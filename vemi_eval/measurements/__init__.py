@@ -2,7 +2,10 @@
 
 A suite file names measurement kinds (``latency``, ``throughput``, ``memory``, ``fidelity``, ``codec``,
 ``wer``, ``speaker``, ``noise``...). Each kind is a function registered here, in a module of this package
-of its own (every module is imported by ``load_all``: a new file is a new kind):
+of its own (every module is imported by ``load_all``: a new file with a ``@measurement`` is a new kind).
+What kinds share lives in libraries that register none (``common``: RecordMaker and the codec-side
+opening; ``frame_loop``; ``_duplex``, ``_dialogue_data``) or in lower layers (``vemi_eval.data``:
+the codec round trip, the streamed speech input): a kind never imports another kind.
 
     @measurement("latency", params=PARAMS, version=1,
                  claims={"lm_step_time": [("frame_time_p50_ms", {"stage": "lm"})]})

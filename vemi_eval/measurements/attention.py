@@ -50,7 +50,7 @@ import torch
 from .. import timing
 from ..records import SKIPPED, MetricRecord
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .latency import RecordMaker
+from .common import RecordMaker
 
 PARAMS: dict[str, Any] = {
     "contexts": [125, 750, 3000],  # cached frames: 10 s, 60 s, 240 s of conversation at 12.5 Hz

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.codec_roundtrip import encode, level_strides
 from ..records import MetricRecord
 from . import MeasureContext, at_least, measurement, merged_params
-from .codec import codec_of, encode, level_strides, load_data
+from .common import codec_of, load_data
 
 PARAMS: dict[str, Any] = {
     "levels": 8,  # codebooks 1..levels (capped at the codec's number in use)

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.codec_roundtrip import bitrate_kbps, level_strides, sweep_codebooks
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .codec import bitrate_kbps, codec_of, level_strides, load_data, sweep_codebooks
+from .common import codec_of, load_data
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": [8],

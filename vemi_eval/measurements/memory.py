@@ -26,9 +26,11 @@ from typing import Any
 import psutil
 import torch
 
+from ..data.speech_input import stream_frames, synthetic_speech
 from ..records import INVALID, SKIPPED, MetricRecord
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .latency import RecordMaker, run_frames, stream_frames, synthetic_speech
+from .common import RecordMaker
+from .frame_loop import run_frames
 
 PARAMS: dict[str, Any] = {
     "contexts": [125, 250, 750, 1500, 3000],  # 10 s ... 240 s of conversation at 12.5 Hz

@@ -27,10 +27,11 @@ import torch
 
 from ..data import dialogue as dlg
 from ..evaluators import EvaluatorError
+from ..evaluators.dialogue_scoring import answers_audio
 from ..records import FAILED, MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, measurement, merged_params
-from .preference import answers_audio, heldout_user_codes
+from ._duplex import heldout_user_codes
 
 PARAMS: dict[str, Any] = {
     "sessions": 6,  # held-out sessions (0: all 48)

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.codec_roundtrip import bitrate_kbps, decode, encode, sweep_codebooks
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .codec import bitrate_kbps, codec_of, decode, encode, load_data, sweep_codebooks
+from .common import codec_of, load_data
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": [1],

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.speech_input import input_pcm, stream_frames
 from ..records import FAILED, MetricRecord
 from ..stats import summarize
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params, one_of
-from .latency import RecordMaker, frame_budget_ms, input_pcm, run_frames, stream_frames
+from .common import RecordMaker
+from .frame_loop import frame_budget_ms, run_frames
 
 PARAMS: dict[str, Any] = {
     "frames": 40,
