@@ -11,6 +11,7 @@ import numpy as np
 from reference_model.enhancements import FLAGS, FlagSpec
 from tests.test_runner_helpers import FAKE_KINDS, fake_build
 from vemi_eval import measurements
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.records import MetricRecord
 
 
@@ -21,10 +22,10 @@ def slow_kind(ctx):
     return [MetricRecord(ctx.suite, ctx.variant.name, "v", float(x.mean()), "x", 20, samples=x.tolist())]
 
 
-slow_kind.params = {"pause_s": 0.5}
+SLOW = {k: MeasurementSpec(k, slow_kind, params={"pause_s": 0.5}) for k in ("slow_a", "slow_b", "slow_c")}
 
 if __name__ == "__main__":
-    kinds = {**FAKE_KINDS, "slow_a": slow_kind, "slow_b": slow_kind, "slow_c": slow_kind}
+    kinds = {**FAKE_KINDS, **SLOW}
     measurements.load_all = lambda: dict(kinds)
     FLAGS["test-slow"] = FlagSpec("test-slow", "test", "runtime", "test-only slow flag")
     import reference_model.build

@@ -111,7 +111,7 @@ def test_an_istft_codec_warm_starts_from_a_seanet_codecs_encoder_side(tmp_path):
 
 
 def test_a_long_input_streamed_by_the_codec_kind_equals_offline(codec, monkeypatch):
-    from vemi_eval.measurements import codec as codec_kind
+    from vemi_eval.data import codec_roundtrip as codec_kind
 
     torch.manual_seed(5)
     codes = torch.randint(0, 2048, (1, 8, 5))

@@ -278,7 +278,7 @@ def test_multi_rate_codes_repeat_over_their_windows_and_stream_as_offline():
 
 
 def test_bitrate_counts_each_level_at_its_rate_and_first_audio_waits_for_the_window():
-    from vemi_eval.measurements.codec import bitrate_kbps, sent_kbps
+    from vemi_eval.data.codec_roundtrip import bitrate_kbps, sent_kbps
     from vemi_eval.measurements.first_audio import first_audio
 
     plain, multi = _multi_rate_codec(None), _multi_rate_codec([4, 2])

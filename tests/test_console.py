@@ -18,6 +18,7 @@ import pytest
 from tests.test_runner_helpers import FAKE_KINDS, SUITE, fakes, write_suite  # noqa: F401
 from vemi_eval import measurements
 from vemi_eval.cli import main
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.records import INVALID, MetricRecord
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,9 +98,9 @@ def _per_input_kind(ctx):
     ]
 
 
-_per_input_kind.params = {"max_utterances": 0}
-_per_input_kind.takes_data = True
-_per_input_kind.per_input = True
+PER_INPUT_KIND = MeasurementSpec(
+    "quality", _per_input_kind, params={"max_utterances": 0}, takes_data=True, per_input=True
+)
 
 QUALITY_SUITE = """\
 [suite]
@@ -119,7 +120,7 @@ max_utterances = 0
 
 @pytest.fixture
 def quality_kind(monkeypatch, fakes):  # noqa: F811
-    monkeypatch.setattr(measurements, "load_all", lambda: {**FAKE_KINDS, "quality": _per_input_kind})
+    monkeypatch.setattr(measurements, "load_all", lambda: {**FAKE_KINDS, "quality": PER_INPUT_KIND})
 
 
 def _audio_folder(path: Path, n: int) -> Path:

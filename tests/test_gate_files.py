@@ -16,6 +16,7 @@ from vemi_eval import measurements
 from vemi_eval.cli import main
 from vemi_eval.gate import EXACT, IMPROVED, MANN_WHITNEY, NEW, OK, REGRESSION, Rules, compare, load_rules
 from vemi_eval.gate_files import BIGGER, SMALLER, benchmark_entries, junit_xml
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import MetricRecord
 from vemi_eval.runner import RunOptions
@@ -59,15 +60,14 @@ def timed(ctx):
     ]  # fmt: skip
 
 
-timed.params = {"n": 12}
-timed.exact_metrics = ("weight_bytes",)  # what @measurement(exact=...) declares for a registered kind
+TIMED = MeasurementSpec("timed", timed, params={"n": 12}, exact_metrics=("weight_bytes",))
 
 SUITE = '[suite]\nname = "sleepy"\ndescription = "a model whose step sleeps"\n[timed]\nn = 12\n'
 
 
 @pytest.fixture
 def sleepy(monkeypatch, tmp_path):
-    monkeypatch.setattr(measurements, "load_all", lambda: {"timed": timed})
+    monkeypatch.setattr(measurements, "load_all", lambda: {"timed": TIMED})
     suite = tmp_path / "sleepy.toml"
     suite.write_text(SUITE, encoding="utf-8")
 

@@ -10,8 +10,9 @@ import torch
 
 from reference_model.report import ModelReport
 from vemi_eval import timing
+from vemi_eval.data.speech_input import synthetic_speech
 from vemi_eval.measurements import MeasureContext, VariantRef
-from vemi_eval.measurements.latency import measure_latency, synthetic_speech
+from vemi_eval.measurements.latency import measure_latency
 
 FRAME = 1920
 
@@ -252,7 +253,7 @@ def test_interleaving_removes_drift_from_the_ratio(clock):
 
 
 def test_interleave_is_refused_with_pace(clock):
-    from vemi_eval.measurements.latency import DEFAULTS, check
+    from vemi_eval.measurements.latency import PARAMS, check
 
     with pytest.raises(ValueError, match="interleave and pace"):
-        check({**DEFAULTS, "interleave": 5, "pace": True})
+        check({**PARAMS, "interleave": 5, "pace": True})

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from vemi_eval.data import codec_roundtrip as C
 from vemi_eval.evaluators import pesq as P
-from vemi_eval.measurements import codec as C
+from vemi_eval.measurements import codec as codec_kind
+from vemi_eval.measurements.common import load_data
 
 
 def _speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
-    from vemi_eval.measurements.latency import synthetic_speech
+    from vemi_eval.data.speech_input import synthetic_speech
 
     return synthetic_speech(int(seconds * rate), rate, seed).astype(np.float32)
 
@@ -70,12 +72,12 @@ def test_inputs_longer_than_max_input_s_are_skipped_by_name() -> None:
 
     v = VariantRef("base", [], lambda **k: None, True)
     ctx = MeasureContext("s", "codec", v, v, {}, 0, True, "cpu", data={"quick": True})
-    every = C.load_data(ctx, 16000, {**C.PARAMS, "max_input_s": 1e6})
+    every = load_data(ctx, 16000, {**codec_kind.PARAMS, "max_input_s": 1e6})
     cut = sorted(u.audio.size for u in every.utterances)[len(every.utterances) // 2] / 16000
-    kept = C.load_data(ctx, 16000, {**C.PARAMS, "max_input_s": cut})
+    kept = load_data(ctx, 16000, {**codec_kind.PARAMS, "max_input_s": cut})
     assert 0 < len(kept.utterances) < len(every.utterances)
     skipped = {s["input"] for s in ctx.skipped_inputs}
     assert skipped == {u.id for u in every.utterances} - {u.id for u in kept.utterances}
     assert all("max_input_s" in s["reason"] for s in ctx.skipped_inputs)
     with pytest.raises(DataError, match="max_input_s"):
-        C.load_data(ctx, 16000, {**C.PARAMS, "max_input_s": 0.01})
+        load_data(ctx, 16000, {**codec_kind.PARAMS, "max_input_s": 0.01})

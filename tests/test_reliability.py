@@ -23,6 +23,7 @@ from vemi_eval.errors import (
     StorageError,
     SuiteError,
 )
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import FAILED, OK, MetricRecord
 from vemi_eval.runner import RunOptions
@@ -207,14 +208,14 @@ def _scores(ctx):
     return [rec(OK, 0), rec(OK, 1), rec(FAILED, 2)]
 
 
-_scores.params = {"mode": "ok"}
+SCORES = MeasurementSpec("scores", _scores, params={"mode": "ok"})
 
 
 @pytest.mark.parametrize(
     ("mode", "status"), [("none", "INVALID"), ("empty", "INVALID"), ("most", "INVALID"), ("ok", "VALID")]
 )
 def test_a_kind_that_scored_nothing_makes_the_run_invalid(tmp_path, monkeypatch, mode, status) -> None:
-    monkeypatch.setattr(measurements, "load_all", lambda: {**FAKE_KINDS, "scores": _scores})
+    monkeypatch.setattr(measurements, "load_all", lambda: {**FAKE_KINDS, "scores": SCORES})
     suite = tmp_path / "nothing.toml"
     suite.write_text(NOTHING_SUITE.replace('"none"', f'"{mode}"'), encoding="utf-8")
     out = run_suite(_opts(tmp_path, suite, history=False), echo=lambda m: None)
@@ -230,11 +231,11 @@ def _skipping(ctx):
     return [MetricRecord(ctx.suite, ctx.variant.name, "m", 1.0, "x", 1)]
 
 
-_skipping.params = {}
+SKIPPING = MeasurementSpec("skipping", _skipping, params={})
 
 
 def test_every_skipped_input_is_in_the_log_results_and_report(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(measurements, "load_all", lambda: {"skipping": _skipping})
+    monkeypatch.setattr(measurements, "load_all", lambda: {"skipping": SKIPPING})
     suite = tmp_path / "s.toml"
     suite.write_text('[suite]\nname = "s"\ndescription = "d"\n[skipping]\n', encoding="utf-8")
     out = run_suite(_opts(tmp_path, suite, history=False, report=True), echo=lambda m: None)

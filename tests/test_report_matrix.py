@@ -211,3 +211,14 @@ def test_accuracy_per_voice_is_tabled_for_the_clean_channel_only(tmp_path: Path)
     checker.feed(text)
     checker.close()
     assert not checker.errors and not checker.stack
+
+
+def test_an_enhancement_is_named_by_its_flags_and_its_recipes() -> None:
+    from vemi_eval.report.matrix_view import implemented_by
+
+    by_flag = registry.status(registry.BY_ID["2.3"], flags={"mod": True})
+    assert implemented_by(by_flag) == ["mod"]
+    by_recipe = registry.status(registry.BY_ID["4.2"], flags={})  # dpo: a training recipe, no flag
+    assert by_recipe["status"] == "implemented" and implemented_by(by_recipe) == ["dpo"]
+    both = {**by_flag, "recipes_registered": ["dpo"]}
+    assert implemented_by(both) == ["mod", "dpo"]  # either implements it: neither hides the other

@@ -14,6 +14,7 @@ import pytest
 
 from reference_model.enhancements import FLAGS, FlagSpec
 from vemi_eval import measurements
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.records import MetricRecord
 
 CALLS: list[tuple[str, str]] = []  # (kind, variant) of every fake measurement call
@@ -86,9 +87,10 @@ def fake_b(ctx):
     ]
 
 
-fake_a.params = {"n": 40, "slow_factor": 1.3}
-fake_b.params = {"n": 40, "slow_factor": 1.3}
-FAKE_KINDS = {"fake_a": fake_a, "fake_b": fake_b}
+FAKE_KINDS = {
+    "fake_a": MeasurementSpec("fake_a", fake_a, params={"n": 40, "slow_factor": 1.3}),
+    "fake_b": MeasurementSpec("fake_b", fake_b, params={"n": 40, "slow_factor": 1.3}),
+}
 
 SUITE = textwrap.dedent(
     """\

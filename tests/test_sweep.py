@@ -21,6 +21,7 @@ import pytest
 from vemi_eval import measurements
 from vemi_eval.cli.sweep import sweep_command
 from vemi_eval.errors import EXIT_INCOMPLETE, EXIT_OK, OptionsError, SuiteError
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.records import MetricRecord
 from vemi_eval.suites import parse_suite
 from vemi_eval.sweep import (
@@ -98,12 +99,12 @@ def sweep_fake(ctx) -> list[MetricRecord]:
     ]
 
 
-sweep_fake.params = {"n": 30}
+SWEEP_FAKE = MeasurementSpec(FAKE_KIND, sweep_fake, params={"n": 30})
 
 
 def register_fakes() -> None:
     measurements.load_all()
-    measurements.MEASUREMENTS.setdefault(FAKE_KIND, sweep_fake)
+    measurements.MEASUREMENTS.setdefault(FAKE_KIND, SWEEP_FAKE)
 
 
 @pytest.fixture
@@ -296,7 +297,7 @@ def test_ray_missing_is_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
     with pytest.raises(OptionsError, match=r"needs Ray: pip install 'vemi-eval\[dist\]'"):
         import_ray()
     monkeypatch.setitem(cli.cli.commands, "sweep", sweep_command)
-    monkeypatch.setattr(measurements, "load_all", lambda: {FAKE_KIND: sweep_fake})
+    monkeypatch.setattr(measurements, "load_all", lambda: {FAKE_KIND: SWEEP_FAKE})
     with pytest.raises(SystemExit) as exc:
         cli.main(["sweep", str(_suite_file(tmp_path)), "--grid", "int8", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err

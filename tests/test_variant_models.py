@@ -16,6 +16,7 @@ import torch
 from reference_model import CheckpointError, ConfigError
 from vemi_eval import measurements, registry
 from vemi_eval.errors import SuiteError
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.recorded_run import run_suite
 from vemi_eval.records import MetricRecord
 from vemi_eval.results import read_results
@@ -41,12 +42,12 @@ def weight_stats(ctx):
     ]  # fmt: skip
 
 
-weight_stats.params = {}
+WEIGHT_STATS = MeasurementSpec("weights", weight_stats, params={})
 
 
 @pytest.fixture
 def kinds(monkeypatch, tmp_path):
-    monkeypatch.setattr(measurements, "load_all", lambda: {"weights": weight_stats})
+    monkeypatch.setattr(measurements, "load_all", lambda: {"weights": WEIGHT_STATS})
     monkeypatch.setenv("VEMI_HISTORY", str(tmp_path / "history.sqlite"))
 
 
@@ -181,7 +182,7 @@ def test_bad_variant_model_is_refused_before_any_work(tmp_path, kinds, variant, 
 def test_suite_schema_of_variant_models(variant, match) -> None:
     with pytest.raises(SuiteError, match=match):
         parse_suite(
-            suite_text(f'[[variants]]\nname = "v"\n{variant}\n'), known_kinds={"weights": weight_stats}
+            suite_text(f'[[variants]]\nname = "v"\n{variant}\n'), known_kinds={"weights": WEIGHT_STATS}
         )
 
 
@@ -237,7 +238,7 @@ def test_flags_on_the_command_line_keep_the_aa_control() -> None:
     text = suite_text(
         '[[variants]]\nname = "int8"\nflags = ["int8=rtn"]\n[[variants]]\nname = "again"\naa = true\n'
     )
-    suite = parse_suite(text, known_kinds={"weights": weight_stats})
+    suite = parse_suite(text, known_kinds={"weights": WEIGHT_STATS})
     chosen = select_variants(suite, RunOptions(suite="x", flags=["kv-compress=int8"]), "cpu")
     assert [v.name for v, _ in chosen] == ["baseline", "kv-compress=int8", "again"]
 

@@ -32,6 +32,11 @@ when a measurement disappears catches nothing), and so is a run that is not VALI
 either side (a latency given a take-over, with fewer take-overs than min_samples) is not gated: its value
 bears no verdict, and the rate of its events (the turn-over rate) is gated on its own.
 
+A metric whose kind was redefined between the two runs (``@measurement(version=...)``, stored in each record;
+records written before versions read as version 1) is not compared: its row reads **measurement
+redefined**, neither a regression of the model nor a pass (JUnit: skipped), and a note says to record a new
+baseline.
+
 Rules file (TOML; the first matching rule wins; patterns are globs)::
 
     [default]
@@ -79,6 +84,7 @@ DEFAULT_FLOAT_TOLERANCE = 0.0
 EXACT, MANN_WHITNEY, TOLERANCE_ONLY, RATIO = "exact", "mann-whitney", "tolerance", "ratio"
 REGRESSION, OK, IMPROVED, NOT_GATED, NEW = "REGRESSION", "ok", "improved", "not gated", "new"
 DRIFT = "drift"  # the baseline moved, the ratios held: the machine changed speed, not the code
+REDEFINED = "measurement redefined"  # the kind's version differs: two definitions, nothing to compare
 
 
 class GateRulesError(VemiError):
@@ -271,6 +277,12 @@ def _kind(m: Mapping[str, Any]) -> str:
     return str(upgrade_metric(dict(m)).get("kind") or "")
 
 
+def measurement_version(m: Mapping[str, Any]) -> int:
+    """The version of its kind a record was measured under; 1 for results written before versions."""
+    v = m.get("measurement_version")
+    return v if isinstance(v, int) and not isinstance(v, bool) else 1
+
+
 def _is_exact(m: Mapping[str, Any]) -> bool:
     """Whether the record's kind declared its metric deterministic (an unknown kind: not)."""
     from .measurements import is_exact
@@ -307,6 +319,7 @@ def compare(
     theirs_sbs, mine_sbs = side_by_side(baseline), side_by_side(current)
     if theirs_sbs.single_variant:
         notes.append("a single-variant suite: its timings are gated on absolute values (no ratio to take)")
+    redefined: set[str] = set()  # the kinds whose version differs between the two runs
     for key, b in base.items():
         weak = [x for x in (b, cur.get(key) or {}) if x.get("status") == UNDERPOWERED]
         if weak:  # no verdict on either side: the rate of its events is gated instead
@@ -329,6 +342,13 @@ def compare(
         elif c.get("status") != "ok" or c.get("value") is None:
             why = f"{c.get('status')}: {c.get('reason', '')}"
             row = _unscored(b, b["value"], c.get("value"), tol, REGRESSION, why)
+        elif measurement_version(b) != measurement_version(c):
+            why = (
+                f"{_kind(c) or 'its kind'} is version {measurement_version(c)} here and "
+                f"{measurement_version(b)} in the baseline: two definitions, not compared"
+            )
+            row = _unscored(b, b["value"], c["value"], tol, REDEFINED, why)
+            redefined.add(_kind(c) or metric)
         elif exact:
             row = _compare_exact(b, c, tol, rule.better, rules.float_tolerance)
         elif variant in theirs_sbs.aa:
@@ -341,6 +361,11 @@ def compare(
             row = _compare_statistical(b, c, tol, rule.alpha, rule.better)
         rows.append(_with_current_facts(row, b, c, rule.better))
     _call_drift(rows, theirs_sbs)
+    if redefined:
+        notes.append(
+            f"measurement redefined since the baseline: {', '.join(sorted(redefined))}; its metrics are not "
+            "compared (record a new baseline to gate them)"
+        )
     for key, c in cur.items():
         if key not in base and c.get("status") == "ok":
             row = _unscored(c, None, c.get("value"), rules.tolerance, NEW, "not in the baseline")
@@ -554,10 +579,10 @@ def check_baseline(base: Mapping[str, Any]) -> None:
 
 def format_table(result: GateResult, show_all: bool = False) -> str:
     """A plain-text table, regressions first; ok rows only with show_all."""
-    order = {REGRESSION: 0, DRIFT: 1, IMPROVED: 2, NEW: 3, NOT_GATED: 4, OK: 5}
+    order = {REGRESSION: 0, REDEFINED: 1, DRIFT: 2, IMPROVED: 3, NEW: 4, NOT_GATED: 5, OK: 6}
     rows = sorted(result.rows, key=lambda r: (order.get(r.verdict, 9), r.variant, r.metric))
     if not show_all:
-        rows = [r for r in rows if r.verdict in (REGRESSION, DRIFT, IMPROVED)] or []
+        rows = [r for r in rows if r.verdict in (REGRESSION, REDEFINED, DRIFT, IMPROVED)] or []
 
     def num(x: float | None) -> str:
         return "-" if x is None else f"{x:.4g}"

@@ -12,7 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionsError
-from .gate import DRIFT, EXACT, IMPROVED, NEW, NOT_GATED, OK, RATIO, REGRESSION, GateResult, GateRow
+from .gate import (
+    DRIFT,
+    EXACT,
+    IMPROVED,
+    NEW,
+    NOT_GATED,
+    OK,
+    RATIO,
+    REDEFINED,
+    REGRESSION,
+    GateResult,
+    GateRow,
+)
 from .rundir import check_output_file
 from .storage import write_atomic
 
@@ -48,12 +60,16 @@ def row_facts(row: GateRow) -> str:
     return "; ".join(parts)
 
 
+UNGATED = (NOT_GATED, NEW, REDEFINED)  # neither a failure nor a pass
+
+
 def junit_xml(result: GateResult) -> str:
     """One ``<testcase>`` per row: a regression is a ``<failure>``, a metric not gated (ignored, new, no
-    direction) is ``<skipped>``, ok and improved pass. The notes go to the suite's ``<system-out>``."""
+    direction, its measurement redefined) is ``<skipped>``, ok and improved pass. The notes go to the
+    suite's ``<system-out>``."""
     suite_name = f"vemi-eval gate: {result.suite}" if result.suite else "vemi-eval gate"
     failures = sum(r.verdict == REGRESSION for r in result.rows)
-    skipped = sum(r.verdict in (NOT_GATED, NEW) for r in result.rows)
+    skipped = sum(r.verdict in UNGATED for r in result.rows)
     counts = {"tests": str(len(result.rows)), "failures": str(failures), "errors": "0"}
     root = ET.Element("testsuites", {"name": "vemi-eval gate", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": suite_name, **counts, "skipped": str(skipped)})
@@ -64,7 +80,7 @@ def junit_xml(result: GateResult) -> str:
         if row.verdict == REGRESSION:
             fail = ET.SubElement(case, "failure", {"message": facts, "type": "regression"})
             fail.text = facts
-        elif row.verdict in (NOT_GATED, NEW):
+        elif row.verdict in UNGATED:
             ET.SubElement(case, "skipped", {"message": f"{row.verdict}: {row.reason}"})
         elif row.verdict in (OK, IMPROVED, DRIFT):
             out = ET.SubElement(case, "system-out")

@@ -56,6 +56,9 @@ class MetricRecord:
     # the unconditioned rate says so and carries the verdict)
     conditional_on: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # the definition of the kind's metrics it was measured under (@measurement(version=...)); results
+    # written before versions read as 1. The gate never compares values of two versions.
+    measurement_version: int = 1
 
     def __post_init__(self) -> None:
         clash = sorted(set(self.extra) & TYPED_FIELDS)

@@ -50,9 +50,8 @@ Schema (every table but [suite] is optional; unknown keys are errors)::
     frames = 40
     variants = ["baseline"]            # (variants too: --quick may leave the slow ones out)
 
-A measurement kind declares its parameters as a dict of defaults: the function's ``params`` attribute,
-else its module's ``PARAMS`` or ``DEFAULTS``; unknown keys and wrong types in its table are then rejected
-here, before any work.
+A measurement kind declares its parameters as a dict of defaults (``@measurement(params=...)``: its
+``MeasurementSpec``); unknown keys and wrong types in its table are then rejected here, before any work.
 """
 
 from __future__ import annotations
@@ -60,10 +59,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import SuiteError
 
@@ -220,12 +219,12 @@ def resolve_suite_path(name_or_path: str) -> Path:
 def load_suite(
     name_or_path: str,
     *,
-    known_kinds: Mapping[str, Any],
+    known_kinds: Mapping[str, KindDeclaration | None],
     check_flags: bool = True,
 ) -> Suite:
     """Read and validate a suite; raise SuiteError (one line) or FlagError naming what is wrong.
 
-    ``known_kinds`` maps measurement kind -> function (``vemi_eval.measurements.load_all()``: the caller
+    ``known_kinds`` maps measurement kind -> its spec (``vemi_eval.measurements.load_all()``: the caller
     passes it, so that suites never import the measurements that read them).
     """
     path = resolve_suite_path(name_or_path)
@@ -240,7 +239,7 @@ def parse_suite(
     content: str,
     *,
     path: Path | None = None,
-    known_kinds: Mapping[str, Any],
+    known_kinds: Mapping[str, KindDeclaration | None],
     check_flags: bool = True,
 ) -> Suite:
     where = str(path) if path else "<suite>"
@@ -447,9 +446,21 @@ def _check_aa(variants: list[VariantDecl], where: str) -> list[VariantDecl]:
     return out
 
 
+class KindDeclaration(Protocol):
+    """What the loader reads of a measurement kind (vemi_eval.measurements.MeasurementSpec has it; the
+    spec is passed in, never imported: measurements read suites, not the reverse)."""
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+    @property
+    def check_params(self) -> Callable[[dict[str, Any]], None] | None: ...
+
+
 def _check_kind_table(
-    kind: str, table: dict[str, Any], variants: list[VariantDecl], fn: Any, where: str
+    kind: str, table: dict[str, Any], variants: list[VariantDecl], spec: KindDeclaration | None, where: str
 ) -> dict[str, Any]:
+    """The kind's table checked against its declaration (None: a kind listed, not loaded: unchecked)."""
     table = dict(table)
     quick = table.get("quick", {})
     if not isinstance(quick, dict):
@@ -465,32 +476,19 @@ def _check_kind_table(
                 listed = ", ".join(known)
                 raise SuiteError(f"{where}: [{label}] names variant {n!r}, not in [[variants]] ({listed})")
     quick = {k: v for k, v in quick.items() if k != "variants"}
-    declared = declared_params(fn)
     params = {k: v for k, v in table.items() if k not in KIND_KEYS}
-    if isinstance(declared, Mapping):
+    if spec is not None:
+        declared = spec.params
         schema = {k: (type(d) if d is not None else object) for k, d in declared.items()}
         _check_params(params, schema, f"{where}: [{kind}]")
         _check_params(quick, schema, f"{where}: [{kind}.quick]")
-        check = getattr(fn, "check_params", None)
+        check = spec.check_params
         for under_quick in (False, True) if check is not None else ():
             try:
                 check({**declared, **with_quick(table, under_quick)})
             except ValueError as exc:
                 raise SuiteError(f"{where}: [{kind}{'.quick' if under_quick else ''}] {exc}") from None
     return table
-
-
-def declared_params(fn: Any) -> Mapping[str, Any] | None:
-    """A kind's parameters with their defaults: ``fn.params``, else its module's PARAMS or DEFAULTS."""
-    declared = getattr(fn, "params", None)
-    if isinstance(declared, Mapping):
-        return declared
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    for name in ("PARAMS", "DEFAULTS"):
-        declared = getattr(module, name, None)
-        if isinstance(declared, Mapping):
-            return declared
-    return None
 
 
 def _check_params(params: Mapping[str, Any], schema: Mapping[str, type], where: str) -> None:

@@ -2,10 +2,22 @@
 
 A suite file names measurement kinds (``latency``, ``throughput``, ``memory``, ``fidelity``, ``codec``,
 ``wer``, ``speaker``, ``noise``...). Each kind is a function registered here, in a module of this package
-of its own (every module is imported by ``load_all``: a new file is a new kind):
+of its own (every module is imported by ``load_all``: a new file with a ``@measurement`` is a new kind).
+What kinds share lives in libraries that register none (``common``: RecordMaker and the codec-side
+opening; ``frame_loop``; ``_duplex``, ``_dialogue_data``) or in lower layers (``vemi_eval.data``:
+the codec round trip, the streamed speech input): a kind never imports another kind.
 
-    @measurement("latency", claims={"lm_step_time": [("frame_time_p50_ms", {"stage": "lm"})]})
+    @measurement("latency", params=PARAMS, version=1,
+                 claims={"lm_step_time": [("frame_time_p50_ms", {"stage": "lm"})]})
     def measure_latency(ctx: MeasureContext) -> Iterable[MetricRecord]: ...
+
+The decorator registers a frozen :class:`MeasurementSpec` (the registry holds specs; the function itself
+is returned unchanged). ``params`` are the kind's parameters with their defaults: the suite loader's schema
+(unknown keys and wrong types are refused) and what :func:`merged_params` starts from. ``version`` is the
+definition of the kind's metrics: raise it when a change makes a metric mean something else (another
+input, window or formula), not for a refactor. Every record carries it, and the gate reports a metric
+whose version differs between the baseline and the run as "measurement redefined" instead of comparing
+the two values (vemi_eval/gate.py).
 
 ``claims`` says which of its records stand for which claim metric of the enhancement registry
 (suites/claims/enhancements.toml): a glob over the record's metric name and the condition values it must
@@ -88,13 +100,49 @@ def merged_params(ctx: MeasureContext, defaults: Mapping[str, Any]) -> dict[str,
 MeasureFn = Callable[[MeasureContext], Iterable[MetricRecord]]
 # claim metric -> [(glob over the record's metric name, required condition values)]
 ClaimDecl = Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]]
-MEASUREMENTS: dict[str, MeasureFn] = {}
-CLAIMS: dict[str, ClaimDecl] = {}  # kind -> the claim metrics its records stand for
+
+
+@dataclass(frozen=True)
+class MeasurementSpec:
+    """A registered measurement kind: what :func:`measurement` declares, typed. Calling it measures:
+    the records come back stamped with the kind's ``version``."""
+
+    kind: str
+    measure: MeasureFn
+    params: Mapping[str, Any]  # declared parameters with their defaults (the suite loader's schema)
+    version: int = 1
+    claims: ClaimDecl = field(default_factory=dict)
+    check_params: Callable[[dict[str, Any]], None] | None = None
+    check_data: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+    clean_heap: bool = False
+    exact_metrics: tuple[str, ...] = ()
+    takes_data: bool = False
+    per_input: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(
+                f"measurement {self.kind!r}: version must be an integer >= 1, not {self.version!r}"
+            )
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"measurement {self.kind!r}: params must be a mapping of defaults")
+
+    def __call__(self, ctx: MeasureContext) -> list[MetricRecord]:
+        records = list(self.measure(ctx) or [])
+        for r in records:
+            if isinstance(r, MetricRecord):  # anything else is refused by the runner, by its type
+                r.measurement_version = self.version
+        return records
+
+
+MEASUREMENTS: dict[str, MeasurementSpec] = {}
 
 
 def measurement(
     kind: str,
     *,
+    params: Mapping[str, Any],
+    version: int,
     claims: ClaimDecl | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
     check_data: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
@@ -103,7 +151,9 @@ def measurement(
     data: bool = False,
     per_input: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
-    """Register a kind. ``check(params)`` raises ValueError for a parameter value it cannot run with; the
+    """Register a kind as a :class:`MeasurementSpec`. ``params``: its parameters with their defaults.
+    ``version``: the definition of its metrics (see the module's docstring).
+    ``check(params)`` raises ValueError for a parameter value it cannot run with; the
     suite loader calls it on the merged parameters (with and without quick) before any work.
     ``check_data(data, params)`` reads and checks the run's data (``ctx.data``: --data and the files the
     run names) and raises a user error (DataError: exit 2) when it cannot run; the runner calls it before
@@ -121,16 +171,19 @@ def measurement(
     def deco(fn: MeasureFn) -> MeasureFn:
         if kind in MEASUREMENTS:
             raise RuntimeError(f"measurement {kind!r} registered twice")
-        MEASUREMENTS[kind] = fn
-        if check is not None:
-            fn.check_params = check  # type: ignore[attr-defined]
-        if check_data is not None:
-            fn.check_data = check_data  # type: ignore[attr-defined]
-        fn.clean_heap = clean_heap  # type: ignore[attr-defined]
-        fn.exact_metrics = tuple(exact)  # type: ignore[attr-defined]
-        fn.takes_data = data or check_data is not None  # type: ignore[attr-defined]  # a data check reads data
-        fn.per_input = per_input  # type: ignore[attr-defined]
-        CLAIMS[kind] = {m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()}
+        MEASUREMENTS[kind] = MeasurementSpec(
+            kind,
+            fn,
+            params=dict(params),
+            version=version,
+            claims={m: [(p, dict(w)) for p, w in rules] for m, rules in (claims or {}).items()},
+            check_params=check,
+            check_data=check_data,
+            clean_heap=clean_heap,
+            exact_metrics=tuple(exact),
+            takes_data=data or check_data is not None,  # a data check reads data
+            per_input=per_input,
+        )
         return fn
 
     return deco
@@ -160,32 +213,34 @@ def claim_rules() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
     """Claim metric -> every (glob, condition, kind) that stands for it, over all registered kinds."""
     load_all()
     out: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
-    for kind, decl in CLAIMS.items():
-        for metric, rules in decl.items():
-            out.setdefault(metric, []).extend((p, w, kind) for p, w in rules)
+    for kind, spec in MEASUREMENTS.items():
+        for metric, rules in spec.claims.items():
+            out.setdefault(metric, []).extend((p, dict(w), kind) for p, w in rules)
     return out
 
 
 def is_exact(kind: str, metric: str) -> bool | None:
     """Whether ``kind`` declared ``metric`` deterministic (see :func:`measurement`); None for a kind not
     registered here (a record from an older harness or another plug-in)."""
-    fn = load_all().get(kind)
-    if fn is None:
+    spec = load_all().get(kind)
+    if spec is None:
         return None
-    return any(fnmatch.fnmatchcase(metric, g) for g in getattr(fn, "exact_metrics", ()))
+    return any(fnmatch.fnmatchcase(metric, g) for g in spec.exact_metrics)
 
 
 def takes_data(kind: str) -> bool:
     """Whether ``kind`` reads ``--data`` (see :func:`measurement`)."""
-    return bool(getattr(load_all().get(kind), "takes_data", False))
+    spec = load_all().get(kind)
+    return spec is not None and spec.takes_data
 
 
 def counts_inputs(kind: str) -> bool:
     """Whether ``kind``'s records count one sample per input of its data (see :func:`measurement`)."""
-    return bool(getattr(load_all().get(kind), "per_input", False))
+    spec = load_all().get(kind)
+    return spec is not None and spec.per_input
 
 
-def load_all() -> dict[str, MeasureFn]:
+def load_all() -> dict[str, MeasurementSpec]:
     """Import every module of this package (each registers its kinds) and return the registry."""
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):

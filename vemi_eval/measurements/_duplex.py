@@ -220,3 +220,17 @@ def speech_or_error(audio: np.ndarray) -> np.ndarray:
     if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS:
         raise EvaluatorError("the model was silent in its answer windows")
     return audio
+
+
+def heldout_user_codes(sessions: list[dlg.Session], codec_checkpoint, n_user: int) -> list[torch.Tensor]:
+    """The held-out sessions' user codes [n_user, T] as the corpus tokenised them (cached)."""
+    from safetensors.torch import load_file
+
+    folder = dlg.tokenised_split("heldout", codec_checkpoint, log=lambda m: None)
+    by_id: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        by_id.update(load_file(str(f)))
+    missing = [s.id for s in sessions if s.id not in by_id]
+    if missing:
+        raise ValueError(f"held-out session {missing[0]} is not in the tokenised split {folder}")
+    return [by_id[s.id][-n_user:].to(torch.long) for s in sessions]

@@ -50,9 +50,9 @@ import torch
 from .. import timing
 from ..records import SKIPPED, MetricRecord
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .latency import RecordMaker
+from .common import RecordMaker
 
-DEFAULTS: dict[str, Any] = {
+PARAMS: dict[str, Any] = {
     "contexts": [125, 750, 3000],  # cached frames: 10 s, 60 s, 240 s of conversation at 12.5 Hz
     "prefill_tokens": 250,  # 20 s of prompt
     "repeats": 50,
@@ -319,11 +319,11 @@ def check(p: dict[str, Any]) -> None:
         at_least(p, key, low)
 
 
-@measurement("attention", claims=CLAIMS, check=check, clean_heap=True)
+@measurement("attention", params=PARAMS, version=1, claims=CLAIMS, check=check, clean_heap=True)
 def measure_attention(ctx: MeasureContext) -> list[MetricRecord]:
     from reference_model import FlagError
 
-    params = merged_params(ctx, DEFAULTS)
+    params = merged_params(ctx, PARAMS)
     batch_size, repeats, warmup = int(params["batch_size"]), int(params["repeats"]), int(params["warmup"])
     prefill = int(params["prefill_tokens"])
     if repeats < 2 or warmup < 0 or prefill < 0 or batch_size < 1:
@@ -408,6 +408,3 @@ def _memory_record(
         )  # fmt: skip
         return
     make.plain("attention_peak_memory", peak, "bytes", 1, condition=cond, extra={**extra, "method": method})
-
-
-measure_attention.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.codec_roundtrip import encode, level_strides
 from ..records import MetricRecord
 from . import MeasureContext, at_least, measurement, merged_params
-from .codec import codec_of, encode, level_strides, load_data
+from .common import codec_of, load_data
 
 PARAMS: dict[str, Any] = {
     "levels": 8,  # codebooks 1..levels (capped at the codec's number in use)
@@ -44,7 +45,9 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("codebook_usage", check=check, exact=("*",), data=True)  # counts on fixed data
+@measurement(
+    "codebook_usage", params=PARAMS, version=1, check=check, exact=("*",), data=True
+)  # counts on fixed data
 def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     codec = codec_of(ctx.variant.build())
@@ -93,6 +96,3 @@ def measure_codebook_usage(ctx: MeasureContext) -> list[MetricRecord]:
         )
     )  # fmt: skip
     return records
-
-
-measure_codebook_usage.params = PARAMS

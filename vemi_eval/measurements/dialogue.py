@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..data import dialogue as dlg
+from ..data.codec_roundtrip import roundtrip
 from ..data.text_stream import decode_words
 from ..evaluators import EvaluatorError, all_specs
 from ..evaluators.dialogue_scoring import TurnResult, answer_windows, corpus_words, normalize_word, score_text  # noqa: F401
@@ -122,7 +123,15 @@ def check_data(data: dict[str, Any], params: dict[str, Any]) -> None:
     check_inputs(data, {**PARAMS, **params})
 
 
-@measurement("dialogue", claims=CLAIMS, check=check_params, check_data=check_data, exact=("*",))
+@measurement(
+    "dialogue",
+    params=PARAMS,
+    version=1,
+    claims=CLAIMS,
+    check=check_params,
+    check_data=check_data,
+    exact=("*",),
+)
 def measure_dialogue(ctx: MeasureContext) -> list[MetricRecord]:
     """The built-in held-out split, or the user's data directory (--data) when the run has one."""
     params = merged_params(ctx, PARAMS)
@@ -417,7 +426,6 @@ def corpus_answer_wer(
     answers (the model voice as synthesised: what the LM was trained to say) and on those answers through
     the variant's codec with the LM's codebooks. An LM that said every answer exactly as the corpus does
     would score the second; what is left above it is the codec's and the ASR's, not the LM's."""
-    from .codec import roundtrip
 
     codec = getattr(model, "codec", None)
     sources: dict[str, dict[str, np.ndarray]] = {"corpus_speech": {}}
@@ -453,6 +461,3 @@ def corpus_answer_wer(
             )
         )
     return out
-
-
-measure_dialogue.params = PARAMS

@@ -44,12 +44,12 @@ from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, measurement, merged_params, one_of
 
-DEFAULTS: dict[str, Any] = {"frames": 100, "n_boot": 1000, "input": "dialogue"}
+PARAMS: dict[str, Any] = {"frames": 100, "n_boot": 1000, "input": "dialogue"}
 INPUTS = ("dialogue", "random")
 
 
 def _params(ctx: MeasureContext) -> dict[str, Any]:
-    params = merged_params(ctx, DEFAULTS)
+    params = merged_params(ctx, PARAMS)
     try:  # the suite loader's rules, also for a caller that did not go through it
         check(params)
     except ValueError as exc:
@@ -187,7 +187,7 @@ def check(p: dict[str, Any]) -> None:
     one_of(p, "input", INPUTS)
 
 
-@measurement("fidelity", claims=CLAIMS, check=check, exact=("*",))
+@measurement("fidelity", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",))
 def measure_fidelity(ctx: MeasureContext) -> Iterable[MetricRecord]:
     params = _params(ctx)
     frames, n_boot = int(params["frames"]), int(params["n_boot"])
@@ -364,6 +364,3 @@ def _counter_records(
     )
     out.append(rec("layer_share_processed", share, "share", None, frames, **more))
     return out
-
-
-measure_fidelity.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.codec_roundtrip import bitrate_kbps, level_strides, sweep_codebooks
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .codec import bitrate_kbps, codec_of, level_strides, load_data, sweep_codebooks
+from .common import codec_of, load_data
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": [8],
@@ -59,7 +60,7 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("first_audio", claims=CLAIMS, check=check, data=True)
+@measurement("first_audio", params=PARAMS, version=1, claims=CLAIMS, check=check, data=True)
 def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     codec = codec_of(ctx.variant.build())
@@ -97,6 +98,3 @@ def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
             ),
         ]  # fmt: skip
     return records
-
-
-measure_first_audio.params = PARAMS

@@ -26,21 +26,21 @@ baseline's own records are measured alone as before.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
 
 from .. import timing
-from ..records import INVALID, MetricRecord
-from ..stats import bootstrap_ci, summarize
+from ..data.speech_input import input_pcm, stream_frames
+from ..records import MetricRecord
 from . import MeasureContext, at_least, measurement, merged_params, one_of
+from .common import RecordMaker
+from .frame_loop import frame_budget_ms, run_frames
 
 STAGES = ("encode", "lm", "decode", "total")
 
-DEFAULTS: dict[str, Any] = {
+PARAMS: dict[str, Any] = {
     "frames": 250,  # 20 s of conversation
     "warmup_frames": 5,
     "min_frames": 200,
@@ -59,202 +59,10 @@ DEFAULTS: dict[str, Any] = {
 # --- input signal ---------------------------------------------------------------------------------------
 
 
-def synthetic_speech(n_samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
-    """Deterministic speech-like PCM: voiced syllables (a glottal pulse train with a moving pitch through
-    three formant resonators) with noisy onsets, separated by pauses; -24 dBFS RMS, peak <= -1 dBFS."""
-    from scipy.signal import lfilter
-
-    rng = np.random.default_rng(seed)
-    out = np.zeros(n_samples, dtype=np.float64)
-    pos = 0
-    while pos < n_samples:
-        syl = int(sample_rate * rng.uniform(0.12, 0.3))
-        t = np.arange(syl) / sample_rate
-        f0 = rng.uniform(95, 220) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
-        phase = np.cumsum(f0 / sample_rate)
-        source = 2.0 * (phase % 1.0) - 1.0  # sawtooth: a glottal source rich in harmonics
-        source[: syl // 6] += 0.3 * rng.standard_normal(syl // 6)  # consonant-like noise onset
-        voiced = source
-        for formant, bandwidth in ((rng.uniform(300, 800), 80), (rng.uniform(900, 2200), 120), (2700, 200)):
-            r = np.exp(-np.pi * bandwidth / sample_rate)
-            theta = 2 * np.pi * formant / sample_rate
-            voiced = voiced + lfilter([1 - r], [1, -2 * r * np.cos(theta), r * r], source)
-        seg = voiced * np.hanning(syl)
-        end = min(n_samples, pos + syl)
-        out[pos:end] = seg[: end - pos]
-        pos = end + (int(sample_rate * rng.uniform(0.2, 0.6)) if rng.random() < 0.25 else 0)
-    out += 1e-4 * rng.standard_normal(n_samples)
-    out *= 10 ** (-24 / 20) / max(np.sqrt(np.mean(out**2)), 1e-12)
-    out *= min(1.0, 10 ** (-1 / 20) / np.abs(out).max())  # peak at most -1 dBFS
-    return out.astype(np.float32)
-
-
-def input_pcm(
-    kind: str, n_samples: int, sample_rate: int, seed: int
-) -> tuple[np.ndarray, dict[str, Any], dict[str, str]]:
-    """``n_samples`` of mono speech: the held-out espeak corpus looped ("corpus"), or ``synthetic_speech``.
-    Returns the audio, facts for the records' extra, and the data hashes (corpus name -> sha256)."""
-    if kind == "synthetic":
-        return synthetic_speech(n_samples, sample_rate, seed), {"input": "synthetic", "input_seed": seed}, {}
-    if kind != "corpus":
-        raise ValueError(f"input must be 'corpus' or 'synthetic', got {kind!r}")
-    from ..data.corpus import corpus_sha256, espeak_corpus
-
-    utts = espeak_corpus(split="heldout", quick=True, sample_rate=sample_rate)
-    gap = np.zeros(int(0.3 * sample_rate), dtype=np.float32)  # a turn gap between utterances
-    one_pass = np.concatenate([x for u in utts for x in (u.audio.astype(np.float32), gap)])
-    reps = -(-n_samples // one_pass.size)
-    pcm = np.tile(one_pass, reps)[:n_samples]
-    return pcm, {"input": "corpus", "corpus_utterances": len(utts)}, {"corpus": corpus_sha256(utts)}
-
-
-def stream_frames(pcm: np.ndarray, batch_size: int, frame_size: int, n_frames: int, device) -> torch.Tensor:
-    """[n_frames, B, 1, frame_size]: B streams, each its own stretch of ``pcm`` (offset by 37 frames)."""
-    need = (n_frames + 37 * (batch_size - 1)) * frame_size
-    if pcm.size < need:
-        pcm = np.tile(pcm, -(-need // pcm.size))
-    streams = [pcm[37 * b * frame_size : (37 * b + n_frames) * frame_size] for b in range(batch_size)]
-    x = torch.from_numpy(np.stack(streams)).view(batch_size, n_frames, 1, frame_size)
-    return x.permute(1, 0, 2, 3).contiguous().to(device)
-
-
 # --- the timed loop -------------------------------------------------------------------------------------
 
 
-def run_frames(
-    model: Any,
-    frames: torch.Tensor,
-    *,
-    stop: Callable[[int, float], bool] | None = None,
-    pace_ms: float | None = None,
-    first_index: int = 0,
-) -> list[dict[str, Any]]:
-    """Run the duplex loop over ``frames`` [N, B, 1, frame_size]; one timing row per frame (``frame`` counts
-    from ``first_index``: a block of a longer stream).
-
-    ``stop(done, elapsed_s)`` is asked after every frame. ``pace_ms`` sleeps to a live cadence (a frame
-    never starts before its audio would have arrived). ``decode_ms`` is None while the LM has no output yet
-    (its first ``max_delay`` steps).
-    """
-    sync = timing.sync_for(model)
-    rows: list[dict[str, Any]] = []
-    start_ns = timing.clock_ns()
-    with torch.inference_mode():
-        for i in range(frames.shape[0]):
-            if pace_ms is not None:
-                lag_s = (start_ns + i * pace_ms * timing.NS_PER_MS - timing.clock_ns()) / 1e9
-                if lag_s > 0:
-                    time.sleep(lag_s)
-            pcm = frames[i]  # fp32 PCM: the model casts it to its codec's dtype
-            sync()
-            t0 = timing.clock_ns()
-            codes = model.encode_user(pcm)
-            sync()
-            t1 = timing.clock_ns()
-            tokens = model.lm_step(codes)
-            sync()
-            t2 = timing.clock_ns()
-            if tokens is not None:
-                model.decode_model(tokens)
-                sync()
-            t3 = timing.clock_ns()
-            ms = timing.NS_PER_MS
-            rows.append(
-                {
-                    "frame": first_index + i,
-                    "encode_ms": (t1 - t0) / ms,
-                    "lm_ms": (t2 - t1) / ms,
-                    "decode_ms": (t3 - t2) / ms if tokens is not None else None,
-                    "total_ms": (t3 - t0) / ms,
-                }
-            )
-            if stop is not None and stop(i + 1, (t3 - start_ns) / 1e9):
-                break
-    return rows
-
-
 # --- records --------------------------------------------------------------------------------------------
-
-
-class RecordMaker:
-    """Builds the records of one measurement with the shared fields (suite, variant, seed, n_boot)."""
-
-    def __init__(
-        self, ctx: MeasureContext, n_boot: int, base_condition: dict[str, Any] | None = None
-    ) -> None:
-        self.ctx = ctx
-        self.n_boot = n_boot
-        self.base_condition = base_condition or {}
-        self.records: list[MetricRecord] = []
-
-    def plain(
-        self,
-        metric: str,
-        value: float,
-        unit: str,
-        n: int,
-        *,
-        higher_is_better: bool | None = False,
-        condition: dict[str, Any] | None = None,
-        ci: tuple[float | None, float | None] = (None, None),
-        extra: dict[str, Any] | None = None,
-        samples: list[float] | None = None,
-        statistic: str | None = None,
-    ) -> MetricRecord:
-        rec = MetricRecord(
-            suite=self.ctx.suite,
-            variant=self.ctx.variant.name,
-            metric=metric,
-            value=float(value),
-            unit=unit,
-            n=int(n),
-            ci_low=ci[0],
-            ci_high=ci[1],
-            condition={**self.base_condition, **(condition or {})},
-            higher_is_better=higher_is_better,
-            samples=samples,
-            statistic=statistic,
-            extra=extra or {},
-        )
-        self.records.append(rec)
-        return rec
-
-    def stat(
-        self,
-        metric: str,
-        samples: Iterable[float],
-        statistic: str,
-        unit: str,
-        *,
-        scale: float = 1.0,
-        shift: float = 0.0,
-        higher_is_better: bool | None = False,
-        condition: dict[str, Any] | None = None,
-    ) -> MetricRecord:
-        """``statistic`` of ``scale * samples + shift`` with its bootstrap interval.
-
-        The transformed samples travel in the record's ``samples`` with the statistic's name, so the runner
-        can put a bootstrap interval on the ratio to the baseline (it resamples both sides).
-        """
-        a = np.asarray(list(samples), dtype=np.float64) * scale + shift
-        lo, hi = bootstrap_ci(a, statistic, n_boot=self.n_boot, seed=self.ctx.seed)
-        return self.plain(
-            metric,
-            summarize(a, statistic),
-            unit,
-            a.size,
-            higher_is_better=higher_is_better,
-            condition=condition,
-            ci=(lo, hi),
-            samples=[round(float(x), 5) for x in a],
-            statistic=statistic,
-        )
-
-    def invalidate(self, reasons: list[str]) -> None:
-        if reasons:
-            for rec in self.records:
-                rec.status = INVALID
-                rec.reason = "; ".join(reasons)
 
 
 def validity_reasons(n_frames: int, duration_s: float, min_frames: int, min_duration_s: float) -> list[str]:
@@ -265,10 +73,6 @@ def validity_reasons(n_frames: int, duration_s: float, min_frames: int, min_dura
     if duration_s < min_duration_s:
         reasons.append(f"measured {duration_s:.2f} s < min_duration_s {min_duration_s:g}")
     return reasons
-
-
-def frame_budget_ms(model: Any, params: dict[str, Any]) -> float:
-    return float(params["budget_ms"]) if params.get("budget_ms") else 1000.0 / float(model.frame_rate)
 
 
 def latency_records(
@@ -443,9 +247,9 @@ def attach_paired_baseline(
         }
 
 
-@measurement("latency", claims=CLAIMS, check=check)
+@measurement("latency", params=PARAMS, version=1, claims=CLAIMS, check=check)
 def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, DEFAULTS)
+    params = merged_params(ctx, PARAMS)
     batch_size = int(params["batch_size"])
     block = int(params["interleave"])
     paired = block > 0 and not ctx.variant.is_baseline
@@ -524,6 +328,3 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
         rec.extra.update({"frames": len(measured), "duration_s": round(measured_s, 3)})
     make.invalidate(reasons)
     return make.records
-
-
-measure_latency.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

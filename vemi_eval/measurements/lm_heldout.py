@@ -185,7 +185,9 @@ def _record(
     )
 
 
-@measurement("lm_heldout", claims=CLAIMS, check=check, exact=("*",))  # teacher-forced on fixed data
+@measurement(
+    "lm_heldout", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",)
+)  # teacher-forced on fixed data
 def measure_lm_heldout(ctx: MeasureContext) -> list[MetricRecord]:
     from ..data import dialogue_noise as dn
     from ..training.lm_objective import load_token_folder
@@ -268,6 +270,3 @@ def measure_lm_heldout(ctx: MeasureContext) -> list[MetricRecord]:
                 )
             )
     return records
-
-
-measure_lm_heldout.params = PARAMS

@@ -26,11 +26,13 @@ from typing import Any
 import psutil
 import torch
 
+from ..data.speech_input import stream_frames, synthetic_speech
 from ..records import INVALID, SKIPPED, MetricRecord
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .latency import RecordMaker, run_frames, stream_frames, synthetic_speech
+from .common import RecordMaker
+from .frame_loop import run_frames
 
-DEFAULTS: dict[str, Any] = {
+PARAMS: dict[str, Any] = {
     "contexts": [125, 250, 750, 1500, 3000],  # 10 s ... 240 s of conversation at 12.5 Hz
     "batch_size": 1,
     "frames": 10,
@@ -201,9 +203,17 @@ def check(p: dict[str, Any]) -> None:
 
 
 # weights and caches are counted; the peak RSS / CUDA figures move with the allocator and the heap
-@measurement("memory", claims=CLAIMS, check=check, clean_heap=True, exact=("weight_bytes", "kv_cache_bytes*"))
+@measurement(
+    "memory",
+    params=PARAMS,
+    version=1,
+    claims=CLAIMS,
+    check=check,
+    clean_heap=True,
+    exact=("weight_bytes", "kv_cache_bytes*"),
+)
 def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, DEFAULTS)
+    params = merged_params(ctx, PARAMS)
     batch_size, n_frames = int(params["batch_size"]), int(params["frames"])
     make = RecordMaker(ctx, n_boot=0)
     on_cuda = str(ctx.device).startswith("cuda")
@@ -287,6 +297,3 @@ def measure_memory(ctx: MeasureContext) -> list[MetricRecord]:
     if on_cuda:
         torch.cuda.empty_cache()
     return make.records
-
-
-measure_memory.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

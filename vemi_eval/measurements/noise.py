@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from ..data.codec_roundtrip import decode, encode
 from ..data.corpus import espeak_corpus
 from ..data.noise import DEFAULT_SNR_LADDER, NOISE_TYPES, make_noise, mix_at_snr, reverberate
 from ..evaluators.scoring import records_from_rows
 from ..records import MetricRecord
-from . import MeasureContext, at_least, measurement, merged_params
-from .codec import annotated, codec_of, decode, encode, load_data, make_scorer
+from . import MeasureContext, at_least, measurement
+from .common import annotated, open_codec
 
 PARAMS: dict[str, Any] = {
     "noise_types": list(NOISE_TYPES),
@@ -78,20 +79,19 @@ def check(p: dict[str, Any]) -> None:
     check_metrics(p["metrics"])
     at_least(p, "max_utterances", 0)
     at_least(p, "beam_size", 1)
-
-
-@measurement("noise", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
-def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, PARAMS)
-    stages = [s for s in params["stages"]]
-    bad = [s for s in stages if s not in STAGES]
+    bad = [s for s in p["stages"] if s not in STAGES]
     if bad:
-        raise ValueError(f"[noise] unknown stage(s) {bad} (known: {', '.join(STAGES)})")
-    model = ctx.variant.build()
-    codec = codec_of(model)
-    sr = int(codec.sample_rate)
-    ds = load_data(ctx, sr, params)
-    scorer = make_scorer(params, sr)
+        raise ValueError(f"unknown stage(s) {bad} (known: {', '.join(STAGES)})")
+
+
+@measurement(
+    "noise", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+)
+def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
+    run = open_codec(ctx, PARAMS)
+    params, codec, sr, ds = run.params, run.codec, run.sample_rate, run.data
+    stages = list(params["stages"])
+    scorer = run.scorer()
     talkers = babble_talkers(sr) if "babble" in params["noise_types"] else []
     conditions: list[dict[str, Any]] = [
         {"noise": t, "snr_db": float(s)} for t in params["noise_types"] for s in params["snr_db"]
@@ -163,6 +163,3 @@ def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
                 )
             )
     return annotated(records, scorer, codec, ds)
-
-
-measure_noise.params = PARAMS

@@ -42,6 +42,7 @@ from ..evaluators.dialogue_scoring import (  # noqa: F401  (the reward is define
 from ..records import FAILED, MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, measurement, merged_params
+from ._duplex import heldout_user_codes
 
 # --- the measurement --------------------------------------------------------------------------------
 PARAMS: dict[str, Any] = {
@@ -53,20 +54,6 @@ PARAMS: dict[str, Any] = {
 def check(p: dict[str, Any]) -> None:
     at_least(p, "sessions", 0)
     at_least(p, "draws", 1)
-
-
-def heldout_user_codes(sessions: list[dlg.Session], codec_checkpoint, n_user: int) -> list[torch.Tensor]:
-    """The held-out sessions' user codes [n_user, T] as the corpus tokenised them (cached)."""
-    from safetensors.torch import load_file
-
-    folder = dlg.tokenised_split("heldout", codec_checkpoint, log=lambda m: None)
-    by_id: dict[str, torch.Tensor] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        by_id.update(load_file(str(f)))
-    missing = [s.id for s in sessions if s.id not in by_id]
-    if missing:
-        raise ValueError(f"held-out session {missing[0]} is not in the tokenised split {folder}")
-    return [by_id[s.id][-n_user:].to(torch.long) for s in sessions]
 
 
 def sample_rewards(model, sessions: list[dlg.Session], users: list[torch.Tensor], draws: int, seed: int,
@@ -101,7 +88,9 @@ _BASELINE_CACHE: dict[tuple, list[Reward]] = {}
 CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {"user_satisfaction": [("preference_reward", {})]}
 
 
-@measurement("preference", claims=CLAIMS, check=check, exact=("*",))  # model behaviour, not wall-clock
+@measurement(
+    "preference", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",)
+)  # model behaviour, not wall-clock
 def measure_preference(ctx: MeasureContext) -> list[MetricRecord]:
     params = merged_params(ctx, PARAMS)
     draws = int(params["draws"])
@@ -174,6 +163,3 @@ def measure_preference(ctx: MeasureContext) -> list[MetricRecord]:
     if ref is not None:
         out.append(record("preference_speaker_similarity", "cosine", [r.speaker or 0.0 for r in mine]))
     return out
-
-
-measure_preference.params = PARAMS

@@ -27,10 +27,11 @@ import torch
 
 from ..data import dialogue as dlg
 from ..evaluators import EvaluatorError
+from ..evaluators.dialogue_scoring import answers_audio
 from ..records import FAILED, MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, measurement, merged_params
-from .preference import answers_audio, heldout_user_codes
+from ._duplex import heldout_user_codes
 
 PARAMS: dict[str, Any] = {
     "sessions": 6,  # held-out sessions (0: all 48)
@@ -81,7 +82,7 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 CLAIMS: dict[str, list[tuple[str, dict[str, Any]]]] = {"naturalness": [("dnsmos_ovrl", {})]}
 
 
-@measurement("prosody", claims=CLAIMS, check=check, exact=("*",))
+@measurement("prosody", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",))
 def measure_prosody(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators import dnsmos as dnsmos_ev
     from ..training.lm_options.dpo import sample_conversations
@@ -165,6 +166,3 @@ def measure_prosody(ctx: MeasureContext) -> list[MetricRecord]:
             _record(ctx, f"dnsmos_{key}", "MOS", vals, len(sessions), hib=True, extra=extra, data=data)
         )
     return out
-
-
-measure_prosody.params = PARAMS

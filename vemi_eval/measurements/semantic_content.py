@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.codec_roundtrip import bitrate_kbps, decode, encode, sweep_codebooks
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
-from .codec import bitrate_kbps, codec_of, decode, encode, load_data, sweep_codebooks
+from .common import codec_of, load_data
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": [1],
@@ -46,7 +47,9 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
-@measurement("semantic_content", check=check, exact=("*",), data=True)  # fixed data, fixed teacher
+@measurement(
+    "semantic_content", params=PARAMS, version=1, check=check, exact=("*",), data=True
+)  # fixed data, fixed teacher
 def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators.asr import SPEC
     from ..training.semantic import WhisperTeacher
@@ -79,6 +82,3 @@ def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )  # fmt: skip
     return records
-
-
-measure_semantic_content.params = PARAMS

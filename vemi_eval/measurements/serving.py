@@ -36,13 +36,26 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "deadline_ms", 1e-9)
 
 
-@measurement("serving", claims=CLAIMS, check=check)
+PARAMS: dict[str, Any] = {
+    "arrival_rates": [0.5, 1.0, 2.0],  # conversations per second
+    "capacity": 4,  # slots = batch size of the served model
+    "conversations": 40,
+    "median_frames": 40,  # 3.2 s at 12.5 Hz
+    "min_frames": 12,
+    "max_frames": 100,
+    "static_timeout_s": 1.0,
+    "deadline_ms": 80.0,
+    "min_frames_valid": 500,  # fewer stream-frames than this: records are INVALID (too short a run)
+}
+
+
+@measurement("serving", params=PARAMS, version=1, claims=CLAIMS, check=check)
 def measure_serving(ctx: MeasureContext) -> Iterable[MetricRecord]:
     from reference_model.report import ServingPolicyReport
 
     from ..serving_sim import make_policy, poisson_workload, serve
 
-    p = merged_params(ctx, measure_serving.params)
+    p = merged_params(ctx, PARAMS)
     rates = [float(r) for r in p["arrival_rates"]]
     if not rates or any(r <= 0 for r in rates):
         raise ValueError(f"serving: arrival_rates must be positive conversations/s, got {p['arrival_rates']}")
@@ -81,19 +94,6 @@ def measure_serving(ctx: MeasureContext) -> Iterable[MetricRecord]:
             for f in result.frames
         )
     return records
-
-
-measure_serving.params = {
-    "arrival_rates": [0.5, 1.0, 2.0],  # conversations per second
-    "capacity": 4,  # slots = batch size of the served model
-    "conversations": 40,
-    "median_frames": 40,  # 3.2 s at 12.5 Hz
-    "min_frames": 12,
-    "max_frames": 100,
-    "static_timeout_s": 1.0,
-    "deadline_ms": 80.0,
-    "min_frames_valid": 500,  # fewer stream-frames than this: records are INVALID (too short a run)
-}
 
 
 def _records(ctx: MeasureContext, result, rate: float, min_frames: int) -> list[MetricRecord]:

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.codec_roundtrip import roundtrip
 from ..evaluators import EvaluatorError, all_specs
 from ..evaluators import speaker as spk
 from ..evaluators.scoring import records_from_rows
 from ..records import FAILED, SKIPPED, MetricRecord
-from . import MeasureContext, at_least, measurement, merged_params
-from .codec import codec_of, load_data, make_scorer, roundtrip
+from . import MeasureContext, at_least, measurement
+from .common import open_codec
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": 0,  # 0: every codebook in use
@@ -104,14 +105,11 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "window_s", 1e-9)
 
 
-@measurement("speaker", claims=CLAIMS, check=check, exact=("*",), data=True)
+@measurement("speaker", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True)
 def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, PARAMS)
-    model = ctx.variant.build()
-    codec = codec_of(model)
-    sr = int(codec.sample_rate)
-    ds = load_data(ctx, sr, params)
-    scorer = make_scorer({"metrics": ["speaker_similarity"]}, sr)
+    run = open_codec(ctx, PARAMS)
+    params, model, codec, sr, ds = run.params, run.model, run.codec, run.sample_rate, run.data
+    scorer = run.scorer(["speaker_similarity"])
     n = min(int(params["n_codebooks"]) or int(codec.num_codebooks), int(codec.num_codebooks))
     data_hash = {ds.name: ds.sha256}
     ev = {"name": "speaker", **all_specs()["speaker"].info()}
@@ -224,6 +222,3 @@ def measure_speaker(ctx: MeasureContext) -> list[MetricRecord]:
     rt_extra = {**extra, "n_codebooks": n}
     records.append(eer_record(ctx, "roundtrip", enrol, tests_rt, speakers, rt_extra, facts))
     return records
-
-
-measure_speaker.params = PARAMS

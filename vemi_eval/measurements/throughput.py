@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.speech_input import input_pcm, stream_frames
 from ..records import FAILED, MetricRecord
 from ..stats import summarize
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params, one_of
-from .latency import RecordMaker, frame_budget_ms, input_pcm, run_frames, stream_frames
+from .common import RecordMaker
+from .frame_loop import frame_budget_ms, run_frames
 
-DEFAULTS: dict[str, Any] = {
+PARAMS: dict[str, Any] = {
     "frames": 40,
     "warmup_frames": 3,
     "max_batch": 64,
@@ -90,9 +92,9 @@ def check(p: dict[str, Any]) -> None:
     one_of(p, "input", ("corpus", "synthetic"))
 
 
-@measurement("throughput", claims=CLAIMS, check=check)
+@measurement("throughput", params=PARAMS, version=1, claims=CLAIMS, check=check)
 def measure_throughput(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, DEFAULTS)
+    params = merged_params(ctx, PARAMS)
     n_frames, warmup = int(params["frames"]), int(params["warmup_frames"])
     max_batch = int(params["max_batch"])
     percentile = float(params["sla_percentile"])
@@ -204,6 +206,3 @@ def _rate_ci(t: np.ndarray, numerator: float, seed: int, n_boot: int) -> tuple[f
     dist = numerator / t[idx].mean(axis=1)
     lo, hi = np.quantile(dist, [0.025, 0.975])
     return float(lo), float(hi)
-
-
-measure_throughput.params = DEFAULTS  # lets the suite loader reject unknown keys and wrong types

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.codec_roundtrip import bitrate_kbps, decode, encode
 from ..evaluators.scoring import records_from_rows
 from ..records import FAILED, OK, MetricRecord
-from . import MeasureContext, at_least, measurement, merged_params
-from .codec import bitrate_kbps, codec_of, decode, encode, load_data, make_scorer
+from . import MeasureContext, at_least, measurement
+from .common import open_codec
 
 PARAMS: dict[str, Any] = {
     "n_codebooks": 0,
@@ -58,14 +59,13 @@ def check(p: dict[str, Any]) -> None:
         at_least(p, key, low)
 
 
-@measurement("wer", claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True)
+@measurement(
+    "wer", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+)
 def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
-    params = merged_params(ctx, PARAMS)
-    model = ctx.variant.build()
-    codec = codec_of(model)
-    sr = int(codec.sample_rate)
-    ds = load_data(ctx, sr, params)
-    scorer = make_scorer(params, sr, ["wer", "cer"])
+    run = open_codec(ctx, PARAMS)
+    params, codec, ds = run.params, run.codec, run.data
+    scorer = run.scorer(["wer", "cer"])
     n = int(params["n_codebooks"]) or int(codec.num_codebooks)
     n = min(n, int(codec.num_codebooks))
     codec_cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
@@ -107,6 +107,3 @@ def measure_wer(ctx: MeasureContext) -> list[MetricRecord]:
             )
         )
     return records
-
-
-measure_wer.params = PARAMS

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..storage import write_atomic
-from . import view
+from . import matrix_view, view
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
         from .. import registry
 
         measured = registry.priority_matrix([r["doc"] for r in runs])
-        lead = view.matrix_lead(measured, registry.priority_order(), runs)
+        lead = matrix_view.matrix_lead(measured, registry.priority_order(), runs)
     except ImportError as exc:
         why = f"the enhancement registry is not available: {exc}"
     toc = [("lead", "What was measured"), ("runs", "Runs"), ("noise", "A/A noise floor")]
