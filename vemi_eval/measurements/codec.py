@@ -53,8 +53,10 @@ def check(p: dict[str, Any]) -> None:
     check_names(p["references"])
 
 
+# version 2: STOI, ESTOI and SI-SDR are taken at the lag of log-energy envelopes (evaluators.scoring.align),
+# not at the waveform cross-correlation's peak, which lay anywhere for a phase-free decoder (session 17)
 @measurement(
-    "codec", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+    "codec", params=PARAMS, version=2, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
 )
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     run = open_codec(ctx, PARAMS)

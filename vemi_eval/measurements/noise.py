@@ -84,8 +84,9 @@ def check(p: dict[str, Any]) -> None:
         raise ValueError(f"unknown stage(s) {bad} (known: {', '.join(STAGES)})")
 
 
+# version 2: STOI, ESTOI and SI-SDR aligned on log-energy envelopes (evaluators.scoring.align, session 17)
 @measurement(
-    "noise", params=PARAMS, version=1, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+    "noise", params=PARAMS, version=2, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
 )
 def measure_noise(ctx: MeasureContext) -> list[MetricRecord]:
     run = open_codec(ctx, PARAMS)
