@@ -117,3 +117,23 @@ def test_a_checkpoint_records_its_encoder_and_loads_under_another_preset(tmp_pat
         assert torch.equal(loaded.encode(wav), codec.encode(wav))
     with pytest.raises(CheckpointError, match="encoder"):
         load_codec({**codec_config("tiny").to_dict(), "encoder": {"kind": "stft", "dim": 128}}, path)
+
+
+def test_a_spectral_encoder_codec_warm_starts_from_an_istft_codec_all_but_its_encoder(tmp_path):
+    from vemi_eval.training.codec_model import warm_start_into
+    from vemi_eval.training.state import write_weights
+
+    torch.manual_seed(6)
+    istft = MimiCodec(codec_config("tiny-istft"))
+    path = tmp_path / "istft.safetensors"
+    write_weights(path, istft.state_dict(), {"preset": "tiny-istft"})
+    stft = MimiCodec(codec_config("tiny-stft"))
+    assert warm_start_into(stft, path) == ["encoder"]
+    for name, p in istft.state_dict().items():
+        if not name.startswith("encoder."):
+            assert torch.equal(stft.state_dict()[name], p), name
+    seanet = MimiCodec(codec_config("tiny"))  # another decoder and another encoder: both start fresh
+    assert warm_start_into(seanet, path) == ["decoder"]
+    both = tmp_path / "stft.safetensors"
+    write_weights(both, stft.state_dict(), {"preset": "tiny-stft"})
+    assert sorted(warm_start_into(MimiCodec(codec_config("tiny")), both)) == ["decoder", "encoder"]

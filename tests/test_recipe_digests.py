@@ -21,6 +21,7 @@ CODEC_DIGESTS = {
     "ab-seanet": "a7a5ab5f471df13f",
     "ab-istft": "217da4f7bcec0d30",
     "istft-full": "8a5e7a9985d5381d",
+    "stft-full": "dbca414bb5799041",
 }
 CODEC_OPTION_DIGESTS = {
     "ervq": "15cdab88c160fc9c",

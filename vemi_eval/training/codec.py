@@ -212,6 +212,8 @@ def train_codec(
             meta["multi_rate_strides"] = json.dumps(list(recipe.multi_rate_strides))
         if cfg.decoder is not None:  # load_codec builds the right decoder from the file alone
             meta["decoder"] = json.dumps(cfg.decoder)
+        if cfg.encoder is not None:  # ... and the right encoder
+            meta["encoder"] = json.dumps(cfg.encoder)
         write_weights(out_path, plain.state_dict(), meta)
         tail = np.array(recent[-500:]) if recent else np.zeros((1, 3))
         info = {

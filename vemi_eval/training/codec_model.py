@@ -23,24 +23,28 @@ ENCODER_SIDE = ("encoder", "encoder_transformer", "downsample", "quantizer")
 def warm_start_into(codec: MimiCodec, path: Path) -> list[str]:
     """Load ``path`` into ``codec``; returns the top-level modules left at their fresh initialisation.
 
-    Strict, except where the codec's decoder is of another kind than the checkpoint's (a SEANet codec's
-    weights starting an iSTFT one): then every key of the codec outside ``decoder.`` must be in the file
-    with its shape, and the decoder starts fresh (the recipe's ``train_parts`` says which parts learn)."""
+    Strict, except where the codec's encoder or decoder is of another kind than the checkpoint's (a SEANet
+    codec's weights starting an iSTFT one, an iSTFT codec's starting a spectral-encoder one): then every
+    other key of the codec must be in the file with its shape, and that side starts fresh (the recipe's
+    ``train_parts`` says which parts learn)."""
     state, own = load_file(str(path)), codec.state_dict()
-    outside = {k: v for k, v in own.items() if not k.startswith("decoder.")}
-    wrong = [k for k, v in outside.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+
+    def keys(d: dict, side: str) -> set[str]:
+        return {k for k in d if k.startswith(side + ".")}
+
+    fresh = [side for side in ("encoder", "decoder") if keys(own, side) != keys(state, side)]
+    kept = {k: v for k, v in own.items() if not any(k.startswith(s + ".") for s in fresh)}
+    wrong = [k for k, v in kept.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
     if wrong:
+        what = "encoder side" if "encoder" not in fresh else "transformers and quantizer"
         raise CheckpointError(
-            f"{path.name} does not hold this codec's encoder side: {wrong[:3]} missing or reshaped"
+            f"{path.name} does not hold this codec's {what}: {wrong[:3]} missing or reshaped"
         )
-    same_decoder = {k for k in own if k.startswith("decoder.")} == {
-        k for k in state if k.startswith("decoder.")
-    }
-    if same_decoder:
+    if not fresh:
         load_into(codec, path)
         return []
-    codec.load_state_dict({**own, **{k: state[k] for k in outside}}, strict=True)
-    return ["decoder"]
+    codec.load_state_dict({**own, **{k: state[k] for k in kept}}, strict=True)
+    return fresh
 
 
 def freeze_encoder_side(codec: MimiCodec) -> list[str]:

@@ -140,6 +140,9 @@ def named_recipes() -> dict[str, CodecRecipe]:
         v1_continue, commit_weight=0.0, bypass_rate=0.0, train_parts="decoder", level_weight=1.0
     )
     long_crops = {"batch_size": 2, "segment_frames": 24}
+    istft_full = replace(
+        v1_continue, **long_crops, preset="tiny-istft", lr=3e-4, level_weight=1.0, stft_weight=1.0
+    )
     return {
         "v2": CodecRecipe(),
         "v1-continue": v1_continue,
@@ -162,7 +165,8 @@ def named_recipes() -> dict[str, CodecRecipe]:
         # After the A/B: the whole codec with the iSTFT decoder (new codes: an LM must be retrained on
         # them), warm from a tiny-istft codec (the A/B's decoder) or a tiny one (fresh decoder), Mimi's
         # quantizer bypass for half of the items, the A/B's crops and losses.
-        "istft-full": replace(
-            v1_continue, **long_crops, preset="tiny-istft", lr=3e-4, level_weight=1.0, stft_weight=1.0
-        ),
+        "istft-full": istft_full,
+        # The same with the causal STFT encoder front-end (reference_model/codec/stft_encoder.py) in place of
+        # SEANet's: warm from a tiny-istft codec, every part but the new encoder carries over.
+        "stft-full": replace(istft_full, preset="tiny-stft"),
     }  # fmt: skip
