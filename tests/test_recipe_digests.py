@@ -65,3 +65,12 @@ def test_dialogue_corpus_recipe_and_split_hashes_are_unchanged():
         "train_aug_mix": "1322166b235e242b",
         "heldout": "1415dc2620990aa0",
     }
+
+
+def test_the_cli_offers_every_named_codec_recipe():
+    """`train codec --recipe` lists the names by hand (--help imports no torch): keep them in step."""
+    from vemi_eval.cli.app import cli
+
+    command = cli.commands["train"].commands["codec"]
+    choice = next(p for p in command.params if p.name == "recipe_name").type
+    assert sorted(choice.choices) == sorted(named_recipes())

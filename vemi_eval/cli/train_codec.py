@@ -50,7 +50,16 @@ from .training_common import (
     "--recipe",
     "recipe_name",
     type=click.Choice(
-        ["v2", "v1-continue", "v1-decoder", "v1-decoder-gan", "ab-seanet", "ab-istft", "istft-full"]
+        [
+            "v2",
+            "v1-continue",
+            "v1-decoder",
+            "v1-decoder-gan",
+            "ab-seanet",
+            "ab-istft",
+            "istft-full",
+            "stft-full",
+        ]
     ),
     default="v2",
     show_default=True,
@@ -59,7 +68,7 @@ from .training_common import (
     "v1-decoder-gan: the same with an MS-STFT discriminator and feature matching; ab-seanet / ab-istft: "
     "the decoder A/B (1.92 s crops, mel + linear STFT + level losses, tokeniser of --init-from frozen) with "
     "the SEANet decoder or the causal iSTFT decoder; istft-full: the whole codec with the iSTFT decoder "
-    "(new codes: retrain the LM on them).",
+    "(new codes: retrain the LM on them); stft-full: the same with the causal STFT encoder front-end.",
 )
 @click.option(
     "--clock",
