@@ -110,7 +110,7 @@ def train_codec_cmd(
     no_heldout_eval: bool,
     clock: str,
 ) -> int:
-    """Train the tiny preset's codec (recipe: vemi_eval/training/codec.py) for a wall-time budget.
+    """Train the tiny preset's codec (recipes: vemi_eval/training/codec_recipes.py) for a wall-time budget.
 
     Writes the weights and a .json beside them (recipe, data hash, steps, wall time, losses, held-out
     PESQ-WB/STOI/level per engine and codebook count). The full training state is checkpointed beside

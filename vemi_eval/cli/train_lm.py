@@ -65,7 +65,7 @@ from .training_common import (
     show_default=True,
     help="Dialogue training split: train, train_aug (the same voices and prompts, each session's "
     "user voice speed-perturbed and tilted) or train_aug_echo (train_aug's perturbations, half of them "
-    "with an echo); see vemi_eval/data/dialogue.py.",
+    "with an echo); see vemi_eval/data/dialogue/.",
 )
 @click.option(
     "--corpus-workers",

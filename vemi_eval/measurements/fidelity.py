@@ -19,7 +19,7 @@ verification pass, Mixture of Depths' processed share of tokens per layer and th
 temporal layers per frame.
 
 The input (``input``): ``"dialogue"`` (default), the user channel of held-out sessions of the dialogue
-corpus (vemi_eval/data/dialogue.py) encoded frame by frame by the baseline's streaming codec, so a
+corpus (vemi_eval/data/dialogue/) encoded frame by frame by the baseline's streaming codec, so a
 trained model listens and answers within the window; ``"random"``, seeded random user codes. On random
 codes a trained model is confidently silent and every flag agrees with the baseline (int4 KL ~1e-6
 measured), which says nothing about the flag: the records carry ``baseline_word_frames``, the frames in
