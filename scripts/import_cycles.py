@@ -19,7 +19,7 @@ one; an unlisted module of ``vemi_eval`` is an error, so a new module must be pl
     6  vemi_eval.{aggregate, replicates, run_results}  a run's records, status and results.json
     7  vemi_eval.runner                       orchestration of one suite
     8  vemi_eval.{results, history, registry}  reading results back, past runs, the claims
-    9  vemi_eval.{report, gate, gate_files, gate_ratios, sweep, experiments}.*,
+    9  vemi_eval.{report, gate, gate_files, gate_ratios, gate_rules, sweep, experiments}.*,
        vemi_eval.{run_summary, recorded_run}  what reads results; a run with its report and history
    10  vemi_eval.cli.*                        the commands, one module each
 
@@ -78,6 +78,7 @@ LAYERS: dict[str, int] = {
     "vemi_eval.gate": 9,
     "vemi_eval.gate_files": 9,
     "vemi_eval.gate_ratios": 9,
+    "vemi_eval.gate_rules": 9,
     "vemi_eval.sweep": 9,
     "vemi_eval.experiments": 9,
     "vemi_eval.recorded_run": 9,  # a run with its report and its line in the history

@@ -64,7 +64,7 @@ mode = "few"
 """
 
 
-def _turns(ctx):
+def _measure_turns(ctx):
     """8 samples, the turn taken on ``taken`` of them: the rate over all 8, the latency over the taken."""
     mode = ctx.params.get("mode", "few")
     taken = {"few": 1, "many": 6, "none_valid": 1}[mode]
@@ -89,11 +89,11 @@ def _turns(ctx):
     return [rate, rec]
 
 
-_turns.params = {"mode": "few"}
+TURNS = measurements.MeasurementSpec("turns", _measure_turns, params={"mode": "few"})
 
 
 def _run(tmp_path: Path, monkeypatch, mode: str):
-    monkeypatch.setattr(measurements, "load_all", lambda: {**FAKE_KINDS, "turns": _turns})
+    monkeypatch.setattr(measurements, "load_all", lambda: {**FAKE_KINDS, "turns": TURNS})
     suite = tmp_path / "events.toml"
     suite.write_text(SUITE.replace('"few"', f'"{mode}"'), encoding="utf-8")
     opts = RunOptions(
