@@ -18,7 +18,7 @@ one; an unlisted module of ``vemi_eval`` is an error, so a new module must be pl
     5  vemi_eval.{variant_models, variant_builder}   the model spec, presets, model checks, provenance
     6  vemi_eval.{aggregate, replicates, run_results}  a run's records, status and results.json
     7  vemi_eval.runner                       orchestration of one suite
-    8  vemi_eval.{results, history, registry}  reading results back, past runs, the claims
+    8  vemi_eval.{results, history, registry, registry_listing}  reading results back, past runs, claims
     9  vemi_eval.{report, gate, gate_files, gate_ratios, gate_rules, sweep, experiments}.*,
        vemi_eval.{run_summary, recorded_run}  what reads results; a run with its report and history
    10  vemi_eval.cli.*                        the commands, one module each
@@ -74,6 +74,7 @@ LAYERS: dict[str, int] = {
     "vemi_eval.results": 8,
     "vemi_eval.history": 8,
     "vemi_eval.registry": 8,
+    "vemi_eval.registry_listing": 8,
     "vemi_eval.report": 9,
     "vemi_eval.gate": 9,
     "vemi_eval.gate_files": 9,

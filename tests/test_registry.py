@@ -12,10 +12,10 @@ from vemi_eval.registry import (
     METRICS,
     attributed,
     priority_matrix,
-    registry_table,
     status,
     verdict,
 )
+from vemi_eval.registry_listing import registry_table
 
 DOC_IDS = [
     "1.1",

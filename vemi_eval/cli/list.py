@@ -24,7 +24,7 @@ def list_cmd(what: str, as_json: bool) -> int:
         else:
             echo_table(rows, ["name", "kinds", "variants", "description"])
         return EXIT_OK
-    from ..registry import flag_table, registry_table
+    from ..registry_listing import flag_table, registry_table
 
     entries, flags = registry_table(), flag_table()
     if as_json:
@@ -71,7 +71,7 @@ def list_cmd(what: str, as_json: bool) -> int:
 
 
 def _suite_rows() -> list[dict[str, Any]]:
-    from ..registry import _AnyKind
+    from ..registry_listing import _AnyKind
     from ..suites import SuiteError, available_suites, load_suite
 
     rows = []
