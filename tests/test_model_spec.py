@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from vemi_eval.measurements import MeasurementSpec
 from vemi_eval.suites import parse_suite
 from vemi_eval.variant_models import ModelSpec, model_spec, variant_models
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = {"weights": lambda ctx: []}
+KINDS = {"weights": MeasurementSpec("weights", lambda ctx: [], params={})}
 
 
 def _suite(model: str = "", variants: str = "") -> object:
