@@ -211,3 +211,30 @@ def test_every_user_string_is_escaped(tmp_path: Path):
     assert "script" not in checker.tags and "marquee" not in checker.tags
     assert "onmouseover" not in text.replace("onmouseover=&#39;y&#39;", "")  # only as escaped text
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+
+
+def test_answer_accuracy_per_engine_and_per_voice_tables():
+    """The dialogue records' per-engine and per-voice counts become tables, engine first; a cell below the
+    engine target (0.80) or below 0.5 for a voice is marked; noisy conditions are left out."""
+    from vemi_eval.report import view
+
+    def rec(snr, by_engine, by_voice):
+        return {
+            "variant": "baseline",
+            "metric": "answer_accuracy",
+            "condition": {"snr_db": snr, "source": "text"},
+            "extra": {"by_engine": by_engine, "by_voice": by_voice},
+        }
+
+    engines = {"espeak": {"correct": 9, "turns": 10}, "festival": {"correct": 7, "turns": 10}}
+    voices = {"slt": {"correct": 2, "turns": 5}, "en+f2": {"correct": 5, "turns": 5}}
+    noisy = {"espeak": {"correct": 0, "turns": 10}}
+    runs = [{"label": "r", "metrics": [rec("clean", engines, voices), rec(10, noisy, {})]}]
+    table = view.by_engine_table(runs)
+    assert table["header"] == ["user engine", "baseline: answer_accuracy"]
+    cells = {row["voice"]: row["cells"][0] for row in table["rows"]}
+    assert cells["espeak"] == {"text": "0.90 (9/10)", "low": False}
+    assert cells["festival"] == {"text": "0.70 (7/10)", "low": True}  # below the 0.80 target
+    by_voice = {row["voice"]: row["cells"][0]["low"] for row in view.by_voice_table(runs)["rows"]}
+    assert by_voice == {"en+f2": False, "slt": True}
+    assert view.by_engine_table([{"label": "r", "metrics": [rec("clean", None, voices)]}]) is None

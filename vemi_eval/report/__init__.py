@@ -85,6 +85,7 @@ def build_report(run_dirs: Sequence[Path | str], out_html: Path | str) -> Path:
         table["sweeps"] = [view.figure(u, c) for u, c in view.sweep_figures(suite_runs)]
         table["latency"] = [view.figure(u, c) for u, c in view.latency_figures(suite_runs)]
         table["by_voice"] = view.by_voice_table(suite_runs)
+        table["by_engine"] = view.by_engine_table(suite_runs)
         sections.append(table)
     measured, lead, why = None, None, ""
     try:
