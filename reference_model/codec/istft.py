@@ -69,7 +69,33 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * h).transpose(1, 2)
 
 
-class ISTFTDecoder(nn.Module):
+class CausalConvNeXtBody(nn.Module):
+    """The causal ConvNeXt body both spectral sides run at the STFT frame rate: embedding conv -> LayerNorm
+    -> blocks -> LayerNorm (the iSTFT decoder here, the STFT encoder in stft_encoder.py). A base class, not
+    a submodule, so that the weights keep their keys (``embed``, ``norm``, ``blocks``, ``final_norm``)."""
+
+    def _build_body(self, dim: int, intermediate_dim: int, kernel_size: int, num_blocks: int) -> None:
+        self.embed = StreamingConv1d(dim, dim, kernel_size)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(dim, intermediate_dim, kernel_size, 1.0 / num_blocks) for _ in range(num_blocks)
+        )
+        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def body_states(self, batch_size: int) -> list[ConvState]:
+        """The causal contexts of the embedding conv and of every block."""
+        return [self.embed.new_state(batch_size)] + [b.dwconv.new_state(batch_size) for b in self.blocks]
+
+    def body(self, h: torch.Tensor, convs: list[ConvState] | None = None) -> torch.Tensor:
+        """[B, dim, frames] -> [B, frames, dim]; ``convs`` from :meth:`body_states` when streaming."""
+        convs = convs if convs is not None else [None] * (len(self.blocks) + 1)
+        h = self.norm(self.embed(h, convs[0]).transpose(1, 2)).transpose(1, 2)
+        for block, s in zip(self.blocks, convs[1:]):
+            h = block(h, s)
+        return self.final_norm(h.transpose(1, 2))
+
+
+class ISTFTDecoder(CausalConvNeXtBody):
     """Latent [B, dimension, T] at ``input_rate`` Hz -> waveform [B, 1, T * hop_length * upsample]."""
 
     def __init__(
@@ -97,12 +123,7 @@ class ISTFTDecoder(nn.Module):
         self.delay = n_fft - hop_length
         # kernel = stride: each latent step becomes `upsample` frames with no overlap (causal, stateless)
         self.unfold = nn.Linear(dimension, self.upsample * dim)
-        self.embed = StreamingConv1d(dim, dim, kernel_size)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.blocks = nn.ModuleList(
-            ConvNeXtBlock(dim, intermediate_dim, kernel_size, 1.0 / num_blocks) for _ in range(num_blocks)
-        )
-        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        self._build_body(dim, intermediate_dim, kernel_size, num_blocks)
         self.out = nn.Linear(dim, n_fft + 2)  # log-magnitude and phase of n_fft / 2 + 1 bins
         self._window: torch.Tensor | None = None  # made on first use, on the input's device (see window())
 
@@ -118,19 +139,15 @@ class ISTFTDecoder(nn.Module):
         return w
 
     def new_state(self, batch_size: int) -> ISTFTState:
-        convs = [self.embed.new_state(batch_size)] + [b.dwconv.new_state(batch_size) for b in self.blocks]
         like = self.out.weight
-        return ISTFTState(convs, torch.zeros(batch_size, self.delay, device=like.device, dtype=like.dtype))
+        tail = torch.zeros(batch_size, self.delay, device=like.device, dtype=like.dtype)
+        return ISTFTState(self.body_states(batch_size), tail)
 
     def frames(self, x: torch.Tensor, state: ISTFTState | None = None) -> torch.Tensor:
         """Latent [B, dimension, T] -> windowed time frames [B, T * upsample, n_fft]."""
         b, _, t = x.shape
         h = self.unfold(x.transpose(1, 2)).reshape(b, t * self.upsample, self.dim).transpose(1, 2)
-        convs = state.convs if state is not None else [None] * (len(self.blocks) + 1)
-        h = self.norm(self.embed(h, convs[0]).transpose(1, 2)).transpose(1, 2)
-        for block, s in zip(self.blocks, convs[1:]):
-            h = block(h, s)
-        logmag, phase = self.out(self.final_norm(h.transpose(1, 2))).chunk(2, dim=-1)
+        logmag, phase = self.out(self.body(h, None if state is None else state.convs)).chunk(2, dim=-1)
         mag = torch.exp(logmag).clamp(max=1e2)
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .conv import ConvState, StreamingConv1d
-from .istft import ConvNeXtBlock
+from .conv import ConvState
+from .istft import CausalConvNeXtBody
 
 STFT_ENCODER_DEFAULTS = {
     "kind": "stft",
@@ -51,7 +51,7 @@ class STFTEncoderState:
             s.reset(mask)
 
 
-class STFTEncoder(nn.Module):
+class STFTEncoder(CausalConvNeXtBody):
     """Waveform [B, 1, T] (T a multiple of the encoder hop) -> latent [B, dimension, T / encoder hop]."""
 
     def __init__(
@@ -76,12 +76,7 @@ class STFTEncoder(nn.Module):
         self.dim, self.n_fft, self.hop_length = dim, n_fft, hop_length
         self.context = n_fft - hop_length
         self.proj = nn.Linear(n_fft // 2 + 1, dim)
-        self.embed = StreamingConv1d(dim, dim, kernel_size)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.blocks = nn.ModuleList(
-            ConvNeXtBlock(dim, intermediate_dim, kernel_size, 1.0 / num_blocks) for _ in range(num_blocks)
-        )
-        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        self._build_body(dim, intermediate_dim, kernel_size, num_blocks)
         self.out = nn.Linear(self.fold * dim, dimension)
         self._window: torch.Tensor | None = None  # made on first use (not a buffer: see ISTFTDecoder.window)
 
@@ -98,8 +93,7 @@ class STFTEncoder(nn.Module):
             previous=torch.zeros(batch_size, 1, self.context, device=like.device, dtype=like.dtype),
             first=torch.ones(batch_size, dtype=torch.bool, device=like.device),
         )
-        convs = [self.embed.new_state(batch_size)] + [b.dwconv.new_state(batch_size) for b in self.blocks]
-        return STFTEncoderState(samples, convs)
+        return STFTEncoderState(samples, self.body_states(batch_size))
 
     def spectrogram(self, x: torch.Tensor, state: STFTEncoderState | None = None) -> torch.Tensor:
         """[B, 1, T] -> log-magnitude [B, T / hop, n_fft / 2 + 1] of the causal analysis frames."""
@@ -121,10 +115,6 @@ class STFTEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, state: STFTEncoderState | None = None) -> torch.Tensor:
         h = self.proj(self.spectrogram(x, state)).transpose(1, 2)  # [B, dim, frames]
-        convs = state.convs if state is not None else [None] * (len(self.blocks) + 1)
-        h = self.norm(self.embed(h, convs[0]).transpose(1, 2)).transpose(1, 2)
-        for block, s in zip(self.blocks, convs[1:]):
-            h = block(h, s)
-        h = self.final_norm(h.transpose(1, 2))  # [B, frames, dim]
+        h = self.body(h, None if state is None else state.convs)  # [B, frames, dim]
         b, n, _ = h.shape
         return self.out(h.reshape(b, n // self.fold, self.fold * self.dim)).transpose(1, 2)
