@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import time
 
 import numpy as np
 import torch
+from alternating import machine_facts, time_alternating
 from torch.nn import functional as F
 
 from reference_model.codec import CodecStreamer, MimiCodec, codec_config
@@ -39,15 +38,13 @@ def _arm(preset: str):
     keep = recipe.segment_frames * codec.frame_size - codec.decode_delay
     n_enc = sum(p.numel() for p in codec.encoder.parameters())
 
-    def step(x: torch.Tensor) -> float:
-        t0 = time.perf_counter()
+    def step(x: torch.Tensor) -> None:
         y, _, commit = codec(x, 8)
         y, xx = y[..., :keep], x[..., :keep]
         loss = mel(y, xx) + stft(y, xx) + frame_level_loss(y, xx) + 0.1 * F.l1_loss(y, xx) + commit
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0
 
     return recipe, codec, step, n_enc
 
@@ -65,27 +62,19 @@ def main() -> None:
     recipe = arms[PRESETS[0]][0]
     length = recipe.segment_frames * 1920
     rng = np.random.default_rng(0)
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    for i in range(args.steps + 2):
-        x = torch.from_numpy(rng.standard_normal((recipe.batch_size, 1, length)).astype(np.float32) * 0.1)
-        for name, (_, _, step, _) in arms.items():
-            t = step(x)
-            if i >= 2:
-                times[name].append(t)
-    frame_ms: dict[str, list[float]] = {name: [] for name in arms}
+
+    def batch() -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal((recipe.batch_size, 1, length)).astype(np.float32) * 0.1)
+
+    def frame() -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal((1, 1, 1920)).astype(np.float32) * 0.1)
+
+    times = time_alternating({name: arm[2] for name, arm in arms.items()}, batch, args.steps, warmup=2)
     streams = {name: CodecStreamer(codec.eval(), 1) for name, (_, codec, _, _) in arms.items()}
-    for i in range(args.frames + 3):
-        frame = torch.from_numpy(rng.standard_normal((1, 1, 1920)).astype(np.float32) * 0.1)
-        for name, s in streams.items():
-            t0 = time.perf_counter()
-            s.encode(frame)
-            if i >= 3:
-                frame_ms[name].append((time.perf_counter() - t0) * 1e3)
+    frame_s = time_alternating({n: s.encode for n, s in streams.items()}, frame, args.frames, warmup=3)
+    frame_ms = {name: [t * 1e3 for t in ts] for name, ts in frame_s.items()}
     out = {
-        "threads": args.threads,
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "torch": torch.__version__,
+        **machine_facts(args.threads),
         "arms": {
             name: {
                 "encoder_parameters": arms[name][3],
