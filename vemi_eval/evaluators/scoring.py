@@ -105,7 +105,7 @@ def align(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, max_lag
     cand = _shifted(deg, lo + best, n)
     norm = float(np.sqrt((ref @ ref) * (cand @ cand)))
     if norm > 0 and wcorr[best] / norm >= COHERENT_CORR:
-        lag = lo + best
+        return cand.astype(np.float32), lo + best
     return _shifted(deg, lag, n).astype(np.float32), lag
 
 
