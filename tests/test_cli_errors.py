@@ -31,6 +31,12 @@ def test_unknown_suite(capsys) -> None:
     assert "unknown suite 'no-such-suite'" in _bad(capsys, "run", "no-such-suite")
 
 
+def test_a_suite_is_found_by_the_name_its_reports_show() -> None:
+    from vemi_eval.suites import resolve_suite_path
+
+    assert resolve_suite_path("codec-festival-voices") == resolve_suite_path("codec_festival_voices")
+
+
 def test_invalid_suite_files(tmp_path, capsys) -> None:
     cases = {
         "bad toml": ("[suite\nname=1", "invalid suite file"),

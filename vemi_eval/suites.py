@@ -209,10 +209,12 @@ def resolve_suite_path(name_or_path: str) -> Path:
             raise SuiteError(f"suite file not found: {p}")
         return p
     suites = available_suites()
-    if name_or_path not in suites:
+    # a suite's own name (its [suite] name, what reports show) spells with "-" what its file stem spells "_"
+    name = name_or_path if name_or_path in suites else name_or_path.replace("-", "_")
+    if name not in suites:
         known = ", ".join(sorted(suites)) or "none"
         raise SuiteError(f"unknown suite {name_or_path!r} (known suites: {known})")
-    return suites[name_or_path]
+    return suites[name]
 
 
 # --- loading and validation ------------------------------------------------------------------------
