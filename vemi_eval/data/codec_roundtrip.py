@@ -6,7 +6,9 @@ share it; it knows nothing of suites or records.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -89,5 +91,23 @@ def roundtrip(codec, audio: np.ndarray, n: int | None = None) -> np.ndarray:
 
 
 def sweep_codebooks(codec, requested: list[int]) -> list[int]:
-    top = int(codec.num_codebooks)
+    """The requested numbers of codebooks this codec can decode from, capped at all it has (not at the
+    share it encodes for the LM: 8 of the tiny codec's and Mimi's 32); run them under ``codebooks_in_use``."""
+    top = int(getattr(codec, "max_codebooks", codec.num_codebooks))
     return sorted({min(int(n), top) for n in requested if int(n) >= 1})
+
+
+@contextlib.contextmanager
+def codebooks_in_use(codec, n: int) -> Iterator[None]:
+    """The codec encoding its first ``n`` codebooks for the span of a sweep, then the share it had (a codec
+    without ``set_num_codebooks`` keeps its own). RVQ codes of the first k levels do not depend on how many
+    levels follow, so the rows at n <= the LM's share are what they were."""
+    keep = int(codec.num_codebooks)
+    settable = hasattr(codec, "set_num_codebooks") and n != keep
+    if settable:
+        codec.set_num_codebooks(n)
+    try:
+        yield
+    finally:
+        if settable:
+            codec.set_num_codebooks(keep)

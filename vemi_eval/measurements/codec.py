@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..data.byo import Dataset
-from ..data.codec_roundtrip import bitrate_kbps, decode, encode, sent_kbps, sweep_codebooks
+from ..data.codec_roundtrip import bitrate_kbps, codebooks_in_use, decode, encode, sent_kbps, sweep_codebooks
 from ..evaluators.scoring import DEFAULT_METRICS, Scorer, check_metrics, records_from_rows
 from ..records import FAILED, SKIPPED, MetricRecord
 from ..yardsticks import REFERENCE_CODECS, YardstickError, check_names
@@ -54,9 +54,11 @@ def check(p: dict[str, Any]) -> None:
 
 
 # version 2: STOI, ESTOI and SI-SDR are taken at the lag of log-energy envelopes (evaluators.scoring.align),
-# not at the waveform cross-correlation's peak, which lay anywhere for a phase-free decoder (session 17)
+# not at the waveform cross-correlation's peak, which lay anywhere for a phase-free decoder (session 17).
+# 3: 16 and 32 codebooks are decoded from 16 and 32 (they were capped at the 8 the codec encodes for the LM,
+# so their rows repeated the 8-codebook row).
 @measurement(
-    "codec", params=PARAMS, version=2, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
+    "codec", params=PARAMS, version=3, claims=CLAIMS, check=check, exact=("*",), data=True, per_input=True
 )
 def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     run = open_codec(ctx, PARAMS)
@@ -65,13 +67,14 @@ def measure_codec(ctx: MeasureContext) -> list[MetricRecord]:
     ns = sweep_codebooks(codec, params["n_codebooks"])
     rows_by_n: dict[int, list[dict]] = {n: [] for n in ns}
     sent: dict[int, list[float]] = {n: [] for n in ns}
-    for i, utt in enumerate(ds.utterances):
-        ctx.progress(f"codec: {utt.id} ({i + 1}/{len(ds.utterances)})")
-        codes = encode(codec, utt.audio)
-        for n in ns:
-            cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
-            rows_by_n[n] += scorer.score(utt, decode(codec, codes, n, utt.audio.size), cond)
-            sent[n].append(sent_kbps(codec, codes[:, :n]))
+    with codebooks_in_use(codec, max(ns)):
+        for i, utt in enumerate(ds.utterances):
+            ctx.progress(f"codec: {utt.id} ({i + 1}/{len(ds.utterances)})")
+            codes = encode(codec, utt.audio)
+            for n in ns:
+                cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}
+                rows_by_n[n] += scorer.score(utt, decode(codec, codes, n, utt.audio.size), cond)
+                sent[n].append(sent_kbps(codec, codes[:, :n]))
     records = []
     for n in ns:
         cond = {"n_codebooks": n, "bitrate_kbps": bitrate_kbps(codec, n)}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.codec_roundtrip import bitrate_kbps, decode, encode, sweep_codebooks
+from ..data.codec_roundtrip import bitrate_kbps, codebooks_in_use, decode, encode, sweep_codebooks
 from ..records import MetricRecord
 from ..stats import bootstrap_ci
 from . import MeasureContext, at_least, ints_at_least, measurement, merged_params
@@ -47,8 +47,9 @@ def check(p: dict[str, Any]) -> None:
     at_least(p, "max_utterances", 0)
 
 
+# version 2: 16 and 32 codebooks are decoded from 16 and 32 (they were capped at the LM's 8)
 @measurement(
-    "semantic_content", params=PARAMS, version=1, check=check, exact=("*",), data=True
+    "semantic_content", params=PARAMS, version=2, check=check, exact=("*",), data=True
 )  # fixed data, fixed teacher
 def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
     from ..evaluators.asr import SPEC
@@ -61,14 +62,15 @@ def measure_semantic_content(ctx: MeasureContext) -> list[MetricRecord]:
     teacher = WhisperTeacher(sr, int(codec.frame_size), model_dir=params["asr_model"] or None)
     ns = sweep_codebooks(codec, params["n_codebooks"])
     sims: dict[int, list[float]] = {n: [] for n in ns}
-    for i, utt in enumerate(ds.utterances):
-        ctx.progress(f"semantic_content: {utt.id} ({i + 1}/{len(ds.utterances)})")
-        ref = teacher.frames(utt.audio, sr)
-        codes = encode(codec, utt.audio)
-        for n in ns:
-            sim = frame_cosine(ref, teacher.frames(decode(codec, codes, n, utt.audio.size), sr))
-            sims[n].append(sim)
-            ctx.add_samples([{"utterance": utt.id, "n_codebooks": n, "asr_encoder_similarity": sim}])
+    with codebooks_in_use(codec, max(ns)):
+        for i, utt in enumerate(ds.utterances):
+            ctx.progress(f"semantic_content: {utt.id} ({i + 1}/{len(ds.utterances)})")
+            ref = teacher.frames(utt.audio, sr)
+            codes = encode(codec, utt.audio)
+            for n in ns:
+                sim = frame_cosine(ref, teacher.frames(decode(codec, codes, n, utt.audio.size), sr))
+                sims[n].append(sim)
+                ctx.add_samples([{"utterance": utt.id, "n_codebooks": n, "asr_encoder_similarity": sim}])
     records = []
     for n in ns:
         lo, hi = bootstrap_ci(sims[n], "mean", seed=ctx.seed)
