@@ -260,6 +260,21 @@ def test_progress_lines_estimate_what_is_left() -> None:
     assert duration(3725) == "1 h 02 min"
 
 
+def test_a_long_measurement_says_where_it_is_every_two_minutes_in_a_log() -> None:
+    from vemi_eval.progress import LineProgress
+
+    clock = iter([0.0, 0.0, 60.0, 130.0, 200.0, 260.0])
+    stream = io.StringIO()
+    bar = LineProgress(1, stream, clock=lambda: next(clock))
+    bar.set_description("dialogue / baseline")
+    for i in range(4):  # at 60, 130, 200 and 260 s
+        bar.set_postfix_str(f"session {i + 1}/48")
+    assert stream.getvalue().splitlines() == [
+        "  ... session 2/48 (2 min 10 s into dialogue / baseline)",
+        "  ... session 4/48 (4 min 20 s into dialogue / baseline)",
+    ]
+
+
 def test_summary_of_an_invalid_run_leads_with_its_reasons() -> None:
     from vemi_eval.results import read_results
     from vemi_eval.run_summary import summary_lines

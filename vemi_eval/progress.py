@@ -2,7 +2,8 @@
 
 On a terminal: a tqdm bar that stays on screen when the run ends. Anywhere else (CI, ``| tee``, a file):
 one line per finished (kind, variant) with its time, the run's elapsed time and an estimate of what is
-left, since a bar drawn with carriage returns is invisible in a log and erased at the end.
+left, since a bar drawn with carriage returns is invisible in a log and erased at the end; and, inside a
+measurement that runs for minutes, its own progress message every two minutes.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ def duration(seconds: float) -> str:
 class LineProgress:
     """The bar's interface (set_description, update, set_postfix_str, write, close) as plain lines."""
 
+    # a measurement that runs for long (the full dialogue suite: ~45 min) says where it is this often
+    HEARTBEAT_S = 120.0
+
     def __init__(self, total: int, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.stream, self.clock = total, stream, clock
         self.done = 0
         self.started = clock()
         self.step_started = self.started
+        self.last_line = self.started
         self.what = ""
 
     def set_description(self, what: str) -> None:
@@ -38,7 +43,12 @@ class LineProgress:
         self.step_started = self.clock()
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        """Messages from inside a measurement: a log keeps only the per-measurement lines."""
+        """Messages from inside a measurement: one line in the log every ``HEARTBEAT_S`` at most, so that a
+        long measurement is not silent, and a short one adds nothing to the per-measurement lines."""
+        now = self.clock()
+        if now - self.last_line >= self.HEARTBEAT_S:
+            self.last_line = now
+            self.write(f"  ... {text} ({duration(now - self.step_started)} into {self.what or 'measurement'})")
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -51,7 +61,7 @@ class LineProgress:
             f"[{self.done}/{self.total}] {self.what or 'measurement'} done in "
             f"{duration(now - self.step_started)} (elapsed {duration(elapsed)}{eta})"
         )
-        self.step_started = now
+        self.step_started = self.last_line = now
 
     def write(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
