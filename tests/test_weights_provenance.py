@@ -82,3 +82,16 @@ def test_results_name_the_bytes_that_ran_and_how_they_were_trained(tmp_path):
     }
     (tmp_path / "w.json").unlink()
     assert weights_files_of(replace(spec, lm_checkpoint=str(ckpt)))["lm"]["sidecar"] is None
+
+
+def test_results_name_the_commit_the_run_began_on_not_one_made_while_it_ran(monkeypatch):
+    from types import SimpleNamespace
+
+    from vemi_eval import runner
+
+    monkeypatch.setattr(runner, "environment", lambda threads: {"git_commit": "b" * 40, "git_dirty": False})
+    job = SimpleNamespace(threads=1, source={"git_commit": "a" * 40, "git_dirty": True})
+    env = runner.environment_of(job)
+    assert (env["git_commit"], env["git_dirty"], env["git_commit_at_finish"]) == ("a" * 40, True, "b" * 40)
+    job.source = {"git_commit": "b" * 40, "git_dirty": False}
+    assert "git_commit_at_finish" not in runner.environment_of(job)

@@ -27,7 +27,7 @@ from typing import Any
 from . import measurements, run_results, rundir
 from .aggregate import aggregate, apply_validity
 from .data.byo import count_audio_entries
-from .environment import environment, now_iso
+from .environment import environment, git_state, now_iso
 from .errors import DataError, OptionsError, StorageError, user_error_types
 from .measurements import MeasureContext, VariantRef, counts_inputs, takes_data
 from .progress import progress
@@ -249,6 +249,8 @@ class RunJob:
     kinds: dict[str, Callable[[MeasureContext], Any]] = field(default_factory=dict)  # kind -> measurement
     skip_reason: dict[str, str | None] = field(default_factory=dict)  # variant -> why it cannot run here
     bar: Any = None
+    # the source tree's commit when the run's code was loaded: a commit made while it runs is not its code
+    source: dict[str, Any] = field(default_factory=git_state)
 
     @property
     def device(self) -> str:
@@ -300,6 +302,15 @@ def prepare_run(opts: RunOptions) -> RunJob:
     return RunJob(
         out, suite, model, variants, seed, threads, opts.quick, data, validity, models, kinds, skip_reason
     )
+
+
+def environment_of(job: RunJob) -> dict[str, Any]:
+    """The machine at the end of the run, and the source tree as it was when the run began (plus the commit
+    at the end when the tree moved while it ran)."""
+    env = environment(job.threads)
+    if env.get("git_commit") != job.source.get("git_commit"):
+        env["git_commit_at_finish"] = env.get("git_commit")
+    return {**env, **job.source}
 
 
 def execute_run(
@@ -518,7 +529,7 @@ def finalize(
         invalid_reasons=run.invalid_reasons,
         errors=run.errors,
         missing=run.missing,
-        environment=environment(job.threads),
+        environment=environment_of(job),
         evaluators=run.evaluators,
         data=run.data,
         started=started,
