@@ -48,7 +48,8 @@ class LineProgress:
         now = self.clock()
         if now - self.last_line >= self.HEARTBEAT_S:
             self.last_line = now
-            self.write(f"  ... {text} ({duration(now - self.step_started)} into {self.what or 'measurement'})")
+            into = f"{duration(now - self.step_started)} into {self.what or 'measurement'}"
+            self.write(f"  ... {text} ({into})")
 
     def update(self, n: int = 1) -> None:
         self.done += n
