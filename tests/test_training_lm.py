@@ -274,3 +274,21 @@ def test_cli_trains_on_a_users_config_and_token_folder(tmp_path, capsys):
             ]
         )
     assert bad.value.code == 2 and "no .safetensors" in capsys.readouterr().err
+
+
+def test_held_out_curve_is_written_as_it_comes_kept_over_a_resume_and_changes_no_weight(tmp_path):
+    held = _task_data(4, seed=1)
+    every = dict(heldout=held, heldout_every_s=1e-9)  # an evaluation after every step
+    _train(tmp_path, "plain", heldout=held)
+    stopped = _train(tmp_path, "curve", stop_after_steps=3, **every)
+    assert stopped["stopped_at"] == 3
+    progress = json.loads((tmp_path / "curve.progress.json").read_text())
+    assert progress["final"] is False and progress["step"] == 3
+    assert [p["step"] for p in progress["heldout_curve"]] == [1, 2, 3]
+    done = _train(tmp_path, "curve", **every)
+    assert [p["step"] for p in done["heldout_curve"]] == [1, 2, 3, 4, 5, 6]
+    assert 0.0 <= done["heldout_curve"][-1]["text_word_accuracy_teacher_forced"] <= 1.0
+    assert not (tmp_path / "curve.progress.json").exists()  # the sidecar holds the curve now
+    a = read_safetensors(tmp_path / "plain.safetensors")
+    b = read_safetensors(tmp_path / "curve.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -98,6 +98,15 @@ from .training_common import (
     "--user-token-dropout", type=float, default=0.0, show_default=True, help="Share of user tokens zeroed."
 )
 @click.option(
+    "--heldout-every",
+    "heldout_every_min",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Minutes between held-out evaluations during the run (0: at the end only); each joins the "
+    "curve in <out stem>.progress.json, then in the sidecar.",
+)
+@click.option(
     "--weights-dtype",
     type=click.Choice(["float16", "bfloat16", "float32"]),
     default="float16",
@@ -138,6 +147,9 @@ def train_lm_cmd(
     check_range("weight_decay", opts["weight_decay"], 0)
     check_range("user_token_dropout", opts["user_token_dropout"], 0, 1)
     check_device(opts["device"])
+    check_range("heldout_every", opts["heldout_every_min"], 0)
+    every_min = opts.pop("heldout_every_min")
+    opts["heldout_every_s"] = every_min * 60.0 if every_min > 0 else None
     from ..training.lm import train_tiny_dialogue
     from ..training.lm_options import build_options, parse_option_args
     from ..training.outputs import check_training_outputs

@@ -143,6 +143,7 @@ def train_lm(
     user_token_dropout: float = 0.0,
     loss_weights: LossWeights | None = None,
     checkpoint_every_s: float = 180.0,
+    heldout_every_s: float | None = 900.0,
     weights_dtype: str = "float16",
     log_every: int = 25,
     log: Callable[[str], None] = print,
@@ -159,8 +160,10 @@ def train_lm(
     ``out_path`` (the LM's safetensors, Moshi keys) and its ``.json`` sidecar; keeps the resumable state
     in ``state_path`` (default: ``<out stem>.state.safetensors`` beside ``out_path``; the CLI puts it
     under ``runs/``). ``stop_after_steps`` stops early as a kill would (tests); ``stop``: a signal's
-    request to stop (training/interrupt.py): the state is saved, TrainingInterrupted raised. Returns the
-    sidecar."""
+    request to stop (training/interrupt.py): the state is saved, TrainingInterrupted raised. Every
+    ``heldout_every_s`` of wall time (None: never) the held-out figures join the run's ``heldout_curve``,
+    kept in the state and written, with the step, to ``<out stem>.progress.json`` (``final: false``): a long
+    run's progress can be committed before it ends. Returns the sidecar."""
     budget = Budget(None if minutes is None else minutes * 60.0, max_steps)  # neither: ValueError
     torch.set_num_threads(threads)
     out_path = Path(out_path)
@@ -215,7 +218,7 @@ def train_lm(
         params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False
     )
     rng = np.random.default_rng(seed)
-    step, elapsed_before, history = 0, 0.0, []
+    step, elapsed_before, history, curve = 0, 0.0, [], []
     resumed_from = None
     if state_path.is_file() and not fresh:
         info, extra_state = resume_state(state_path, lm, opt, recipe.digest())
@@ -225,6 +228,7 @@ def train_lm(
                 {k[len(prefix) :]: v for k, v in extra_state.items() if k.startswith(prefix)}
             )
         step, elapsed_before, history = info["step"], info["elapsed_s"], info["history"]
+        curve = info.get("heldout_curve", [])  # states of before kept none
         rng.bit_generator.state = info["rng"]
         for o, st in zip(options, info.get("option_rng", [])):
             o.rng.bit_generator.state = st
@@ -237,6 +241,7 @@ def train_lm(
         return {
             "rng": rng.bit_generator.state,
             "history": history[-400:],
+            "heldout_curve": curve,
             **({"option_rng": [o.rng.bit_generator.state for o in options]} if options else {}),
         }
 
@@ -274,7 +279,46 @@ def train_lm(
         opt.step()
         recent.append((parts.text, parts.audio))
 
+    last_eval = [time.time()]
+    progress_path = out_path.with_name(out_path.stem + ".progress.json")
+
+    def heldout_point() -> None:
+        """The held-out figures now, on the curve and in the progress file (a few seconds for the tiny LM)."""
+        fig = evaluate(lm, heldout.grids, seq_len, recipe.loss, None, heldout.groups("engine_groups"))
+        point = {
+            "step": loop.step,
+            "t": round(loop.elapsed(), 1),
+            "cpu_s": round(loop.cpu_s, 1),
+            "text_word_accuracy_teacher_forced": fig["text_word_accuracy_teacher_forced"],
+            "text_loss": fig["text_loss"],
+            "audio_loss": fig["audio_loss"],
+        }
+        if "text_word_accuracy_by_engine" in fig:
+            point["by_engine"] = {
+                k: v["accuracy"] for k, v in fig["text_word_accuracy_by_engine"]["of"].items()
+            }
+        curve.append(point)
+        log(f"held-out at step {loop.step}: {json.dumps(point)}")
+        progress = {
+            "final": False,
+            "produced_by": "vemi_eval.training.lm.train_lm",
+            "weights": out_path.name,
+            "state": str(state_path),
+            "recipe_digest": recipe.digest(),
+            "data_sha256": train.sha256,
+            "heldout_sha256": heldout.sha256,
+            "step": loop.step,
+            "max_steps": max_steps,
+            "minutes_budget": minutes,
+            "heldout_curve": curve,
+            "resume": "the same command resumes from the state (a fresh start needs --fresh)",
+        }
+        write_sidecar(progress_path, progress)
+
     def after_step() -> None:
+        if heldout is not None and heldout_every_s and time.time() - last_eval[0] >= heldout_every_s:
+            heldout_point()
+            last_eval[0] = time.time()
         if loop.step % log_every == 0:
             r = np.array(recent[-log_every:])
             history.append(
@@ -350,7 +394,10 @@ def train_lm(
             ),
         }
         log(f"held-out ({time.time() - t_eval:.0f}s): {json.dumps(sidecar['heldout'])}")
+        if curve:
+            sidecar["heldout_curve"] = curve
     write_sidecar(out_path.with_suffix(".json"), sidecar)
+    progress_path.unlink(missing_ok=True)  # its curve is in the sidecar now
     return sidecar
 
 
