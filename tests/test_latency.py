@@ -257,3 +257,15 @@ def test_interleave_is_refused_with_pace(clock):
 
     with pytest.raises(ValueError, match="interleave and pace"):
         check({**PARAMS, "interleave": 5, "pace": True})
+
+
+def test_the_interleaved_baseline_twin_keeps_its_own_algorithmic_latency(clock):
+    """A variant whose codec holds back 30 ms more (an iSTFT decoder) is 30 ms behind its baseline twin:
+    the twin's algorithmic latency is the baseline's, not the variant's."""
+    v = FakeDuplex(clock, drifting(clock))
+    b = FakeDuplex(clock, drifting(clock))
+    v.codec.decode_delay = 720  # samples at 24 kHz
+    recs = measure_latency(paired_ctx(v, b, {**PAIRED, "interleave": 10}))
+    rec = by(recs, "algorithmic_latency_ms")
+    assert rec.value == pytest.approx(160.0 + 30.0)
+    assert rec.extra["paired_baseline"]["value"] == pytest.approx(160.0)

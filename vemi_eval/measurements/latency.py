@@ -178,6 +178,13 @@ def run_interleaved(
     return rows_v, rows_b, measured_s, pairs
 
 
+def algorithmic_latency_ms(model: Any) -> float:
+    """One frame of input buffering, then ``max_delay`` frames until the delayed acoustic codebooks exist,
+    then the samples the codec's streaming decoder holds back (an iSTFT decoder's n_fft - hop; SEANet's 0)."""
+    decode_delay_ms = 1000.0 * int(getattr(model.codec, "decode_delay", 0)) / float(model.sample_rate)
+    return 1000.0 / float(model.frame_rate) * (1 + int(model.max_delay)) + decode_delay_ms
+
+
 def _timed_build(variant: Any, batch_size: int) -> tuple[Any, float]:
     start = timing.clock_ns()
     model = variant.build(batch_size=batch_size, fresh=True)  # owned by the caller
@@ -257,8 +264,7 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
     budget_ms = frame_budget_ms(model, params)
     frame_s = 1.0 / float(model.frame_rate)
     max_delay = int(model.max_delay)
-    # samples the codec's streaming decoder holds back (an iSTFT decoder's n_fft - hop; SEANet's 0)
-    decode_delay_ms = 1000.0 * int(getattr(model.codec, "decode_delay", 0)) / float(model.sample_rate)
+    algorithmic_ms = algorithmic_latency_ms(model)
     warmup = max(int(params["warmup_frames"]), max_delay)  # decode runs from max_delay on
     target = int(params["frames"])
     max_frames = max(int(params["max_frames"]), target)
@@ -283,6 +289,8 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
             min_duration_s=min_duration_s,
         )
         base_warmup_stats = base_model.report().build_stats()
+        # the baseline's own codec and delays, not the variant's
+        base_algorithmic_ms = algorithmic_latency_ms(base_model)
         del base_model
     else:
         measured_start_ns: list[int] = []
@@ -305,18 +313,23 @@ def measure_latency(ctx: MeasureContext) -> list[MetricRecord]:
 
     _label_rows(rows, warmup, frame_s, budget_ms, batch_size)
     ctx.add_samples(rows)
-    # One frame of input buffering, then max_delay frames until the delayed acoustic codebooks exist, then
-    # what the codec's decoder holds back.
-    algorithmic_ms = frame_s * 1000.0 * (1 + max_delay) + decode_delay_ms
-    shared = {"budget_ms": budget_ms, "algorithmic_ms": algorithmic_ms, "frame_s": frame_s}
-    make = _make_records(ctx, params, rows, build_s=build_s, warmup_stats=warmup_stats, **shared)
+    shared = {"budget_ms": budget_ms, "frame_s": frame_s}
+    make = _make_records(
+        ctx, params, rows, build_s=build_s, warmup_stats=warmup_stats, algorithmic_ms=algorithmic_ms, **shared
+    )
     measured = [r for r in rows if r["phase"] == "measured"]
     reasons = validity_reasons(len(measured), measured_s, int(params["min_frames"]), min_duration_s)
     order: dict[str, Any] = {"order": "alone"}
     if paired:
         _label_rows(base_rows, warmup, frame_s, budget_ms, batch_size)
         base = _make_records(
-            ctx, params, base_rows, build_s=base_build_s, warmup_stats=base_warmup_stats, **shared
+            ctx,
+            params,
+            base_rows,
+            build_s=base_build_s,
+            warmup_stats=base_warmup_stats,
+            algorithmic_ms=base_algorithmic_ms,
+            **shared,
         )
         what = f"ABBA with {ctx.baseline.name}, {block}-frame blocks, {pairs} pairs"
         attach_paired_baseline(make.records, base.records, ctx.baseline.name, what)
