@@ -70,12 +70,12 @@ def measure_first_audio(ctx: MeasureContext) -> list[MetricRecord]:
     records = []
     for n in sweep_codebooks(codec, params["n_codebooks"]):
         frames, compute = [], []
-        for i, utt in enumerate(ds.utterances):
-            ctx.progress(f"first_audio: n={n} {utt.id} ({i + 1}/{len(ds.utterances)})")
-            with codebooks_in_use(codec, n):  # encodes what it sends: the compute is n codebooks'
+        with codebooks_in_use(codec, n):  # encodes what it sends: the compute is n codebooks'
+            for i, utt in enumerate(ds.utterances):
+                ctx.progress(f"first_audio: n={n} {utt.id} ({i + 1}/{len(ds.utterances)})")
                 f, ms = first_audio(codec, utt.audio, n)
-            frames.append(f)
-            compute.append(ms)
+                frames.append(f)
+                compute.append(ms)
         latency = [f * frame_ms + ms for f, ms in zip(frames, compute, strict=True)]
         ctx.add_samples(
             {"utterance": u.id, "n_codebooks": n, "input_frames_to_first_audio": f, "compute_ms": ms}

@@ -17,6 +17,8 @@ from reference_model.codec import MimiCodec
 from reference_model.codec.conv import StreamingConv1d, StreamingConvTranspose1d
 from reference_model.errors import CheckpointError
 
+from ..data.codec_roundtrip import codebooks_in_use
+
 ENCODER_SIDE = ("encoder", "encoder_transformer", "downsample", "quantizer")
 
 
@@ -65,13 +67,11 @@ def freeze_encoder_side(codec: MimiCodec) -> list[str]:
 def codes_digest(codec: MimiCodec, audio: list[np.ndarray]) -> str:
     """sha256 (16 hex) of the codes of ``audio`` at every codebook: equal digests, same tokeniser."""
     h = hashlib.sha256()
-    keep, was_training = codec.num_codebooks, codec.training
+    was_training = codec.training
     codec.eval()
-    codec.set_num_codebooks(codec.max_codebooks)
-    with torch.no_grad():
+    with torch.no_grad(), codebooks_in_use(codec, codec.max_codebooks):
         for a in audio:
             h.update(codec.encode(torch.from_numpy(a).view(1, 1, -1)).numpy().astype(np.int64).tobytes())
-    codec.set_num_codebooks(keep)
     codec.train(was_training)
     return h.hexdigest()[:16]
 
