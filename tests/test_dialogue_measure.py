@@ -84,6 +84,7 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
     sessions = dlg.dialogue_sessions("heldout", limit=SESSIONS)
     schedule, expect = [], {"clean": [], "10": []}
     latencies, pause_flags = [], []
+    flags_by_engine: dict[str, list[float]] = {}
     for si, sess in enumerate(sessions):
         for snr in LADDER:
             words, delays, talk = [], [], set()
@@ -96,6 +97,7 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
                     latencies.append(((turn.user_end // FS + 2 + k) * FS - turn.user_end) / 24000)
                     if turn.pause is not None:
                         pause_flags.append(float(k == 0 or si == 1))
+                        flags_by_engine.setdefault(sess.voice.engine, []).append(pause_flags[-1])
                         if k == 0 or si == 1:
                             talk.add(k)
                 expect[str(snr)].append(not wrong)
@@ -129,6 +131,12 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
     assert lat.value == pytest.approx(float(np.median(latencies)))
     tor = rec("pause_turn_over_rate", snr_db="clean", source="text")
     assert tor.value == pytest.approx(np.mean(pause_flags)) and tor.n == len(pause_flags)
+    # per user engine (session 0 is an espeak user's, session 1 a festival user's): each its own figure
+    assert set(flags_by_engine) == {dlg.ESPEAK, dlg.FESTIVAL}
+    for engine, flags in flags_by_engine.items():
+        mine = rec("pause_turn_over_rate", snr_db="clean", source="text", engine=engine)
+        assert mine.value == pytest.approx(np.mean(flags)) and mine.n == len(flags)
+        assert rec("response_latency_s", snr_db="clean", source="text", engine=engine).n > 0
     # real evaluators on the scripted audio: scored, and what they say is about that audio
     wer = rec("answer_wer", snr_db="clean", source="asr")
     assert wer.n > 0 and wer.extra["of"] == n_turns and 0 <= wer.value <= 1
