@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+import librosa
+import numpy as np
 import pytest
 
 from vemi_eval.data import DataError, dialogue, festival
@@ -114,3 +116,25 @@ def test_each_engines_held_out_sessions_and_their_grouping(cache):
     data = load_token_folder(folder, 17)
     assert data.groups() == ("user voice", [s.voice.variant for s in sessions])
     assert data.groups("engine_groups") == ("user engine", [s.voice.engine for s in sessions])
+
+
+def test_the_pitch_arm_spreads_festival_training_users_from_male_to_female_f0(cache):
+    """train_aug_f0: festival's training users in styles of their own, each at a drawn mean F0; held-out
+    users untouched; a word said at two target F0s measurably an octave apart; a voice that would ignore
+    the target is refused (a setting that changes nothing is an error)."""
+    cfg = dialogue.SPLITS["train_aug_f0"]["festival_pitch"]
+    fest = [v for v in dialogue.voices("train_aug_f0") if v.engine == FESTIVAL]
+    assert len(fest) == cfg["styles"] * len(_names("train", FESTIVAL))
+    assert all(cfg["f0_hz"][0] <= v.pitch <= cfg["f0_hz"][1] and "-f0-" in v.id for v in fest)
+    assert max(v.pitch for v in fest) - min(v.pitch for v in fest) > 100  # male to female
+    assert not {v.variant for v in fest} & _names("heldout", FESTIVAL)
+    assert all(v.pitch == 0 for v in dialogue.voices("heldout") if v.engine == FESTIVAL)
+    (low, sr), (high, _) = (festival.say_many("kal_diphone", ["seven"], f0_hz=f)[0] for f in (100.0, 200.0))
+    f0 = [np.nanmedian(librosa.pyin(a.astype(float), fmin=60, fmax=400, sr=sr)[0]) for a in (low, high)]
+    assert 1.7 < f0[1] / f0[0] < 2.3, f0
+    with pytest.raises(DataError, match="takes no target F0"):
+        festival.say_many("cmu_us_slt_arctic_hts", ["seven"], f0_hz=200.0)
+    sessions = dialogue.dialogue_sessions("train_aug_f0", limit=4, cache_dir=cache)
+    assert {s.voice.engine for s in sessions} == set(ENGINES)  # half festival: 2 of 4
+    for s in sessions:
+        assert s.user_audio(with_noise=False).size == s.n_samples

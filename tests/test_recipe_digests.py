@@ -57,12 +57,13 @@ def test_lm_recipe_digests_are_unchanged():
 def test_dialogue_corpus_recipe_and_split_hashes_are_unchanged():
     # fixed tool versions: the hash pins the code's recipe, not this machine's espeak/festival builds
     rec = dialogue.recipe({"espeak": "E", "festival": "F"})
-    assert dialogue.recipe_hash(rec) == "7b6fc80f227faca6"
+    assert dialogue.recipe_hash(rec) == "962e9e6ae0835099"
     assert {s: dialogue.split_hash(s, rec) for s in dialogue.SPLITS} == {
         "train": "e18528ae179cf605",
         "train_aug": "afadcafdb63da99c",
         "train_aug_echo": "9910a4cd31362437",
         "train_aug_mix": "1322166b235e242b",
+        "train_aug_f0": "0a6220c30d6c7417",
         "heldout": "1415dc2620990aa0",
     }
 

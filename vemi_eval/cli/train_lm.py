@@ -60,12 +60,14 @@ from .training_common import (
 @click.option("--train-sessions", type=int, help="Use only the first N training sessions of the corpus.")
 @click.option(
     "--corpus-split",
-    type=click.Choice(["train", "train_aug", "train_aug_echo", "train_aug_mix"]),
+    type=click.Choice(["train", "train_aug", "train_aug_echo", "train_aug_mix", "train_aug_f0"]),
     default="train",
     show_default=True,
     help="Dialogue training split: train, train_aug (the same voices and prompts, each session's "
-    "user voice speed-perturbed and tilted) or train_aug_echo (train_aug's perturbations, half of them "
-    "with an echo); see vemi_eval/data/dialogue/.",
+    "user voice speed-perturbed and tilted), train_aug_echo (train_aug's perturbations, half of them "
+    "with an echo), train_aug_mix (train_aug with 1,024 crossover espeak speakers) or train_aug_f0 "
+    "(train_aug with the festival users spread from male to female pitch, half of the sessions); see "
+    "vemi_eval/data/dialogue/.",
 )
 @click.option(
     "--corpus-workers",

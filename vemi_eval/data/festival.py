@@ -153,15 +153,32 @@ def check_voices(names: Sequence[str]) -> None:
             raise missing_voice(name)
 
 
-def say_many(name: str, texts: Sequence[str], stretch: float = 1.0) -> list[tuple[np.ndarray, int]]:
+def takes_f0(name: str) -> bool:
+    """Whether a voice follows a target F0 (festival's ``int_lr_params``): its diphone voices do; an HTS or
+    clunits voice makes its own F0 whatever the parameters say (checked: slt's F0 does not move)."""
+    return name.endswith("_diphone")
+
+
+def say_many(
+    name: str, texts: Sequence[str], stretch: float = 1.0, f0_hz: float = 0.0
+) -> list[tuple[np.ndarray, int]]:
     """Each of ``texts`` said by voice ``name`` with festival's Duration_Stretch ``stretch`` (> 1 slower),
-    in one festival process (its start-up dominates a word); (mono audio, sample rate) per text."""
+    in one festival process (its start-up dominates a word); (mono audio, sample rate) per text.
+    ``f0_hz`` > 0: the intonation's target mean F0 (its spread in proportion, as kal's own: 14 Hz at 105);
+    only a voice that ``takes_f0`` accepts one (elsewhere it would change nothing: a DataError)."""
     import soundfile as sf
 
     if not texts:
         return []
+    if f0_hz and not takes_f0(name):
+        raise DataError(f"festival voice {name} takes no target F0 (only diphone voices follow one)")
     with tempfile.TemporaryDirectory() as tmp:
         lines = [f"(voice_{name})", f"(Parameter.set 'Duration_Stretch {stretch:.3f})"]
+        if f0_hz:
+            lines.append(
+                f"(set! int_lr_params '((target_f0_mean {f0_hz:.1f}) (target_f0_std {0.133 * f0_hz:.1f}) "
+                "(model_f0_mean 170) (model_f0_std 34)))"
+            )
         for i, t in enumerate(texts):
             t = t.replace("\\", " ").replace('"', " ")
             lines.append(f'(set! u (Utterance Text "{t}")) (utt.synth u) (utt.save.wave u "{tmp}/{i}.wav")')

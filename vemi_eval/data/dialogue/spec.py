@@ -109,6 +109,20 @@ SPLITS: dict[str, dict[str, Any]] = {
         "augment": _VOICE_PERTURBATION,
         "mixed_voices": {"count": 1024, "jitter": 0.1},
     },
+    # train_aug with the festival users spread in pitch: the corpus's one festival training user is
+    # kal_diphone (male, ~105 Hz), its held-out one slt (a female HTS voice), and the bundled pair hears 18
+    # of slt's 96 answers. A diphone voice follows a target F0 (festival.takes_f0), so here kal speaks in
+    # ``festival_pitch.styles`` styles, each at a mean F0 drawn in ``f0_hz`` (male to female), and
+    # festival users take half of the sessions; train_aug's speed perturbation moves its formants too.
+    # kal stays intelligible across the range: ASR WER 0.019 at its own F0, 0.113 / 0.000 / 0.104 / 0.028
+    # / 0.009 at 90 / 130 / 170 / 210 / 245 Hz (scripts/festival_intelligibility.py's utterances and
+    # scoring, session 19).
+    "train_aug_f0": {
+        **_TRAIN,
+        "augment": _VOICE_PERTURBATION,
+        "festival_share": 0.5,
+        "festival_pitch": {"styles": 48, "f0_hz": (85.0, 250.0)},
+    },
     # Held-out voices AND held-out prompts; every other turn has a mid-turn pause; clean (noise is
     # added by the measurements, along their SNR ladder). Every other session is a festival user's, so
     # each engine's held-out figure rests on about as many turns as the other's.
@@ -134,7 +148,7 @@ class UserVoice:
     id: str  # "<variant>-<style>"
     variant: str  # the speaker: an espeak-ng variant id, or a festival voice name
     base: str  # espeak: the base voice (the accent); festival: "festival" (no accent of its own)
-    pitch: int  # espeak's pitch (0 for festival)
+    pitch: int  # espeak's pitch; festival: the target mean F0 in Hz (0: the voice's own)
     rate: int  # espeak's words per minute (0 for festival)
     engine: str = ESPEAK
     stretch: float = 1.0  # festival's Duration_Stretch (1 for espeak)

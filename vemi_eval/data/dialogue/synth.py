@@ -191,7 +191,7 @@ def _festival_words(voice: UserVoice, folder: Path) -> dict[str, np.ndarray]:
     """Every word a user says, in a festival user's style, from one festival process (its start-up
     dominates a word); each clip cached as a word of its own."""
     words = user_words()
-    said = festival.say_many(voice.variant, words, voice.stretch)
+    said = festival.say_many(voice.variant, words, voice.stretch, f0_hz=float(voice.pitch))
     clips = {w: _trim_and_level(audio, rate) for w, (audio, rate) in zip(words, said)}
     for w, clip in clips.items():
         path = _user_clip_path(folder, voice, w)

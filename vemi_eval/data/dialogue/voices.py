@@ -93,14 +93,30 @@ def voices(
     out = []
     for v in [v for v in variants if (v in held) == (split == "heldout")]:
         out += _espeak_styles(v, n)
+    pitched = SPLITS[split].get("festival_pitch") if split in SPLITS else None
     for u in users:
         if u.heldout == (split == "heldout"):
+            if pitched and festival.takes_f0(u.name):
+                out += _festival_pitched_styles(u.name, int(pitched["styles"]), pitched["f0_hz"])
+                continue
             rng = np.random.default_rng(seed_of("voice", FESTIVAL, u.name))
             for s in range(n):
                 stretch = round(float(rng.uniform(*FESTIVAL_STRETCH)), 2)
                 out.append(UserVoice(f"{u.name}-{s}", u.name, FESTIVAL, 0, 0, FESTIVAL, stretch))
     for m in mixed_variants(split, variants):
         out += _espeak_styles(m.id, 1)  # one style: the mix is the speaker
+    return out
+
+
+def _festival_pitched_styles(name: str, n: int, f0_hz: tuple[float, float]) -> list[UserVoice]:
+    """A festival voice's ``n`` (rate, mean F0) styles, from a seed of their own; their ids ("-f0-") never
+    name a plain style, so their word clips are cached apart."""
+    rng = np.random.default_rng(seed_of("voice", FESTIVAL, name, "f0"))
+    out = []
+    for s in range(n):
+        stretch = round(float(rng.uniform(*FESTIVAL_STRETCH)), 2)
+        f0 = int(round(float(rng.uniform(*f0_hz))))
+        out.append(UserVoice(f"{name}-f0-{s}", name, FESTIVAL, f0, 0, FESTIVAL, stretch))
     return out
 
 
