@@ -108,6 +108,13 @@ def test_an_istft_codec_warm_starts_from_a_seanet_codecs_encoder_side(tmp_path):
         **codec_config("tiny").quantizer, "bins": 1024}}))  # fmt: skip
     with pytest.raises(CheckpointError, match="encoder side"):
         warm_start_into(other, path)
+    # committed weights are float16: a warm start trains in the codec's own float32 (it failed in conv1d)
+    half = tmp_path / "half.safetensors"
+    write_weights(half, {k: v.half() if v.is_floating_point() else v for k, v in seanet.state_dict().items()},
+                  {"preset": "tiny"})  # fmt: skip
+    again = MimiCodec(codec_config("tiny"))
+    assert warm_start_into(again, half) == []
+    assert {v.dtype for v in again.state_dict().values() if v.is_floating_point()} == {torch.float32}
 
 
 def test_a_long_input_streamed_by_the_codec_kind_equals_offline(codec, monkeypatch):

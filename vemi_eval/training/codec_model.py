@@ -43,7 +43,8 @@ def warm_start_into(codec: MimiCodec, path: Path) -> list[str]:
             f"{path.name} does not hold this codec's {what}: {wrong[:3]} missing or reshaped"
         )
     if not fresh:
-        load_into(codec, path)
+        # the codec's own dtype: committed weights may be float16 (a training must not run in it)
+        load_into(codec, path, dtype=next(codec.parameters()).dtype)
         return []
     codec.load_state_dict({**own, **{k: state[k] for k in kept}}, strict=True)
     return fresh
