@@ -276,7 +276,16 @@ def test_cli_trains_on_a_users_config_and_token_folder(tmp_path, capsys):
     assert bad.value.code == 2 and "no .safetensors" in capsys.readouterr().err
 
 
-def test_held_out_curve_is_written_as_it_comes_kept_over_a_resume_and_changes_no_weight(tmp_path):
+def test_held_out_curve_is_written_as_it_comes_kept_over_a_resume_and_changes_no_weight(
+    tmp_path, monkeypatch
+):
+    import itertools
+
+    from vemi_eval.training import loop as loop_module
+
+    # a CPU clock that reads 0, 1, 2, ...: each step costs exactly one "second" (read twice per step)
+    clock = itertools.count()
+    monkeypatch.setattr(loop_module.time, "process_time", lambda: float(next(clock)))
     held = _task_data(4, seed=1)
     every = dict(heldout=held, heldout_every_s=1e-9)  # an evaluation after every step
     _train(tmp_path, "plain", heldout=held)
@@ -287,6 +296,9 @@ def test_held_out_curve_is_written_as_it_comes_kept_over_a_resume_and_changes_no
     assert [p["step"] for p in progress["heldout_curve"]] == [1, 2, 3]
     done = _train(tmp_path, "curve", **every)
     assert [p["step"] for p in done["heldout_curve"]] == [1, 2, 3, 4, 5, 6]
+    # the CPU axis runs on over the resume, not from 0, and the sidecar says the whole
+    assert [p["cpu_s"] for p in done["heldout_curve"]] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert done["train_cpu_s"] == 6.0
     assert 0.0 <= done["heldout_curve"][-1]["text_word_accuracy_teacher_forced"] <= 1.0
     assert not (tmp_path / "curve.progress.json").exists()  # the sidecar holds the curve now
     a = read_safetensors(tmp_path / "plain.safetensors")

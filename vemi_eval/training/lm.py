@@ -218,7 +218,7 @@ def train_lm(
         params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=False
     )
     rng = np.random.default_rng(seed)
-    step, elapsed_before, history, curve = 0, 0.0, [], []
+    step, elapsed_before, cpu_before, history, curve = 0, 0.0, 0.0, [], []
     resumed_from = None
     if state_path.is_file() and not fresh:
         info, extra_state = resume_state(state_path, lm, opt, recipe.digest())
@@ -229,6 +229,7 @@ def train_lm(
             )
         step, elapsed_before, history = info["step"], info["elapsed_s"], info["history"]
         curve = info.get("heldout_curve", [])  # states of before kept none
+        cpu_before = float(info.get("train_cpu_s", 0.0))  # states of before kept none: the curve restarts
         rng.bit_generator.state = info["rng"]
         for o, st in zip(options, info.get("option_rng", [])):
             o.rng.bit_generator.state = st
@@ -242,6 +243,7 @@ def train_lm(
             "rng": rng.bit_generator.state,
             "history": history[-400:],
             "heldout_curve": curve,
+            "train_cpu_s": loop.cpu_s,  # the curve's CPU axis runs on over resumes
             **({"option_rng": [o.rng.bit_generator.state for o in options]} if options else {}),
         }
 
@@ -251,7 +253,9 @@ def train_lm(
     checkpoint = Checkpoint(
         state_path, lm, opt, recipe.digest(), state_meta, state_tensors, checkpoint_every_s
     )
-    loop = TrainingLoop(budget, lm_schedule(recipe), checkpoint, stop, step=step, elapsed_s=elapsed_before)
+    loop = TrainingLoop(
+        budget, lm_schedule(recipe), checkpoint, stop, step=step, elapsed_s=elapsed_before, cpu_s=cpu_before
+    )
 
     def one_step() -> None:
         grids = train.grids
@@ -375,6 +379,7 @@ def train_lm(
         "minutes_budget": minutes,
         "steps": step,
         "wall_time_s": round(wall, 1),
+        "train_cpu_s": round(loop.cpu_s, 1),  # the training steps' CPU time, over every resume
         "steps_per_s_this_process": round(run_steps / max(run_s, 1e-9), 4),
         "resumed_from": resumed_from,
         "final_losses_mean_last_200": {"text": float(tail[:, 0].mean()), "audio": float(tail[:, 1].mean())},
