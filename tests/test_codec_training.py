@@ -314,6 +314,26 @@ def _run_istft(tmp_path, name: str, start, kill_at: int | None = None, steps: in
     return out, info
 
 
+def test_the_istft_full_gan_recipe_trains_the_whole_codec_beside_a_discriminator(tmp_path):
+    import dataclasses
+
+    from vemi_eval.training.codec import train_codec
+    from vemi_eval.training.codec_recipes import named_recipes
+    from vemi_eval.training.state import write_weights
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    write_weights(start, MimiCodec(codec_config("tiny-istft")).state_dict(), {"preset": "tiny-istft"})
+    recipe = dataclasses.replace(named_recipes()["istft-full-gan"], batch_size=2, segment_frames=2,
+                                 warmup_steps=1)  # fmt: skip
+    info = train_codec(tmp_path / "gan.safetensors", minutes=1, recipe=recipe, max_steps=2, evaluate=False,
+                       init_from=start, audio=_FakeAudio(batch_size=2).inner, log=lambda m: None,
+                       checkpoint_every_s=0.0, clock="cpu")  # fmt: skip
+    assert info["discriminator"]["parameters"] > 0 and info["warm_start"]["fresh_modules"] == []
+    assert {"adv", "feat", "disc", "stft", "level"} <= set(info["final_losses_mean_last_500"])
+    assert not info["frozen"]  # every part learns (new codes)
+
+
 def test_istft_recipe_trains_its_new_decoder_on_frozen_codes_and_resumes_exactly(tmp_path):
     import pytest
     from safetensors.torch import load_file

@@ -22,6 +22,7 @@ CODEC_DIGESTS = {
     "ab-istft": "217da4f7bcec0d30",
     "istft-full": "8a5e7a9985d5381d",
     "stft-full": "dbca414bb5799041",
+    "istft-full-gan": "844959a0df025ffd",
 }
 CODEC_OPTION_DIGESTS = {
     "ervq": "15cdab88c160fc9c",

@@ -59,6 +59,7 @@ from .training_common import (
             "ab-istft",
             "istft-full",
             "stft-full",
+            "istft-full-gan",
         ]
     ),
     default="v2",
@@ -68,7 +69,8 @@ from .training_common import (
     "v1-decoder-gan: the same with an MS-STFT discriminator and feature matching; ab-seanet / ab-istft: "
     "the decoder A/B (1.92 s crops, mel + linear STFT + level losses, tokeniser of --init-from frozen) with "
     "the SEANet decoder or the causal iSTFT decoder; istft-full: the whole codec with the iSTFT decoder "
-    "(new codes: retrain the LM on them); stft-full: the same with the causal STFT encoder front-end.",
+    "(new codes: retrain the LM on them); stft-full: the same with the causal STFT encoder front-end; "
+    "istft-full-gan: istft-full with v1-decoder-gan's discriminator (for the decoder's phase).",
 )
 @click.option(
     "--clock",

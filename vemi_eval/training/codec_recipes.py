@@ -169,4 +169,10 @@ def named_recipes() -> dict[str, CodecRecipe]:
         # The same with the causal STFT encoder front-end (reference_model/codec/stft_encoder.py) in place of
         # SEANet's: warm from a tiny-istft codec, every part but the new encoder carries over.
         "stft-full": replace(istft_full, preset="tiny-stft"),
+        # istft-full with v1-decoder-gan's MS-STFT discriminator and feature matching (DAC's weights
+        # relative to its mel loss), at v1-decoder-gan's learning rates; warm from an istft-full codec.
+        # Why: its 8-codebook output recombined with the original's phase gains 0.05-0.07 STOI
+        # (scripts/codec_phase_oracle.py -> reports/training/codec-phase-oracle-istft-full.json), and no
+        # loss of istft-full but the 0.1-weighted waveform L1 sees the phase; Vocos learns its phase so.
+        "istft-full-gan": replace(istft_full, lr=2e-4, adv_weight=1 / 15, feat_weight=2 / 15, disc_lr=2e-4),
     }  # fmt: skip
