@@ -1,0 +1,183 @@
+"""Carry an LM's listening over to another codec's codes: refit its audio input embeddings by least squares
+so that, on the same training audio, the new codes sum to what the old codes summed to.
+
+The temporal transformer reads, per stream and frame, the sum of one embedding per codebook (Moshi's input);
+a codebook's delay decides at which step its code arrives, so the sum is taken per (stream, delay group).
+Both codecs tokenise the same training sessions of the dialogue corpus; for each group G the new tables E'_k
+solve
+
+    min  sum_f || sum_{k in G} E'_k[new_k(f)] - sum_{k in G} E_k[old_k(f)] ||^2 + lam * sum_k ||E'_k||^2
+
+by block coordinate descent (each table in turn is the ridge mean of the residual over the frames holding
+each code: exact for one-hot designs). A code never seen in the fitting sessions gets a zero row. The text
+path, the transformer, the depformer and the output heads are the LM's own (the heads still name the old
+codec's codes: training on the new codes fixes them; teacher-forced text accuracy does not read them). The
+fit's R^2 per group, in sample and on sessions left out of the fit, goes into the sidecar.
+
+    python scripts/lm_code_transfer.py --lm reference_model/weights/tiny_lm.safetensors \
+        --old-codec reference_model/weights/tiny_codec.safetensors \
+        --new-codec reference_model/weights/tiny_codec_istft_full.safetensors \
+        --sessions 400 --out runs/lm_transfer/tiny_lm.safetensors
+
+Only the training split's sessions are read (``train_aug``, its first ``--sessions``); the held-out split is
+for scoring the result (``python scripts/heldout_by_group.py OUT --codec NEW --by engine``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from reference_model.lm.load import load_lm
+from reference_model.pairing import tokenizer_sha256
+from vemi_eval.data import dialogue
+from vemi_eval.storage import file_sha256
+from vemi_eval.training.lm_objective import load_token_folder
+from vemi_eval.training.state import write_weights
+
+SWEEPS = 12
+VALIDATION_EVERY = 10  # every 10th session is left out of the fit and scores it
+
+
+def _one_hot(codes: np.ndarray, card: int) -> sp.csr_matrix:
+    """[card, F] with a one in (code, frame)."""
+    f = codes.size
+    return sp.csr_matrix((np.ones(f, np.float64), (codes, np.arange(f))), shape=(card, f))
+
+
+def fit_group(
+    old: np.ndarray, new: np.ndarray, tables: list[np.ndarray], card: int, lam: float
+) -> list[np.ndarray]:
+    """New tables for one delay group: ``old``/``new`` [K, F] codes, ``tables`` the K old [card, D] tables."""
+    target = sum(t[o] for t, o in zip(tables, old))
+    hots = [_one_hot(c, card) for c in new]
+    counts = [np.asarray(h.sum(axis=1)).ravel() for h in hots]
+    fitted = [np.zeros_like(t) for t in tables]
+    pred = np.zeros_like(target)
+    for _ in range(SWEEPS):
+        for k, (hot, n) in enumerate(zip(hots, counts)):
+            pred -= fitted[k][new[k]]
+            fitted[k] = (hot @ (target - pred)) / (n + lam)[:, None]
+            pred += fitted[k][new[k]]
+    return fitted
+
+
+def r_squared(old: np.ndarray, new: np.ndarray, tables: list[np.ndarray], fitted: list[np.ndarray]) -> float:
+    target = sum(t[o] for t, o in zip(tables, old))
+    pred = sum(t[c] for t, c in zip(fitted, new))
+    return float(1 - ((target - pred) ** 2).sum() / ((target - target.mean(0)) ** 2).sum())
+
+
+def paired_frames(old_data, new_data, rows: list[int], keep) -> tuple[np.ndarray, np.ndarray]:
+    """[K, F] codes of ``rows`` over every frame both codecs code (no -1) in the sessions ``keep`` takes."""
+    new_by_name = dict(zip(new_data.names, new_data.grids))
+    olds, news = [], []
+    for i, (name, g_old) in enumerate(zip(old_data.names, old_data.grids)):
+        if not keep(i):
+            continue
+        g_new = new_by_name[name]
+        if g_new.shape != g_old.shape:
+            raise SystemExit(f"session {name}: grids of {list(g_old.shape)} and {list(g_new.shape)}")
+        o, n = g_old[rows].numpy(), g_new[rows].numpy()
+        ok = (o >= 0).all(0) & (n >= 0).all(0)
+        olds.append(o[:, ok])
+        news.append(n[:, ok])
+    return np.concatenate(olds, 1), np.concatenate(news, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lm", required=True, help="the LM to carry over (on --old-codec codes)")
+    ap.add_argument("--old-codec", required=True)
+    ap.add_argument("--new-codec", required=True)
+    ap.add_argument("--sessions", type=int, default=400, help="training sessions to fit on")
+    ap.add_argument("--split", default="train_aug")
+    ap.add_argument("--ridge", type=float, default=1.0, help="lam: pulls rarely seen codes' rows to zero")
+    ap.add_argument("--workers", type=int, default=1, help="processes that tokenise the sessions")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if args.split == "heldout":
+        raise SystemExit("the fit reads training sessions only: the held-out split scores the result")
+    torch.set_num_threads(1)
+    t0 = time.time()
+    lm = load_lm("tiny", args.lm)
+    cfg = lm.config
+    folders = {
+        which: dialogue.tokenised_split(args.split, path, limit=args.sessions, workers=args.workers)
+        for which, path in (("old", args.old_codec), ("new", args.new_codec))
+    }
+    data = {w: load_token_folder(f, cfg.n_q + 1) for w, f in folders.items()}
+    state = {k: v.clone() for k, v in lm.state_dict().items()}
+    streams = {"model": 0, "user": cfg.dep_q}  # the model's codebooks first, then the user's
+    per_stream = cfg.n_q // 2
+    fits = []
+    for stream, first in streams.items():
+        levels = list(range(first, first + per_stream))
+        for delay in sorted({cfg.delays[1 + k] for k in levels}):
+            group = [k for k in levels if cfg.delays[1 + k] == delay]
+            rows = [1 + k for k in group]
+            tables = [state[f"emb.{k}.weight"][: cfg.card].double().numpy() for k in group]
+            o_fit, n_fit = paired_frames(data["old"], data["new"], rows, lambda i: i % VALIDATION_EVERY)
+            o_val, n_val = paired_frames(data["old"], data["new"], rows, lambda i: not i % VALIDATION_EVERY)
+            fitted = fit_group(o_fit, n_fit, tables, cfg.card, args.ridge)
+            for k, f in zip(group, fitted):
+                state[f"emb.{k}.weight"][: cfg.card] = torch.from_numpy(f).float()
+            row = {
+                "stream": stream,
+                "delay": delay,
+                "embeddings": [f"emb.{k}" for k in group],
+                "frames_fit": int(o_fit.shape[1]),
+                "frames_validation": int(o_val.shape[1]),
+                "r2_fit": round(r_squared(o_fit, n_fit, tables, fitted), 4),
+                "r2_validation": round(r_squared(o_val, n_val, tables, fitted), 4),
+                "codes_unseen": int(sum((np.bincount(c, minlength=cfg.card) == 0).sum() for c in n_fit)),
+            }
+            fits.append(row)
+            print(json.dumps(row), flush=True)
+    out = Path(args.out)
+    write_weights(out, state, {"preset": "tiny", "code_transfer": "scripts/lm_code_transfer.py"})
+    lm_sidecar = Path(args.lm).with_suffix(".json")
+    base = json.loads(lm_sidecar.read_text()) if lm_sidecar.is_file() else {}
+    sidecar = {
+        "produced_by": "scripts/lm_code_transfer.py",
+        "what": "the LM's audio input embeddings refit by least squares to another codec's codes; every "
+        "other tensor is the LM's own. Not trained: no step ran.",
+        "weights": out.name,
+        "weights_sha256": file_sha256(out),
+        "from_lm": {"path": str(args.lm), "sha256": file_sha256(Path(args.lm))},
+        "old_codec": {"path": str(args.old_codec), "sha256": file_sha256(Path(args.old_codec))},
+        "codec_sha256": file_sha256(Path(args.new_codec)),
+        "codec_tokenizer_sha256": tokenizer_sha256(Path(args.new_codec)),
+        "fit": {
+            "split": args.split,
+            "sessions": args.sessions,
+            "validation": f"every {VALIDATION_EVERY}th session left out of the fit",
+            "data_sha256": {w: d.sha256 for w, d in data.items()},
+            "ridge": args.ridge,
+            "sweeps": SWEEPS,
+            "groups": fits,
+        },
+        "lm_sidecar_of_the_start": {k: base[k] for k in ("recipe_digest", "steps") if k in base},
+        "seconds": round(time.time() - t0, 1),
+        "environment": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "git_commit": subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True
+            ).stdout.strip(),
+        },
+    }
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    print(f"wrote {out} ({sidecar['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
