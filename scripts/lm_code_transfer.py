@@ -12,7 +12,10 @@ by block coordinate descent (each table in turn is the ridge mean of the residua
 each code: exact for one-hot designs). A code never seen in the fitting sessions gets a zero row. The text
 path, the transformer, the depformer and the output heads are the LM's own (the heads still name the old
 codec's codes: training on the new codes fixes them; teacher-forced text accuracy does not read them). The
-fit's R^2 per group, in sample and on sessions left out of the fit, goes into the sidecar.
+fit's R^2 per group, in sample and on sessions left out of the fit, goes into the sidecar. Each ``--ridge``
+value is tried; the one whose refit LM answers best, teacher-forced, on the training sessions left out of
+the fit is kept (the held-out split is never looked at). A larger ridge raises the embeddings' R^2 on
+left-out frames but shrinks them below the scale the transformer was trained on.
 
     python scripts/lm_code_transfer.py --lm reference_model/weights/tiny_lm.safetensors \
         --old-codec reference_model/weights/tiny_codec.safetensors \
@@ -29,6 +32,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +44,7 @@ from reference_model.lm.load import load_lm
 from reference_model.pairing import tokenizer_sha256
 from vemi_eval.data import dialogue
 from vemi_eval.storage import file_sha256
+from vemi_eval.training.lm import LossWeights, evaluate
 from vemi_eval.training.lm_objective import load_token_folder
 from vemi_eval.training.state import write_weights
 
@@ -93,6 +98,46 @@ def paired_frames(old_data, new_data, rows: list[int], keep) -> tuple[np.ndarray
     return np.concatenate(olds, 1), np.concatenate(news, 1)
 
 
+def refit(state: dict, cfg, data: dict, ridge: float) -> tuple[dict, list[dict]]:
+    """``state`` with every audio input embedding refit at ``ridge``, and the fit's figures per group."""
+    state = {k: v.clone() for k, v in state.items()}
+    streams = {"model": 0, "user": cfg.dep_q}  # the model's codebooks first, then the user's
+    per_stream = cfg.n_q // 2
+    fits = []
+    for stream, first in streams.items():
+        levels = list(range(first, first + per_stream))
+        for delay in sorted({cfg.delays[1 + k] for k in levels}):
+            group = [k for k in levels if cfg.delays[1 + k] == delay]
+            rows = [1 + k for k in group]
+            tables = [state[f"emb.{k}.weight"][: cfg.card].double().numpy() for k in group]
+            o_fit, n_fit = paired_frames(data["old"], data["new"], rows, lambda i: i % VALIDATION_EVERY)
+            o_val, n_val = paired_frames(data["old"], data["new"], rows, lambda i: not i % VALIDATION_EVERY)
+            fitted = fit_group(o_fit, n_fit, tables, cfg.card, ridge)
+            for k, f in zip(group, fitted):
+                state[f"emb.{k}.weight"][: cfg.card] = torch.from_numpy(f).float()
+            fits.append(
+                {
+                    "stream": stream,
+                    "delay": delay,
+                    "embeddings": [f"emb.{k}" for k in group],
+                    "frames_fit": int(o_fit.shape[1]),
+                    "frames_validation": int(o_val.shape[1]),
+                    "r2_fit": round(r_squared(o_fit, n_fit, tables, fitted), 4),
+                    "r2_validation": round(r_squared(o_val, n_val, tables, fitted), 4),
+                    "codes_unseen": int(sum((np.bincount(c, minlength=cfg.card) == 0).sum() for c in n_fit)),
+                }
+            )
+    return state, fits
+
+
+def validation_accuracy(lm, state: dict, data) -> float:
+    """Teacher-forced answer accuracy on the training sessions left out of the fit (new codes): what picks
+    the ridge, so that the held-out split is never looked at."""
+    lm.load_state_dict(state)
+    grids = [g for i, g in enumerate(data.grids) if not i % VALIDATION_EVERY]
+    return float(evaluate(lm, grids, 256, LossWeights(), None)["text_word_accuracy_teacher_forced"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lm", required=True, help="the LM to carry over (on --old-codec codes)")
@@ -100,7 +145,13 @@ def main() -> None:
     ap.add_argument("--new-codec", required=True)
     ap.add_argument("--sessions", type=int, default=400, help="training sessions to fit on")
     ap.add_argument("--split", default="train_aug")
-    ap.add_argument("--ridge", type=float, default=1.0, help="lam: pulls rarely seen codes' rows to zero")
+    ap.add_argument(
+        "--ridge",
+        type=float,
+        nargs="+",
+        default=[0.1, 1.0, 10.0],
+        help="lam values to try; the one with the best validation accuracy is kept",
+    )
     ap.add_argument("--workers", type=int, default=1, help="processes that tokenise the sessions")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -115,39 +166,26 @@ def main() -> None:
         for which, path in (("old", args.old_codec), ("new", args.new_codec))
     }
     data = {w: load_token_folder(f, cfg.n_q + 1) for w, f in folders.items()}
-    state = {k: v.clone() for k, v in lm.state_dict().items()}
-    streams = {"model": 0, "user": cfg.dep_q}  # the model's codebooks first, then the user's
-    per_stream = cfg.n_q // 2
-    fits = []
-    for stream, first in streams.items():
-        levels = list(range(first, first + per_stream))
-        for delay in sorted({cfg.delays[1 + k] for k in levels}):
-            group = [k for k in levels if cfg.delays[1 + k] == delay]
-            rows = [1 + k for k in group]
-            tables = [state[f"emb.{k}.weight"][: cfg.card].double().numpy() for k in group]
-            o_fit, n_fit = paired_frames(data["old"], data["new"], rows, lambda i: i % VALIDATION_EVERY)
-            o_val, n_val = paired_frames(data["old"], data["new"], rows, lambda i: not i % VALIDATION_EVERY)
-            fitted = fit_group(o_fit, n_fit, tables, cfg.card, args.ridge)
-            for k, f in zip(group, fitted):
-                state[f"emb.{k}.weight"][: cfg.card] = torch.from_numpy(f).float()
-            row = {
-                "stream": stream,
-                "delay": delay,
-                "embeddings": [f"emb.{k}" for k in group],
-                "frames_fit": int(o_fit.shape[1]),
-                "frames_validation": int(o_val.shape[1]),
-                "r2_fit": round(r_squared(o_fit, n_fit, tables, fitted), 4),
-                "r2_validation": round(r_squared(o_val, n_val, tables, fitted), 4),
-                "codes_unseen": int(sum((np.bincount(c, minlength=cfg.card) == 0).sum() for c in n_fit)),
-            }
-            fits.append(row)
-            print(json.dumps(row), flush=True)
+    start = {k: v.clone() for k, v in lm.state_dict().items()}
+    tried = []
+    for ridge in args.ridge:
+        state, fits = refit(start, cfg, data, ridge)
+        acc = validation_accuracy(lm, state, data["new"])
+        tried.append(
+            {"ridge": ridge, "validation_text_word_accuracy": round(acc, 4), "groups": fits, "state": state}
+        )
+        print(json.dumps({"ridge": ridge, "validation_accuracy": round(acc, 4),
+                          "r2_validation": [g["r2_validation"] for g in fits]}), flush=True)  # fmt: skip
+    best = max(tried, key=lambda t: t["validation_text_word_accuracy"])
     out = Path(args.out)
-    write_weights(out, state, {"preset": "tiny", "code_transfer": "scripts/lm_code_transfer.py"})
+    write_weights(out, best["state"], {"preset": "tiny", "code_transfer": "scripts/lm_code_transfer.py"})
+    for t in tried:
+        del t["state"]
     lm_sidecar = Path(args.lm).with_suffix(".json")
     base = json.loads(lm_sidecar.read_text()) if lm_sidecar.is_file() else {}
     sidecar = {
         "produced_by": "scripts/lm_code_transfer.py",
+        "command": "python scripts/lm_code_transfer.py " + " ".join(sys.argv[1:]),
         "what": "the LM's audio input embeddings refit by least squares to another codec's codes; every "
         "other tensor is the LM's own. Not trained: no step ran.",
         "weights": out.name,
@@ -159,11 +197,11 @@ def main() -> None:
         "fit": {
             "split": args.split,
             "sessions": args.sessions,
-            "validation": f"every {VALIDATION_EVERY}th session left out of the fit",
+            "validation": f"every {VALIDATION_EVERY}th session left out of the fit; picks the ridge",
             "data_sha256": {w: d.sha256 for w, d in data.items()},
-            "ridge": args.ridge,
             "sweeps": SWEEPS,
-            "groups": fits,
+            "ridge": best["ridge"],
+            "tried": tried,
         },
         "lm_sidecar_of_the_start": {k: base[k] for k in ("recipe_digest", "steps") if k in base},
         "seconds": round(time.time() - t0, 1),
@@ -176,7 +214,7 @@ def main() -> None:
         },
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
-    print(f"wrote {out} ({sidecar['seconds']} s)")
+    print(f"wrote {out} (ridge {best['ridge']}; {sidecar['seconds']} s)")
 
 
 if __name__ == "__main__":
