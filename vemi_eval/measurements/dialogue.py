@@ -231,69 +231,51 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
         )
     first = results[ladder[0]]
     cond0 = {"snr_db": ladder[0]}
-    lat = [t.latency_text_s for t in first if t.latency_text_s is not None]
-    records.append(
-        _record(
-            ctx,
-            "response_latency_s",
-            "s",
-            lat,
-            len(first),
-            statistic="median",
-            condition={**cond0, "source": "text"},
-            higher_is_better=False,
-            extra=common,
-            conditional_on="answers",  # a turn with no word in its window has no latency: not a failure
-        )
-    )
-    paused = [t for t in first if t.pause_words is not None]
-    records.append(
-        _record(
-            ctx,
-            "pause_turn_over_rate",
-            "fraction",
-            [float(t.pause_words > 0) for t in paused],
-            len(paused),
-            condition={**cond0, "source": "text"},
-            higher_is_better=False,
-            extra=common,
-        )
-    )
-    # The same two timing figures per user engine: a model that cannot follow one engine's users talks
-    # into their pauses (the bundled pair on corpus v4: 2 of 48 espeak pauses, 21 of 48 festival ones),
-    # which the pooled rate hides behind the other engine's.
-    for engine in sorted(set(engine_of.values())):
-        mine = [t for t in first if engine_of[t.session] == engine]
-        lat_e = [t.latency_text_s for t in mine if t.latency_text_s is not None]
-        paused_e = [t for t in mine if t.pause_words is not None]
-        cond_e = {**cond0, "source": "text", "engine": engine}
+
+    def text_timing(
+        turns: list[TurnResult], condition: dict[str, Any], pause_always: bool
+    ) -> list[TurnResult]:
+        """Response latency and pause turn-over rate of ``turns`` from the text stream; returns the turns
+        that paused. The pause record is FAILED when none paused if ``pause_always``; otherwise it is left
+        out (no chance, no record)."""
+        lat = [t.latency_text_s for t in turns if t.latency_text_s is not None]
         records.append(
             _record(
                 ctx,
                 "response_latency_s",
                 "s",
-                lat_e,
-                len(mine),
+                lat,
+                len(turns),
                 statistic="median",
-                condition=cond_e,
+                condition=condition,
                 higher_is_better=False,
                 extra=common,
-                conditional_on="answers",
+                conditional_on="answers",  # a turn with no word in its window has no latency: not a failure
             )
         )
-        if paused_e:  # a few sessions may give an engine no pause at all: no chance, no record
+        paused = [t for t in turns if t.pause_words is not None]
+        if paused or pause_always:
             records.append(
                 _record(
                     ctx,
                     "pause_turn_over_rate",
                     "fraction",
-                    [float(t.pause_words > 0) for t in paused_e],
-                    len(paused_e),
-                    condition=cond_e,
+                    [float(t.pause_words > 0) for t in paused],
+                    len(paused),
+                    condition=condition,
                     higher_is_better=False,
                     extra=common,
                 )
             )
+        return paused
+
+    paused = text_timing(first, {**cond0, "source": "text"}, pause_always=True)
+    # The same per user engine: a model that cannot follow one engine's users talks into their pauses (the
+    # bundled pair on corpus v4: 2 of 48 espeak pauses, 21 of 48 festival ones), which the pooled rate hides
+    # behind the other engine's. A few sessions may give an engine no pause at all.
+    for engine in sorted(set(engine_of.values())):
+        mine = [t for t in first if engine_of[t.session] == engine]
+        text_timing(mine, {**cond0, "source": "text", "engine": engine}, pause_always=False)
 
     # The model's speech: ASR for WER against the expected word and for words inside pauses; its onset
     # by VAD for the latency (whisper's word times put a short clip's first word at its start: every turn
