@@ -34,6 +34,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,35 +99,56 @@ def paired_frames(old_data, new_data, rows: list[int], keep) -> tuple[np.ndarray
     return np.concatenate(olds, 1), np.concatenate(news, 1)
 
 
-def refit(state: dict, cfg, data: dict, ridge: float) -> tuple[dict, list[dict]]:
-    """``state`` with every audio input embedding refit at ``ridge``, and the fit's figures per group."""
-    state = {k: v.clone() for k, v in state.items()}
+@dataclass(frozen=True)
+class Group:
+    """One (stream, delay group) of the LM's audio input embeddings and its paired codes."""
+
+    stream: str
+    delay: int
+    levels: list[int]  # indices of ``emb.<k>``
+    tables: list[np.ndarray]  # the start LM's tables [card, D], one per level
+    fit: tuple[np.ndarray, np.ndarray]  # (old, new) codes [K, F] of the sessions fitted on
+    validation: tuple[np.ndarray, np.ndarray]  # the same of the sessions left out
+
+
+def groups_of(state: dict, cfg, data: dict) -> list[Group]:
+    """Every (stream, delay group) with its paired frames: read once, whatever the ridges tried."""
     streams = {"model": 0, "user": cfg.dep_q}  # the model's codebooks first, then the user's
     per_stream = cfg.n_q // 2
-    fits = []
+    out = []
     for stream, first in streams.items():
         levels = list(range(first, first + per_stream))
         for delay in sorted({cfg.delays[1 + k] for k in levels}):
             group = [k for k in levels if cfg.delays[1 + k] == delay]
             rows = [1 + k for k in group]
             tables = [state[f"emb.{k}.weight"][: cfg.card].double().numpy() for k in group]
-            o_fit, n_fit = paired_frames(data["old"], data["new"], rows, lambda i: i % VALIDATION_EVERY)
-            o_val, n_val = paired_frames(data["old"], data["new"], rows, lambda i: not i % VALIDATION_EVERY)
-            fitted = fit_group(o_fit, n_fit, tables, cfg.card, ridge)
-            for k, f in zip(group, fitted):
-                state[f"emb.{k}.weight"][: cfg.card] = torch.from_numpy(f).float()
-            fits.append(
-                {
-                    "stream": stream,
-                    "delay": delay,
-                    "embeddings": [f"emb.{k}" for k in group],
-                    "frames_fit": int(o_fit.shape[1]),
-                    "frames_validation": int(o_val.shape[1]),
-                    "r2_fit": round(r_squared(o_fit, n_fit, tables, fitted), 4),
-                    "r2_validation": round(r_squared(o_val, n_val, tables, fitted), 4),
-                    "codes_unseen": int(sum((np.bincount(c, minlength=cfg.card) == 0).sum() for c in n_fit)),
-                }
-            )
+            fit = paired_frames(data["old"], data["new"], rows, lambda i: i % VALIDATION_EVERY)
+            val = paired_frames(data["old"], data["new"], rows, lambda i: not i % VALIDATION_EVERY)
+            out.append(Group(stream, delay, group, tables, fit, val))
+    return out
+
+
+def refit(state: dict, card: int, groups: list[Group], ridge: float) -> tuple[dict, list[dict]]:
+    """``state`` with every audio input embedding refit at ``ridge``, and the fit's figures per group."""
+    state = {k: v.clone() for k, v in state.items()}
+    fits = []
+    for g in groups:
+        (o_fit, n_fit), (o_val, n_val) = g.fit, g.validation
+        fitted = fit_group(o_fit, n_fit, g.tables, card, ridge)
+        for k, f in zip(g.levels, fitted):
+            state[f"emb.{k}.weight"][:card] = torch.from_numpy(f).float()
+        fits.append(
+            {
+                "stream": g.stream,
+                "delay": g.delay,
+                "embeddings": [f"emb.{k}" for k in g.levels],
+                "frames_fit": int(o_fit.shape[1]),
+                "frames_validation": int(o_val.shape[1]),
+                "r2_fit": round(r_squared(o_fit, n_fit, g.tables, fitted), 4),
+                "r2_validation": round(r_squared(o_val, n_val, g.tables, fitted), 4),
+                "codes_unseen": int(sum((np.bincount(c, minlength=card) == 0).sum() for c in n_fit)),
+            }
+        )
     return state, fits
 
 
@@ -157,6 +179,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.split == "heldout":
         raise SystemExit("the fit reads training sessions only: the held-out split scores the result")
+    for what in ("lm", "old_codec", "new_codec"):
+        if not Path(getattr(args, what)).is_file():
+            raise SystemExit(f"error: --{what.replace('_', '-')} {getattr(args, what)}: no such file")
+    if args.sessions < VALIDATION_EVERY or any(r < 0 for r in args.ridge):
+        raise SystemExit(f"error: --sessions must be >= {VALIDATION_EVERY} and every --ridge >= 0")
     torch.set_num_threads(1)
     t0 = time.time()
     lm = load_lm("tiny", args.lm)
@@ -167,9 +194,10 @@ def main() -> None:
     }
     data = {w: load_token_folder(f, cfg.n_q + 1) for w, f in folders.items()}
     start = {k: v.clone() for k, v in lm.state_dict().items()}
+    groups = groups_of(start, cfg, data)
     tried = []
     for ridge in args.ridge:
-        state, fits = refit(start, cfg, data, ridge)
+        state, fits = refit(start, cfg.card, groups, ridge)
         acc = validation_accuracy(lm, state, data["new"])
         tried.append(
             {"ridge": ridge, "validation_text_word_accuracy": round(acc, 4), "groups": fits, "state": state}
