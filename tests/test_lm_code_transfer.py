@@ -4,6 +4,7 @@ the old embedding sums come back exactly; where they carry nothing of the old on
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ SCRIPT = Path(__file__).parents[1] / "scripts" / "lm_code_transfer.py"
 def _module():
     spec = importlib.util.spec_from_file_location("lm_code_transfer", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclass looks its module up there
     spec.loader.exec_module(mod)
     return mod
 
