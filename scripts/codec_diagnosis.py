@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from reference_model.codec import load_codec
+from vemi_eval.environment import git_state
 from vemi_eval.storage import file_sha256
 from vemi_eval.training.codec_eval import heldout_sets, score_roundtrip
 
@@ -90,9 +90,7 @@ def main() -> None:
     result["environment"] = {
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),  # noqa: E501
+        **git_state(),
         "threads": args.threads,
     }
     if args.out:

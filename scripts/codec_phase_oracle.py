@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from scipy.signal import correlate
 
 from reference_model.codec import load_codec
+from vemi_eval.environment import git_state
 from vemi_eval.storage import file_sha256
 from vemi_eval.training.codec_eval import heldout_sets, score_roundtrip
 
@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out")
     args = ap.parse_args()
+    if not Path(args.weights).is_file():
+        raise SystemExit(f"error: {args.weights}: no such file")
     torch.set_num_threads(args.threads)
     codec = load_codec(args.preset, args.weights, num_codebooks=args.codebooks).eval()
     sr, fs = codec.sample_rate, codec.frame_size
@@ -117,9 +119,7 @@ def main() -> None:
     result["environment"] = {
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        **git_state(),
         "threads": args.threads,
         "command": "python scripts/codec_phase_oracle.py "
         + " ".join(a for a in (args.weights, f"--preset {args.preset}", f"--codebooks {args.codebooks}")),

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import torch
 from reference_model.lm.load import load_lm
 from reference_model.pairing import tokenizer_sha256
 from vemi_eval.data import dialogue
+from vemi_eval.environment import git_state
 from vemi_eval.storage import file_sha256
 from vemi_eval.training.lm import LossWeights, evaluate
 from vemi_eval.training.lm_objective import load_token_folder
@@ -236,9 +236,7 @@ def main() -> None:
         "environment": {
             "platform": platform.platform(),
             "torch": torch.__version__,
-            "git_commit": subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True
-            ).stdout.strip(),
+            **git_state(),
         },
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
