@@ -134,6 +134,8 @@ def test_the_pitch_arm_spreads_festival_training_users_from_male_to_female_f0(ca
     assert 1.7 < f0[1] / f0[0] < 2.3, f0
     with pytest.raises(DataError, match="takes no target F0"):
         festival.say_many("cmu_us_slt_arctic_hts", ["seven"], f0_hz=200.0)
+    with pytest.raises(DataError, match="must be > 0 Hz"):
+        festival.say_many("kal_diphone", ["seven"], f0_hz=-100.0)
     sessions = dialogue.dialogue_sessions("train_aug_f0", limit=4, cache_dir=cache)
     assert {s.voice.engine for s in sessions} == set(ENGINES)  # half festival: 2 of 4
     for s in sessions:

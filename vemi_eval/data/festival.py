@@ -170,6 +170,8 @@ def say_many(
 
     if not texts:
         return []
+    if f0_hz < 0:
+        raise DataError(f"festival target F0 must be > 0 Hz (0: the voice's own), got {f0_hz}")
     if f0_hz and not takes_f0(name):
         raise DataError(f"festival voice {name} takes no target F0 (only diphone voices follow one)")
     with tempfile.TemporaryDirectory() as tmp:
