@@ -6,6 +6,7 @@ import torch
 
 from reference_model.codec import MimiCodec, codec_config
 from reference_model.codec.quantizer import EuclideanCodebook, ResidualVectorQuantizer
+from reference_model.pairing import tokenizer_sha256
 from vemi_eval.errors import OptionsError
 from vemi_eval.training.codec import codec_schedule
 from vemi_eval.training.codec_losses import MultiScaleMelLoss
@@ -332,6 +333,28 @@ def test_the_istft_full_gan_recipe_trains_the_whole_codec_beside_a_discriminator
     assert info["discriminator"]["parameters"] > 0 and info["warm_start"]["fresh_modules"] == []
     assert {"adv", "feat", "disc", "stft", "level"} <= set(info["final_losses_mean_last_500"])
     assert not info["frozen"]  # every part learns (new codes)
+
+
+def test_the_istft_decoder_gan_recipe_keeps_the_codes_so_the_lm_still_pairs(tmp_path):
+    import dataclasses
+
+    from vemi_eval.training.codec import train_codec
+    from vemi_eval.training.codec_recipes import named_recipes
+    from vemi_eval.training.state import write_weights
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    write_weights(start, MimiCodec(codec_config("tiny-istft")).state_dict(), {"preset": "tiny-istft"})
+    recipe = dataclasses.replace(named_recipes()["istft-decoder-gan"], batch_size=2, segment_frames=2,
+                                 warmup_steps=1)  # fmt: skip
+    out = tmp_path / "gan.safetensors"
+    info = train_codec(out, minutes=1, recipe=recipe, max_steps=2, evaluate=False, init_from=start,
+                       audio=_FakeAudio(batch_size=2).inner, log=lambda m: None, checkpoint_every_s=0.0,
+                       clock="cpu")  # fmt: skip
+    assert info["discriminator"]["parameters"] > 0 and info["frozen"]
+    assert info["codes_digest"] == info["codes_digest_at_start"]
+    assert {"adv", "feat", "disc"} <= set(info["final_losses_mean_last_500"])
+    assert tokenizer_sha256(out) == tokenizer_sha256(start)
 
 
 def test_istft_recipe_trains_its_new_decoder_on_frozen_codes_and_resumes_exactly(tmp_path):

@@ -23,6 +23,8 @@ CODEC_DIGESTS = {
     "istft-full": "8a5e7a9985d5381d",
     "stft-full": "dbca414bb5799041",
     "istft-full-gan": "844959a0df025ffd",
+    "istft-decoder": "907e6eefd11da6bf",
+    "istft-decoder-gan": "b450c51253dcce3a",
 }
 CODEC_OPTION_DIGESTS = {
     "ervq": "15cdab88c160fc9c",

@@ -13,9 +13,12 @@ from .config import CodecConfig, codec_config, decoder_section, encoder_section
 from .model import MimiCodec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# Presets that ship trained weights in reference_model/weights/ (used when no checkpoint is given).
+# Presets that ship trained weights in reference_model/weights/ (used when no checkpoint is given). The tiny
+# default is the whole codec retrained with the causal iSTFT decoder (issue 31; the file's metadata names its
+# decoder, so the "tiny" config adopts it), paired with the bundled LM trained on its codes (issue 36). The
+# first tiny codec (SEANet decoder, the v1 codes) stays beside it: weights/tiny_codec.safetensors.
 BUNDLED = {
-    "tiny": WEIGHTS_DIR / "tiny_codec.safetensors",
+    "tiny": WEIGHTS_DIR / "tiny_codec_istft_full.safetensors",
     "tiny-istft": WEIGHTS_DIR / "tiny_codec_istft.safetensors",
 }
 

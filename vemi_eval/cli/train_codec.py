@@ -60,6 +60,8 @@ from .training_common import (
             "istft-full",
             "stft-full",
             "istft-full-gan",
+            "istft-decoder",
+            "istft-decoder-gan",
         ]
     ),
     default="v2",
@@ -70,7 +72,9 @@ from .training_common import (
     "the decoder A/B (1.92 s crops, mel + linear STFT + level losses, tokeniser of --init-from frozen) with "
     "the SEANet decoder or the causal iSTFT decoder; istft-full: the whole codec with the iSTFT decoder "
     "(new codes: retrain the LM on them); stft-full: the same with the causal STFT encoder front-end; "
-    "istft-full-gan: istft-full with v1-decoder-gan's discriminator (for the decoder's phase).",
+    "istft-full-gan: istft-full with v1-decoder-gan's discriminator (for the decoder's phase); "
+    "istft-decoder / istft-decoder-gan: the decoder of an istft-full --init-from alone (its codes and the LM "
+    "on them stay), without / with that discriminator.",
 )
 @click.option(
     "--clock",

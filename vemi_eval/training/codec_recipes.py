@@ -143,6 +143,7 @@ def named_recipes() -> dict[str, CodecRecipe]:
     istft_full = replace(
         v1_continue, **long_crops, preset="tiny-istft", lr=3e-4, level_weight=1.0, stft_weight=1.0
     )
+    istft_decoder = replace(istft_full, train_parts="decoder", commit_weight=0.0, bypass_rate=0.0, lr=2e-4)
     return {
         "v2": CodecRecipe(),
         "v1-continue": v1_continue,
@@ -175,4 +176,11 @@ def named_recipes() -> dict[str, CodecRecipe]:
         # (scripts/codec_phase_oracle.py -> reports/training/codec-phase-oracle-istft-full.json), and no
         # loss of istft-full but the 0.1-weighted waveform L1 sees the phase; Vocos learns its phase so.
         "istft-full-gan": replace(istft_full, lr=2e-4, adv_weight=1 / 15, feat_weight=2 / 15, disc_lr=2e-4),
+        # The decoder alone on an istft-full codec's frozen tokeniser (its codes stay, so the LM that reads
+        # them keeps pairing: `same tokeniser`), with and without istft-full-gan's discriminator: the phase
+        # A/B at equal CPU time (same learning rate; only the adversarial terms differ). Why decoder-only:
+        # through the unquantized latent the codec scores about what 8 codebooks do
+        # (reports/training/codec-diagnosis-istft-full.json), so the codes are not the limit.
+        "istft-decoder": istft_decoder,
+        "istft-decoder-gan": replace(istft_decoder, adv_weight=1 / 15, feat_weight=2 / 15, disc_lr=2e-4),
     }  # fmt: skip
