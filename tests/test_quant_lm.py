@@ -159,4 +159,7 @@ def test_codec_int8_streams_close_to_the_full_precision_codec() -> None:
     offline = qcodec.encode(wav)
     assert torch.equal(streamed, offline)
     audio = torch.cat([dec.decode(offline[..., i : i + 1]) for i in range(4)], dim=-1)
-    torch.testing.assert_close(audio, qcodec.decode(offline), atol=1e-4, rtol=0)
+    d = qcodec.decode_delay  # an iSTFT decoder streams offline's audio one window less a hop late
+    torch.testing.assert_close(
+        audio[..., d:], qcodec.decode(offline)[..., : audio.shape[-1] - d], atol=1e-4, rtol=0
+    )
