@@ -174,8 +174,15 @@ def test_silent_model_is_never_scored_as_a_value(cache, monkeypatch):
     # no answer, no latency to take: underpowered (no value, no verdict), not a failure of the measurement
     assert lat.value is None and lat.status == "underpowered"
     assert lat.extra["scored_text"] == "answers: 0 of 4"
-    assert records[("speaker_similarity", None)].value is None
-    assert records[("dnsmos_ovrl", None)].value is None and records[("answer_wer", "asr")].value == 1.0
+    # no speech, no voice to score: each voice record is underpowered with no value, not failed
+    for metric in ("speaker_similarity", "speaker_similarity_drift", "dnsmos_ovrl"):
+        voice = records[(metric, None)]
+        assert voice.value is None and voice.status == "underpowered" and voice.extra["failures"] == []
+        assert (
+            voice.extra["scored_text"].startswith("sessions in which the model spoke")
+            and voice.extra["of"] == 1
+        )
+    assert records[("answer_wer", "asr")].value == 1.0
     # no codec on this stand-in: the speech ceiling only, scored on every turn whatever the model says
     assert records[("corpus_answer_wer", "corpus_speech")].n == 4
     assert ("corpus_answer_wer", "corpus_codec") not in records

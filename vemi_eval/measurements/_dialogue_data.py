@@ -76,7 +76,7 @@ from ._duplex import (
     Streamed,
     dialogue_record,
     frame_seconds,
-    speech_or_error,
+    has_speech,
     stream_batch,
     text_pad_ids,
     text_tokenizer,
@@ -534,8 +534,10 @@ def speaker_record(
     for sid, audio in spoken.items():
         if ref is None:
             break
+        if not has_speech(audio):
+            continue  # the model said nothing in this sample: no voice to score (no event)
         try:
-            sims.append(spk.similarity(spk.embed(speech_or_error(audio), sr), ref))
+            sims.append(spk.similarity(spk.embed(audio, sr), ref))
         except EvaluatorError as e:
             fails.append(f"{sid}: {e}")
     return dialogue_record(
@@ -548,4 +550,5 @@ def speaker_record(
         higher_is_better=True,
         failures=fails,
         extra={**common, "evaluator": {"name": "speaker", **specs["speaker"].info()}, "reference": ref_name},
+        conditional_on="samples in which the model spoke",
     )

@@ -212,14 +212,12 @@ def weights_of(model) -> dict[str, str | None]:
     return out
 
 
-def speech_or_error(audio: np.ndarray) -> np.ndarray:
-    """The clip itself, or EvaluatorError when the model said nothing (a silence is not scored)."""
+def has_speech(audio: np.ndarray) -> bool:
+    """Whether a clip of the model's output holds more than silence. A model that said nothing has no voice
+    to score: its voice measures are taken given speech (no event, not a failure)."""
     from ..data.audio import SILENCE_RMS
-    from ..evaluators import EvaluatorError
 
-    if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS:
-        raise EvaluatorError("the model was silent in its answer windows")
-    return audio
+    return audio.size > 0 and float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) >= SILENCE_RMS
 
 
 def heldout_user_codes(sessions: list[dlg.Session], codec_checkpoint, n_user: int) -> list[torch.Tensor]:

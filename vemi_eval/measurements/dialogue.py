@@ -25,6 +25,9 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
   recording of the model's voice (resemblyzer), and ``speaker_similarity_drift``: similarity of the
   second half of a session's answers minus the first half (paired over sessions).
 - ``dnsmos_ovrl`` / ``dnsmos_sig`` / ``dnsmos_bak`` of the model's answers of a session.
+  The voice measures are taken given speech (``conditional_on``): a session in which the model said
+  nothing (a drift: nothing in one half) has no voice to score, so it is no event rather than a failure,
+  and too few speaking sessions make these records underpowered, not the run invalid.
 
 Each record has a bootstrap interval over turns (or sessions) and says "scored N of M"; a turn or
 session that could not be scored (no speech to embed, an evaluator error) is counted, never scored.
@@ -56,7 +59,7 @@ from ._duplex import (
     Streamed,
     dialogue_record,
     frame_seconds,
-    speech_or_error,
+    has_speech,
     stream_batch,
     stream_session,
     text_pad_ids,
@@ -82,6 +85,9 @@ PARAMS: dict[str, Any] = {
     "backchannel_distribution": "",  # FDB's reference distribution JSON for the backchannel JSD
 }
 CLEAN = "clean"
+# The voice measures are taken given the model's speech: a session it was silent in is no event.
+SPOKE = "sessions in which the model spoke"
+SPOKE_BOTH_HALVES = "sessions in which the model spoke in both halves"
 __all__ = ["PARAMS", "Streamed", "measure_dialogue", "stream_session"]
 
 
@@ -126,7 +132,7 @@ def check_data(data: dict[str, Any], params: dict[str, Any]) -> None:
 @measurement(
     "dialogue",
     params=PARAMS,
-    version=2,  # 2: response latency and pause turn-over rate per user engine
+    version=3,  # 2: latency and pause TOR per user engine; 3: a silent session is no voice event
     claims=CLAIMS,
     check=check_params,
     check_data=check_data,
@@ -353,19 +359,27 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
         ref = spk.embed(ref_audio, sr)
     except EvaluatorError as e:
         ref, spk_fail = None, [f"reference: {e}"]
+    drift_fail: list[str] = []
     for sess in sessions:
         pieces = _answer_audio(clean_audio[sess.id], answer_windows(sess))
+        whole = np.concatenate(pieces)
+        if not has_speech(whole):
+            continue  # silent in every answer window: no voice to score in this session (no event)
         half = len(pieces) // 2
+        early, late = np.concatenate(pieces[:half]), np.concatenate(pieces[half:])
         if ref is not None:
             try:
-                sims.append(spk.similarity(spk.embed(speech_or_error(np.concatenate(pieces)), sr), ref))
-                early = spk.similarity(spk.embed(speech_or_error(np.concatenate(pieces[:half])), sr), ref)
-                late = spk.similarity(spk.embed(speech_or_error(np.concatenate(pieces[half:])), sr), ref)
-                drifts.append(late - early)
+                sims.append(spk.similarity(spk.embed(whole, sr), ref))
             except EvaluatorError as e:
                 spk_fail.append(f"{sess.id}: {e}")
+            if has_speech(early) and has_speech(late):  # a drift needs speech in both halves
+                try:
+                    first, second = (spk.similarity(spk.embed(c, sr), ref) for c in (early, late))
+                    drifts.append(second - first)
+                except EvaluatorError as e:
+                    drift_fail.append(f"{sess.id}: {e}")
         try:
-            m = dnsmos_ev.dnsmos(speech_or_error(np.concatenate(pieces)), sr)
+            m = dnsmos_ev.dnsmos(whole, sr)
             for key in mos:
                 mos[key].append(float(m[key]))
         except EvaluatorError as e:
@@ -382,6 +396,7 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             higher_is_better=True,
             failures=spk_fail,
             extra={**spk_extra, "reference": ref_name},
+            conditional_on=SPOKE,
         )
     )
     records.append(
@@ -393,8 +408,9 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             n,
             condition=cond0,
             higher_is_better=None,
-            failures=spk_fail,
+            failures=spk_fail if ref is None else drift_fail,
             extra={**spk_extra, "definition": "second half of the answers - first half"},
+            conditional_on=SPOKE_BOTH_HALVES,
         )
     )
     for key, vals in mos.items():
@@ -409,6 +425,7 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
                 higher_is_better=True,
                 failures=mos_fail,
                 extra=mos_extra,
+                conditional_on=SPOKE,
             )
         )
     return records
