@@ -206,7 +206,8 @@ def test_matrix_shows_intervals_and_a_tally(capsys) -> None:
     code, out, _ = _run(capsys, "matrix", str(REPO / "reports" / "matrix-tiny-quick"))
     assert code == 0
     int4 = next(x for x in out.splitlines() if x.startswith("5.1") and "2x faster inference" in x)
-    assert "0.647 [0.597, 0.743]" in int4
+    # a ratio with its interval (the committed run's figures change with each re-measure)
+    assert re.search(r"\b0\.\d+ \[0\.\d+, 0\.\d+\]", int4), int4
     tally = out.rstrip().splitlines()[-1]
     assert tally.startswith("claims measured (20 claim x context rows): meets 4, falls short 9")
 
@@ -298,7 +299,8 @@ def test_headline_figures_fit_forty_lines_for_sixteen_variants() -> None:
         doc, Path("reports/matrix-tiny-quick"), Path("reports/matrix-tiny-quick/report.html")
     )
     assert len(lines) <= 40 and max(map(len, lines)) <= 120
-    assert any(x.strip().startswith("int4") and "of 19.87 ms (5.1 falls short)" in x for x in lines)
+    int4 = re.compile(r"of [\d.]+ ms \(5\.1 falls short\)")
+    assert any(x.strip().startswith("int4") and int4.search(x) for x in lines)
     assert any("meets 4, falls short 9" in x for x in lines)
 
 
