@@ -9,10 +9,17 @@ solve
     min  sum_f || sum_{k in G} E'_k[new_k(f)] - sum_{k in G} E_k[old_k(f)] ||^2 + lam * sum_k ||E'_k||^2
 
 by block coordinate descent (each table in turn is the ridge mean of the residual over the frames holding
-each code: exact for one-hot designs). A code never seen in the fitting sessions gets a zero row. The text
-path, the transformer, the depformer and the output heads are the LM's own (the heads still name the old
-codec's codes: training on the new codes fixes them; teacher-forced text accuracy does not read them). The
-fit's R^2 per group, in sample and on sessions left out of the fit, goes into the sidecar. Each ``--ridge``
+each code: exact for one-hot designs). A code never seen in the fitting sessions gets a zero row.
+
+The LM also *writes* codes: its depth transformer's output heads (``linears.q``, one row of logits per code)
+and its embeddings of the codes it has just written (``depformer_emb.q``) name the old codec's codes. Each
+new code's row becomes the mean of the old rows it co-occurs with on the same frames of the model's stream
+(a new code never seen gets, for a head, the mean row of the old codes never seen, so it stays unlikely;
+for an embedding, zeros). Without this (``--inputs-only``, the script before session 20) the refit LM
+listens to the new codes and answers in the old ones: held-out audio cross-entropy 34 nats. The text path
+and every transformer weight are the LM's own. The fit's R^2 per group, in sample and on sessions left out
+of the fit, and the audio loss on the left-out sessions before and after the output side's refit, go into
+the sidecar. Each ``--ridge``
 value is tried; the one whose refit LM answers best, teacher-forced, on the training sessions left out of
 the fit is kept (the held-out split is never looked at). A larger ridge raises the embeddings' R^2 on
 left-out frames but shrinks them below the scale the transformer was trained on.
@@ -152,12 +159,56 @@ def refit(state: dict, card: int, groups: list[Group], ridge: float) -> tuple[di
     return state, fits
 
 
-def validation_accuracy(lm, state: dict, data) -> float:
-    """Teacher-forced answer accuracy on the training sessions left out of the fit (new codes): what picks
-    the ridge, so that the held-out split is never looked at."""
+def conditional_mean(
+    old: np.ndarray, new: np.ndarray, table: np.ndarray, card: int, unseen: np.ndarray
+) -> np.ndarray:
+    """[card, D]: row n is the mean of ``table``'s rows of the old codes on the frames where the new code is n
+    (``old``/``new`` [F] paired codes); a new code never seen gets ``unseen``."""
+    hot = _one_hot(new, card)
+    n = np.asarray(hot.sum(axis=1)).ravel()
+    out = (hot @ table[old]) / np.maximum(n, 1)[:, None]
+    out[n == 0] = unseen
+    return out
+
+
+def refit_output_side(state: dict, cfg, data: dict) -> tuple[dict, list[dict]]:
+    """``state`` with the depth transformer's output heads and code embeddings moved to the new codes (the
+    model's stream, fitting sessions only), and per codebook how many new codes the fit saw."""
+    state = {k: v.clone() for k, v in state.items()}
+    rows = [1 + q for q in range(cfg.dep_q)]
+    old, new = paired_frames(data["old"], data["new"], rows, lambda i: i % VALIDATION_EVERY)
+    figures = []
+    for q in range(cfg.dep_q):
+        head = state[f"linears.{q}.weight"]
+        table = head.double().numpy()
+        rare = np.bincount(old[q], minlength=cfg.card) == 0
+        unseen = table[rare].mean(0) if rare.any() else table.mean(0)
+        head.copy_(torch.from_numpy(conditional_mean(old[q], new[q], table, cfg.card, unseen)))
+        names = [f"linears.{q}"]
+        if q + 1 < cfg.dep_q:  # the code of level q is what the depth transformer reads at step q + 1
+            emb = state[f"depformer_emb.{q}.weight"]
+            table = emb[: cfg.card].double().numpy()
+            emb[: cfg.card] = torch.from_numpy(
+                conditional_mean(old[q], new[q], table, cfg.card, np.zeros(table.shape[1]))
+            )
+            names.append(f"depformer_emb.{q}")
+        seen = int((np.bincount(new[q], minlength=cfg.card) > 0).sum())
+        figures.append(
+            {"codebook": q, "tensors": names, "frames_fit": int(old.shape[1]), "new_codes_seen": seen}
+        )
+    return state, figures
+
+
+def validation_scores(lm, state: dict, data) -> dict[str, float]:
+    """Teacher-forced answer accuracy and audio loss on the training sessions left out of the fit (new
+    codes): what picks the ridge, so that the held-out split is never looked at."""
     lm.load_state_dict(state)
     grids = [g for i, g in enumerate(data.grids) if not i % VALIDATION_EVERY]
-    return float(evaluate(lm, grids, 256, LossWeights(), None)["text_word_accuracy_teacher_forced"])
+    got = evaluate(lm, grids, 256, LossWeights(), None)
+    return {
+        "text_word_accuracy": float(got["text_word_accuracy_teacher_forced"]),
+        "audio_loss": float(got["audio_loss"]),
+    }
 
 
 def main() -> None:
@@ -175,6 +226,11 @@ def main() -> None:
         help="lam values to try; the one with the best validation accuracy is kept",
     )
     ap.add_argument("--workers", type=int, default=1, help="processes that tokenise the sessions")
+    ap.add_argument(
+        "--inputs-only",
+        action="store_true",
+        help="refit the audio input embeddings only (the output heads keep writing the old codes)",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.split == "heldout":
@@ -198,13 +254,20 @@ def main() -> None:
     tried = []
     for ridge in args.ridge:
         state, fits = refit(start, cfg.card, groups, ridge)
-        acc = validation_accuracy(lm, state, data["new"])
+        acc = validation_scores(lm, state, data["new"])["text_word_accuracy"]
         tried.append(
             {"ridge": ridge, "validation_text_word_accuracy": round(acc, 4), "groups": fits, "state": state}
         )
         print(json.dumps({"ridge": ridge, "validation_accuracy": round(acc, 4),
                           "r2_validation": [g["r2_validation"] for g in fits]}), flush=True)  # fmt: skip
     best = max(tried, key=lambda t: t["validation_text_word_accuracy"])
+    output_side = None
+    if not args.inputs_only:
+        before = validation_scores(lm, best["state"], data["new"])
+        best["state"], heads = refit_output_side(best["state"], cfg, data)
+        after = validation_scores(lm, best["state"], data["new"])
+        output_side = {"codebooks": heads, "validation_before": before, "validation_after": after}
+        print(json.dumps({"output side": {"before": before, "after": after}}), flush=True)
     out = Path(args.out)
     write_weights(out, best["state"], {"preset": "tiny", "code_transfer": "scripts/lm_code_transfer.py"})
     for t in tried:
@@ -214,8 +277,16 @@ def main() -> None:
     sidecar = {
         "produced_by": "scripts/lm_code_transfer.py",
         "command": "python scripts/lm_code_transfer.py " + " ".join(sys.argv[1:]),
-        "what": "the LM's audio input embeddings refit by least squares to another codec's codes; every "
-        "other tensor is the LM's own. Not trained: no step ran.",
+        "what": (
+            "the LM's audio input embeddings refit by least squares to another codec's codes"
+            + (
+                ""
+                if args.inputs_only
+                else ", its depth transformer's output heads and code embeddings by the mean "
+                "of the old rows each new code co-occurs with"
+            )
+            + "; every other tensor is the LM's own. Not trained: no step ran."
+        ),
         "weights": out.name,
         "weights_sha256": file_sha256(out),
         "from_lm": {"path": str(args.lm), "sha256": file_sha256(Path(args.lm))},
@@ -230,6 +301,7 @@ def main() -> None:
             "sweeps": SWEEPS,
             "ridge": best["ridge"],
             "tried": tried,
+            "output_side": output_side,
         },
         "lm_sidecar_of_the_start": {k: base[k] for k in ("recipe_digest", "steps") if k in base},
         "seconds": round(time.time() - t0, 1),

@@ -37,3 +37,20 @@ def test_a_relabelled_codebook_is_recovered_and_noise_is_not_fitted():
     fit_noise = t.fit_group(old[:, :2000], unrelated[:, :2000], tables, card, lam=1.0)
     held = t.r_squared(old[:, 2000:], unrelated[:, 2000:], tables, fit_noise)
     assert held < 0.05  # on frames left out of the fit, codes that say nothing predict nothing
+
+
+def test_a_relabelled_codebook_gets_its_old_head_rows_and_unseen_codes_stay_unlikely():
+    t = _module()
+    rng = np.random.default_rng(1)
+    card, dim, frames = 32, 8, 2000
+    head = rng.standard_normal((card, dim))
+    head[card // 2 :] -= 10  # codes the old codec never used: their logits are low
+    old = rng.integers(0, card // 2, frames)
+    perm = rng.permutation(card)
+    new = perm[old]
+    rare_row = head[card // 2 :].mean(0)
+    got = t.conditional_mean(old, new, head, card, rare_row)
+    np.testing.assert_allclose(got[perm[: card // 2]], head[: card // 2])  # each new code: its old code's row
+    np.testing.assert_allclose(got[perm[card // 2 :]], np.tile(rare_row, (card // 2, 1)))  # never seen
+    h = rng.standard_normal(dim)
+    assert (got @ h).argmax() == perm[(head @ h).argmax()]  # the head writes the relabelled code
