@@ -315,7 +315,8 @@ def _run_istft(tmp_path, name: str, start, kill_at: int | None = None, steps: in
     return out, info
 
 
-def test_the_istft_full_gan_recipe_trains_the_whole_codec_beside_a_discriminator(tmp_path):
+def _two_gan_steps_on_an_istft_codec(tmp_path, recipe_name: str):
+    """(start file, output file, sidecar) of two steps of ``recipe_name`` from a random tiny-istft codec."""
     import dataclasses
 
     from vemi_eval.training.codec import train_codec
@@ -323,34 +324,24 @@ def test_the_istft_full_gan_recipe_trains_the_whole_codec_beside_a_discriminator
     from vemi_eval.training.state import write_weights
 
     torch.manual_seed(0)
-    start = tmp_path / "start.safetensors"
+    start, out = tmp_path / "start.safetensors", tmp_path / "gan.safetensors"
     write_weights(start, MimiCodec(codec_config("tiny-istft")).state_dict(), {"preset": "tiny-istft"})
-    recipe = dataclasses.replace(named_recipes()["istft-full-gan"], batch_size=2, segment_frames=2,
-                                 warmup_steps=1)  # fmt: skip
-    info = train_codec(tmp_path / "gan.safetensors", minutes=1, recipe=recipe, max_steps=2, evaluate=False,
-                       init_from=start, audio=_FakeAudio(batch_size=2).inner, log=lambda m: None,
-                       checkpoint_every_s=0.0, clock="cpu")  # fmt: skip
+    recipe = dataclasses.replace(named_recipes()[recipe_name], batch_size=2, segment_frames=2, warmup_steps=1)
+    info = train_codec(out, minutes=1, recipe=recipe, max_steps=2, evaluate=False, init_from=start,
+                       audio=_FakeAudio(batch_size=2).inner, log=lambda m: None, checkpoint_every_s=0.0,
+                       clock="cpu")  # fmt: skip
+    return start, out, info
+
+
+def test_the_istft_full_gan_recipe_trains_the_whole_codec_beside_a_discriminator(tmp_path):
+    _, _, info = _two_gan_steps_on_an_istft_codec(tmp_path, "istft-full-gan")
     assert info["discriminator"]["parameters"] > 0 and info["warm_start"]["fresh_modules"] == []
     assert {"adv", "feat", "disc", "stft", "level"} <= set(info["final_losses_mean_last_500"])
     assert not info["frozen"]  # every part learns (new codes)
 
 
 def test_the_istft_decoder_gan_recipe_keeps_the_codes_so_the_lm_still_pairs(tmp_path):
-    import dataclasses
-
-    from vemi_eval.training.codec import train_codec
-    from vemi_eval.training.codec_recipes import named_recipes
-    from vemi_eval.training.state import write_weights
-
-    torch.manual_seed(0)
-    start = tmp_path / "start.safetensors"
-    write_weights(start, MimiCodec(codec_config("tiny-istft")).state_dict(), {"preset": "tiny-istft"})
-    recipe = dataclasses.replace(named_recipes()["istft-decoder-gan"], batch_size=2, segment_frames=2,
-                                 warmup_steps=1)  # fmt: skip
-    out = tmp_path / "gan.safetensors"
-    info = train_codec(out, minutes=1, recipe=recipe, max_steps=2, evaluate=False, init_from=start,
-                       audio=_FakeAudio(batch_size=2).inner, log=lambda m: None, checkpoint_every_s=0.0,
-                       clock="cpu")  # fmt: skip
+    start, out, info = _two_gan_steps_on_an_istft_codec(tmp_path, "istft-decoder-gan")
     assert info["discriminator"]["parameters"] > 0 and info["frozen"]
     assert info["codes_digest"] == info["codes_digest_at_start"]
     assert {"adv", "feat", "disc"} <= set(info["final_losses_mean_last_500"])
