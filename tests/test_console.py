@@ -202,12 +202,22 @@ def test_report_without_out_says_where_it_wrote(tmp_path, capsys, monkeypatch) -
     assert code == 0 and out == f"report: {tmp_path / 'report.html'} (the default for several runs)\n"
 
 
+def _int4_lm_step() -> dict:
+    """The committed quick matrix's int4 LM-step record: the figures the console must print for it."""
+    doc = json.loads((REPO / "reports" / "matrix-tiny-quick" / "results.json").read_text())
+    return next(
+        m
+        for m in doc["metrics"]
+        if m["variant"] == "int4" and m["metric"] == "frame_time_p50_ms" and m["condition"] == {"stage": "lm"}
+    )
+
+
 def test_matrix_shows_intervals_and_a_tally(capsys) -> None:
     code, out, _ = _run(capsys, "matrix", str(REPO / "reports" / "matrix-tiny-quick"))
     assert code == 0
     int4 = next(x for x in out.splitlines() if x.startswith("5.1") and "2x faster inference" in x)
-    # a ratio with its interval (the committed run's figures change with each re-measure)
-    assert re.search(r"\b0\.\d+ \[0\.\d+, 0\.\d+\]", int4), int4
+    m = _int4_lm_step()  # its ratio with the interval, as the committed run holds them
+    assert f"{m['ratio_to_baseline']:.3g} [{m['ratio_ci_low']:.3g}, {m['ratio_ci_high']:.3g}]" in int4, int4
     tally = out.rstrip().splitlines()[-1]
     assert tally.startswith("claims measured (20 claim x context rows): meets 4, falls short 9")
 
@@ -299,8 +309,9 @@ def test_headline_figures_fit_forty_lines_for_sixteen_variants() -> None:
         doc, Path("reports/matrix-tiny-quick"), Path("reports/matrix-tiny-quick/report.html")
     )
     assert len(lines) <= 40 and max(map(len, lines)) <= 120
-    int4 = re.compile(r"of [\d.]+ ms \(5\.1 falls short\)")
-    assert any(x.strip().startswith("int4") and int4.search(x) for x in lines)
+    m = _int4_lm_step()  # "of" the interleaved baseline's value: the variant's value over its ratio
+    int4 = f"of {m['value'] / m['ratio_to_baseline']:.4g} ms (5.1 falls short)"
+    assert any(x.strip().startswith("int4") and int4 in x for x in lines), int4
     assert any("meets 4, falls short 9" in x for x in lines)
 
 
