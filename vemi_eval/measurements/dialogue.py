@@ -30,7 +30,7 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
   and too few speaking sessions make these records underpowered, not the run invalid.
 
 Each record has a bootstrap interval over turns (or sessions) and says "scored N of M"; a turn or
-session that could not be scored (no speech to embed, an evaluator error) is counted, never scored.
+session that could not be scored (an evaluator error) is counted as a failure, never scored.
 
 The text stream is read through one tokenizer interface (``data/text_stream.py``): the tiny LM's word
 vocabulary, or the SentencePiece model a run names (``--text-tokenizer`` or ``text_tokenizer``); padding
@@ -374,8 +374,8 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
                 spk_fail.append(f"{sess.id}: {e}")
             if has_speech(early) and has_speech(late):  # a drift needs speech in both halves
                 try:
-                    first, second = (spk.similarity(spk.embed(c, sr), ref) for c in (early, late))
-                    drifts.append(second - first)
+                    sim_early, sim_late = (spk.similarity(spk.embed(c, sr), ref) for c in (early, late))
+                    drifts.append(sim_late - sim_early)
                 except EvaluatorError as e:
                     drift_fail.append(f"{sess.id}: {e}")
         try:
