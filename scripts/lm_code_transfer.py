@@ -254,16 +254,18 @@ def main() -> None:
     tried = []
     for ridge in args.ridge:
         state, fits = refit(start, cfg.card, groups, ridge)
-        acc = validation_scores(lm, state, data["new"])["text_word_accuracy"]
+        scores = validation_scores(lm, state, data["new"])
+        acc = scores["text_word_accuracy"]
         tried.append(
-            {"ridge": ridge, "validation_text_word_accuracy": round(acc, 4), "groups": fits, "state": state}
-        )
+            {"ridge": ridge, "validation_text_word_accuracy": round(acc, 4), "groups": fits, "state": state,
+             "scores": scores}  # state and scores stay out of the sidecar
+        )  # fmt: skip
         print(json.dumps({"ridge": ridge, "validation_accuracy": round(acc, 4),
                           "r2_validation": [g["r2_validation"] for g in fits]}), flush=True)  # fmt: skip
     best = max(tried, key=lambda t: t["validation_text_word_accuracy"])
     output_side = None
     if not args.inputs_only:
-        before = validation_scores(lm, best["state"], data["new"])
+        before = best["scores"]  # the ridge sweep scored these weights already
         best["state"], heads = refit_output_side(best["state"], cfg, data)
         after = validation_scores(lm, best["state"], data["new"])
         output_side = {"codebooks": heads, "validation_before": before, "validation_after": after}
@@ -271,7 +273,7 @@ def main() -> None:
     out = Path(args.out)
     write_weights(out, best["state"], {"preset": "tiny", "code_transfer": "scripts/lm_code_transfer.py"})
     for t in tried:
-        del t["state"]
+        del t["state"], t["scores"]
     lm_sidecar = Path(args.lm).with_suffix(".json")
     base = json.loads(lm_sidecar.read_text()) if lm_sidecar.is_file() else {}
     sidecar = {
