@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from reference_model.codec import load_codec
+from reference_model.errors import CheckpointError, ConfigError
 from vemi_eval.environment import git_state
 from vemi_eval.storage import file_sha256
 from vemi_eval.training.codec_eval import heldout_sets
@@ -39,8 +40,10 @@ def main() -> None:
         sys.exit("error: --per-set and --codebooks must be >= 1")
     torch.set_num_threads(1)
     t0 = time.time()
-    a = load_codec("tiny", args.a, num_codebooks=args.codebooks).eval()
-    b = load_codec("tiny", args.b, num_codebooks=args.codebooks).eval()
+    try:
+        a, b = (load_codec("tiny", p, num_codebooks=args.codebooks).eval() for p in (args.a, args.b))
+    except (CheckpointError, ConfigError) as e:  # not a codec file, or not a tiny one: one line
+        sys.exit(f"error: {e}")
     fs = a.frame_size
     sets: dict[str, dict] = {}
     for h in heldout_sets(a.sample_rate, per_set=args.per_set):
