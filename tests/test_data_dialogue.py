@@ -180,6 +180,50 @@ def test_user_channel_under_noise_is_tokenised_and_cached(cache, train2, monkeyp
     assert all(np.array_equal(a, b) for a, b in zip(codes, again))
 
 
+class Stopped(Exception):
+    pass
+
+
+def test_user_channel_tokenising_interrupted_goes_on_from_its_partial_file(cache, train2, monkeypatch):
+    from vemi_eval.data import dialogue_noise as dn
+
+    white = dn.fixed(dn.UserCondition("white", snr_db=5.0))
+    key = {"name": "t-white5-resume"}
+    whole = dn.user_codes("train", white, {"name": "t-white5-whole"}, limit=2, cache_dir=cache, log=print)
+    calls = []
+    die_at = [2]
+    real = dn.apply_condition
+
+    def second_one_dies(*a, **k):
+        calls.append(1)
+        if len(calls) == die_at[0]:
+            raise Stopped  # a training stopped while it tokenises
+        return real(*a, **k)
+
+    monkeypatch.setattr(dn, "apply_condition", second_one_dies)
+    with pytest.raises(Stopped):
+        dn.user_codes("train", white, key, limit=2, cache_dir=cache, log=lambda m: None, save_every=1)
+    assert len(list(cache.rglob("*.partial.safetensors"))) == 1  # the first session, saved
+    calls.clear()
+    said = []
+    again = dn.user_codes("train", white, key, limit=2, cache_dir=cache, log=said.append, save_every=1)
+    assert len(calls) == 1, said  # only the session the interrupted run had not finished
+    assert any("1/2 sessions done" in m for m in said)
+    assert all(np.array_equal(a, b) for a, b in zip(whole, again))  # same as the uninterrupted run
+    assert not list(cache.rglob("*.partial.safetensors"))
+    # a partial file made under other conditions with the same key (a changed recipe) is not used
+    other = dn.fixed(dn.UserCondition("white", snr_db=6.0))
+    key = {"name": "t-white-changed"}
+    calls.clear()
+    with pytest.raises(Stopped):
+        dn.user_codes("train", other, key, limit=2, cache_dir=cache, log=lambda m: None, save_every=1)
+    calls.clear()
+    said.clear()
+    die_at[0] = 0
+    dn.user_codes("train", white, key, limit=2, cache_dir=cache, log=said.append, save_every=1)
+    assert len(calls) == 2 and any("other conditions" in m for m in said)
+
+
 def test_heldout_plan_does_not_depend_on_the_training_split():
     rec = dialogue.recipe({"espeak": "e", "festival": "f"})
     grown = json.loads(json.dumps(rec))

@@ -30,6 +30,7 @@ from .seeds import seed_of
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "reverb")
 BABBLE_TALKERS = 4
+PARTIAL_SAVE_EVERY = 128  # sessions between saves of an unfinished tokenising (~2 min on one thread)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,13 @@ def user_codes(
     babble_offset: int = 0,
     cache_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
+    save_every: int = PARTIAL_SAVE_EVERY,
 ) -> list[np.ndarray]:
     """The user's codes [codebooks, frames] (int64) of every session of the split (in session order) under
     ``conditions(session)``. ``key`` names the conditions (it is hashed into the cache path: the same
-    key must mean the same conditions)."""
+    key must mean the same conditions). Every ``save_every`` sessions the work so far is saved beside the
+    cache file (``.partial``): an interrupted run (a training stopped while it tokenises its noisy copies,
+    ~45 min for 3,200 sessions on one thread) goes on from there instead of from the first session."""
     import torch
     from safetensors.numpy import load_file, save_file
 
@@ -114,12 +118,22 @@ def user_codes(
     if path.is_file():
         stored = load_file(str(path))
         return [stored[s.id].astype(np.int64) for s in sessions]
+    partial = path.with_name(path.stem + ".partial.safetensors")
+    out, manifest = _resume_partial(partial, full_key, sessions, conditions, log)
     codec = load_codec("tiny", ckpt)
     sr = int(codec.sample_rate)
     talkers: list[np.ndarray] | None = None
-    out: dict[str, np.ndarray] = {}
-    manifest = []
+
+    def save(target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        meta = {"key": json.dumps(full_key), "conditions": json.dumps(manifest)}
+        save_file(out, str(tmp), metadata=meta)
+        os.replace(tmp, target)  # a kill mid-write leaves the previous file whole
+
     for i, s in enumerate(sessions):
+        if s.id in out:
+            continue
         cond = conditions(s)
         if cond.kind == "babble" and talkers is None:
             talkers = babble_talkers(sr, babble_offset)
@@ -133,11 +147,43 @@ def user_codes(
         manifest.append({"session": s.id, **asdict(cond)})
         if (i + 1) % 16 == 0 or i + 1 == len(sessions):
             log(f"user channel under {key.get('name', 'conditions')}: {i + 1}/{len(sessions)} sessions")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(out, str(tmp), metadata={"key": json.dumps(full_key), "conditions": json.dumps(manifest)})
-    os.replace(tmp, path)
+        if len(out) % save_every == 0 and len(out) < len(sessions):
+            save(partial)
+    save(path)
+    partial.unlink(missing_ok=True)
     return [out[s.id].astype(np.int64) for s in sessions]
+
+
+def _resume_partial(
+    partial: Path,
+    full_key: dict,
+    sessions: Sequence[dlg.Session],
+    conditions: Callable[[dlg.Session], UserCondition],
+    log: Callable[[str], None],
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """The sessions an interrupted run finished, when its partial file is for these conditions (the
+    key, and each kept session's condition drawn again, must match); otherwise nothing."""
+    from safetensors import safe_open
+
+    if not partial.is_file():
+        return {}, []
+    try:
+        with safe_open(str(partial), framework="numpy") as f:
+            meta = f.metadata() or {}
+            kept = {name: f.get_tensor(name) for name in f.keys()}
+        manifest = json.loads(meta.get("conditions", "[]"))
+        same_key = json.loads(meta.get("key", "null")) == json.loads(json.dumps(full_key))
+    except (OSError, ValueError, json.JSONDecodeError):
+        same_key = False
+    by_id = {s.id: s for s in sessions}
+    if not same_key or any(
+        m["session"] not in by_id or {"session": m["session"], **asdict(conditions(by_id[m["session"]]))} != m
+        for m in manifest
+    ):
+        log(f"ignoring {partial.name}: it was made under other conditions")
+        return {}, []
+    log(f"resuming the user channel's tokens: {len(manifest)}/{len(sessions)} sessions done ({partial.name})")
+    return {m["session"]: kept[m["session"]] for m in manifest}, manifest
 
 
 def ladder_conditions(
