@@ -12,7 +12,7 @@ from vemi_eval.variant_models import ModelSpec, weights_provenance
 def test_provenance_of_bundled_given_and_random_weights(tmp_path):
     spec = ModelSpec(lm="tiny", codec="tiny", lm_checkpoint=None, codec_checkpoint=None)
     got = weights_provenance(spec)
-    assert got.codec == "trained, bundled tiny_codec_istft_full.safetensors"
+    assert got.codec == "trained, bundled tiny_codec_istft_full2.safetensors"
     if BUNDLED["tiny"].is_file():
         assert got.lm == "trained, bundled tiny_lm.safetensors"
     else:

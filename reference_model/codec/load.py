@@ -14,11 +14,12 @@ from .model import MimiCodec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Presets that ship trained weights in reference_model/weights/ (used when no checkpoint is given). The tiny
-# default is the whole codec retrained with the causal iSTFT decoder (issue 31; the file's metadata names its
-# decoder, so the "tiny" config adopts it), paired with the bundled LM trained on its codes (issue 36). The
-# first tiny codec (SEANet decoder, the v1 codes) stays beside it: weights/tiny_codec.safetensors.
+# default is istft-full2: the whole codec retrained twice with the causal iSTFT decoder, then its decoder
+# alone (issue 31; the file's metadata names its decoder, so the "tiny" config adopts it), paired with the
+# bundled LM trained on its codes (issue 36). Its predecessors stay beside it as suite variants:
+# weights/tiny_codec_istft_full.safetensors (one cycle) and tiny_codec.safetensors (SEANet, the v1 codes).
 BUNDLED = {
-    "tiny": WEIGHTS_DIR / "tiny_codec_istft_full.safetensors",
+    "tiny": WEIGHTS_DIR / "tiny_codec_istft_full2.safetensors",
     "tiny-istft": WEIGHTS_DIR / "tiny_codec_istft.safetensors",
 }
 
