@@ -348,6 +348,15 @@ def test_the_istft_decoder_gan_recipe_keeps_the_codes_so_the_lm_still_pairs(tmp_
     assert tokenizer_sha256(out) == tokenizer_sha256(start)
 
 
+def test_the_istft_decoder_phase_recipe_learns_the_phase_term_on_frozen_codes(tmp_path):
+    start, out, info = _two_gan_steps_on_an_istft_codec(tmp_path, "istft-decoder-phase")
+    assert info["frozen"] and "discriminator" not in info
+    assert info["codes_digest"] == info["codes_digest_at_start"]
+    assert {"phase", "stft", "level"} <= set(info["final_losses_mean_last_500"])
+    assert 0.0 < info["final_losses_mean_last_500"]["phase"] <= 2.0
+    assert tokenizer_sha256(out) == tokenizer_sha256(start)
+
+
 def test_istft_recipe_trains_its_new_decoder_on_frozen_codes_and_resumes_exactly(tmp_path):
     import pytest
     from safetensors.torch import load_file

@@ -25,6 +25,7 @@ CODEC_DIGESTS = {
     "istft-full-gan": "844959a0df025ffd",
     "istft-decoder": "907e6eefd11da6bf",
     "istft-decoder-gan": "b450c51253dcce3a",
+    "istft-decoder-phase": "f996f652ac453042",
 }
 CODEC_OPTION_DIGESTS = {
     "ervq": "15cdab88c160fc9c",

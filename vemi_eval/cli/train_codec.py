@@ -62,6 +62,7 @@ from .training_common import (
             "istft-full-gan",
             "istft-decoder",
             "istft-decoder-gan",
+            "istft-decoder-phase",
         ]
     ),
     default="v2",
@@ -74,7 +75,8 @@ from .training_common import (
     "(new codes: retrain the LM on them); stft-full: the same with the causal STFT encoder front-end; "
     "istft-full-gan: istft-full with v1-decoder-gan's discriminator (for the decoder's phase); "
     "istft-decoder / istft-decoder-gan: the decoder of an istft-full --init-from alone (its codes and the LM "
-    "on them stay), without / with that discriminator.",
+    "on them stay), without / with that discriminator; istft-decoder-phase: istft-decoder plus a loss on the "
+    "decoded phase's derivatives (no discriminator).",
 )
 @click.option(
     "--clock",

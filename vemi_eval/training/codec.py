@@ -46,7 +46,13 @@ from ..errors import OptionsError
 from ..storage import file_sha256
 from .codec_audio import TrainingAudio
 from .codec_eval import evaluate_codec, heldout_sets
-from .codec_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, OptionParts, frame_level_loss
+from .codec_losses import (
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    OptionParts,
+    PhaseDerivativeLoss,
+    frame_level_loss,
+)
 from .codec_model import (
     add_weight_norm,
     codes_digest,
@@ -147,6 +153,7 @@ def train_codec(
     frozen = freeze_encoder_side(codec) if recipe.train_parts == "decoder" else []
     mel_loss = MultiScaleMelLoss(cfg.sample_rate, recipe.mel_scales, recipe.mel).to(device)
     stft_loss = MultiResolutionSTFTLoss().to(device) if recipe.stft_weight else None
+    phase_loss = PhaseDerivativeLoss().to(device) if recipe.phase_weight else None
     # the losses see the samples a stream has complete: an iSTFT decoder's last n_fft - hop are partial
     keep = recipe.segment_frames * cfg.frame_size - codec.decode_delay
     needs_parts = recipe.options or recipe.adv_weight or recipe.feat_weight
@@ -275,6 +282,10 @@ def train_codec(
             l_stft = stft_loss(y, x)
             loss = loss + recipe.stft_weight * l_stft
             recent_options.setdefault("stft", []).append(l_stft.item())
+        if phase_loss is not None:
+            l_phase = phase_loss(y, x)
+            loss = loss + recipe.phase_weight * l_phase
+            recent_options.setdefault("phase", []).append(l_phase.item())
         if parts is not None:
             for term, value in parts.losses(x, y).items():
                 loss = loss + parts.weights()[term] * value

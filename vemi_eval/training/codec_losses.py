@@ -124,6 +124,62 @@ class MultiResolutionSTFTLoss(torch.nn.Module):
         return total / len(self.resolutions)
 
 
+def _next_frame(s: torch.Tensor, parts: bool = False):
+    """[B, bins, frames] -> each frame's phasor times the previous frame's conjugate (or both halves)."""
+    later, earlier = s[..., 1:], s[..., :-1]
+    return (later, earlier) if parts else later * earlier.conj()
+
+
+def _next_bin(s: torch.Tensor, parts: bool = False):
+    """[B, bins, frames] -> each bin's phasor times the lower bin's conjugate (or both halves)."""
+    later, earlier = s[..., 1:, :], s[..., :-1, :]
+    return (later, earlier) if parts else later * earlier.conj()
+
+
+# the iSTFT decoder's own grid (reference_model/codec/istft.py: Hann, n_fft 960, hop 240 at 24 kHz)
+PHASE_RESOLUTION = (960, 240)
+
+
+class PhaseDerivativeLoss(torch.nn.Module):
+    """What a decoder's phase gets wrong, in APNet's (Ai & Ling 2023) anti-wrapped phase derivatives: the
+    instantaneous frequency (phase advance from one STFT frame to the next, per bin) and the group delay
+    (phase step from one bin to the next, per frame), output against input. Both are blind to a constant
+    time shift (instantaneous frequency exactly, group delay up to a constant of omega x lag), which
+    APNet's third term, the instantaneous phase itself, is not; a codec's output may sit a few samples off
+    its input, so that term is left out. Anti-wrapping is done on unit phasors: for a derivative d,
+    1 - cos(d_out - d_in) (zero when equal, 2 at opposite phase; smooth, no branch cut). Each bin is
+    weighted by the input's magnitudes at both ends of its difference, so silent bins, whose phase is
+    noise, count for nothing; output bins far below ``floor`` tend to a phasor of zero (a penalty of 1,
+    with a bounded gradient)."""
+
+    def __init__(self, resolution: tuple[int, int] = PHASE_RESOLUTION, floor: float = 1e-4) -> None:
+        super().__init__()
+        self.n_fft, self.hop = resolution
+        self.floor = floor
+        self.register_buffer("window", torch.hann_window(self.n_fft))
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(
+            x, self.n_fft, hop_length=self.hop, window=self.window, center=True, return_complex=True
+        )  # fmt: skip  [B, bins, frames]
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y, x = y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1])
+        sy, sx = self.spectrum(y), self.spectrum(x)
+        uy = sy / torch.sqrt(sy.real**2 + sy.imag**2 + self.floor**2)
+        mx = sx.abs().detach()
+        ux = (sx / mx.clamp_min(1e-12)).detach()
+        total = y.new_zeros(())
+        for step in (_next_frame, _next_bin):  # instantaneous frequency, group delay
+            d_out = step(uy)
+            d_in = step(ux)
+            later, earlier = step(mx, parts=True)
+            w = later * earlier
+            err = 1.0 - (d_out * d_in.conj()).real  # 1 - cos(phase derivative, output - input)
+            total = total + (w * err).sum() / w.sum().clamp_min(1e-12)
+        return total / 2
+
+
 class QuantizerTaps:
     """What each RVQ (``rvq_first``, ``rvq_rest``) got and gave in the last training pass, caught by forward
     hooks so the codec's forward stays the plain one: {name: (latent [B, C, T], output [B, C, T], codes

@@ -61,6 +61,7 @@ class CodecRecipe:
     adv_weight: float = 0.0
     feat_weight: float = 0.0
     disc_lr: float = 1e-4
+    phase_weight: float = 0.0  # anti-wrapped phase derivatives at the iSTFT grid (PhaseDerivativeLoss)
 
     def digest(self) -> str:
         d = asdict(self)
@@ -85,6 +86,7 @@ _OPTION_FIELDS: dict[str, Any] = {
     "adv_weight": 0.0,
     "feat_weight": 0.0,
     "disc_lr": 1e-4,
+    "phase_weight": 0.0,
 }
 
 # What each codec recipe option sets (declared for the registry in vemi_eval/training/recipes.py).
@@ -183,4 +185,9 @@ def named_recipes() -> dict[str, CodecRecipe]:
         # (reports/training/codec-diagnosis-istft-full.json), so the codes are not the limit.
         "istft-decoder": istft_decoder,
         "istft-decoder-gan": replace(istft_decoder, adv_weight=1 / 15, feat_weight=2 / 15, disc_lr=2e-4),
+        # The decoder alone with a loss on its phase and no discriminator: the GAN arm ran at a tenth of the
+        # step rate and moved nothing in 45 CPU-min (reports/training/codec-istft-decoder-gan-45cpumin.json),
+        # while the phase oracle says the decoded phase costs 0.05-0.07 STOI. APNet's phase-derivative
+        # losses (PhaseDerivativeLoss) cost one STFT of output and input per step.
+        "istft-decoder-phase": replace(istft_decoder, phase_weight=1.0),
     }  # fmt: skip
