@@ -124,16 +124,10 @@ class MultiResolutionSTFTLoss(torch.nn.Module):
         return total / len(self.resolutions)
 
 
-def _next_frame(s: torch.Tensor, parts: bool = False):
-    """[B, bins, frames] -> each frame's phasor times the previous frame's conjugate (or both halves)."""
-    later, earlier = s[..., 1:], s[..., :-1]
-    return (later, earlier) if parts else later * earlier.conj()
-
-
-def _next_bin(s: torch.Tensor, parts: bool = False):
-    """[B, bins, frames] -> each bin's phasor times the lower bin's conjugate (or both halves)."""
-    later, earlier = s[..., 1:, :], s[..., :-1, :]
-    return (later, earlier) if parts else later * earlier.conj()
+def _neighbours(s: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each element of ``s`` from the second on along ``dim``, and the one before it."""
+    n = s.shape[dim] - 1
+    return s.narrow(dim, 1, n), s.narrow(dim, 0, n)
 
 
 # the iSTFT decoder's own grid (reference_model/codec/istft.py: Hann, n_fft 960, hop 240 at 24 kHz)
@@ -170,12 +164,10 @@ class PhaseDerivativeLoss(torch.nn.Module):
         mx = sx.abs().detach()
         ux = (sx / mx.clamp_min(1e-12)).detach()
         total = y.new_zeros(())
-        for step in (_next_frame, _next_bin):  # instantaneous frequency, group delay
-            d_out = step(uy)
-            d_in = step(ux)
-            later, earlier = step(mx, parts=True)
-            w = later * earlier
-            err = 1.0 - (d_out * d_in.conj()).real  # 1 - cos(phase derivative, output - input)
+        for dim in (-1, -2):  # along frames: instantaneous frequency; along bins: group delay
+            (uy1, uy0), (ux1, ux0), (mx1, mx0) = (_neighbours(t, dim) for t in (uy, ux, mx))
+            w = mx1 * mx0
+            err = 1.0 - (uy1 * uy0.conj() * (ux1 * ux0.conj()).conj()).real  # 1 - cos(d_out - d_in)
             total = total + (w * err).sum() / w.sum().clamp_min(1e-12)
         return total / 2
 
