@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import write_atomic
 from . import DataError
 from . import dialogue as dlg
 from .seeds import seed_of
@@ -102,7 +103,8 @@ def user_codes(
     cache file (``.partial``): an interrupted run (a training stopped while it tokenises its noisy copies,
     ~45 min for 3,200 sessions on one thread) goes on from there instead of from the first session."""
     import torch
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save as save_bytes
 
     from reference_model import bundled_codec_weights, load_codec
 
@@ -124,12 +126,10 @@ def user_codes(
     sr = int(codec.sample_rate)
     talkers: list[np.ndarray] | None = None
 
-    def save(target: Path) -> None:
+    def save(target: Path) -> None:  # atomic: a kill mid-write leaves the previous file whole
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
         meta = {"key": json.dumps(full_key), "conditions": json.dumps(manifest)}
-        save_file(out, str(tmp), metadata=meta)
-        os.replace(tmp, target)  # a kill mid-write leaves the previous file whole
+        write_atomic(target, save_bytes(out, metadata=meta))
 
     for i, s in enumerate(sessions):
         if s.id in out:
