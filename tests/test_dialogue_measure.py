@@ -140,6 +140,12 @@ def test_scripted_model_gives_exactly_its_figures(cache, monkeypatch):
     # real evaluators on the scripted audio: scored, and what they say is about that audio
     wer = rec("answer_wer", snr_db="clean", source="asr")
     assert wer.n > 0 and wer.extra["of"] == n_turns and 0 <= wer.value <= 1
+    # beside the mean, over the same turns: the median and the share of runaway turns (WER above 1)
+    med = rec("answer_wer_median", snr_db="clean", source="asr")
+    runaway = rec("answer_wer_runaway_share", snr_db="clean", source="asr")
+    assert med.n == runaway.n == wer.n
+    assert med.value == pytest.approx(float(np.median(wer.samples)))
+    assert runaway.value == pytest.approx(float(np.mean(np.asarray(wer.samples) > 1.0)))
     # the onset of the scripted speech by VAD: after the user's end (whisper's word times read 0 here)
     vad_lat = rec("response_latency_s", snr_db="clean", source="vad")
     assert vad_lat.n > 0 and vad_lat.value > 0.1 and abs(vad_lat.value - lat.value) < 0.3
@@ -183,6 +189,9 @@ def test_silent_model_is_never_scored_as_a_value(cache, monkeypatch):
             and voice.extra["of"] == 1
         )
     assert records[("answer_wer", "asr")].value == 1.0
+    # silence is one error per one-word answer: WER 1 on every turn, none of them a runaway
+    assert records[("answer_wer_median", "asr")].value == 1.0
+    assert records[("answer_wer_runaway_share", "asr")].value == 0.0
     # no codec on this stand-in: the speech ceiling only, scored on every turn whatever the model says
     assert records[("corpus_answer_wer", "corpus_speech")].n == 4
     assert ("corpus_answer_wer", "corpus_codec") not in records

@@ -45,6 +45,7 @@ HEADLINES = (
     Headline("accuracy", "answer_accuracy", (("snr_db", "clean"), ("source", "text"))),
     Headline("response", "response_latency_s", (("snr_db", "clean"), ("source", "text"))),
     Headline("answer WER", "answer_wer", (("snr_db", "clean"),)),
+    Headline("answer WER median", "answer_wer_median", (("snr_db", "clean"),)),
     Headline("accuracy (teacher-forced)", "tf_answer_accuracy", (("user_channel", "clean"),)),
     Headline("frame p50", "frame_time_p50_ms", (("stage", "total"),)),
     Headline("LM p50", "frame_time_p50_ms", (("stage", "lm"),)),

@@ -7,10 +7,13 @@ audio out, played at the same frame). Per turn ("what comes after seven" -> "eig
 - ``answer_accuracy``: the first word of the text stream after the user's turn ends (until the next
   turn starts) is the expected number; along an SNR ladder on the user channel (condition {"snr_db"}).
 - ``answer_wer``: faster-whisper's transcript of the model's decoded speech in that window against the
-  expected word (total errors / total words).
+  expected word (total errors / total words), with ``answer_wer_median`` and ``answer_wer_runaway_share``
+  (turns above ``RUNAWAY_WER``) beside it: over one-word references a few turns where the ASR writes a
+  sentence (a repetition loop, babble) can carry the mean, and these two say whether they do.
 - ``corpus_answer_wer``: the ceilings of ``answer_wer``, the same ASR in the same windows on the corpus's
   own answers as synthesised ({"source": "corpus_speech"}) and through the variant's codec with the LM's
-  codebooks ({"source": "corpus_codec"}): an LM that said every answer as the corpus does scores the latter.
+  codebooks ({"source": "corpus_codec"}): an LM that said every answer as the corpus does scores the latter;
+  with its median and runaway share as ``answer_wer``.
 - ``response_latency_s`` (median): start of the model's first word minus the end of the user's turn,
   clipped at 0 as Full-Duplex-Bench; from the text stream (the frame of the first word token, condition
   {"source": "text"}) and from the speech onset in the model's audio by Silero VAD ({"source": "vad"}).
@@ -91,8 +94,34 @@ SPOKE_BOTH_HALVES = "sessions in which the model spoke in both halves"
 __all__ = ["PARAMS", "Streamed", "measure_dialogue", "stream_session"]
 
 
+# Every reference answer is one word: a turn above this WER heard more wrong words than the answer has
+# (a repetition loop or babble), not one wrong word.
+RUNAWAY_WER = 1.0
+
 # --- scoring one session -----------------------------------------------------------------------------------
 _record = dialogue_record
+
+
+def wer_records(
+    ctx: MeasureContext,
+    metric: str,
+    rows: list[float],
+    of: int,
+    *,
+    condition: dict[str, Any],
+    failures: list[str],
+    extra: dict[str, Any],
+) -> list[MetricRecord]:
+    """Per-turn word errors three ways: the mean (``metric``: total errors / total words, every
+    reference being one word), the median (``metric``_median) and the share of turns above
+    ``RUNAWAY_WER`` (``metric``_runaway_share), each over the same scored turns."""
+    common = dict(condition=condition, higher_is_better=False, failures=failures, extra=extra)
+    runaway = [float(r > RUNAWAY_WER) for r in rows]
+    return [
+        _record(ctx, metric, "fraction", rows, of, **common),
+        _record(ctx, f"{metric}_median", "fraction", rows, of, statistic="median", **common),
+        _record(ctx, f"{metric}_runaway_share", "share", runaway, of, **common),
+    ]
 
 
 def _snr_label(x: Any) -> str:
@@ -304,18 +333,14 @@ def measure_heldout(ctx: MeasureContext, params: dict[str, Any]) -> list[MetricR
             asr_fail.append(f"{t.session}/{t.turn}: {e}")
     asr_extra = {**common, "evaluator": {"name": "asr", **specs["asr"].info()}}
     # every reference is one word, so WER (total errors / total words) is the mean of per-turn errors
-    records.append(
-        _record(
-            ctx,
-            "answer_wer",
-            "fraction",
-            wer_rows,
-            len(first),
-            condition={**cond0, "source": "asr"},
-            higher_is_better=False,
-            failures=asr_fail,
-            extra=asr_extra,
-        )
+    records += wer_records(
+        ctx,
+        "answer_wer",
+        wer_rows,
+        len(first),
+        condition={**cond0, "source": "asr"},
+        failures=asr_fail,
+        extra=asr_extra,
     )
     records.append(
         _record(
@@ -481,17 +506,13 @@ def corpus_answer_wer(
                 rows.append(turn_wer(t.expected, words))
             except EvaluatorError as e:
                 fails.append(f"{t.session}/{t.turn}: {e}")
-        out.append(
-            _record(
-                ctx,
-                "corpus_answer_wer",
-                "fraction",
-                rows,
-                len(turns),
-                condition={**condition, "source": source},
-                higher_is_better=False,
-                failures=fails,
-                extra=extra,
-            )
+        out += wer_records(
+            ctx,
+            "corpus_answer_wer",
+            rows,
+            len(turns),
+            condition={**condition, "source": source},
+            failures=fails,
+            extra=extra,
         )
     return out
