@@ -26,6 +26,7 @@ CODEC_DIGESTS = {
     "istft-decoder": "907e6eefd11da6bf",
     "istft-decoder-gan": "b450c51253dcce3a",
     "istft-decoder-phase": "f996f652ac453042",
+    "istft-decoder-voice": "1e70bbacc4ff5e7c",
 }
 CODEC_OPTION_DIGESTS = {
     "ervq": "15cdab88c160fc9c",

@@ -63,6 +63,7 @@ from .training_common import (
             "istft-decoder",
             "istft-decoder-gan",
             "istft-decoder-phase",
+            "istft-decoder-voice",
         ]
     ),
     default="v2",
@@ -76,7 +77,8 @@ from .training_common import (
     "istft-full-gan: istft-full with v1-decoder-gan's discriminator (for the decoder's phase); "
     "istft-decoder / istft-decoder-gan: the decoder of an istft-full --init-from alone (its codes and the LM "
     "on them stay), without / with that discriminator; istft-decoder-phase: istft-decoder plus a loss on the "
-    "decoded phase's derivatives (no discriminator).",
+    "decoded phase's derivatives (no discriminator); istft-decoder-voice: istft-decoder with half of its "
+    "crops in the model's own voice (festival ked_diphone on other sentences; held out of the codec corpus).",
 )
 @click.option(
     "--clock",

@@ -90,7 +90,7 @@ _CYRILLIC_C = "бвгджзклмнпрстфхцчшщ"
 _CYRILLIC_V = "аеиоуыэюя"
 
 
-def _english_words() -> list[str]:
+def english_words() -> list[str]:
     if not WORDLIST.is_file():
         raise DataError(
             f"{WORDLIST} not found (the codec corpus needs Debian's wamerican: apt install wamerican)"
@@ -128,7 +128,7 @@ def espeak_variants() -> list[str]:
     return sorted(set(names))
 
 
-def _normalise(audio: np.ndarray) -> np.ndarray | None:
+def normalise_level(audio: np.ndarray) -> np.ndarray | None:
     audio = np.asarray(audio, dtype=np.float64)
     rms = float(np.sqrt(np.mean(audio**2))) if audio.size else 0.0
     if rms < 1e-4 or audio.size < 4000:
@@ -148,7 +148,7 @@ def _espeak(voice: str, pitch: int, rate: int, text: str) -> tuple[np.ndarray, i
     return audio, sr
 
 
-def _festival_batch(
+def festival_batch(
     voice: FestivalVoice, texts: list[str], stretches: list[float]
 ) -> list[tuple[np.ndarray, int] | None]:
     """All ``texts`` in one festival process (its start-up dominates a single sentence); None for a
@@ -214,7 +214,7 @@ def _build(
 ) -> tuple[dict[str, tuple[list[np.ndarray], list[dict]]], list[dict]]:
     """The two splits, and the festival sentences a voice could not say (left out, listed)."""
     rng = np.random.default_rng(seed)
-    words = _english_words()
+    words = english_words()
     variants = espeak_variants()
     missing = [v for v in HELDOUT_VARIANTS + EVAL_TRAIN_VARIANTS if v not in variants]
     if missing:
@@ -225,7 +225,7 @@ def _build(
     skipped: list[dict] = []
 
     def add(split: str, audio: np.ndarray, sr: int, item: dict) -> None:
-        a = _normalise(resample(audio, sr, sample_rate))
+        a = normalise_level(resample(audio, sr, sample_rate))
         if a is not None:
             splits[split][0].append(a)
             splits[split][1].append(item)
@@ -249,7 +249,7 @@ def _build(
         n = size.festival_heldout_per_voice if v.heldout else size.festival_train_per_voice
         texts = [sentence(rng, v.script, words) for _ in range(n)]
         stretches = [float(rng.uniform(0.85, 1.2)) for _ in range(n)]
-        said = _festival_batch(v, texts, stretches)
+        said = festival_batch(v, texts, stretches)
         for text, s, got in zip(texts, stretches, said):
             if got is None:
                 skipped.append({"voice": v.name, "text": text})

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from reference_model.codec import MimiCodec, codec_config
 
+from ..data.dialogue.spec import MODEL_VOICE
 from ..errors import OptionsError
 from ..storage import file_sha256
 from .codec_audio import TrainingAudio
@@ -334,6 +335,11 @@ def train_codec(
             "offline round trip, mean over held-out voices never used in training, per engine: "
             "espeak_eval_corpus = the codec suite's data; *_heldout_voices = codec_corpus(split='heldout')"
         )
+        if recipe.model_voice_share > 0:  # the model's voice is one of the held-out festival voices
+            extra["heldout_quality_note"] += (
+                f"; but {MODEL_VOICE} (the model's voice) was trained on here, reading other sentences "
+                "(data/model_voice.py): festival_heldout_voices' per_speaker_stoi holds the others apart"
+            )
         brief = {
             k: {n: [round(v[m], 3) for m in ("pesq_wb", "stoi", "level_db")] for n, v in q.items()}
             for k, q in extra["heldout_quality"].items()
