@@ -263,6 +263,28 @@ def _build(
     return splits, skipped
 
 
+def write_split(folder: Path, name: str, audios: list[np.ndarray], items: list[dict]) -> None:
+    """One split as ``name``.audio.npy (int16, concatenated), ``name``.offsets.npy and ``name``.items.json;
+    each array replaced atomically."""
+    offsets = np.cumsum([0] + [len(a) for a in audios]).astype(np.int64)
+    pcm = np.clip(np.concatenate(audios) * 32767.0, -32767, 32767).astype(np.int16)
+    for suffix, arr in (("audio", pcm), ("offsets", offsets)):
+        tmp = folder / f"{name}.{suffix}.tmp.npy"
+        np.save(tmp, arr)
+        os.replace(tmp, folder / f"{name}.{suffix}.npy")
+    (folder / f"{name}.items.json").write_text(json.dumps(items))
+
+
+def read_split(folder: Path, name: str, sample_rate: int, digest: str) -> CodecCorpus:
+    """A split that ``write_split`` wrote; its sha256 covers the recipe's digest and the audio."""
+    audio = np.load(folder / f"{name}.audio.npy", mmap_mode="r")
+    offsets = np.load(folder / f"{name}.offsets.npy")
+    items = json.loads((folder / f"{name}.items.json").read_text())
+    h = hashlib.sha256(digest.encode())
+    h.update(np.ascontiguousarray(audio).tobytes())
+    return CodecCorpus(np.asarray(audio), offsets, items, sample_rate, h.hexdigest())
+
+
 def _corpus_root() -> Path:
     return cache_home() / "codec_corpus"
 
@@ -288,21 +310,10 @@ def codec_corpus(
         folder.mkdir(parents=True, exist_ok=True)
         splits, skipped = _build(size, seed, sample_rate, log)
         for name, (audios, items) in splits.items():
-            offsets = np.cumsum([0] + [len(a) for a in audios]).astype(np.int64)
-            pcm = np.clip(np.concatenate(audios) * 32767.0, -32767, 32767).astype(np.int16)
-            for suffix, arr in (("audio", pcm), ("offsets", offsets)):
-                tmp = folder / f"{name}.{suffix}.tmp.npy"
-                np.save(tmp, arr)
-                os.replace(tmp, folder / f"{name}.{suffix}.npy")
-            (folder / f"{name}.items.json").write_text(json.dumps(items))
+            write_split(folder, name, audios, items)
         (folder / "recipe.json").write_text(json.dumps(rec, indent=1))
         done.write_text(json.dumps({"digest": digest, "festival_sentences_not_said": skipped}))
-    audio = np.load(folder / f"{split}.audio.npy", mmap_mode="r")
-    offsets = np.load(folder / f"{split}.offsets.npy")
-    items = json.loads((folder / f"{split}.items.json").read_text())
-    h = hashlib.sha256(digest.encode())
-    h.update(np.ascontiguousarray(audio).tobytes())
-    return CodecCorpus(np.asarray(audio), offsets, items, sample_rate, h.hexdigest())
+    return read_split(folder, split, sample_rate, digest)
 
 
 def summary(corpus: CodecCorpus) -> dict:

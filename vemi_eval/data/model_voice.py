@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,16 @@ import numpy as np
 from ..storage import cache_home
 from . import DataError
 from .audio import resample
-from .codec_corpus import WORDLIST, CodecCorpus, english_words, festival_batch, normalise_level, sentence
+from .codec_corpus import (
+    WORDLIST,
+    CodecCorpus,
+    english_words,
+    festival_batch,
+    normalise_level,
+    read_split,
+    sentence,
+    write_split,
+)
 from .dialogue.spec import MODEL_VOICE, NUMBERS
 from .festival import voice
 
@@ -83,22 +91,7 @@ def model_voice_audio(
             log(f"[model voice] {MODEL_VOICE}: {len(audios)} of {len(texts)} sentences")
         if not audios:
             raise DataError(f"festival {MODEL_VOICE} said none of the model voice's sentences")
-        offsets = np.cumsum([0] + [len(a) for a in audios]).astype(np.int64)
-        pcm = np.clip(np.concatenate(audios) * 32767.0, -32767, 32767).astype(np.int16)
-        for name, arr in (("audio", pcm), ("offsets", offsets)):
-            tmp = folder / f"{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, folder / f"{name}.npy")
-        (folder / "items.json").write_text(json.dumps(items))
+        write_split(folder, "voice", audios, items)
         (folder / "recipe.json").write_text(json.dumps(rec, indent=1))
         (folder / "done.json").write_text(json.dumps({"digest": digest, "utterances": len(items)}))
-    audio = np.load(folder / "audio.npy")
-    h = hashlib.sha256(digest.encode())
-    h.update(np.ascontiguousarray(audio).tobytes())
-    return CodecCorpus(
-        audio,
-        np.load(folder / "offsets.npy"),
-        json.loads((folder / "items.json").read_text()),
-        sample_rate,
-        h.hexdigest(),
-    )
+    return read_split(folder, "voice", sample_rate, digest)
