@@ -1,13 +1,13 @@
 """Whether the dialogue suite's answer WER measures speech or the ASR's hallucinations in silence.
 
-The dialogue suite transcribes each answer window (the user's end to the next turn's start: one answer
-word and up to a few seconds of silence) with faster-whisper as it is, no VAD. On the corpus's own
+The dialogue suite used to transcribe each answer window (the user's end to the next turn's start: one
+answer word and up to a few seconds of silence) with faster-whisper as it is, no VAD. On the corpus's own
 answers through the codec, its mean WER was 1.58 with a median of 0 (session 21): a few windows where
 whisper writes a sentence carry the mean. This script scores the same windows two ways:
 
-* ``whole``: the window as the suite decodes it;
+* ``whole``: the whole window (the suite up to its measurement version 3);
 * ``vad``: only the speech Silero VAD finds in it (faster-whisper's VAD filter with M3-DuplexBench's
-  settings, as ``asr.transcribe_spans`` decodes a long clip),
+  settings, ``asr.transcribe_spans``: the suite from version 4),
 
 for the corpus's answers as synthesised and through the codec (8 codebooks), and lists the runaway
 windows (WER above 1) with what whisper heard. A runaway that vanishes under VAD was whisper's
