@@ -4,8 +4,9 @@
 Why: the tiny duplex model always speaks in this one voice, and the codec decoder renders every answer it
 says, but the codec corpus holds the voice out (it is one of its held-out festival voices), so the decoder
 never trained on the speech it exists to render. Through the bundled codec the corpus's own spoken answers
-read at a mean ASR word error of 1.58 (0.10 as synthesised): the answer-WER target of the LM issue waits on
-this voice. A decoder recipe with ``model_voice_share`` > 0 draws that share of its crops from here.
+read at a mean ASR word error of 1.58 on whole answer windows (0.151 as synthesised): the answer-WER target
+of the LM issue waits on this voice. A decoder recipe with ``model_voice_share`` > 0 draws that share of its
+crops from here.
 
 The sentences are the codec corpus's kind (random words of Debian's wamerican), from their own seed, with
 the dialogue corpus's answer words left out: the decoder never hears this voice say an answer, so the

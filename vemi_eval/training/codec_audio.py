@@ -16,6 +16,8 @@ class TrainingAudio:
     """Random crops of the training split, with gain jitter."""
 
     def __init__(self, recipe: CodecRecipe, sample_rate: int, log=print) -> None:
+        if not 0.0 <= recipe.model_voice_share <= 1.0:  # before any corpus is read
+            raise ValueError(f"model_voice_share must be in [0, 1], got {recipe.model_voice_share}")
         if recipe.data == "codec_corpus":
             corpus = codec_corpus("train", sample_rate=sample_rate, log=log)
             self.audio = np.asarray(corpus.audio)
@@ -33,8 +35,6 @@ class TrainingAudio:
         self.recipe = recipe
         self.voice_audio: np.ndarray | None = None
         self.voice_offsets: np.ndarray | None = None
-        if not 0.0 <= recipe.model_voice_share <= 1.0:
-            raise ValueError(f"model_voice_share must be in [0, 1], got {recipe.model_voice_share}")
         if recipe.model_voice_share > 0:
             voice = model_voice_audio(sample_rate=sample_rate, log=log)
             self.voice_audio, self.voice_offsets = np.asarray(voice.audio), voice.offsets
